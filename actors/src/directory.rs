@@ -1,0 +1,128 @@
+//! Operator accounts, kept in the operators KV bucket with argon2 password hashes.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use async_nats::jetstream::kv;
+use serde::{Deserialize, Serialize};
+
+/// An operator account as stored.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct OperatorRecord {
+    pub username: String,
+    pub name: String,
+    pub admin: bool,
+    /// PHC string of an argon2id hash.
+    pub password_hash: String,
+}
+
+/// Why an operator could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("invalid username {0:?}: use 1-64 of a-z, 0-9, '-', '_'")]
+    InvalidUsername(String),
+    #[error("the password must have at least 8 characters")]
+    WeakPassword,
+    #[error("hashing the password: {0}")]
+    Hash(String),
+    #[error("operators store: {0}")]
+    Store(#[from] async_nats::Error),
+}
+
+/// Usernames are KV keys and appear in events: keep them plain.
+pub fn valid_username(u: &str) -> bool {
+    !u.is_empty()
+        && u.len() <= 64
+        && u
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Hashes `password` with argon2id and a random salt (CPU-heavy: call off the async threads).
+pub fn hash_password(password: &str) -> Result<String, DirectoryError> {
+    if password.chars().count() < 8 {
+        return Err(DirectoryError::WeakPassword);
+    }
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| DirectoryError::Hash(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| DirectoryError::Hash(e.to_string()))
+}
+
+/// Checks `password` against a stored PHC hash (CPU-heavy: call off the async threads).
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// Creates or replaces an operator.
+pub async fn put_operator(
+    operators: &kv::Store,
+    username: &str,
+    name: &str,
+    admin: bool,
+    password: &str,
+) -> Result<OperatorRecord, DirectoryError> {
+    if !valid_username(username) {
+        return Err(DirectoryError::InvalidUsername(username.into()));
+    }
+    let pw = password.to_string();
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&pw))
+        .await
+        .map_err(|e| DirectoryError::Hash(e.to_string()))??;
+    let record = OperatorRecord {
+        username: username.into(),
+        name: if name.trim().is_empty() {
+            username.into()
+        } else {
+            name.trim().into()
+        },
+        admin,
+        password_hash,
+    };
+    let json = serde_json::to_vec(&record).map_err(|e| DirectoryError::Hash(e.to_string()))?;
+    operators
+        .put(username, json.into())
+        .await
+        .map_err(|e| DirectoryError::Store(e.into()))?;
+    Ok(record)
+}
+
+/// Reads an operator, `None` if there is none by that name.
+pub async fn get_operator(
+    operators: &kv::Store,
+    username: &str,
+) -> Result<Option<OperatorRecord>, DirectoryError> {
+    if !valid_username(username) {
+        return Ok(None);
+    }
+    let Some(bytes) = operators
+        .get(username)
+        .await
+        .map_err(|e| DirectoryError::Store(e.into()))?
+    else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice(&bytes).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("x", "not a hash"));
+        assert!(matches!(hash_password("short"), Err(DirectoryError::WeakPassword)));
+    }
+}

@@ -1,0 +1,31 @@
+//! Natter's actors and the types they speak.
+//!
+//! Layout:
+//! - [`subjects`]: every NATS subject name, built in this one module.
+//! - [`protocol`]: the JSON shapes on the wire: session commands and replies, chat events,
+//!   agent check-ins and agent commands. Shared by the gateway and the agent.
+//! - [`store`]: the JetStream stream and KV buckets, their configuration and replay helpers.
+//! - [`session`]: one [`ractor`] actor per chat session; the only writer of its events.
+//! - [`sessions`]: the supervisor that feeds session commands from NATS to session actors,
+//!   starting them on demand and restarting them when they fail.
+//! - [`fleet`]: turns agent check-ins into machine records.
+//! - [`directory`]: operators and their argon2 password hashes.
+//!
+//! Actors never block: all I/O is async NATS I/O, and slow waits (an agent answering) run in
+//! spawned tasks that report back with a message.
+
+pub mod directory;
+pub mod fleet;
+pub mod protocol;
+pub mod session;
+pub mod sessions;
+pub mod store;
+pub mod subjects;
+
+/// Milliseconds since the Unix epoch, the timestamp of every event and record.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,324 @@
+//! The JSON shapes Natter puts on NATS: session commands and replies, chat events, session
+//! records, agent check-ins and agent commands.
+//!
+//! Every payload is JSON. Session commands carry the caller's identity, which the gateway has
+//! authenticated; only broker nodes may publish on session subjects (NATS permissions).
+
+use serde::{Deserialize, Serialize};
+
+/// Who takes part in a chat.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantKind {
+    Operator,
+    MachineUser,
+}
+
+/// A chat participant: an operator (`id` = username) or a machine user (`id` = machine ID).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Participant {
+    pub kind: ParticipantKind,
+    pub id: String,
+    pub name: String,
+}
+
+impl Participant {
+    /// Whether two participants are the same person in a session (names may change).
+    pub fn same(&self, other: &Participant) -> bool {
+        self.kind == other.kind && self.id == other.id
+    }
+}
+
+/// A command to a session actor, sent by a gateway as a NATS request on
+/// [`crate::subjects::session_command`]. The reply is a [`SessionReply`].
+#[derive(Serialize, Deserialize, Clone, Debug)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum SessionCommand {
+    /// Start the session with a machine. Fails with `Conflict` (carrying the session in progress)
+    /// when that machine already has one.
+    Open { by: Participant, machine: String },
+    /// Join (or restart, if ended) the session.
+    Join { by: Participant },
+    /// Append a message. `client_id` makes a retried send land once.
+    Send {
+        by: Participant,
+        client_id: String,
+        text: String,
+    },
+    /// End the session.
+    End { by: Participant },
+    /// The session as `by` may see it (membership check included).
+    View { by: Participant },
+    /// Exchange the machine user's one-time link token for the machine user's identity.
+    MachineLogin { token: String },
+}
+
+/// The answer to a [`SessionCommand`].
+pub type SessionReply = Result<Ack, SessionError>;
+
+/// A successful answer.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct Ack {
+    /// The stream sequence of the event the command appended (or of the first one, for a
+    /// duplicate send).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default)]
+    pub duplicate: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionView>,
+    /// For `MachineLogin`: who the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant: Option<Participant>,
+}
+
+/// Why a session command failed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionErrorKind {
+    /// No such session (never opened, or expired with the retention).
+    NotFound,
+    /// The caller is not a member of the session.
+    NotMember,
+    /// The session has ended.
+    Ended,
+    /// A session with that machine is already in progress (`session` says which).
+    Conflict,
+    /// The message is over the size limit.
+    TooLarge,
+    /// The command is malformed (empty text, bad client id, bad machine ID…).
+    Invalid,
+    /// The machine-user token is wrong.
+    BadToken,
+    /// Storage did not answer; the command may be retried.
+    Unavailable,
+}
+
+/// A failed answer.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct SessionError {
+    pub kind: SessionErrorKind,
+    pub message: String,
+    /// For `Conflict`: the session already in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+impl SessionError {
+    pub fn new(kind: SessionErrorKind, message: impl Into<String>) -> Self {
+        SessionError {
+            kind,
+            message: message.into(),
+            session: None,
+        }
+    }
+}
+
+impl std::fmt::Display for SessionError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.message)
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// What the machine's agent said about opening the chat window there.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentWindow {
+    #[default]
+    Pending,
+    Opened,
+    Failed,
+}
+
+/// A session as a member sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SessionView {
+    pub id: String,
+    pub machine: String,
+    pub ended: bool,
+    pub last_seq: u64,
+    pub members: Vec<Participant>,
+    pub retention_secs: u64,
+    pub agent: AgentWindow,
+}
+
+/// One chat event, as stored in the events stream (its sequence is the stream's).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Event {
+    pub session: String,
+    /// Milliseconds since the epoch.
+    pub at: u64,
+    #[serde(flatten)]
+    pub body: EventBody,
+}
+
+/// What happened.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventBody {
+    Opened {
+        by: Participant,
+        machine: String,
+    },
+    Joined {
+        who: Participant,
+    },
+    Left {
+        who: Participant,
+    },
+    Message {
+        from: Participant,
+        text: String,
+        client_id: String,
+    },
+    Agent {
+        status: AgentWindow,
+        detail: String,
+    },
+    Ended {
+        by: Participant,
+    },
+    Restarted {
+        by: Participant,
+    },
+}
+
+/// A session's state, kept in the sessions KV bucket by the session's actor, so that an actor
+/// rebuilt after a crash or an idle stop knows the session even when its first events have
+/// expired. `seq` is the last event folded into it; later events are replayed on rebuild.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub machine: String,
+    pub created_at: u64,
+    pub members: Vec<Participant>,
+    pub ended: bool,
+    /// Hex SHA-256 of the machine user's link token.
+    pub token_sha256: String,
+    pub agent: AgentWindow,
+    pub seq: u64,
+}
+
+/// A check-in, published by an agent on [`crate::subjects::agent_checkin`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Checkin {
+    /// Protocol version, 1.
+    pub v: u32,
+    pub machine: String,
+    pub agent_version: String,
+    pub os: String,
+    pub ip: String,
+    /// The logged-on user, if any.
+    pub user: Option<String>,
+    /// Seconds since the logged-on user's last input.
+    #[serde(default)]
+    pub idle_secs: u64,
+    /// The agent's check-in interval, so the broker can tell when it is overdue.
+    pub interval_secs: u64,
+}
+
+/// A machine as the fleet last heard from it, in the machines KV bucket.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MachineRecord {
+    pub id: String,
+    pub last_checkin: u64,
+    pub user: Option<String>,
+    pub idle_secs: u64,
+    pub os: String,
+    pub agent_version: String,
+    pub ip: String,
+    pub interval_secs: u64,
+}
+
+/// A command to an agent (request/reply on [`crate::subjects::agent_command`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum AgentCommand {
+    /// Open the machine user's chat window at `url`.
+    OpenChat { session: String, url: String },
+}
+
+/// An agent's answer to an [`AgentCommand`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct AgentReply {
+    pub ok: bool,
+    #[serde(default)]
+    pub detail: String,
+}
+
+/// Checks a machine ID: dot-separated segments of `[a-z0-9_-]`, at least `machine.group` (an
+/// organisation may be the group), at most 253 characters.
+pub fn valid_machine_id(id: &str) -> bool {
+    id.len() <= 253
+        && id.split('.').count() >= 2
+        && id.split('.').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
+}
+
+/// Checks a client-chosen message id: 1–64 characters of `[A-Za-z0-9_-]` (a UUID fits).
+pub fn valid_client_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks a session ID: a ULID.
+pub fn valid_session_id(id: &str) -> bool {
+    id.len() == 26 && ulid::Ulid::from_string(id).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_flat_with_a_type_tag() {
+        let e = Event {
+            session: "S".into(),
+            at: 5,
+            body: EventBody::Message {
+                from: Participant {
+                    kind: ParticipantKind::Operator,
+                    id: "alice".into(),
+                    name: "Alice".into(),
+                },
+                text: "hi".into(),
+                client_id: "c1".into(),
+            },
+        };
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["type"], "message");
+        assert_eq!(json["from"]["kind"], "operator");
+        assert_eq!(serde_json::from_value::<Event>(json).unwrap(), e);
+    }
+
+    #[test]
+    fn replies_are_results() {
+        let r: SessionReply = Err(SessionError::new(SessionErrorKind::NotMember, "no"));
+        let s = serde_json::to_string(&r).unwrap();
+        let back: SessionReply = serde_json::from_str(&s).unwrap();
+        assert_eq!(back.unwrap_err().kind, SessionErrorKind::NotMember);
+    }
+
+    #[test]
+    fn ids_are_checked() {
+        assert!(valid_machine_id("pc1.east.sales.acme"));
+        assert!(!valid_machine_id("pc1"));
+        assert!(!valid_machine_id("PC1.acme"));
+        assert!(!valid_machine_id("pc1..acme"));
+        assert!(!valid_machine_id("pc1.ac me"));
+        assert!(valid_client_id("0b9c6a4e-1f2d-4c3b-9a8e-7d6c5b4a3f2e"));
+        assert!(!valid_client_id(""));
+        assert!(!valid_client_id("a.b"));
+        assert!(valid_session_id(&ulid::Ulid::new().to_string()));
+        assert!(!valid_session_id("nope"));
+    }
+}

@@ -1,0 +1,263 @@
+//! The JetStream stream and KV buckets Natter keeps, and reading them back.
+//!
+//! - Stream [`EVENTS_STREAM`] on `natter.events.<session>`: every chat event, `max_age` = the
+//!   chat retention, `Nats-Msg-Id` de-duplication. Written only by each session's actor.
+//! - KV [`SESSIONS_BUCKET`]: one [`crate::protocol::SessionRecord`] per session (same max age,
+//!   refreshed by the actor while the session lives).
+//! - KV [`MACHINE_SESSIONS_BUCKET`]: machine ID → the session in progress with it.
+//! - KV [`MACHINES_BUCKET`]: machine ID → its last check-in.
+//! - KV [`OPERATORS_BUCKET`]: operator accounts.
+//! - KV [`LOGINS_BUCKET`]: browser logins (cookie hash → who), with the login lifetime as max age.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, kv, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+
+pub const EVENTS_STREAM: &str = "NATTER_EVENTS";
+pub const SESSIONS_BUCKET: &str = "natter_sessions";
+pub const MACHINE_SESSIONS_BUCKET: &str = "natter_machine_sessions";
+pub const MACHINES_BUCKET: &str = "natter_machines";
+pub const OPERATORS_BUCKET: &str = "natter_operators";
+pub const LOGINS_BUCKET: &str = "natter_logins";
+
+/// How the stores are configured (from `natter.toml`).
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// How long chat events are kept (F3: one hour by default).
+    pub retention: Duration,
+    /// How long a repeated `Nats-Msg-Id` is recognised (capped at the retention).
+    pub duplicate_window: Duration,
+    /// How long a browser login lasts.
+    pub login_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            retention: Duration::from_secs(3600),
+            duplicate_window: Duration::from_secs(120),
+            login_ttl: Duration::from_secs(12 * 3600),
+        }
+    }
+}
+
+/// An error reaching or setting up the stores.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct StoreError {
+    what: &'static str,
+    #[source]
+    source: async_nats::Error,
+}
+
+impl StoreError {
+    pub fn new(what: &'static str, source: impl Into<async_nats::Error>) -> Self {
+        StoreError {
+            what,
+            source: source.into(),
+        }
+    }
+}
+
+/// Handles to every stream and bucket. Cheap to clone.
+#[derive(Clone)]
+pub struct Stores {
+    pub client: async_nats::Client,
+    pub js: jetstream::Context,
+    pub events: stream::Stream,
+    pub sessions: kv::Store,
+    pub machine_sessions: kv::Store,
+    pub machines: kv::Store,
+    pub operators: kv::Store,
+    pub logins: kv::Store,
+    pub config: StoreConfig,
+}
+
+impl Stores {
+    /// Creates the stream and buckets, or updates them to `config` (a changed retention applies
+    /// to the existing stream).
+    pub async fn ensure(
+        client: async_nats::Client,
+        config: StoreConfig,
+    ) -> Result<Stores, StoreError> {
+        let js = jetstream::new(client.clone());
+        let retention = config.retention;
+        js.create_or_update_stream(stream::Config {
+            name: EVENTS_STREAM.into(),
+            description: Some("Natter chat events, one subject per session".into()),
+            subjects: vec![crate::subjects::ALL_EVENTS.into()],
+            max_age: retention,
+            duplicate_window: config.duplicate_window.min(retention),
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| StoreError::new("creating the events stream", e))?;
+        let events = js
+            .get_stream(EVENTS_STREAM)
+            .await
+            .map_err(|e| StoreError::new("opening the events stream", e))?;
+
+        let bucket = |name: &'static str, max_age: Duration, history: i64| {
+            let js = js.clone();
+            async move {
+                js.create_or_update_key_value(kv::Config {
+                    bucket: name.into(),
+                    history,
+                    max_age,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| StoreError::new("creating a KV bucket", e))
+            }
+        };
+        let forever = Duration::ZERO;
+        Ok(Stores {
+            sessions: bucket(SESSIONS_BUCKET, retention, 1).await?,
+            machine_sessions: bucket(MACHINE_SESSIONS_BUCKET, retention, 1).await?,
+            machines: bucket(MACHINES_BUCKET, forever, 1).await?,
+            operators: bucket(OPERATORS_BUCKET, forever, 1).await?,
+            logins: bucket(LOGINS_BUCKET, config.login_ttl, 1).await?,
+            client,
+            js,
+            events,
+            config,
+        })
+    }
+
+    /// The sequence of the newest event of a session still in the stream, 0 if none.
+    pub async fn last_event_seq(&self, session: &str) -> Result<u64, StoreError> {
+        match self
+            .events
+            .direct_get_last_for_subject(crate::subjects::session_events(session))
+            .await
+        {
+            Ok(m) => Ok(m.sequence),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(0),
+            Err(e) => Err(StoreError::new("reading a session's last event", e)),
+        }
+    }
+
+    /// The oldest sequence still in the events stream (what retention has not yet removed).
+    pub async fn first_retained_seq(&self) -> Result<u64, StoreError> {
+        let info = self
+            .events
+            .get_info()
+            .await
+            .map_err(|e| StoreError::new("reading the events stream", e))?;
+        Ok(info.state.first_sequence)
+    }
+
+    /// Replays the events of `sessions` with sequence ≥ `start_seq`, up to the stream's tail at
+    /// the time of the call, in stream order, through one short-lived ordered consumer.
+    pub async fn replay(&self, sessions: &[&str], start_seq: u64) -> Result<Replay, StoreError> {
+        let mut filters: Vec<String> = sessions
+            .iter()
+            .map(|s| crate::subjects::session_events(s))
+            .collect();
+        let (filter_subject, filter_subjects) = if filters.len() == 1 {
+            (filters.pop().unwrap_or_default(), Vec::new())
+        } else {
+            (String::new(), filters)
+        };
+        let consumer = self
+            .events
+            .create_consumer(consumer::push::OrderedConfig {
+                deliver_subject: self.client.new_inbox(),
+                filter_subject,
+                filter_subjects,
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: start_seq.max(1),
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| StoreError::new("starting a replay", e))?;
+        let pending = consumer.cached_info().num_pending;
+        if pending == 0 {
+            return Ok(Replay { messages: None });
+        }
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| StoreError::new("starting a replay", e))?;
+        Ok(Replay {
+            messages: Some(messages),
+        })
+    }
+}
+
+/// One stored event, as read back.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub session: String,
+    pub payload: Bytes,
+}
+
+impl StoredEvent {
+    /// The event's JSON with its sequence as the first field: what browsers receive.
+    pub fn to_wire_json(&self) -> String {
+        let body = std::str::from_utf8(&self.payload).unwrap_or("{}");
+        let rest = body.strip_prefix('{').unwrap_or("}");
+        if rest.trim_start().starts_with('}') {
+            format!("{{\"seq\":{}}}", self.seq)
+        } else {
+            format!("{{\"seq\":{},{}", self.seq, rest)
+        }
+    }
+
+    /// Decodes the stored event.
+    pub fn decode(&self) -> Result<crate::protocol::Event, serde_json::Error> {
+        serde_json::from_slice(&self.payload)
+    }
+}
+
+/// A running replay; see [`Stores::replay`].
+pub struct Replay {
+    messages: Option<consumer::push::Ordered>,
+}
+
+impl Replay {
+    /// The next event, or `None` once the tail (as of the start) has been delivered.
+    pub async fn next(&mut self) -> Option<Result<StoredEvent, StoreError>> {
+        let messages = self.messages.as_mut()?;
+        let item = match messages.next().await {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                self.messages = None;
+                return Some(Err(StoreError::new("replaying events", e)));
+            }
+            None => {
+                self.messages = None;
+                return None;
+            }
+        };
+        let info = match item.info() {
+            Ok(i) => (i.stream_sequence, i.pending),
+            Err(e) => {
+                self.messages = None;
+                return Some(Err(StoreError::new(
+                    "replaying events",
+                    std::io::Error::other(e.to_string()),
+                )));
+            }
+        };
+        let (seq, pending) = info;
+        let session = crate::subjects::session_of_events(item.subject.as_str())
+            .unwrap_or_default()
+            .to_string();
+        if pending == 0 {
+            self.messages = None;
+        }
+        Some(Ok(StoredEvent {
+            seq,
+            session,
+            payload: item.payload.clone(),
+        }))
+    }
+}

@@ -1,0 +1,92 @@
+//! Every NATS subject Natter uses, built in one place.
+//!
+//! Machine IDs contain dots (`pc1.sales.acme`) and dots separate subject tokens, so a machine ID
+//! becomes one token with `:` in place of `.` ([`machine_token`]). Session IDs are ULIDs and are
+//! tokens as they are.
+
+/// Commands to a session actor (request/reply). One token: the session ID.
+pub fn session_command(session: &str) -> String {
+    format!("natter.session.{session}.cmd")
+}
+
+/// What the session supervisor subscribes to.
+pub const SESSION_COMMANDS: &str = "natter.session.*.cmd";
+
+/// The session ID in a [`session_command`] subject.
+pub fn session_of_command(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("natter.session.")?
+        .strip_suffix(".cmd")
+        .filter(|s| !s.contains('.'))
+}
+
+/// A session's events in the events stream.
+pub fn session_events(session: &str) -> String {
+    format!("natter.events.{session}")
+}
+
+/// All sessions' events: the events stream's subjects.
+pub const ALL_EVENTS: &str = "natter.events.*";
+
+/// The session ID in a [`session_events`] subject.
+pub fn session_of_events(subject: &str) -> Option<&str> {
+    subject.strip_prefix("natter.events.")
+}
+
+/// A machine ID as one subject token.
+pub fn machine_token(machine: &str) -> String {
+    machine.replace('.', ":")
+}
+
+/// The machine ID from its subject token.
+pub fn machine_from_token(token: &str) -> String {
+    token.replace(':', ".")
+}
+
+/// Where an agent publishes its check-ins.
+pub fn agent_checkin(machine: &str) -> String {
+    format!("natter.agent.{}.checkin", machine_token(machine))
+}
+
+/// What the fleet subscribes to.
+pub const ALL_CHECKINS: &str = "natter.agent.*.checkin";
+
+/// The machine ID in an [`agent_checkin`] subject.
+pub fn machine_of_checkin(subject: &str) -> Option<String> {
+    subject
+        .strip_prefix("natter.agent.")?
+        .strip_suffix(".checkin")
+        .filter(|t| !t.contains('.'))
+        .map(machine_from_token)
+}
+
+/// Commands to an agent (request/reply), such as "open a chat window".
+pub fn agent_command(machine: &str) -> String {
+    format!("natter.agent.{}.cmd", machine_token(machine))
+}
+
+/// Queue group shared by every node's session supervisor: each command reaches one node.
+pub const SESSIONS_QUEUE: &str = "natter-sessions";
+/// Queue group shared by every node's fleet actor.
+pub const FLEET_QUEUE: &str = "natter-fleet";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_ids_round_trip_through_one_token() {
+        let s = agent_checkin("pc1.east.sales.acme");
+        assert_eq!(s, "natter.agent.pc1:east:sales:acme.checkin");
+        assert_eq!(machine_of_checkin(&s).as_deref(), Some("pc1.east.sales.acme"));
+        assert_eq!(machine_of_checkin("natter.agent.a.b.checkin"), None);
+    }
+
+    #[test]
+    fn session_ids_parse_back() {
+        let s = session_command("01JDX");
+        assert_eq!(session_of_command(&s), Some("01JDX"));
+        assert_eq!(session_of_command("natter.session.a.b.cmd"), None);
+        assert_eq!(session_of_events(&session_events("01JDX")), Some("01JDX"));
+    }
+}

@@ -1,0 +1,234 @@
+//! A nats-server child process: the node's embedded default, and what system tests start.
+//!
+//! The child runs `nats-server -c <config> --addr 127.0.0.1 --port <port> --store_dir <dir>`, is
+//! waited for until it accepts connections, restarted (same port and store) if it dies, and
+//! stopped with SIGTERM on [`NatsServer::stop`] — or killed when dropped, so a test that panics
+//! leaves no server behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// How to start a nats-server.
+#[derive(Clone, Debug)]
+pub struct NatsServerOptions {
+    pub bin: PathBuf,
+    pub config: PathBuf,
+    /// 0 = pick a free port.
+    pub port: u16,
+    pub store_dir: PathBuf,
+    /// Where the server's log goes (appended).
+    pub log_file: Option<PathBuf>,
+    /// Environment for the child (the passwords `nats.conf` refers to).
+    pub env: Vec<(String, String)>,
+}
+
+/// Why a nats-server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbeddedError {
+    #[error("no nats-server found: install one (scripts/setup) or set nats.server_bin")]
+    NotFound,
+    #[error("nats-server {0} is too old: Natter needs 2.11 or newer")]
+    TooOld(String),
+    #[error("starting {bin}: {source}")]
+    Spawn {
+        bin: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("nats-server exited at start ({0}); see its log")]
+    Exited(String),
+    #[error("nats-server did not accept connections on port {0} within 15 s")]
+    NotReady(u16),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running nats-server.
+pub struct NatsServer {
+    port: u16,
+    stop: CancellationToken,
+    stopped: watch::Receiver<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Finds a nats-server: `configured` if set, else one on PATH, else `.tools/nats/bin`.
+pub fn find_server_bin(configured: &str) -> Result<PathBuf, EmbeddedError> {
+    if !configured.is_empty() {
+        return Ok(PathBuf::from(configured));
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() && version_ok(&candidate) {
+                return Ok(candidate);
+            }
+        }
+    }
+    let local = PathBuf::from(".tools/nats/bin/nats-server");
+    if local.is_file() {
+        return Ok(local);
+    }
+    Err(EmbeddedError::NotFound)
+}
+
+fn version_ok(bin: &Path) -> bool {
+    check_version(bin).is_ok()
+}
+
+/// Checks that `bin` is nats-server 2.11 or newer.
+pub fn check_version(bin: &Path) -> Result<(), EmbeddedError> {
+    let out = std::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .map_err(|source| EmbeddedError::Spawn {
+            bin: bin.display().to_string(),
+            source,
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let version = text.trim().trim_start_matches("nats-server: v").to_string();
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if (major, minor) >= (2, 11) {
+        Ok(())
+    } else {
+        Err(EmbeddedError::TooOld(version))
+    }
+}
+
+/// Asks the OS for a free loopback port.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn spawn(opts: &NatsServerOptions, port: u16) -> Result<Child, EmbeddedError> {
+    let mut cmd = Command::new(&opts.bin);
+    cmd.arg("-c")
+        .arg(&opts.config)
+        .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
+        .arg("--store_dir")
+        .arg(&opts.store_dir)
+        .envs(opts.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    match &opts.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            cmd.stdout(file.try_clone()?).stderr(file);
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    cmd.spawn().map_err(|source| EmbeddedError::Spawn {
+        bin: opts.bin.display().to_string(),
+        source,
+    })
+}
+
+async fn wait_ready(child: &mut Child, port: u16) -> Result<(), EmbeddedError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Err(EmbeddedError::Exited(status.to_string()));
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(EmbeddedError::NotReady(port));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+}
+
+impl NatsServer {
+    /// Starts the server and waits until it accepts connections.
+    pub async fn start(opts: NatsServerOptions) -> Result<NatsServer, EmbeddedError> {
+        check_version(&opts.bin)?;
+        std::fs::create_dir_all(&opts.store_dir)?;
+        let port = if opts.port == 0 { free_port()? } else { opts.port };
+        let mut child = spawn(&opts, port)?;
+        wait_ready(&mut child, port).await?;
+        let stop = CancellationToken::new();
+        let (stopped_tx, stopped) = watch::channel(false);
+        let task_stop = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut child = child;
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                tokio::select! {
+                    status = child.wait() => {
+                        tracing::error!(?status, "nats-server exited; restarting it");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        match spawn(&opts, port) {
+                            Ok(mut c) => {
+                                if wait_ready(&mut c, port).await.is_ok() {
+                                    backoff = Duration::from_millis(100);
+                                }
+                                child = c;
+                            }
+                            Err(e) => tracing::error!(error = %e, "could not restart nats-server"),
+                        }
+                    }
+                    _ = task_stop.cancelled() => {
+                        terminate(&child);
+                        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
+                            let _ = child.kill().await;
+                        }
+                        let _ = stopped_tx.send(true);
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(NatsServer {
+            port,
+            stop,
+            stopped,
+            task: Some(task),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server gracefully (SIGTERM, then SIGKILL after 10 s) and waits for it.
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        let _ = self.stopped.wait_for(|s| *s).await;
+        self.task.take();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        // Abort the supervising task: its child is kill_on_drop, so the server dies with it.
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

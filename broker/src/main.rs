@@ -1,0 +1,191 @@
+//! `natter`: run a broker node, or administer one.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use natter::config::{Config, LogFormat};
+use natter::embedded::{NatsServer, NatsServerOptions, find_server_bin};
+use natter_actors::directory;
+use natter_actors::store::Stores;
+
+#[derive(Parser)]
+#[command(name = "natter", version, about = "Natter: remote-support chat over NATS")]
+struct Cli {
+    /// Configuration file (keys may also come from NATTER__SECTION__KEY variables).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: gateway + actors (and the embedded nats-server when nats.url is empty).
+    Serve,
+    /// Check the configuration and print it.
+    CheckConfig,
+    /// Administration commands (they talk to the node's NATS).
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// Create or replace an operator account.
+    AddOperator {
+        #[arg(long)]
+        username: String,
+        /// Display name (default: the username).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Administrators see every organisation.
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from standard input (so it stays out of `ps` and shell history).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+fn init_logging(format: &LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Human => builder.init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("natter: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log.format);
+    let result = match cli.command {
+        Command::Serve => serve(config).await,
+        Command::CheckConfig => {
+            println!("{config:#?}");
+            Ok(())
+        }
+        Command::Admin(admin) => run_admin(config, admin).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("natter: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn random_secret() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
+async fn stop_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn serve(mut config: Config) -> Result<(), BoxError> {
+    // Bind first: a taken port is the most common start-up error, and it should be clear.
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (http.listen): {e}", config.http.listen))?;
+    let mut embedded = None;
+    if config.nats.url.is_empty() {
+        let bin = find_server_bin(&config.nats.server_bin)?;
+        let data_dir = &config.storage.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("storage.data_dir {}: {e}", data_dir.display()))?;
+        let broker_password = match config.nats_password() {
+            p if p.is_empty() => random_secret(),
+            p => p,
+        };
+        let agent_password = std::env::var("NATTER_NATS_AGENT_PASSWORD").unwrap_or_else(|_| {
+            tracing::warn!("NATTER_NATS_AGENT_PASSWORD is not set: agents cannot connect");
+            random_secret()
+        });
+        let server = NatsServer::start(NatsServerOptions {
+            bin,
+            config: config.nats.server_config.clone(),
+            port: config.nats.embedded_port,
+            store_dir: data_dir.join("nats"),
+            log_file: Some(data_dir.join("nats-server.log")),
+            env: vec![
+                ("NATTER_NATS_BROKER_PASSWORD".into(), broker_password.clone()),
+                ("NATTER_NATS_AGENT_PASSWORD".into(), agent_password),
+            ],
+        })
+        .await?;
+        config.nats.url = server.url();
+        config.nats.password = broker_password;
+        // Admin commands and demo agents find the embedded server here.
+        std::fs::write(data_dir.join("nats.url"), server.url())?;
+        tracing::info!(url = %server.url(), "embedded nats-server is running");
+        embedded = Some(server);
+    }
+    let result = natter::run(listener, &config, stop_signal()).await;
+    if let Some(server) = embedded {
+        server.stop().await;
+        let _ = std::fs::remove_file(config.storage.data_dir.join("nats.url"));
+    }
+    Ok(result?)
+}
+
+async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
+    if config.nats.url.is_empty() {
+        // The node's embedded server, if one is running from this data dir.
+        let file = config.storage.data_dir.join("nats.url");
+        config.nats.url = std::fs::read_to_string(&file)
+            .map_err(|_| {
+                format!(
+                    "nats.url is empty and {} does not exist: is the node running?",
+                    file.display()
+                )
+            })?
+            .trim()
+            .to_string();
+    }
+    let client = natter::connect(&config).await?;
+    let stores = Stores::ensure(client.clone(), natter::store_config(&config)).await?;
+    match admin {
+        Admin::AddOperator {
+            username,
+            name,
+            admin,
+            password_stdin: _,
+        } => {
+            let mut password = String::new();
+            std::io::stdin().read_to_string(&mut password)?;
+            let password = password.trim_end_matches(['\n', '\r']);
+            let record =
+                directory::put_operator(&stores.operators, &username, &name, admin, password)
+                    .await?;
+            println!(
+                "operator {} ({}){} saved",
+                record.username,
+                record.name,
+                if record.admin { ", admin" } else { "" }
+            );
+        }
+    }
+    client.flush().await?;
+    Ok(())
+}

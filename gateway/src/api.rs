@@ -1,0 +1,616 @@
+//! The HTTP routes. See `docs/api.md` for the contract.
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use natter_actors::directory;
+use natter_actors::protocol::{
+    MachineRecord, Participant, ParticipantKind, SessionCommand, valid_machine_id,
+    valid_session_id,
+};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use warp::http::{StatusCode, header};
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use crate::Gateway;
+use crate::auth::{self, Login, MACHINE_USER_COOKIE, OPERATOR_COOKIE};
+use crate::error::{ApiError, ErrorKind};
+use crate::{sse, ui};
+
+/// Largest request body.
+const BODY_LIMIT: u64 = 64 * 1024;
+
+/// Runs a handler and turns its error into the JSON error response.
+async fn respond<F>(f: F) -> Result<Response, Infallible>
+where
+    F: Future<Output = Result<Response, ApiError>>,
+{
+    Ok(f.await.unwrap_or_else(|e| e.into_response()))
+}
+
+fn json_reply<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+/// A JSON request body of type `T`, with clear errors for every way it can be wrong.
+fn json_body<T: DeserializeOwned + Send>()
+-> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-type")
+        .and(warp::body::content_length_limit(BODY_LIMIT))
+        .and(warp::body::bytes())
+        .and_then(|content_type: Option<String>, body: Bytes| async move {
+            let is_json = content_type
+                .as_deref()
+                .is_some_and(|c| c.trim_start().starts_with("application/json"));
+            if !is_json {
+                return Err(warp::reject::custom(ApiError::new(
+                    ErrorKind::UnsupportedMediaType,
+                    "send the body as application/json",
+                )));
+            }
+            if std::str::from_utf8(&body).is_err() {
+                return Err(warp::reject::custom(ApiError::bad_request(
+                    "the body is not valid UTF-8",
+                )));
+            }
+            serde_json::from_slice::<T>(&body).map_err(|e| {
+                warp::reject::custom(ApiError::bad_request(format!("invalid JSON body: {e}")))
+            })
+        })
+}
+
+/// A session ID path segment; anything else is an unknown session.
+fn session_id() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::path::param::<String>().and_then(|id: String| async move {
+        if valid_session_id(&id) {
+            Ok(id)
+        } else {
+            Err(warp::reject::custom(ApiError::not_found("no such chat session")))
+        }
+    })
+}
+
+fn with_gw(gw: Gateway) -> impl Filter<Extract = (Gateway,), Error = Infallible> + Clone {
+    warp::any().map(move || gw.clone())
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+struct ChatBody {
+    machine: String,
+}
+
+#[derive(Deserialize)]
+struct MessageBody {
+    id: String,
+    text: String,
+}
+
+#[derive(Deserialize)]
+struct TokenBody {
+    token: String,
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    sessions: Option<String>,
+    since: Option<u64>,
+}
+
+/// Every route, with errors turned into JSON.
+pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
+    let g = || with_gw(gw.clone());
+    let op = || auth::operator(gw.clone());
+
+    // Pages.
+    let index = warp::get()
+        .and(warp::path::end())
+        .map(|| ui::file("index.html"));
+    let chat_page = warp::get()
+        .and(warp::path!("chat" / String))
+        .map(|_id: String| ui::file("chat.html"));
+    let machine_page = warp::get()
+        .and(warp::path("m"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .map(|_id: String| ui::file("machine.html"));
+    let static_files = warp::get()
+        .and(warp::path!("static" / String))
+        .and_then(|name: String| async move {
+            if ui::exists(&name) {
+                Ok(ui::file(&name))
+            } else {
+                Err(warp::reject::not_found())
+            }
+        });
+    let healthz = warp::get()
+        .and(warp::path!("healthz"))
+        .map(|| "ok".into_response());
+    let readyz = warp::get()
+        .and(warp::path!("readyz"))
+        .and(g())
+        .map(|gw: Gateway| {
+            if gw.is_ready() {
+                "ready".into_response()
+            } else {
+                warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE)
+                    .into_response()
+            }
+        });
+    let pages = index
+        .or(chat_page)
+        .unify()
+        .or(machine_page)
+        .unify()
+        .or(static_files)
+        .unify()
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify();
+
+    // Operator API.
+    let login = warp::post()
+        .and(warp::path!("api" / "login"))
+        .and(auth::csrf())
+        .and(g())
+        .and(json_body::<LoginBody>())
+        .and_then(|gw, body| respond(login(gw, body)));
+    let logout = warp::post()
+        .and(warp::path!("api" / "logout"))
+        .and(auth::csrf())
+        .and(g())
+        .and(auth::operator_token())
+        .and_then(|gw: Gateway, token: Option<String>| {
+            respond(async move {
+                if let Some(t) = token {
+                    gw.delete_login(&t).await;
+                }
+                let mut r = StatusCode::NO_CONTENT.into_response();
+                set_cookie(&mut r, &auth::clear_cookie(OPERATOR_COOKIE, "/"));
+                Ok(r)
+            })
+        });
+    let me = warp::get()
+        .and(warp::path!("api" / "me"))
+        .and(op())
+        .map(|l: Login| json_reply(StatusCode::OK, &operator_json(&l)));
+    let machines = warp::get()
+        .and(warp::path!("api" / "machines"))
+        .and(op())
+        .and(g())
+        .and_then(|_l: Login, gw| respond(list_machines(gw)));
+    let start_chat = warp::post()
+        .and(warp::path!("api" / "chats"))
+        .and(auth::csrf())
+        .and(op())
+        .and(g())
+        .and(json_body::<ChatBody>())
+        .and_then(|l, gw, body| respond(start_chat(gw, l, body)));
+    let session_view = warp::get()
+        .and(warp::path("api"))
+        .and(warp::path("sessions"))
+        .and(session_id())
+        .and(warp::path::end())
+        .and(op())
+        .and(g())
+        .and_then(|id: String, l: Login, gw: Gateway| {
+            respond(async move {
+                let ack = gw.command(&id, &SessionCommand::View { by: l.who }).await?;
+                Ok(json_reply(StatusCode::OK, &ack.session))
+            })
+        });
+    let join = warp::post()
+        .and(warp::path("api"))
+        .and(warp::path("sessions"))
+        .and(session_id())
+        .and(warp::path!("join"))
+        .and(auth::csrf())
+        .and(op())
+        .and(g())
+        .and_then(|id: String, l: Login, gw: Gateway| {
+            respond(async move {
+                let ack = gw.command(&id, &SessionCommand::Join { by: l.who }).await?;
+                Ok(json_reply(StatusCode::OK, &ack.session))
+            })
+        });
+    let send = warp::post()
+        .and(warp::path("api"))
+        .and(warp::path("sessions"))
+        .and(session_id())
+        .and(warp::path!("messages"))
+        .and(auth::csrf())
+        .and(op())
+        .and(g())
+        .and(json_body::<MessageBody>())
+        .and_then(|id: String, l: Login, gw: Gateway, body: MessageBody| {
+            respond(send_message(gw, id, l.who, body))
+        });
+    let end = warp::post()
+        .and(warp::path("api"))
+        .and(warp::path("sessions"))
+        .and(session_id())
+        .and(warp::path!("end"))
+        .and(auth::csrf())
+        .and(op())
+        .and(g())
+        .and_then(|id: String, l: Login, gw: Gateway| respond(end_session(gw, id, l.who)));
+    let events = warp::get()
+        .and(warp::path!("api" / "events"))
+        .and(op())
+        .and(g())
+        .and(warp::query::<EventsQuery>())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and_then(
+            |l: Login, gw: Gateway, q: EventsQuery, last: Option<String>| {
+                respond(async move {
+                    let cursors = sse::parse_cursors(
+                        q.sessions.as_deref().unwrap_or(""),
+                        q.since.unwrap_or(0),
+                    )?;
+                    let last = sse::parse_last_event_id(last.as_deref())?;
+                    event_stream(gw, l.who, cursors, last).await
+                })
+            },
+        );
+    let operator_api = login
+        .or(logout)
+        .unify()
+        .or(me)
+        .unify()
+        .or(machines)
+        .unify()
+        .or(start_chat)
+        .unify()
+        .or(session_view)
+        .unify()
+        .or(join)
+        .unify()
+        .or(send)
+        .unify()
+        .or(end)
+        .unify()
+        .or(events)
+        .unify();
+
+    // Machine user API: /m/<session>/api/…, with a cookie scoped to that path.
+    let m = || {
+        warp::path("m")
+            .and(session_id())
+            .and(warp::path("api"))
+    };
+    let mu_token = || warp::cookie::optional::<String>(MACHINE_USER_COOKIE);
+    let m_login = warp::post()
+        .and(m())
+        .and(warp::path!("login"))
+        .and(auth::csrf())
+        .and(g())
+        .and(json_body::<TokenBody>())
+        .and_then(|id: String, gw: Gateway, body: TokenBody| respond(machine_login(gw, id, body)));
+    let m_session = warp::get()
+        .and(m())
+        .and(warp::path!("session"))
+        .and(mu_token())
+        .and(g())
+        .and_then(|id: String, token: Option<String>, gw: Gateway| {
+            respond(async move {
+                let l = auth::machine_user(&gw, token, &id).await?;
+                let ack = gw.command(&id, &SessionCommand::View { by: l.who }).await?;
+                Ok(json_reply(StatusCode::OK, &ack.session))
+            })
+        });
+    let m_send = warp::post()
+        .and(m())
+        .and(warp::path!("messages"))
+        .and(auth::csrf())
+        .and(mu_token())
+        .and(g())
+        .and(json_body::<MessageBody>())
+        .and_then(
+            |id: String, token: Option<String>, gw: Gateway, body: MessageBody| {
+                respond(async move {
+                    let l = auth::machine_user(&gw, token, &id).await?;
+                    send_message(gw, id, l.who, body).await
+                })
+            },
+        );
+    let m_end = warp::post()
+        .and(m())
+        .and(warp::path!("end"))
+        .and(auth::csrf())
+        .and(mu_token())
+        .and(g())
+        .and_then(|id: String, token: Option<String>, gw: Gateway| {
+            respond(async move {
+                let l = auth::machine_user(&gw, token, &id).await?;
+                end_session(gw, id, l.who).await
+            })
+        });
+    let m_events = warp::get()
+        .and(m())
+        .and(warp::path!("events"))
+        .and(mu_token())
+        .and(g())
+        .and(warp::query::<EventsQuery>())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and_then(
+            |id: String,
+             token: Option<String>,
+             gw: Gateway,
+             q: EventsQuery,
+             last: Option<String>| {
+                respond(async move {
+                    let l = auth::machine_user(&gw, token, &id).await?;
+                    let last = sse::parse_last_event_id(last.as_deref())?;
+                    let cursors = vec![(id, q.since.unwrap_or(0))];
+                    event_stream(gw, l.who, cursors, last).await
+                })
+            },
+        );
+    let machine_api = m_login
+        .or(m_session)
+        .unify()
+        .or(m_send)
+        .unify()
+        .or(m_end)
+        .unify()
+        .or(m_events)
+        .unify();
+
+    pages
+        .or(operator_api)
+        .unify()
+        .or(machine_api)
+        .unify()
+        .recover(crate::error::recover)
+        .unify()
+        .boxed()
+}
+
+fn set_cookie(r: &mut Response, value: &str) {
+    if let Ok(v) = header::HeaderValue::from_str(value) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn operator_json(l: &Login) -> serde_json::Value {
+    json!({"id": l.who.id, "name": l.who.name, "admin": l.admin})
+}
+
+/// A precomputed hash to verify against when the username is unknown, so that both failures
+/// take the same time.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| directory::hash_password("dummy password for timing").unwrap_or_default())
+}
+
+async fn login(gw: Gateway, body: LoginBody) -> Result<Response, ApiError> {
+    let record = directory::get_operator(&gw.stores().operators, body.username.trim())
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let hash = record
+        .as_ref()
+        .map(|r| r.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_string());
+    let password = body.password;
+    let ok = tokio::task::spawn_blocking(move || directory::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(record) = record.filter(|_| ok) else {
+        return Err(ApiError::new(
+            ErrorKind::Unauthenticated,
+            "wrong username or password",
+        ));
+    };
+    let login = Login {
+        who: Participant {
+            kind: ParticipantKind::Operator,
+            id: record.username.clone(),
+            name: record.name.clone(),
+        },
+        admin: record.admin,
+        session: None,
+    };
+    let token = gw.create_login(&login).await?;
+    let mut r = json_reply(StatusCode::OK, &operator_json(&login));
+    set_cookie(
+        &mut r,
+        &auth::login_cookie(
+            OPERATOR_COOKIE,
+            &token,
+            "/",
+            gw.config().login_ttl.as_secs(),
+            gw.config().secure_cookies,
+        ),
+    );
+    Ok(r)
+}
+
+/// Check-in status as the machine list shows it (the full 8-state model comes with agent actors).
+fn machine_status(m: &MachineRecord, now: u64) -> &'static str {
+    let overdue = now.saturating_sub(m.last_checkin) > 3 * m.interval_secs * 1000;
+    if overdue {
+        "offline"
+    } else if m.user.is_none() {
+        "online"
+    } else if m.idle_secs >= 600 {
+        "idle"
+    } else {
+        "user"
+    }
+}
+
+async fn list_machines(gw: Gateway) -> Result<Response, ApiError> {
+    let stores = gw.stores();
+    let unavailable = |_| ApiError::unavailable("could not read the machine list; try again");
+    let keys: Vec<String> = stores
+        .machines
+        .keys()
+        .await
+        .map_err(unavailable)?
+        .filter_map(|k| async move { k.ok() })
+        .collect()
+        .await;
+    let records: Vec<MachineRecord> = futures::stream::iter(keys)
+        .map(|k| async move { stores.machines.get(k).await.ok().flatten() })
+        .buffer_unordered(32)
+        .filter_map(|v| async move { v.and_then(|b| serde_json::from_slice(&b).ok()) })
+        .collect()
+        .await;
+    let now = natter_actors::now_ms();
+    let mut list = Vec::with_capacity(records.len());
+    for m in records {
+        let session = stores
+            .machine_sessions
+            .get(&m.id)
+            .await
+            .ok()
+            .flatten()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        list.push(json!({
+            "id": m.id,
+            "status": machine_status(&m, now),
+            "user": m.user,
+            "idle_secs": m.idle_secs,
+            "last_checkin": m.last_checkin,
+            "os": m.os,
+            "agent_version": m.agent_version,
+            "ip": m.ip,
+            "session": session,
+        }));
+    }
+    list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    Ok(json_reply(StatusCode::OK, &list))
+}
+
+async fn start_chat(gw: Gateway, l: Login, body: ChatBody) -> Result<Response, ApiError> {
+    let machine = body.machine.trim().to_string();
+    if !valid_machine_id(&machine) {
+        return Err(ApiError::bad_request(format!(
+            "{machine:?} is not a machine ID (like pc1.sales.acme)"
+        )));
+    }
+    let record = gw
+        .stores()
+        .machines
+        .get(&machine)
+        .await
+        .map_err(|_| ApiError::unavailable("could not read the machine; try again"))?
+        .and_then(|b| serde_json::from_slice::<MachineRecord>(&b).ok())
+        .ok_or_else(|| ApiError::not_found(format!("no machine {machine}")))?;
+    if record.user.is_none() {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            "no user is logged on to this machine",
+        ));
+    }
+    let id = ulid::Ulid::new().to_string();
+    let open = SessionCommand::Open {
+        by: l.who.clone(),
+        machine,
+    };
+    match gw.command(&id, &open).await {
+        Ok(ack) => Ok(json_reply(
+            StatusCode::CREATED,
+            &json!({"session": ack.session}),
+        )),
+        Err(e) if e.kind() == ErrorKind::Conflict && e.session.is_some() => {
+            // A chat with this machine is in progress: join it (F6).
+            let existing = e.session.unwrap_or_default();
+            let ack = gw
+                .command(&existing, &SessionCommand::Join { by: l.who })
+                .await?;
+            Ok(json_reply(StatusCode::OK, &json!({"session": ack.session})))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn send_message(
+    gw: Gateway,
+    id: String,
+    by: Participant,
+    body: MessageBody,
+) -> Result<Response, ApiError> {
+    let cmd = SessionCommand::Send {
+        by,
+        client_id: body.id,
+        text: body.text,
+    };
+    let ack = gw.command(&id, &cmd).await?;
+    Ok(json_reply(
+        StatusCode::CREATED,
+        &json!({"seq": ack.seq, "duplicate": ack.duplicate}),
+    ))
+}
+
+async fn end_session(gw: Gateway, id: String, by: Participant) -> Result<Response, ApiError> {
+    let ack = gw.command(&id, &SessionCommand::End { by }).await?;
+    Ok(json_reply(StatusCode::OK, &json!({"seq": ack.seq})))
+}
+
+async fn machine_login(gw: Gateway, id: String, body: TokenBody) -> Result<Response, ApiError> {
+    if body.token.is_empty() || body.token.len() > 128 {
+        return Err(ApiError::new(
+            ErrorKind::Unauthenticated,
+            "this chat link is not valid",
+        ));
+    }
+    let ack = gw
+        .command(&id, &SessionCommand::MachineLogin { token: body.token })
+        .await?;
+    let who = ack
+        .participant
+        .ok_or_else(|| ApiError::unavailable("the session did not name the machine user"))?;
+    let login = Login {
+        who,
+        admin: false,
+        session: Some(id.clone()),
+    };
+    let token = gw.create_login(&login).await?;
+    let mut r = json_reply(StatusCode::OK, &ack.session);
+    set_cookie(
+        &mut r,
+        &auth::login_cookie(
+            MACHINE_USER_COOKIE,
+            &token,
+            &format!("/m/{id}/"),
+            gw.config().login_ttl.as_secs(),
+            gw.config().secure_cookies,
+        ),
+    );
+    Ok(r)
+}
+
+async fn event_stream(
+    gw: Gateway,
+    who: Participant,
+    cursors: Vec<(String, u64)>,
+    last_event_id: u64,
+) -> Result<Response, ApiError> {
+    let shutdown = gw.shutdown_token().clone();
+    let stream = sse::open(&gw, &who, cursors, last_event_id).await?;
+    // End the stream on shutdown so graceful drain does not wait for it forever.
+    let stream = stream.take_until(async move { shutdown.cancelled_owned().await });
+    let reply = warp::sse::reply(warp::sse::keep_alive().interval(sse::KEEP_ALIVE).stream(stream));
+    let mut r = reply.into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    r.headers_mut().insert(
+        "x-accel-buffering",
+        header::HeaderValue::from_static("no"),
+    );
+    Ok(r)
+}

@@ -1,0 +1,142 @@
+//! Logins: operators with a password, machine users with their chat link's token.
+//!
+//! A login is a random token in an HttpOnly SameSite=Strict cookie; the gateway keeps only its
+//! SHA-256 in the logins KV bucket, so every gateway of every node knows every login and a leaked
+//! bucket does not leak cookies. CSRF: state-changing requests must carry `X-Natter: 1` (which a
+//! cross-site form cannot set) and a matching `Origin` when the browser sends one.
+
+use natter_actors::protocol::{Participant, ParticipantKind};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use warp::Filter;
+
+use crate::Gateway;
+use crate::error::ApiError;
+
+pub const OPERATOR_COOKIE: &str = "natter_op";
+pub const MACHINE_USER_COOKIE: &str = "natter_mu";
+
+/// Who a login belongs to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Login {
+    pub who: Participant,
+    #[serde(default)]
+    pub admin: bool,
+    /// For a machine user: the one session the login is good for.
+    #[serde(default)]
+    pub session: Option<String>,
+}
+
+fn token_key(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+impl Gateway {
+    /// Stores a login and returns its cookie token.
+    pub async fn create_login(&self, login: &Login) -> Result<String, ApiError> {
+        let token = hex::encode(rand::random::<[u8; 32]>());
+        let json = serde_json::to_vec(login).map_err(|e| ApiError::unavailable(e.to_string()))?;
+        self.stores()
+            .logins
+            .put(token_key(&token), json.into())
+            .await
+            .map_err(|_| ApiError::unavailable("could not store the login; try again"))?;
+        Ok(token)
+    }
+
+    /// The login behind a cookie token, if it is live.
+    pub async fn find_login(&self, token: &str) -> Result<Option<Login>, ApiError> {
+        if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(None);
+        }
+        let value = self
+            .stores()
+            .logins
+            .get(token_key(token))
+            .await
+            .map_err(|_| ApiError::unavailable("could not check the login; try again"))?;
+        Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
+    }
+
+    pub async fn delete_login(&self, token: &str) {
+        let _ = self.stores().logins.delete(token_key(token)).await;
+    }
+}
+
+/// A `Set-Cookie` value for a login.
+pub fn login_cookie(name: &str, token: &str, path: &str, max_age_secs: u64, secure: bool) -> String {
+    format!(
+        "{name}={token}; Path={path}; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+/// A `Set-Cookie` value that removes a login cookie.
+pub fn clear_cookie(name: &str, path: &str) -> String {
+    format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict")
+}
+
+/// The logged-in operator, or 401.
+pub fn operator(
+    gw: Gateway,
+) -> impl Filter<Extract = (Login,), Error = warp::Rejection> + Clone {
+    warp::cookie::optional::<String>(OPERATOR_COOKIE).and_then(move |token: Option<String>| {
+        let gw = gw.clone();
+        async move {
+            let token = token.ok_or_else(|| warp::reject::custom(ApiError::unauthenticated()))?;
+            match gw.find_login(&token).await.map_err(warp::reject::custom)? {
+                Some(l) if l.who.kind == ParticipantKind::Operator => Ok(l),
+                _ => Err(warp::reject::custom(ApiError::unauthenticated())),
+            }
+        }
+    })
+}
+
+/// The operator's cookie token, if any (for logout).
+pub fn operator_token()
+-> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::cookie::optional::<String>(OPERATOR_COOKIE)
+}
+
+/// The machine user logged in for `session`, or 401.
+pub async fn machine_user(gw: &Gateway, token: Option<String>, session: &str) -> Result<Login, ApiError> {
+    let token = token.ok_or_else(ApiError::unauthenticated)?;
+    match gw.find_login(&token).await? {
+        Some(l)
+            if l.who.kind == ParticipantKind::MachineUser
+                && l.session.as_deref() == Some(session) =>
+        {
+            Ok(l)
+        }
+        _ => Err(ApiError::unauthenticated()),
+    }
+}
+
+/// Rejects a state-changing request that a cross-site page could have made.
+pub fn csrf() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::header::optional::<String>("x-natter")
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("host"))
+        .and_then(
+            |marker: Option<String>, origin: Option<String>, host: Option<String>| async move {
+                if marker.as_deref() != Some("1") {
+                    return Err(warp::reject::custom(ApiError::forbidden(
+                        "missing the X-Natter: 1 header (CSRF protection)",
+                    )));
+                }
+                if let (Some(origin), Some(host)) = (origin, host) {
+                    let same = origin
+                        .strip_prefix("http://")
+                        .or_else(|| origin.strip_prefix("https://"))
+                        == Some(host.as_str());
+                    if !same {
+                        return Err(warp::reject::custom(ApiError::forbidden(
+                            "cross-origin request refused",
+                        )));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .untuple_one()
+}

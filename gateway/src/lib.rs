@@ -1,0 +1,187 @@
+//! Natter's gateway: the HTTP API, the Server-Sent-Events streams and the web UI.
+//!
+//! Layout:
+//! - [`api`]: the routes (operators under `/api`, machine users under `/m/<session>/api`, pages).
+//! - [`auth`]: logins (cookies backed by a KV bucket) and the CSRF check.
+//! - [`sse`]: one event stream carrying several sessions, with exact resume.
+//! - [`hub`]: the fan-out of live events from one consumer to every connection.
+//! - [`ui`]: the static web UI compiled into the binary.
+//! - [`error`]: the API's error type.
+//!
+//! This is the only crate that knows HTTP. It is stateless apart from open connections, and it
+//! reaches session actors only through NATS request/reply ([`Gateway::command`]) — never through
+//! an actor reference, even when the actors run in the same process — so any node's gateway can
+//! serve any browser.
+
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod hub;
+pub mod sse;
+pub mod ui;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use natter_actors::protocol::{Ack, SessionCommand, SessionError, SessionReply};
+use natter_actors::store::Stores;
+use natter_actors::subjects;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::error::ApiError;
+use crate::hub::Hub;
+
+/// The gateway's settings.
+#[derive(Clone, Debug)]
+pub struct GatewayConfig {
+    /// How long to wait for a session actor's answer before retrying once.
+    pub request_timeout: Duration,
+    /// How long a login lasts (also the KV bucket's max age).
+    pub login_ttl: Duration,
+    /// Mark cookies `Secure` (when served over HTTPS by a proxy).
+    pub secure_cookies: bool,
+    /// How long open connections get to finish on shutdown.
+    pub drain_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            request_timeout: Duration::from_secs(5),
+            login_ttl: Duration::from_secs(12 * 3600),
+            secure_cookies: false,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A gateway: cheap to clone, shared by every request.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    stores: Stores,
+    hub: Hub,
+    config: GatewayConfig,
+    shutdown: CancellationToken,
+}
+
+impl Gateway {
+    /// Starts the gateway's event hub over `stores`.
+    pub async fn start(
+        stores: Stores,
+        config: GatewayConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Gateway, natter_actors::store::StoreError> {
+        let hub = Hub::start(stores.clone(), shutdown.clone()).await?;
+        Ok(Gateway {
+            inner: Arc::new(Inner {
+                stores,
+                hub,
+                config,
+                shutdown,
+            }),
+        })
+    }
+
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
+    }
+
+    pub fn hub(&self) -> &Hub {
+        &self.inner.hub
+    }
+
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    /// Whether the gateway can serve: NATS connected and the hub following events.
+    pub fn is_ready(&self) -> bool {
+        self.inner.stores.client.connection_state() == async_nats::connection::State::Connected
+            && self.inner.hub.is_live()
+    }
+
+    /// Sends a command to a session's actor over NATS and waits for its answer. Every command is
+    /// idempotent (sends carry a client id), so one timed-out attempt is retried.
+    pub async fn command(&self, session: &str, cmd: &SessionCommand) -> Result<Ack, ApiError> {
+        let body: bytes::Bytes = serde_json::to_vec(cmd)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?
+            .into();
+        let subject = subjects::session_command(session);
+        let client = &self.inner.stores.client;
+        let mut last_error = String::new();
+        for _ in 0..2 {
+            let request = client.request(subject.clone(), body.clone());
+            match tokio::time::timeout(self.inner.config.request_timeout, request).await {
+                Ok(Ok(msg)) => {
+                    let reply: SessionReply = serde_json::from_slice(&msg.payload).map_err(|e| {
+                        ApiError::unavailable(format!("unreadable answer from the session: {e}"))
+                    })?;
+                    return reply.map_err(|e: SessionError| e.into());
+                }
+                Ok(Err(e)) => last_error = e.to_string(),
+                Err(_) => last_error = "timed out".into(),
+            }
+        }
+        tracing::warn!(%session, error = %last_error, "session did not answer");
+        Err(ApiError::unavailable(
+            "the chat service did not answer; try again",
+        ))
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open connections
+/// (SSE streams end themselves on shutdown) for at most the drain timeout.
+///
+/// Connections are served by hyper's HTTP/1 connection builder on our own accept loop: it costs
+/// less memory per idle SSE connection than warp's HTTP/1+2 server.
+pub async fn serve(listener: TcpListener, gateway: Gateway) {
+    let shutdown = gateway.shutdown_token().clone();
+    let drain = gateway.config().drain_timeout;
+    let routes = api::routes(gateway);
+    let service = TowerToHyperService::new(warp::service(routes));
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = service.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(drain, conn).await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(drain + Duration::from_secs(1), tracker.wait()).await;
+}

@@ -1,0 +1,61 @@
+// Small fetch helpers for the Natter HTTP API (docs/api.md).
+// Every POST carries `X-Natter: 1` (CSRF check) and a JSON body; errors are
+// `{error, message}` and become an ApiError whose `message` is shown to the user.
+
+export class ApiError extends Error {
+  constructor(status, kind, message) {
+    super(message || `Request failed (${status})`);
+    this.status = status; // HTTP status, 0 for a network error
+    this.kind = kind;     // the API's `error` field, or 'network'
+  }
+  /** True when the same request may simply be sent again (sends are idempotent). */
+  get retryable() {
+    return this.status === 0 || this.status === 503 || this.status === 429;
+  }
+}
+
+async function request(method, url, body) {
+  const init = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+  if (method !== 'GET') {
+    init.headers['Content-Type'] = 'application/json';
+    init.headers['X-Natter'] = '1';
+    init.body = JSON.stringify(body === undefined ? {} : body);
+  }
+  let res;
+  try {
+    res = await fetch(url, init);
+  } catch (e) {
+    throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection.');
+  }
+  if (res.status === 204) return null;
+  let data = null;
+  const text = await res.text().catch(() => '');
+  if (text) {
+    try { data = JSON.parse(text); } catch { data = null; }
+  }
+  if (!res.ok) {
+    const kind = data && data.error ? data.error : 'http_' + res.status;
+    const message = data && data.message ? data.message : defaultMessage(res.status);
+    throw new ApiError(res.status, kind, message);
+  }
+  return data;
+}
+
+function defaultMessage(status) {
+  switch (status) {
+    case 401: return 'You are not logged in (or your login expired).';
+    case 403: return 'You are not allowed to do that.';
+    case 404: return 'Not found.';
+    case 409: return 'This chat has already ended.';
+    case 413: return 'The message is too long.';
+    case 429: return 'Too many requests. Please wait a moment.';
+    case 503: return 'The server is busy. Please try again.';
+    default: return `Request failed (${status}).`;
+  }
+}
+
+export const getJSON = (url) => request('GET', url);
+export const postJSON = (url, body) => request('POST', url, body);
+
+/** Resolve after `ms` milliseconds. */
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,42 @@
+// The machine user's chat window: the agent opens /m/{id}/#t=<token>.
+import { getJSON, postJSON } from './api.js';
+import { ChatWindow, subscribeEvents } from './chat-common.js';
+
+const sessionId = decodeURIComponent(location.pathname.split('/')[2] || '');
+const base = '/m/' + encodeURIComponent(sessionId) + '/api';
+
+async function login() {
+  const token = new URLSearchParams(location.hash.slice(1)).get('t');
+  if (token) {
+    try {
+      return await postJSON(base + '/login', { token });
+    } finally {
+      // The token is single-use: never leave it in the address bar or history.
+      history.replaceState(null, '', location.pathname + location.search);
+    }
+  }
+  return getJSON(base + '/session'); // the cookie may exist already (reload)
+}
+
+async function main() {
+  const chat = new ChatWindow({
+    self: { kind: 'machine_user' },
+    send: (body) => postJSON(base + '/messages', body),
+    end: () => postJSON(base + '/end'),
+  });
+  try {
+    chat.setSession(await login());
+  } catch (e) {
+    chat.ui.machine.textContent = 'Chat unavailable';
+    document.title = 'Chat unavailable';
+    chat.showBanner(e.status === 401 ? 'This chat link is no longer valid. Ask your IT support to start a new chat.' : e.message, 'error');
+    chat.setEnded(true);
+    chat.ui.endedNote.hidden = true;
+    return;
+  }
+  chat.ui.text.focus();
+  // One session, one EventSource: the hub runs in this window (no SharedWorker needed).
+  await subscribeEvents(sessionId, (m) => chat.handle(m), { shared: false, urlFor: () => base + '/events' });
+}
+
+main();
