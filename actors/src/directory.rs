@@ -1,7 +1,7 @@
 //! Operator accounts, kept in the operators KV bucket with argon2 password hashes.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use async_nats::jetstream::kv;
 use serde::{Deserialize, Serialize};
 
@@ -32,8 +32,7 @@ pub enum DirectoryError {
 pub fn valid_username(u: &str) -> bool {
     !u.is_empty()
         && u.len() <= 64
-        && u
-            .bytes()
+        && u.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
@@ -123,6 +122,9 @@ mod tests {
         assert!(verify_password("correct horse", &h));
         assert!(!verify_password("wrong horse", &h));
         assert!(!verify_password("x", "not a hash"));
-        assert!(matches!(hash_password("short"), Err(DirectoryError::WeakPassword)));
+        assert!(matches!(
+            hash_password("short"),
+            Err(DirectoryError::WeakPassword)
+        ));
     }
 }

@@ -5,8 +5,8 @@
 //! to its own subjects); a check-in whose body names another machine, or that does not parse, is
 //! counted, logged and dropped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
@@ -110,7 +110,10 @@ pub fn parse_checkin(subject: &str, payload: &[u8]) -> Result<MachineRecord, Str
         return Err(format!("unsupported check-in version {}", c.v));
     }
     if c.machine != machine || !crate::protocol::valid_machine_id(&c.machine) {
-        return Err(format!("check-in for {:?} on {machine}'s subject", c.machine));
+        return Err(format!(
+            "check-in for {:?} on {machine}'s subject",
+            c.machine
+        ));
     }
     Ok(MachineRecord {
         id: c.machine,

@@ -80,10 +80,7 @@ type CmdResult = Result<Ack, SessionError>;
 
 fn unavailable(what: &str, e: impl std::fmt::Display) -> SessionError {
     tracing::warn!(error = %e, "{what}");
-    SessionError::new(
-        SessionErrorKind::Unavailable,
-        format!("{what}; try again"),
-    )
+    SessionError::new(SessionErrorKind::Unavailable, format!("{what}; try again"))
 }
 
 impl Actor for SessionActor {
@@ -164,7 +161,10 @@ impl Actor for SessionActor {
                 if state.last_activity.elapsed() >= state.ctx.idle_timeout {
                     // Leave a fresh record behind so the next start needs no replay.
                     if state.loaded
-                        && state.record.as_ref().is_some_and(|r| r.seq < state.last_seq)
+                        && state
+                            .record
+                            .as_ref()
+                            .is_some_and(|r| r.seq < state.last_seq)
                     {
                         let _ = state.save_record().await;
                     }
@@ -189,9 +189,10 @@ impl SessionState {
             .await
             .map_err(|e| unavailable("reading the session record", e))?;
         let (mut record, revision) = match entry {
-            Some(e) if e.operation == kv::Operation::Put => {
-                (serde_json::from_slice::<SessionRecord>(&e.value).ok(), e.revision)
-            }
+            Some(e) if e.operation == kv::Operation::Put => (
+                serde_json::from_slice::<SessionRecord>(&e.value).ok(),
+                e.revision,
+            ),
             _ => (None, 0),
         };
         let last_seq = stores
@@ -387,7 +388,10 @@ impl SessionState {
                     (AgentWindow::Failed, "the machine's agent is offline".into())
                 }
                 Ok(Err(e)) => (AgentWindow::Failed, format!("agent request failed: {e}")),
-                Err(_) => (AgentWindow::Failed, "the machine's agent did not answer".into()),
+                Err(_) => (
+                    AgentWindow::Failed,
+                    "the machine's agent did not answer".into(),
+                ),
             };
             let _ = myself.cast(SessionMsg::AgentAnswer { status, detail });
         });
@@ -666,7 +670,7 @@ impl SessionState {
 
     /// Keeps the record and the machine index from expiring while the session lives.
     async fn refresh_record_if_stale(&mut self) {
-        let half = self.ctx.stores.config.retention / 2;
+        let half = self.ctx.stores.config.session_ttl / 2;
         if self.record_saved.elapsed() < half {
             return;
         }

@@ -2,8 +2,8 @@
 //!
 //! - Stream [`EVENTS_STREAM`] on `natter.events.<session>`: every chat event, `max_age` = the
 //!   chat retention, `Nats-Msg-Id` de-duplication. Written only by each session's actor.
-//! - KV [`SESSIONS_BUCKET`]: one [`crate::protocol::SessionRecord`] per session (same max age,
-//!   refreshed by the actor while the session lives).
+//! - KV [`SESSIONS_BUCKET`]: one [`crate::protocol::SessionRecord`] per session (max age = the
+//!   session TTL, refreshed by the actor while the session is used).
 //! - KV [`MACHINE_SESSIONS_BUCKET`]: machine ID → the session in progress with it.
 //! - KV [`MACHINES_BUCKET`]: machine ID → its last check-in.
 //! - KV [`OPERATORS_BUCKET`]: operator accounts.
@@ -29,6 +29,9 @@ pub struct StoreConfig {
     pub retention: Duration,
     /// How long a repeated `Nats-Msg-Id` is recognised (capped at the retention).
     pub duplicate_window: Duration,
+    /// How long a session is remembered after its last activity (its messages go after
+    /// `retention`; the session itself stays joinable and restartable until then).
+    pub session_ttl: Duration,
     /// How long a browser login lasts.
     pub login_ttl: Duration,
 }
@@ -38,6 +41,7 @@ impl Default for StoreConfig {
         StoreConfig {
             retention: Duration::from_secs(3600),
             duplicate_window: Duration::from_secs(120),
+            session_ttl: Duration::from_secs(24 * 3600),
             login_ttl: Duration::from_secs(12 * 3600),
         }
     }
@@ -117,8 +121,8 @@ impl Stores {
         };
         let forever = Duration::ZERO;
         Ok(Stores {
-            sessions: bucket(SESSIONS_BUCKET, retention, 1).await?,
-            machine_sessions: bucket(MACHINE_SESSIONS_BUCKET, retention, 1).await?,
+            sessions: bucket(SESSIONS_BUCKET, config.session_ttl, 1).await?,
+            machine_sessions: bucket(MACHINE_SESSIONS_BUCKET, config.session_ttl, 1).await?,
             machines: bucket(MACHINES_BUCKET, forever, 1).await?,
             operators: bucket(OPERATORS_BUCKET, forever, 1).await?,
             logins: bucket(LOGINS_BUCKET, config.login_ttl, 1).await?,

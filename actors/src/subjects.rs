@@ -78,7 +78,10 @@ mod tests {
     fn machine_ids_round_trip_through_one_token() {
         let s = agent_checkin("pc1.east.sales.acme");
         assert_eq!(s, "natter.agent.pc1:east:sales:acme.checkin");
-        assert_eq!(machine_of_checkin(&s).as_deref(), Some("pc1.east.sales.acme"));
+        assert_eq!(
+            machine_of_checkin(&s).as_deref(),
+            Some("pc1.east.sales.acme")
+        );
         assert_eq!(machine_of_checkin("natter.agent.a.b.checkin"), None);
     }
 

@@ -1,1 +1,110 @@
-fn main(){}
+//! `natter-agent`: one or more agents (a demo fleet runs several in one process).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use natter_agent::{AgentConfig, AgentHandle, CommandOpener, Opener, Presence, PrintOpener};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "natter-agent",
+    version,
+    about = "Natter agent for managed machines"
+)]
+struct Cli {
+    /// NATS server URL.
+    #[arg(long, env = "NATTER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+    /// NATS user for agents.
+    #[arg(long, default_value = "natter-agent")]
+    user: String,
+    /// NATS password for agents.
+    #[arg(long, env = "NATTER_NATS_AGENT_PASSWORD", hide_env_values = true)]
+    password: String,
+    /// `print` (show the URL; for machines without a browser) or a command that opens a URL,
+    /// such as `xdg-open`.
+    #[arg(long, default_value = "xdg-open")]
+    opener: String,
+    /// Check-in interval.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    interval: Duration,
+    /// Machine ID, optionally with its logged-on user: `pc1.sales.acme=carol`
+    /// (`pc1.sales.acme=` = nobody logged on). Repeat to run several agents.
+    #[arg(long = "machine", required = true)]
+    machines: Vec<String>,
+    /// Operating system to report.
+    #[arg(long, default_value = std::env::consts::OS)]
+    os: String,
+    /// IP address to report.
+    #[arg(long, default_value = "127.0.0.1")]
+    ip: String,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
+        )
+        .init();
+    let opener: Arc<dyn Opener> = if cli.opener == "print" {
+        Arc::new(PrintOpener)
+    } else {
+        match CommandOpener::parse(&cli.opener) {
+            Some(o) => Arc::new(o),
+            None => {
+                eprintln!("natter-agent: --opener must not be empty");
+                return ExitCode::from(2);
+            }
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for spec in &cli.machines {
+        let (machine, user) = match spec.split_once('=') {
+            Some((m, u)) => (m.to_string(), Some(u.to_string()).filter(|u| !u.is_empty())),
+            None => (spec.clone(), std::env::var("USER").ok()),
+        };
+        let config = AgentConfig {
+            nats_url: cli.nats_url.clone(),
+            nats_user: cli.user.clone(),
+            nats_password: cli.password.clone(),
+            machine,
+            interval: cli.interval,
+            os: cli.os.clone(),
+            ip: cli.ip.clone(),
+        };
+        let handle = AgentHandle::new(Presence { user, idle_secs: 0 });
+        tasks.spawn(natter_agent::run(
+            config,
+            handle,
+            opener.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    let mut failed = false;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        Some(result) = tasks.join_next() => {
+            if let Ok(Err(e)) = result {
+                eprintln!("natter-agent: {e}");
+                failed = true;
+            }
+        }
+    }
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -60,6 +60,8 @@ pub struct ChatConfig {
     pub duplicate_window: Duration,
     pub idle_actor_timeout: Duration,
     pub agent_timeout: Duration,
+    /// How long a session stays joinable after its last activity.
+    pub session_ttl: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -170,6 +172,7 @@ struct RawChat {
     duplicate_window: String,
     idle_actor_timeout: String,
     agent_timeout: String,
+    session_ttl: String,
 }
 
 impl Default for RawChat {
@@ -180,6 +183,7 @@ impl Default for RawChat {
             duplicate_window: "2m".into(),
             idle_actor_timeout: "5m".into(),
             agent_timeout: "10s".into(),
+            session_ttl: "24h".into(),
         }
     }
 }
@@ -199,8 +203,12 @@ impl Default for RawLog {
 }
 
 fn duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(value.trim())
-        .map_err(|e| invalid(key, format!("{value:?} is not a duration like 30s or 1h ({e})")))?;
+    let d = humantime::parse_duration(value.trim()).map_err(|e| {
+        invalid(
+            key,
+            format!("{value:?} is not a duration like 30s or 1h ({e})"),
+        )
+    })?;
     if d.is_zero() {
         return Err(invalid(key, "must be more than zero"));
     }
@@ -233,7 +241,10 @@ impl Config {
         let listen: SocketAddr = raw.http.listen.parse().map_err(|_| {
             invalid(
                 "http.listen",
-                format!("{:?} is not an address like 127.0.0.1:8080", raw.http.listen),
+                format!(
+                    "{:?} is not an address like 127.0.0.1:8080",
+                    raw.http.listen
+                ),
             )
         })?;
         let public_url = if raw.http.public_url.trim().is_empty() {
@@ -241,7 +252,10 @@ impl Config {
         } else {
             let u = raw.http.public_url.trim().trim_end_matches('/').to_string();
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(invalid("http.public_url", "must start with http:// or https://"));
+                return Err(invalid(
+                    "http.public_url",
+                    "must start with http:// or https://",
+                ));
             }
             u
         };
@@ -255,11 +269,19 @@ impl Config {
         let format = match raw.log.format.trim() {
             "human" | "" => LogFormat::Human,
             "json" => LogFormat::Json,
-            other => return Err(invalid("log.format", format!("{other:?}: use human or json"))),
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?}: use human or json"),
+                ));
+            }
         };
         let url = raw.nats.url.trim().to_string();
         if !url.is_empty() && !(url.starts_with("nats://") || url.starts_with("tls://")) {
-            return Err(invalid("nats.url", "must start with nats:// or tls:// (or be empty)"));
+            return Err(invalid(
+                "nats.url",
+                "must start with nats:// or tls:// (or be empty)",
+            ));
         }
         if raw.storage.data_dir.trim().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
@@ -293,6 +315,7 @@ impl Config {
                     &raw.chat.idle_actor_timeout,
                 )?,
                 agent_timeout: duration("chat.agent_timeout", &raw.chat.agent_timeout)?,
+                session_ttl: duration("chat.session_ttl", &raw.chat.session_ttl)?,
             },
             log: LogConfig { format },
         })
@@ -341,13 +364,21 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let e = from_toml("[chat]\nretention = \"soon\"").unwrap_err().to_string();
+        let e = from_toml("[chat]\nretention = \"soon\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("chat.retention"), "{e}");
-        let e = from_toml("[http]\nlisten = \"nowhere\"").unwrap_err().to_string();
+        let e = from_toml("[http]\nlisten = \"nowhere\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("http.listen"), "{e}");
-        let e = from_toml("[chat]\nretenshun = \"1h\"").unwrap_err().to_string();
+        let e = from_toml("[chat]\nretenshun = \"1h\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("retenshun"), "{e}");
-        let e = from_toml("[log]\nformat = \"xml\"").unwrap_err().to_string();
+        let e = from_toml("[log]\nformat = \"xml\"")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("log.format"), "{e}");
     }
 }

@@ -102,7 +102,9 @@ pub fn check_version(bin: &Path) -> Result<(), EmbeddedError> {
 
 /// Asks the OS for a free loopback port.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 fn spawn(opts: &NatsServerOptions, port: u16) -> Result<Child, EmbeddedError> {
@@ -139,7 +141,10 @@ async fn wait_ready(child: &mut Child, port: u16) -> Result<(), EmbeddedError> {
         if let Some(status) = child.try_wait()? {
             return Err(EmbeddedError::Exited(status.to_string()));
         }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         if tokio::time::Instant::now() > deadline {
@@ -163,7 +168,11 @@ impl NatsServer {
     pub async fn start(opts: NatsServerOptions) -> Result<NatsServer, EmbeddedError> {
         check_version(&opts.bin)?;
         std::fs::create_dir_all(&opts.store_dir)?;
-        let port = if opts.port == 0 { free_port()? } else { opts.port };
+        let port = if opts.port == 0 {
+            free_port()?
+        } else {
+            opts.port
+        };
         let mut child = spawn(&opts, port)?;
         wait_ready(&mut child, port).await?;
         let stop = CancellationToken::new();

@@ -47,6 +47,7 @@ pub fn store_config(config: &Config) -> StoreConfig {
     StoreConfig {
         retention: config.chat.retention,
         duplicate_window: config.chat.duplicate_window,
+        session_ttl: config.chat.session_ttl,
         login_ttl: config.http.login_ttl,
     }
 }

@@ -11,7 +11,11 @@ use natter_actors::directory;
 use natter_actors::store::Stores;
 
 #[derive(Parser)]
-#[command(name = "natter", version, about = "Natter: remote-support chat over NATS")]
+#[command(
+    name = "natter",
+    version,
+    about = "Natter: remote-support chat over NATS"
+)]
 struct Cli {
     /// Configuration file (keys may also come from NATTER__SECTION__KEY variables).
     #[arg(long, short, global = true)]
@@ -129,7 +133,10 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
             store_dir: data_dir.join("nats"),
             log_file: Some(data_dir.join("nats-server.log")),
             env: vec![
-                ("NATTER_NATS_BROKER_PASSWORD".into(), broker_password.clone()),
+                (
+                    "NATTER_NATS_BROKER_PASSWORD".into(),
+                    broker_password.clone(),
+                ),
                 ("NATTER_NATS_AGENT_PASSWORD".into(), agent_password),
             ],
         })

@@ -7,8 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use natter_actors::directory;
 use natter_actors::protocol::{
-    MachineRecord, Participant, ParticipantKind, SessionCommand, valid_machine_id,
-    valid_session_id,
+    MachineRecord, Participant, ParticipantKind, SessionCommand, valid_machine_id, valid_session_id,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -38,8 +37,8 @@ fn json_reply<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
 }
 
 /// A JSON request body of type `T`, with clear errors for every way it can be wrong.
-fn json_body<T: DeserializeOwned + Send>()
--> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
+{
     warp::header::optional::<String>("content-type")
         .and(warp::body::content_length_limit(BODY_LIMIT))
         .and(warp::body::bytes())
@@ -70,7 +69,9 @@ fn session_id() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
         if valid_session_id(&id) {
             Ok(id)
         } else {
-            Err(warp::reject::custom(ApiError::not_found("no such chat session")))
+            Err(warp::reject::custom(ApiError::not_found(
+                "no such chat session",
+            )))
         }
     })
 }
@@ -113,31 +114,32 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
     let op = || auth::operator(gw.clone());
 
     // Pages.
-    let index = warp::get()
-        .and(warp::path::end())
+    let index = warp::path::end()
+        .and(warp::get())
         .map(|| ui::file("index.html"));
-    let chat_page = warp::get()
-        .and(warp::path!("chat" / String))
+    let chat_page = warp::path!("chat" / String)
+        .and(warp::get())
         .map(|_id: String| ui::file("chat.html"));
-    let machine_page = warp::get()
-        .and(warp::path("m"))
+    let machine_page = warp::path("m")
         .and(warp::path::param::<String>())
         .and(warp::path::end())
+        .and(warp::get())
         .map(|_id: String| ui::file("machine.html"));
-    let static_files = warp::get()
-        .and(warp::path!("static" / String))
-        .and_then(|name: String| async move {
-            if ui::exists(&name) {
-                Ok(ui::file(&name))
-            } else {
-                Err(warp::reject::not_found())
-            }
-        });
-    let healthz = warp::get()
-        .and(warp::path!("healthz"))
+    let static_files =
+        warp::path!("static" / String)
+            .and(warp::get())
+            .and_then(|name: String| async move {
+                if ui::exists(&name) {
+                    Ok(ui::file(&name))
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            });
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
         .map(|| "ok".into_response());
-    let readyz = warp::get()
-        .and(warp::path!("readyz"))
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
         .and(g())
         .map(|gw: Gateway| {
             if gw.is_ready() {
@@ -160,14 +162,14 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .unify();
 
     // Operator API.
-    let login = warp::post()
-        .and(warp::path!("api" / "login"))
+    let login = warp::path!("api" / "login")
+        .and(warp::post())
         .and(auth::csrf())
         .and(g())
         .and(json_body::<LoginBody>())
         .and_then(|gw, body| respond(login(gw, body)));
-    let logout = warp::post()
-        .and(warp::path!("api" / "logout"))
+    let logout = warp::path!("api" / "logout")
+        .and(warp::post())
         .and(auth::csrf())
         .and(g())
         .and(auth::operator_token())
@@ -181,27 +183,27 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
                 Ok(r)
             })
         });
-    let me = warp::get()
-        .and(warp::path!("api" / "me"))
+    let me = warp::path!("api" / "me")
+        .and(warp::get())
         .and(op())
         .map(|l: Login| json_reply(StatusCode::OK, &operator_json(&l)));
-    let machines = warp::get()
-        .and(warp::path!("api" / "machines"))
+    let machines = warp::path!("api" / "machines")
+        .and(warp::get())
         .and(op())
         .and(g())
         .and_then(|_l: Login, gw| respond(list_machines(gw)));
-    let start_chat = warp::post()
-        .and(warp::path!("api" / "chats"))
+    let start_chat = warp::path!("api" / "chats")
+        .and(warp::post())
         .and(auth::csrf())
         .and(op())
         .and(g())
         .and(json_body::<ChatBody>())
         .and_then(|l, gw, body| respond(start_chat(gw, l, body)));
-    let session_view = warp::get()
-        .and(warp::path("api"))
+    let session_view = warp::path("api")
         .and(warp::path("sessions"))
         .and(session_id())
         .and(warp::path::end())
+        .and(warp::get())
         .and(op())
         .and(g())
         .and_then(|id: String, l: Login, gw: Gateway| {
@@ -210,11 +212,11 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
                 Ok(json_reply(StatusCode::OK, &ack.session))
             })
         });
-    let join = warp::post()
-        .and(warp::path("api"))
+    let join = warp::path("api")
         .and(warp::path("sessions"))
         .and(session_id())
         .and(warp::path!("join"))
+        .and(warp::post())
         .and(auth::csrf())
         .and(op())
         .and(g())
@@ -224,11 +226,11 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
                 Ok(json_reply(StatusCode::OK, &ack.session))
             })
         });
-    let send = warp::post()
-        .and(warp::path("api"))
+    let send = warp::path("api")
         .and(warp::path("sessions"))
         .and(session_id())
         .and(warp::path!("messages"))
+        .and(warp::post())
         .and(auth::csrf())
         .and(op())
         .and(g())
@@ -236,17 +238,17 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .and_then(|id: String, l: Login, gw: Gateway, body: MessageBody| {
             respond(send_message(gw, id, l.who, body))
         });
-    let end = warp::post()
-        .and(warp::path("api"))
+    let end = warp::path("api")
         .and(warp::path("sessions"))
         .and(session_id())
         .and(warp::path!("end"))
+        .and(warp::post())
         .and(auth::csrf())
         .and(op())
         .and(g())
         .and_then(|id: String, l: Login, gw: Gateway| respond(end_session(gw, id, l.who)));
-    let events = warp::get()
-        .and(warp::path!("api" / "events"))
+    let events = warp::path!("api" / "events")
+        .and(warp::get())
         .and(op())
         .and(g())
         .and(warp::query::<EventsQuery>())
@@ -284,22 +286,18 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .unify();
 
     // Machine user API: /m/<session>/api/…, with a cookie scoped to that path.
-    let m = || {
-        warp::path("m")
-            .and(session_id())
-            .and(warp::path("api"))
-    };
+    let m = || warp::path("m").and(session_id()).and(warp::path("api"));
     let mu_token = || warp::cookie::optional::<String>(MACHINE_USER_COOKIE);
-    let m_login = warp::post()
-        .and(m())
+    let m_login = m()
         .and(warp::path!("login"))
+        .and(warp::post())
         .and(auth::csrf())
         .and(g())
         .and(json_body::<TokenBody>())
         .and_then(|id: String, gw: Gateway, body: TokenBody| respond(machine_login(gw, id, body)));
-    let m_session = warp::get()
-        .and(m())
+    let m_session = m()
         .and(warp::path!("session"))
+        .and(warp::get())
         .and(mu_token())
         .and(g())
         .and_then(|id: String, token: Option<String>, gw: Gateway| {
@@ -309,9 +307,9 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
                 Ok(json_reply(StatusCode::OK, &ack.session))
             })
         });
-    let m_send = warp::post()
-        .and(m())
+    let m_send = m()
         .and(warp::path!("messages"))
+        .and(warp::post())
         .and(auth::csrf())
         .and(mu_token())
         .and(g())
@@ -324,9 +322,9 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
                 })
             },
         );
-    let m_end = warp::post()
-        .and(m())
+    let m_end = m()
         .and(warp::path!("end"))
+        .and(warp::post())
         .and(auth::csrf())
         .and(mu_token())
         .and(g())
@@ -336,9 +334,9 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
                 end_session(gw, id, l.who).await
             })
         });
-    let m_events = warp::get()
-        .and(m())
+    let m_events = m()
         .and(warp::path!("events"))
+        .and(warp::get())
         .and(mu_token())
         .and(g())
         .and(warp::query::<EventsQuery>())
@@ -602,15 +600,17 @@ async fn event_stream(
     let stream = sse::open(&gw, &who, cursors, last_event_id).await?;
     // End the stream on shutdown so graceful drain does not wait for it forever.
     let stream = stream.take_until(async move { shutdown.cancelled_owned().await });
-    let reply = warp::sse::reply(warp::sse::keep_alive().interval(sse::KEEP_ALIVE).stream(stream));
+    let reply = warp::sse::reply(
+        warp::sse::keep_alive()
+            .interval(sse::KEEP_ALIVE)
+            .stream(stream),
+    );
     let mut r = reply.into_response();
     r.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-cache"),
     );
-    r.headers_mut().insert(
-        "x-accel-buffering",
-        header::HeaderValue::from_static("no"),
-    );
+    r.headers_mut()
+        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
     Ok(r)
 }

@@ -64,7 +64,13 @@ impl Gateway {
 }
 
 /// A `Set-Cookie` value for a login.
-pub fn login_cookie(name: &str, token: &str, path: &str, max_age_secs: u64, secure: bool) -> String {
+pub fn login_cookie(
+    name: &str,
+    token: &str,
+    path: &str,
+    max_age_secs: u64,
+    secure: bool,
+) -> String {
     format!(
         "{name}={token}; Path={path}; Max-Age={max_age_secs}; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
@@ -77,9 +83,7 @@ pub fn clear_cookie(name: &str, path: &str) -> String {
 }
 
 /// The logged-in operator, or 401.
-pub fn operator(
-    gw: Gateway,
-) -> impl Filter<Extract = (Login,), Error = warp::Rejection> + Clone {
+pub fn operator(gw: Gateway) -> impl Filter<Extract = (Login,), Error = warp::Rejection> + Clone {
     warp::cookie::optional::<String>(OPERATOR_COOKIE).and_then(move |token: Option<String>| {
         let gw = gw.clone();
         async move {
@@ -99,7 +103,11 @@ pub fn operator_token()
 }
 
 /// The machine user logged in for `session`, or 401.
-pub async fn machine_user(gw: &Gateway, token: Option<String>, session: &str) -> Result<Login, ApiError> {
+pub async fn machine_user(
+    gw: &Gateway,
+    token: Option<String>,
+    session: &str,
+) -> Result<Login, ApiError> {
     let token = token.ok_or_else(ApiError::unauthenticated)?;
     match gw.find_login(&token).await? {
         Some(l)

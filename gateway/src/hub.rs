@@ -154,7 +154,11 @@ impl Hub {
     fn deliver(&self, event: Arc<StoredEvent>) {
         let mut overflowed = Vec::new();
         {
-            let subs = self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+            let subs = self
+                .inner
+                .subscribers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             let Some(list) = subs.get(&event.session) else {
                 return;
             };
@@ -167,7 +171,11 @@ impl Hub {
         if !overflowed.is_empty() {
             // Cut slow (or gone) connections off: dropping every sender of a connection closes
             // its channel, which ends its SSE stream; the browser then resumes.
-            let mut subs = self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut subs = self
+                .inner
+                .subscribers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             for list in subs.values_mut() {
                 list.retain(|(id, _)| !overflowed.contains(id));
             }
@@ -183,7 +191,11 @@ impl Hub {
         let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         {
-            let mut subs = self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+            let mut subs = self
+                .inner
+                .subscribers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             for s in sessions {
                 subs.entry(s.clone()).or_default().push((id, tx.clone()));
             }
@@ -199,7 +211,11 @@ impl Hub {
     }
 
     fn unregister(&self, id: u64, sessions: &[String]) {
-        let mut subs = self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut subs = self
+            .inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         for s in sessions {
             if let Some(list) = subs.get_mut(s) {
                 list.retain(|(i, _)| *i != id);
@@ -212,7 +228,11 @@ impl Hub {
 
     /// Number of registered connection-session pairs (for metrics and tests).
     pub fn registrations(&self) -> usize {
-        let subs = self.inner.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let subs = self
+            .inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         subs.values().map(Vec::len).sum()
     }
 }

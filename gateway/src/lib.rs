@@ -125,9 +125,12 @@ impl Gateway {
             let request = client.request(subject.clone(), body.clone());
             match tokio::time::timeout(self.inner.config.request_timeout, request).await {
                 Ok(Ok(msg)) => {
-                    let reply: SessionReply = serde_json::from_slice(&msg.payload).map_err(|e| {
-                        ApiError::unavailable(format!("unreadable answer from the session: {e}"))
-                    })?;
+                    let reply: SessionReply =
+                        serde_json::from_slice(&msg.payload).map_err(|e| {
+                            ApiError::unavailable(format!(
+                                "unreadable answer from the session: {e}"
+                            ))
+                        })?;
                     return reply.map_err(|e: SessionError| e.into());
                 }
                 Ok(Err(e)) => last_error = e.to_string(),

@@ -51,7 +51,9 @@ pub fn parse_cursors(sessions: &str, since: u64) -> Result<Vec<(String, u64)>, A
         }
     }
     if out.is_empty() {
-        return Err(ApiError::bad_request("name at least one session: ?sessions=ID"));
+        return Err(ApiError::bad_request(
+            "name at least one session: ?sessions=ID",
+        ));
     }
     if out.len() > MAX_SESSIONS_PER_STREAM {
         return Err(ApiError::bad_request(format!(
@@ -82,7 +84,9 @@ pub async fn open(
     last_event_id: u64,
 ) -> Result<ReceiverStream<SseItem>, ApiError> {
     if !gw.hub().is_live() {
-        return Err(ApiError::unavailable("the event feed is starting; try again"));
+        return Err(ApiError::unavailable(
+            "the event feed is starting; try again",
+        ));
     }
     let ids: Vec<String> = cursors.iter().map(|(s, _)| s.clone()).collect();
     let (registration, mut live) = gw.hub().register(&ids);
@@ -131,7 +135,10 @@ pub async fn open(
         // Sessions whose cursor points before what retention has kept cannot resume: say so,
         // then send what is left of them.
         for (session, cursor) in cursors.iter_mut() {
-            if *cursor > 0 && *cursor < views[session.as_str()].last_seq && first_retained > *cursor + 1 {
+            if *cursor > 0
+                && *cursor < views[session.as_str()].last_seq
+                && first_retained > *cursor + 1
+            {
                 let reset = json!({"session": session, "reason": "expired"});
                 if tx
                     .send(Ok(Event::default().event("reset").data(reset.to_string())))
@@ -151,7 +158,9 @@ pub async fn open(
             let mut replay = match gw.stores().replay(&sessions, start).await {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = tx.send(Ok(error_event("unavailable", &e.to_string()))).await;
+                    let _ = tx
+                        .send(Ok(error_event("unavailable", &e.to_string())))
+                        .await;
                     return;
                 }
             };
@@ -159,7 +168,9 @@ pub async fn open(
                 let event = match item {
                     Ok(e) => e,
                     Err(e) => {
-                        let _ = tx.send(Ok(error_event("unavailable", &e.to_string()))).await;
+                        let _ = tx
+                            .send(Ok(error_event("unavailable", &e.to_string())))
+                            .await;
                         return;
                     }
                 };

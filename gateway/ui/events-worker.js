@@ -45,7 +45,9 @@
       try { port.postMessage(msg); } catch (_) { /* window gone */ }
     }
     function broadcast(msg) {
-      for (const s of sessions.values()) for (const p of s.ports) post(p, msg);
+      const ports = new Set();
+      for (const s of sessions.values()) for (const p of s.ports) ports.add(p);
+      for (const p of ports) post(p, msg);
     }
     function helloMsg() {
       return {
@@ -66,7 +68,7 @@
     // few postMessage calls instead of one per event (live events wait at most one task).
     const outbox = new Map(); // session -> events not yet posted
     let flushQueued = false;
-    function queue(s, ev) {
+    function queue(ev) {
       const list = outbox.get(ev.session);
       if (list) list.push(ev); else outbox.set(ev.session, [ev]);
       if (!flushQueued) { flushQueued = true; setTimeout(flush, 0); }
@@ -138,7 +140,7 @@
         if (!s || ev.seq <= s.last) return; // not ours any more, or a duplicate
         s.last = ev.seq;
         s.events.push(ev);
-        queue(s, ev);
+        queue(ev);
       });
 
       conn.es.addEventListener('reset', (e) => {

@@ -36,7 +36,10 @@ async function main() {
   }
   chat.ui.text.focus();
   // One session, one EventSource: the hub runs in this window (no SharedWorker needed).
-  await subscribeEvents(sessionId, (m) => chat.handle(m), { shared: false, urlFor: () => base + '/events' });
+  await subscribeEvents(sessionId, (m) => chat.handle(m), {
+    shared: false,
+    urlFor: ([[, seq]]) => base + '/events' + (seq > 0 ? '?since=' + seq : ''), // resume after a failure
+  });
 }
 
 main();
