@@ -54,8 +54,8 @@ pub struct PrintOpener;
 
 impl Opener for PrintOpener {
     fn open(&self, machine: &str, url: &str) -> Result<(), String> {
+        // Plain stdout, one line: a person copies the URL from here.
         println!("open chat on {machine}: {url}");
-        tracing::info!(%machine, %url, "open chat");
         Ok(())
     }
 }

@@ -277,7 +277,7 @@ impl Config {
             }
         };
         let url = raw.nats.url.trim().to_string();
-        if !url.is_empty() && !(url.starts_with("nats://") || url.starts_with("tls://")) {
+        if !(url.is_empty() || url.starts_with("nats://") || url.starts_with("tls://")) {
             return Err(invalid(
                 "nats.url",
                 "must start with nats:// or tls:// (or be empty)",
