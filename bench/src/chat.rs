@@ -1,0 +1,473 @@
+//! Chat through a node: operators, sessions, send → delivered latency at a fixed rate, the
+//! highest sustained rate, and joining a session with a long history.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use natter_actors::protocol::{Participant, ParticipantKind, SessionCommand, SessionReply};
+use natter_actors::store::Stores;
+use natter_actors::subjects;
+
+use crate::http::{self, Client};
+use crate::procs::BoxError;
+use crate::report::{Lat, new_hist};
+
+/// Chat message text length in bytes (the stored event is about twice this with its JSON).
+pub const TEXT_LEN: usize = 100;
+
+/// Nanoseconds since the bench started (one clock for senders and readers in this process).
+pub fn now_ns() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// One operator: username, cookie, and the participant the gateway sees.
+#[derive(Clone)]
+pub struct Operator {
+    pub who: Participant,
+    pub cookie: String,
+}
+
+pub const PASSWORD: &str = "bench-password-1";
+
+/// Creates operators `names` in the directory (admins, so scopes never get in the way) and logs
+/// each one in at `addr`.
+pub async fn operators(
+    stores: &Stores,
+    addr: SocketAddr,
+    names: &[&str],
+) -> Result<Vec<Operator>, BoxError> {
+    let mut out = Vec::new();
+    for name in names {
+        let display = format!("Bench {name}");
+        natter_actors::directory::put_operator(&stores.operators, name, &display, true, PASSWORD)
+            .await?;
+        let cookie = http::login(addr, name, PASSWORD).await?;
+        out.push(Operator {
+            who: Participant {
+                kind: ParticipantKind::Operator,
+                id: name.to_string(),
+                name: display,
+            },
+            cookie,
+        });
+    }
+    Ok(out)
+}
+
+/// Sends a session command over NATS, as a gateway does.
+pub async fn command(
+    client: &async_nats::Client,
+    session: &str,
+    cmd: &SessionCommand,
+) -> Result<natter_actors::protocol::Ack, BoxError> {
+    let msg = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(
+            subjects::session_command(session),
+            serde_json::to_vec(cmd)?.into(),
+        ),
+    )
+    .await??;
+    let reply: SessionReply = serde_json::from_slice(&msg.payload)?;
+    reply.map_err(|e| format!("session {session}: {e:?}").into())
+}
+
+/// Opens `n` sessions as `opener` (each with its own machine) and has every operator of
+/// `joiners` join each through the HTTP API.
+pub async fn sessions(
+    client: &async_nats::Client,
+    addr: SocketAddr,
+    opener: &Operator,
+    joiners: &[Operator],
+    n: usize,
+    tag: &str,
+) -> Result<Vec<String>, BoxError> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let id = ulid::Ulid::new().to_string();
+        command(
+            client,
+            &id,
+            &SessionCommand::Open {
+                by: opener.who.clone(),
+                machine: format!("pc{i}.{tag}.bench"),
+            },
+        )
+        .await?;
+        for j in joiners {
+            let mut c = Client::new(addr, &j.cookie);
+            let r = c
+                .request("POST", &format!("/api/sessions/{id}/join"), b"")
+                .await?;
+            if r.status != 200 {
+                return Err(format!(
+                    "join {id}: {} {}",
+                    r.status,
+                    String::from_utf8_lossy(&r.body)
+                )
+                .into());
+            }
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// The text of a measured message: `b<step> <start ns> ` then padding.
+fn text(step: usize, start_ns: u64) -> String {
+    let mut t = format!("b{step} {start_ns} ");
+    while t.len() < TEXT_LEN {
+        t.push('x');
+    }
+    t
+}
+
+/// Reads `(step, start ns)` back out of an SSE `data` line (a message event's JSON).
+fn parse_text(data: &str) -> Option<(usize, u64)> {
+    let i = data.find("\"text\":\"b")? + 9;
+    let rest = &data[i..];
+    let sp = rest.find(' ')?;
+    let step = rest[..sp].parse().ok()?;
+    let rest = &rest[sp + 1..];
+    let sp2 = rest.find(' ')?;
+    Some((step, rest[..sp2].parse().ok()?))
+}
+
+const MAX_STEPS: usize = 40;
+
+/// What readers record, per step.
+pub struct Recorder {
+    hists: Mutex<Vec<Histogram<u64>>>,
+    delivered: Vec<AtomicU64>,
+    last_ns: Vec<AtomicU64>,
+}
+
+impl Recorder {
+    fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            hists: Mutex::new((0..MAX_STEPS).map(|_| new_hist()).collect()),
+            delivered: (0..MAX_STEPS).map(|_| AtomicU64::new(0)).collect(),
+            last_ns: (0..MAX_STEPS).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    fn record(&self, step: usize, start_ns: u64) {
+        let now = now_ns();
+        if step >= MAX_STEPS {
+            return;
+        }
+        {
+            let mut h = self.hists.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = h[step].record(now.saturating_sub(start_ns).max(1));
+        }
+        self.delivered[step].fetch_add(1, Ordering::Relaxed);
+        self.last_ns[step].fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+/// SSE readers on a set of sessions; they record every measured message they receive.
+pub struct Readers {
+    pub recorder: Arc<Recorder>,
+    pub per_session: usize,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub errors: Arc<AtomicU64>,
+}
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Readers {
+    /// One SSE connection per (session, reader), each waiting for its `hello` before returning.
+    pub async fn open(
+        addr: SocketAddr,
+        sessions: &[String],
+        readers: &[Operator],
+        since: u64,
+    ) -> Result<Readers, BoxError> {
+        let recorder = Recorder::new();
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for s in sessions {
+            for r in readers {
+                // Resume from the stream's current end: earlier history is not measured.
+                let path = format!("/api/events?sessions={s}:{since}");
+                let mut sse = http::open_sse(addr, None, &r.cookie, &path).await?;
+                let hello = sse.next().await?;
+                if hello.event != "hello" {
+                    return Err(format!("expected hello, got {hello:?}").into());
+                }
+                let (recorder, errors) = (recorder.clone(), errors.clone());
+                tasks.push(tokio::spawn(async move {
+                    loop {
+                        match sse.next().await {
+                            Ok(e) if e.event.is_empty() => {
+                                if let Some((step, start)) = parse_text(&e.data) {
+                                    recorder.record(step, start);
+                                } else if std::env::var_os("BENCH_DEBUG").is_some() {
+                                    eprintln!("unparsed: {}", e.data);
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => {
+                                errors.fetch_add(1, Ordering::Relaxed);
+                                return;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        Ok(Readers {
+            recorder,
+            per_session: readers.len(),
+            tasks,
+            errors,
+        })
+    }
+}
+
+/// The outcome of sending at one offered rate.
+pub struct Step {
+    pub offered: f64,
+    pub sent: u64,
+    pub send_errors: u64,
+    pub first_error: Option<String>,
+    /// Messages accepted per second by the API over the step.
+    pub accepted_per_s: f64,
+    /// Messages persisted and delivered to every reader, per second (first send to last
+    /// delivery).
+    pub delivered_per_s: f64,
+    pub expected: u64,
+    pub delivered: u64,
+    pub latency: Lat,
+    /// How late the slowest send started against its schedule.
+    pub max_lag: Duration,
+    /// Reader streams that ended so far (the hub cuts off readers that fall behind).
+    pub reader_drops: u64,
+}
+
+impl Step {
+    pub fn complete(&self) -> bool {
+        self.send_errors == 0 && self.delivered >= self.expected && self.reader_drops == 0
+    }
+}
+
+/// Senders: one keep-alive HTTP connection per session, as its operator.
+pub struct Senders {
+    clients: Vec<Client>,
+    sessions: Vec<String>,
+    /// Makes client ids unique across phases (a repeated id is a duplicate, not a message).
+    tag: u64,
+}
+
+static SENDERS: AtomicU64 = AtomicU64::new(0);
+
+impl Senders {
+    pub fn new(addr: SocketAddr, sender: &Operator, sessions: &[String]) -> Senders {
+        Senders {
+            clients: sessions
+                .iter()
+                .map(|_| Client::new(addr, &sender.cookie))
+                .collect(),
+            sessions: sessions.to_vec(),
+            tag: SENDERS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Sends at `rate` messages/s for `duration`, spread evenly over the sessions, then waits
+    /// (at most `drain`) for every reader to get every accepted message. Latency runs from the
+    /// moment a send starts (`from_schedule` = false) or from when it was due (true: a sender
+    /// that falls behind its schedule is charged for it).
+    pub async fn step(
+        &mut self,
+        readers: &Readers,
+        step: usize,
+        rate: f64,
+        duration: Duration,
+        from_schedule: bool,
+        drain: Duration,
+    ) -> Step {
+        let s = self.sessions.len();
+        let total = (rate * duration.as_secs_f64()).round() as usize;
+        let t0 = tokio::time::Instant::now() + Duration::from_millis(20);
+        let t0_ns = now_ns() + 20_000_000;
+        let interval_ns = 1e9 / rate;
+        let sent = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let max_lag = Arc::new(AtomicU64::new(0));
+        let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let mut tasks = Vec::new();
+        let tag = self.tag;
+        for (j, mut client) in self.clients.drain(..).enumerate() {
+            let session = self.sessions[j].clone();
+            let (sent, errors, max_lag, first_error) = (
+                sent.clone(),
+                errors.clone(),
+                max_lag.clone(),
+                first_error.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let path = format!("/api/sessions/{session}/messages");
+                let mut k = j;
+                while k < total {
+                    let due_ns = t0_ns + (k as f64 * interval_ns) as u64;
+                    tokio::time::sleep_until(t0 + Duration::from_nanos(due_ns - t0_ns)).await;
+                    let start = now_ns();
+                    max_lag.fetch_max(start.saturating_sub(due_ns), Ordering::Relaxed);
+                    let stamp = if from_schedule { due_ns.min(start) } else { start };
+                    let body = serde_json::json!({"id": format!("p{tag}-s{step}-{k}"), "text": text(step, stamp)});
+                    match client.post_json(&path, &body).await {
+                        Ok(r) if r.status == 201 && http::find(&r.body, b"\"duplicate\":true").is_none() => {
+                            sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            first_error.lock().unwrap().get_or_insert_with(|| {
+                                format!("{} {}", r.status, String::from_utf8_lossy(&r.body))
+                            });
+                        }
+                        Err(e) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
+                        }
+                    }
+                    k += s;
+                }
+                client
+            }));
+        }
+        for t in tasks {
+            if let Ok(c) = t.await {
+                self.clients.push(c);
+            }
+        }
+        // Keep the session order stable for the next step.
+        let send_end = now_ns();
+        let sent = sent.load(Ordering::Relaxed);
+        let expected = sent * readers.per_session as u64;
+        let deadline = Instant::now() + drain;
+        while readers.recorder.delivered[step].load(Ordering::Relaxed) < expected
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let delivered = readers.recorder.delivered[step].load(Ordering::Relaxed);
+        let last = readers.recorder.last_ns[step]
+            .load(Ordering::Relaxed)
+            .max(send_end);
+        let hist = readers.recorder.hists.lock().unwrap()[step].clone();
+        let per_reader = delivered as f64 / readers.per_session as f64;
+        let send_secs = (send_end.saturating_sub(t0_ns)) as f64 / 1e9;
+        let errors_n = errors.load(Ordering::Relaxed);
+        let first_error = first_error.lock().unwrap().clone();
+        Step {
+            offered: rate,
+            sent,
+            send_errors: errors_n,
+            first_error,
+            accepted_per_s: sent as f64 / send_secs.max(1e-9),
+            delivered_per_s: per_reader / ((last.saturating_sub(t0_ns)) as f64 / 1e9).max(1e-9),
+            expected,
+            delivered,
+            latency: Lat::from(&hist),
+            max_lag: Duration::from_nanos(max_lag.load(Ordering::Relaxed)),
+            reader_drops: readers.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The join measurement: a fresh SSE client receiving a session's whole history.
+pub struct JoinResult {
+    pub messages: usize,
+    /// Request sent → the answer's first byte.
+    pub to_first_byte: Duration,
+    /// First byte → the last history event parsed.
+    pub first_byte_to_last: Duration,
+    pub total: Duration,
+}
+
+/// Puts `n` messages into a new session (through the session actor over NATS, 64 in flight),
+/// then has `reader` open a stream on it `rounds` times; returns each round's timings.
+pub async fn join(
+    client: &async_nats::Client,
+    addr: SocketAddr,
+    opener: &Operator,
+    reader: &Operator,
+    n: usize,
+    rounds: usize,
+) -> Result<Vec<JoinResult>, BoxError> {
+    let ids = sessions(
+        client,
+        addr,
+        opener,
+        std::slice::from_ref(reader),
+        1,
+        "join",
+    )
+    .await?;
+    let id = ids[0].clone();
+    let sent = futures::stream::iter(0..n)
+        .map(|k| {
+            let (client, id, by) = (client.clone(), id.clone(), opener.who.clone());
+            async move {
+                command(
+                    &client,
+                    &id,
+                    &SessionCommand::Send {
+                        by,
+                        client_id: format!("h{k}"),
+                        text: text(MAX_STEPS, 0),
+                    },
+                )
+                .await
+            }
+        })
+        .buffer_unordered(64)
+        .filter(|r| futures::future::ready(r.is_ok()))
+        .count()
+        .await;
+    if sent < n {
+        return Err(format!("history: only {sent} of {n} messages stored").into());
+    }
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        let mut sse = http::open_sse(
+            addr,
+            None,
+            &reader.cookie,
+            &format!("/api/events?sessions={id}"),
+        )
+        .await?;
+        let first = t0.elapsed();
+        let mut got = 0;
+        while got < n {
+            match sse.next_within(Duration::from_secs(30)).await {
+                Some(Ok(e)) => {
+                    if e.event.is_empty() && e.data.contains("\"type\":\"message\"") {
+                        got += 1;
+                    }
+                }
+                _ => return Err(format!("join: stream ended after {got} of {n}").into()),
+            }
+        }
+        let total = t0.elapsed();
+        out.push(JoinResult {
+            messages: got,
+            to_first_byte: first,
+            first_byte_to_last: total - first,
+            total,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,156 @@
+//! The two modes a child process of the bench runs in: a Natter node, and a crowd of idle SSE
+//! clients. Both stop when their stdin closes (the bench ended or died).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+
+use crate::http;
+use crate::procs::{BoxError, raise_nofile};
+
+/// Waits until stdin is closed.
+async fn stdin_closed() {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// `natter-bench node`: a node on a free loopback port against an external NATS server; prints
+/// `READY <addr>` and runs until stdin closes.
+pub async fn node(nats_url: String) -> Result<(), BoxError> {
+    raise_nofile();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+    // A deep accept backlog: tens of thousands of clients connect in bursts.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind("127.0.0.1:0".parse()?)?;
+    let listener = socket.listen(4096)?;
+    let addr = listener.local_addr()?;
+    let mut config = natter::Config::defaults();
+    config.nats.url = nats_url;
+    config.http.listen = addr;
+    config.http.public_url = format!("http://{addr}");
+    config.http.drain_timeout = Duration::from_secs(1);
+    let node = natter::Node::start(listener, &config).await?;
+    println!("READY {addr}");
+    stdin_closed().await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), node.shutdown()).await;
+    Ok(())
+}
+
+/// What `natter-bench clients` is told to do.
+#[derive(clap::Args, Debug)]
+pub struct ClientsArgs {
+    /// The gateway.
+    #[arg(long)]
+    pub addr: SocketAddr,
+    /// How many SSE connections to open and hold.
+    #[arg(long)]
+    pub count: usize,
+    /// Sessions to spread the connections over (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub sessions: Vec<String>,
+    /// Loopback source addresses to connect from (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub sources: Vec<IpAddr>,
+    /// Connections being opened at once.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+/// `natter-bench clients`: opens `count` idle SSE connections (cookie from `NATTER_BENCH_COOKIE`),
+/// waits for each one's `hello`, then only reads keep-alives. Prints `PROGRESS <open> <failed>`
+/// every second and `DONE <open> <failed>` once every connection is open or has failed; runs
+/// until stdin closes.
+pub async fn clients(args: ClientsArgs) -> Result<(), BoxError> {
+    raise_nofile();
+    let cookie: Arc<str> = std::env::var("NATTER_BENCH_COOKIE")?.into();
+    if args.sessions.is_empty() {
+        return Err("no sessions".into());
+    }
+    let opened = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let sessions: Arc<Vec<String>> = Arc::new(args.sessions);
+    let sources: Arc<Vec<IpAddr>> = Arc::new(args.sources);
+    for i in 0..args.count {
+        let (opened, failed, permits) = (opened.clone(), failed.clone(), permits.clone());
+        let (sessions, sources, cookie) = (sessions.clone(), sources.clone(), cookie.clone());
+        let addr = args.addr;
+        tokio::spawn(async move {
+            let Ok(permit) = permits.acquire_owned().await else {
+                return;
+            };
+            let path = format!("/api/events?sessions={}", sessions[i % sessions.len()]);
+            let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+            let mut stream = None;
+            for attempt in 0..3u64 {
+                let open = async {
+                    let mut sse = http::open_sse(addr, source, &cookie, &path).await?;
+                    let hello = sse.next().await?;
+                    if hello.event != "hello" {
+                        return Err(std::io::Error::other("no hello"));
+                    }
+                    Ok::<_, std::io::Error>(sse.into_stream())
+                };
+                match tokio::time::timeout(Duration::from_secs(20), open).await {
+                    Ok(Ok(s)) => {
+                        stream = Some(s);
+                        break;
+                    }
+                    Ok(Err(e)) if attempt == 2 => eprintln!("client {i}: {e}"),
+                    _ => tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await,
+                }
+            }
+            drop(permit);
+            let Some(mut stream) = stream else {
+                failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            opened.fetch_add(1, Ordering::Relaxed);
+            // Idle: read (and drop) keep-alive comments until the server goes away.
+            let mut buf = [0u8; 256];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        });
+    }
+    let total = args.count as u64;
+    let report = async {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (o, f) = (
+                opened.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed),
+            );
+            if o + f >= total {
+                println!("DONE {o} {f}");
+                break;
+            }
+            println!("PROGRESS {o} {f}");
+        }
+    };
+    tokio::select! {
+        _ = report => {}
+        _ = stdin_closed() => std::process::exit(0),
+    }
+    stdin_closed().await;
+    // Exit without tearing thousands of tasks down one by one.
+    std::process::exit(0)
+}

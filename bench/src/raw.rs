@@ -1,0 +1,117 @@
+//! The physical limit: raw NATS on the same server, in the same run.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+
+use crate::procs::BoxError;
+use crate::report::{Lat, new_hist};
+
+pub struct RawResults {
+    pub core_rtt: Lat,
+    pub js_ack: Lat,
+    pub js_pipelined_per_s: f64,
+}
+
+/// A 200-byte payload.
+fn payload() -> Bytes {
+    Bytes::from(vec![b'x'; 200])
+}
+
+pub async fn run(
+    url: &str,
+    user: &str,
+    password: &str,
+    quick: bool,
+) -> Result<RawResults, BoxError> {
+    let connect = || {
+        async_nats::ConnectOptions::new()
+            .user_and_password(user.into(), password.into())
+            .connect(url)
+    };
+    let requester = connect().await?;
+    let responder = connect().await?;
+    let (rounds, pipelined) = if quick {
+        (2_000, 50_000)
+    } else {
+        (10_000, 200_000)
+    };
+
+    // Core request/reply: a responder on its own connection echoes the payload.
+    let mut sub = responder.subscribe("bench.rr").await?;
+    let echo = tokio::spawn({
+        let responder = responder.clone();
+        async move {
+            while let Some(m) = sub.next().await {
+                if let Some(reply) = m.reply {
+                    let _ = responder.publish(reply, m.payload).await;
+                }
+            }
+        }
+    });
+    responder.flush().await?;
+    let body = payload();
+    let mut core = new_hist();
+    for i in 0..rounds + 500 {
+        let t = Instant::now();
+        requester.request("bench.rr", body.clone()).await?;
+        if i >= 500 {
+            record(&mut core, t.elapsed());
+        }
+    }
+    echo.abort();
+
+    // JetStream publish with ack, one at a time, on a file stream of its own (like the events).
+    let js = jetstream::new(requester.clone());
+    js.create_stream(stream::Config {
+        name: "BENCH_RAW".into(),
+        subjects: vec!["bench.raw.>".into()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await?;
+    let mut ack = new_hist();
+    for i in 0..rounds / 2 + 500 {
+        let t = Instant::now();
+        js.publish(format!("bench.raw.{}", i % 100), body.clone())
+            .await?
+            .await?;
+        if i >= 500 {
+            record(&mut ack, t.elapsed());
+        }
+    }
+
+    // Pipelined: keep a window of acks outstanding.
+    let window = 4096;
+    let mut outstanding = VecDeque::with_capacity(window);
+    let t = Instant::now();
+    for i in 0..pipelined {
+        if outstanding.len() >= window {
+            let f: jetstream::context::PublishAckFuture =
+                outstanding.pop_front().expect("non-empty");
+            f.await?;
+        }
+        outstanding.push_back(
+            js.publish(format!("bench.raw.p{}", i % 100), body.clone())
+                .await?,
+        );
+    }
+    while let Some(f) = outstanding.pop_front() {
+        f.await?;
+    }
+    let rate = pipelined as f64 / t.elapsed().as_secs_f64();
+    js.delete_stream("BENCH_RAW").await?;
+    Ok(RawResults {
+        core_rtt: Lat::from(&core),
+        js_ack: Lat::from(&ack),
+        js_pipelined_per_s: rate,
+    })
+}
+
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
+    let _ = h.record((d.as_nanos() as u64).max(1));
+}
