@@ -2,25 +2,96 @@
 //! delivering each event to the SSE connections that carry its session.
 //!
 //! No consumer per connection: connections register the sessions they carry, and the hub pushes
-//! into their bounded channels. A connection that falls behind (channel full) is cut off; its
+//! into their bounded queues. A connection that falls behind (queue full) is cut off; its
 //! browser reconnects and resumes from its `Last-Event-ID`, so nothing is lost.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer;
 use futures::StreamExt;
+use futures::task::AtomicWaker;
 use natter_actors::store::{StoredEvent, Stores};
 use natter_actors::subjects;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Events buffered per connection before the hub gives up on it.
 const CONNECTION_BUFFER: usize = 1024;
 
-type Subscribers = HashMap<String, Vec<(u64, mpsc::Sender<Arc<StoredEvent>>)>>;
+type Subscribers = HashMap<String, Vec<(u64, Arc<Queue>)>>;
+
+/// One connection's queue of live events: the hub pushes, the connection's stream pops.
+///
+/// A plain locked `VecDeque` and a waker rather than a tokio channel: an idle connection's queue
+/// allocates nothing but this small struct (a bounded tokio channel costs ≈ 0.9 KiB up front,
+/// and idle SSE connections are counted in tens of thousands per gateway).
+struct Queue {
+    events: Mutex<VecDeque<Arc<StoredEvent>>>,
+    waker: AtomicWaker,
+    /// Set when the hub cut the connection off; the stream ends after what is queued.
+    closed: AtomicBool,
+}
+
+impl Queue {
+    /// Queues `event`; false when the connection is too far behind (or already cut off).
+    fn push(&self, event: Arc<StoredEvent>) -> bool {
+        if self.closed.load(Ordering::Relaxed) {
+            return false;
+        }
+        {
+            let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            if q.len() >= CONNECTION_BUFFER {
+                return false;
+            }
+            q.push_back(event);
+        }
+        self.waker.wake();
+        true
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.waker.wake();
+    }
+
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Arc<StoredEvent>>> {
+        if let Some(e) = self.pop() {
+            return Poll::Ready(Some(e));
+        }
+        self.waker.register(cx.waker());
+        // Re-check: an event (or the close) may have come in before the waker was registered.
+        match self.pop() {
+            Some(e) => Poll::Ready(Some(e)),
+            None if self.closed.load(Ordering::Relaxed) => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+
+    fn pop(&self) -> Option<Arc<StoredEvent>> {
+        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let e = q.pop_front();
+        if q.is_empty() && q.capacity() > 64 {
+            // Give a burst's buffer back once the connection has caught up.
+            *q = VecDeque::new();
+        }
+        e
+    }
+}
+
+/// The receiving end of a connection's queue.
+pub struct LiveEvents {
+    queue: Arc<Queue>,
+}
+
+impl LiveEvents {
+    /// The next live event; `None` once the hub has cut the connection off.
+    pub async fn recv(&mut self) -> Option<Arc<StoredEvent>> {
+        std::future::poll_fn(|cx| self.queue.poll_pop(cx)).await
+    }
+}
 
 #[derive(Clone)]
 pub struct Hub {
@@ -162,15 +233,16 @@ impl Hub {
             let Some(list) = subs.get(&event.session) else {
                 return;
             };
-            for (id, tx) in list {
-                if tx.try_send(event.clone()).is_err() {
+            for (id, queue) in list {
+                if !queue.push(event.clone()) {
+                    queue.close();
                     overflowed.push(*id);
                 }
             }
         }
         if !overflowed.is_empty() {
-            // Cut slow (or gone) connections off: dropping every sender of a connection closes
-            // its channel, which ends its SSE stream; the browser then resumes.
+            // Cut slow (or gone) connections off: their queue is closed, which ends their SSE
+            // stream after what is queued; the browser then resumes.
             let mut subs = self
                 .inner
                 .subscribers
@@ -183,12 +255,13 @@ impl Hub {
         }
     }
 
-    /// Registers a connection for `sessions`; events arrive on the returned receiver.
-    pub fn register(
-        &self,
-        sessions: &[String],
-    ) -> (Registration, mpsc::Receiver<Arc<StoredEvent>>) {
-        let (tx, rx) = mpsc::channel(CONNECTION_BUFFER);
+    /// Registers a connection for `sessions`; events arrive on the returned [`LiveEvents`].
+    pub fn register(&self, sessions: &[String]) -> (Registration, LiveEvents) {
+        let queue = Arc::new(Queue {
+            events: Mutex::new(VecDeque::new()),
+            waker: AtomicWaker::new(),
+            closed: AtomicBool::new(false),
+        });
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut subs = self
@@ -197,7 +270,7 @@ impl Hub {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             for s in sessions {
-                subs.entry(s.clone()).or_default().push((id, tx.clone()));
+                subs.entry(s.clone()).or_default().push((id, queue.clone()));
             }
         }
         (
@@ -206,7 +279,7 @@ impl Hub {
                 id,
                 sessions: sessions.to_vec(),
             },
-            rx,
+            LiveEvents { queue },
         )
     }
 

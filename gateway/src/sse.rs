@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,12 +22,11 @@ use futures::Stream;
 use natter_actors::protocol::{Participant, SessionCommand};
 use natter_actors::store::{Replay, StoredEvent};
 use serde_json::json;
-use tokio::sync::mpsc;
 use warp::sse::Event;
 
 use crate::Gateway;
 use crate::error::ApiError;
-use crate::hub::Registration;
+use crate::hub::{LiveEvents, Registration};
 
 /// Most sessions one connection may carry.
 pub const MAX_SESSIONS_PER_STREAM: usize = 32;
@@ -197,7 +196,7 @@ enum ReplayState {
 struct Feed {
     /// Held for the stream's life: dropping it unregisters from the hub.
     _registration: Registration,
-    live: mpsc::Receiver<Arc<StoredEvent>>,
+    live: LiveEvents,
     /// Each session's cursor: events at or below it were already delivered.
     cursors: Vec<(String, u64)>,
     /// Highest sequence the replay went through.
