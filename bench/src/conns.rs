@@ -39,13 +39,16 @@ impl ConnPoint {
 pub struct Crowd {
     procs: Vec<Proc>,
     next_source: u8,
+    expect: usize,
 }
 
 impl Crowd {
-    pub fn new() -> Crowd {
+    /// Each connection must receive `expect` chat events (its replay) to count as open.
+    pub fn new(expect: usize) -> Crowd {
         Crowd {
             procs: Vec::new(),
             next_source: 2,
+            expect,
         }
     }
 
@@ -76,6 +79,8 @@ impl Crowd {
                 source.to_string(),
                 "--concurrency".into(),
                 "48".into(),
+                "--expect".into(),
+                self.expect.to_string(),
             ];
             let proc = Proc::spawn(&args, &[("NATTER_BENCH_COOKIE", cookie.to_string())], log)?;
             started.push(self.procs.len());
@@ -135,13 +140,14 @@ pub async fn measure(
     targets: &[usize],
     open_limit: Duration,
     idle_window: Duration,
+    expect: usize,
     log: &Path,
 ) -> Result<Vec<ConnPoint>, BoxError> {
     // Let the nodes settle, then take the baseline.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let base: Vec<u64> = nodes.iter().map(|n| n.rss_kib()).collect();
     let pids: Vec<u32> = nodes.iter().map(|n| n.pid()).collect();
-    let mut crowd = Crowd::new();
+    let mut crowd = Crowd::new(expect);
     let mut points = Vec::new();
     let mut have = 0usize;
     let (mut open, mut failed) = (0u64, 0u64);

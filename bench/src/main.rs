@@ -49,7 +49,7 @@ enum Cmd {
     Clients(modes::ClientsArgs),
 }
 
-const ALL_PHASES: &str = "raw,latency,throughput,join,conns,many";
+const ALL_PHASES: &str = "raw,latency,throughput,join,conns,many,storm";
 
 #[derive(clap::Args, Clone)]
 struct RunArgs {
@@ -69,7 +69,7 @@ struct RunArgs {
     #[arg(long)]
     quick: bool,
     /// Phases to run: raw, latency, throughput, join, conns (10k and 19k on one gateway), many
-    /// (across several gateway processes).
+    /// (across several gateway processes), storm (many connects at once that need a replay).
     #[arg(long, value_delimiter = ',', default_value = ALL_PHASES)]
     phases: Vec<String>,
     /// Connections for the `many` phase.
@@ -134,6 +134,7 @@ struct Results {
     join: Option<Vec<chat::JoinResult>>,
     conns: Option<Vec<conns::ConnPoint>>,
     many: Option<conns::ConnPoint>,
+    storm: Option<conns::ConnPoint>,
     notes: Vec<String>,
 }
 
@@ -265,7 +266,7 @@ async fn phases(
     }
 
     let chat_phases = args.has("latency") || args.has("throughput") || args.has("join");
-    let conn_phases = args.has("conns") || args.has("many");
+    let conn_phases = args.has("conns") || args.has("many") || args.has("storm");
     if !chat_phases && !conn_phases {
         return Ok(());
     }
@@ -436,7 +437,8 @@ async fn phases(
             &sessions,
             targets,
             Duration::from_secs(120),
-            Duration::from_secs(5),
+            natter_gateway::sse::KEEP_ALIVE,
+            0,
             log,
         )
         .await?;
@@ -472,7 +474,8 @@ async fn phases(
             &sessions,
             &[total],
             Duration::from_secs(240),
-            Duration::from_secs(5),
+            natter_gateway::sse::KEEP_ALIVE,
+            0,
             log,
         )
         .await?;
@@ -491,8 +494,58 @@ async fn phases(
             node.proc.kill().await;
         }
     }
+
+    if args.has("storm") {
+        // Browsers coming back at once (say, after a gateway restart), each with a few missed
+        // messages: every such connect replays through a short-lived JetStream consumer.
+        let total = if quick { 500 } else { STORM };
+        say(format!(
+            "reconnect storm: {total} connects at once, each replaying {STORM_MESSAGES} missed messages"
+        ));
+        let node = NodeProc::start(url, password, log).await?;
+        let storm = chat::sessions(&client, node.addr, &ops[0], &ops[1..2], 20, "storm").await?;
+        let since = tail().await;
+        for id in &storm {
+            for k in 0..STORM_MESSAGES {
+                chat::command(
+                    &client,
+                    id,
+                    &natter_actors::protocol::SessionCommand::Send {
+                        by: ops[0].who.clone(),
+                        client_id: format!("storm-{k}"),
+                        text: format!("missed message {k}"),
+                    },
+                )
+                .await?;
+            }
+        }
+        let storm: Vec<String> = storm.iter().map(|s| format!("{s}:{since}")).collect();
+        let points = conns::measure(
+            std::slice::from_ref(&node),
+            &cookie,
+            &storm,
+            &[total],
+            Duration::from_secs(90),
+            Duration::from_secs(1),
+            STORM_MESSAGES,
+            log,
+        )
+        .await?;
+        if let Some(p) = points.into_iter().next() {
+            say(format!(
+                "  {} of {} got their missed messages ({} failed after 3 tries) in {:.1} s",
+                p.open, p.target, p.failed, p.open_secs
+            ));
+            res.storm = Some(p);
+        }
+        node.proc.kill().await;
+    }
     Ok(())
 }
+
+/// Connects in the reconnect storm, and the messages each one missed.
+const STORM: usize = 2_000;
+const STORM_MESSAGES: usize = 5;
 
 fn rows(res: &Results) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -618,6 +671,21 @@ fn rows(res: &Results) -> Vec<Row> {
             "–".into(),
             "100k across processes",
             Some(p.open >= 100_000),
+        ));
+    }
+    if let Some(p) = &res.storm {
+        rows.push(row(
+            &format!(
+                "Reconnect storm: {} SSE connects at once, each resuming {STORM_MESSAGES} missed messages",
+                p.target
+            ),
+            format!(
+                "{} resumed, {} failed (3 tries each) in {:.1} s",
+                p.open, p.failed, p.open_secs
+            ),
+            "–".into(),
+            "every one resumes (BRIEF §1: zero-loss resume)",
+            Some(p.failed == 0),
         ));
     }
     if let Some(j) = &res.join {

@@ -70,6 +70,9 @@ pub struct ClientsArgs {
     /// Connections being opened at once.
     #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    /// Chat events each connection must receive (its replay) before it counts as open.
+    #[arg(long, default_value_t = 0)]
+    pub expect: usize,
 }
 
 /// `natter-bench clients`: opens `count` idle SSE connections (cookie from `NATTER_BENCH_COOKIE`),
@@ -90,7 +93,7 @@ pub async fn clients(args: ClientsArgs) -> Result<(), BoxError> {
     for i in 0..args.count {
         let (opened, failed, permits) = (opened.clone(), failed.clone(), permits.clone());
         let (sessions, sources, cookie) = (sessions.clone(), sources.clone(), cookie.clone());
-        let addr = args.addr;
+        let (addr, expect) = (args.addr, args.expect);
         tokio::spawn(async move {
             let Ok(permit) = permits.acquire_owned().await else {
                 return;
@@ -104,6 +107,15 @@ pub async fn clients(args: ClientsArgs) -> Result<(), BoxError> {
                     let hello = sse.next().await?;
                     if hello.event != "hello" {
                         return Err(std::io::Error::other("no hello"));
+                    }
+                    let mut got = 0;
+                    while got < expect {
+                        let e = sse.next().await?;
+                        match e.event.as_str() {
+                            "" => got += 1,
+                            "error" => return Err(std::io::Error::other(e.data)),
+                            _ => {}
+                        }
                     }
                     Ok::<_, std::io::Error>(sse.into_stream())
                 };
