@@ -11,8 +11,22 @@ pub struct OperatorRecord {
     pub username: String,
     pub name: String,
     pub admin: bool,
+    /// Organisations and groups this operator may see (admins see everything).
+    #[serde(default)]
+    pub scopes: Vec<String>,
     /// PHC string of an argon2id hash.
     pub password_hash: String,
+}
+
+impl OperatorRecord {
+    /// What the operator may see.
+    pub fn scope(&self) -> crate::machines::Scope {
+        if self.admin {
+            crate::machines::Scope::All
+        } else {
+            crate::machines::Scope::Only(self.scopes.clone())
+        }
+    }
 }
 
 /// Why an operator could not be stored or read.
@@ -20,6 +34,8 @@ pub struct OperatorRecord {
 pub enum DirectoryError {
     #[error("invalid username {0:?}: use 1-64 of a-z, 0-9, '-', '_'")]
     InvalidUsername(String),
+    #[error("invalid scope {0:?}: name an organisation (acme) or a group (sales.acme)")]
+    InvalidScope(String),
     #[error("the password must have at least 8 characters")]
     WeakPassword,
     #[error("hashing the password: {0}")]
@@ -66,10 +82,14 @@ pub async fn put_operator(
     username: &str,
     name: &str,
     admin: bool,
+    scopes: &[String],
     password: &str,
 ) -> Result<OperatorRecord, DirectoryError> {
     if !valid_username(username) {
         return Err(DirectoryError::InvalidUsername(username.into()));
+    }
+    if let Some(bad) = scopes.iter().find(|s| !crate::machines::valid_scope(s)) {
+        return Err(DirectoryError::InvalidScope(bad.clone()));
     }
     let pw = password.to_string();
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&pw))
@@ -83,6 +103,7 @@ pub async fn put_operator(
             name.trim().into()
         },
         admin,
+        scopes: scopes.to_vec(),
         password_hash,
     };
     let json = serde_json::to_vec(&record).map_err(|e| DirectoryError::Hash(e.to_string()))?;

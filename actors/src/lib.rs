@@ -8,7 +8,9 @@
 //! - [`session`]: one [`ractor`] actor per chat session; the only writer of its events.
 //! - [`sessions`]: the supervisor that feeds session commands from NATS to session actors,
 //!   starting them on demand and restarting them when they fail.
-//! - [`fleet`]: turns agent check-ins into machine records.
+//! - [`machines`]: the 8 check-in states, machine records, groups, scopes and the filter.
+//! - [`fleet`]: one actor per agent turning check-ins and timers into its machine's status, and
+//!   the fleet supervisor that feeds them.
 //! - [`directory`]: operators and their argon2 password hashes.
 //!
 //! Actors never block: all I/O is async NATS I/O, and slow waits (an agent answering) run in
@@ -16,6 +18,7 @@
 
 pub mod directory;
 pub mod fleet;
+pub mod machines;
 pub mod protocol;
 pub mod session;
 pub mod sessions;

@@ -53,6 +53,16 @@ pub enum SessionCommand {
     MachineLogin { token: String },
 }
 
+/// A command as sent on the wire: the command plus the caller's scope (an operator who may see
+/// only some organisations and groups gets `not_found` for sessions with machines outside it).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct SessionRequest {
+    #[serde(flatten)]
+    pub cmd: SessionCommand,
+    #[serde(default)]
+    pub scope: crate::machines::Scope,
+}
+
 /// The answer to a [`SessionCommand`].
 pub type SessionReply = Result<Ack, SessionError>;
 
@@ -217,19 +227,16 @@ pub struct Checkin {
     pub idle_secs: u64,
     /// The agent's check-in interval, so the broker can tell when it is overdue.
     pub interval_secs: u64,
+    /// Whether the machine's first audit has completed (absent = yes).
+    #[serde(default = "yes")]
+    pub audit_done: bool,
+    /// Whether remote control is enabled on the machine (absent = yes).
+    #[serde(default = "yes")]
+    pub remote_control: bool,
 }
 
-/// A machine as the fleet last heard from it, in the machines KV bucket.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-pub struct MachineRecord {
-    pub id: String,
-    pub last_checkin: u64,
-    pub user: Option<String>,
-    pub idle_secs: u64,
-    pub os: String,
-    pub agent_version: String,
-    pub ip: String,
-    pub interval_secs: u64,
+fn yes() -> bool {
+    true
 }
 
 /// A command to an agent (request/reply on [`crate::subjects::agent_command`]).

@@ -15,10 +15,11 @@ use async_nats::jetstream::message::PublishMessage;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sha2::{Digest, Sha256};
 
+use crate::machines::{MachineRecord, Scope};
 use crate::protocol::{
-    Ack, AgentCommand, AgentReply, AgentWindow, Event, EventBody, MachineRecord, Participant,
-    ParticipantKind, SessionCommand, SessionError, SessionErrorKind, SessionRecord, SessionReply,
-    SessionView, valid_client_id, valid_machine_id,
+    Ack, AgentCommand, AgentReply, AgentWindow, Event, EventBody, Participant, ParticipantKind,
+    SessionCommand, SessionError, SessionErrorKind, SessionRecord, SessionReply, SessionView,
+    valid_client_id, valid_machine_id,
 };
 use crate::store::Stores;
 use crate::subjects;
@@ -48,6 +49,7 @@ pub enum SessionMsg {
     /// A command from a gateway, with the NATS subject to answer on.
     Command {
         cmd: SessionCommand,
+        scope: Scope,
         reply: Option<async_nats::Subject>,
     },
     /// Rebuild the state now (sent after a restart).
@@ -128,10 +130,10 @@ impl Actor for SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SessionMsg::Command { cmd, reply } => {
+            SessionMsg::Command { cmd, scope, reply } => {
                 state.last_activity = Instant::now();
                 let result = match state.ensure_loaded().await {
-                    Ok(()) => state.execute(cmd, &myself).await,
+                    Ok(()) => state.execute(cmd, &scope, &myself).await,
                     Err(e) => Err(e),
                 };
                 if let Some(reply) = reply {
@@ -254,7 +256,20 @@ impl SessionState {
         }
     }
 
-    async fn execute(&mut self, cmd: SessionCommand, myself: &ActorRef<SessionMsg>) -> CmdResult {
+    async fn execute(
+        &mut self,
+        cmd: SessionCommand,
+        scope: &Scope,
+        myself: &ActorRef<SessionMsg>,
+    ) -> CmdResult {
+        // A session with a machine outside the caller's scope does not exist for them.
+        let machine = match &cmd {
+            SessionCommand::Open { machine, .. } => Some(machine.as_str()),
+            _ => self.record.as_ref().map(|r| r.machine.as_str()),
+        };
+        if machine.is_some_and(|m| !scope.covers(m)) {
+            return Err(self.not_found());
+        }
         match cmd {
             SessionCommand::Open { by, machine } => self.open(by, machine, myself).await,
             SessionCommand::Join { by } => self.join(by).await,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::protocol::{SessionCommand, SessionError, SessionErrorKind, SessionReply};
+use crate::protocol::{SessionError, SessionErrorKind, SessionReply, SessionRequest};
 use crate::session::{IDLE_STOP, SessionActor, SessionArgs, SessionContext, SessionMsg};
 use crate::subjects;
 
@@ -104,7 +104,7 @@ impl Actor for SessionSupervisor {
             .await;
             return Ok(());
         };
-        let cmd: SessionCommand = match serde_json::from_slice(&msg.payload) {
+        let request: SessionRequest = match serde_json::from_slice(&msg.payload) {
             Ok(c) => c,
             Err(e) => {
                 answer_error(SessionError::new(
@@ -129,7 +129,11 @@ impl Actor for SessionSupervisor {
                 }
             },
         };
-        if actor.cast(SessionMsg::Command { cmd, reply }).is_err() {
+        let SessionRequest { cmd, scope } = request;
+        if actor
+            .cast(SessionMsg::Command { cmd, scope, reply })
+            .is_err()
+        {
             // The actor is stopping; the caller's retry reaches its successor.
             tracing::debug!(session = %id, "command reached a stopping actor");
         }

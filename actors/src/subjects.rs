@@ -65,6 +65,24 @@ pub fn agent_command(machine: &str) -> String {
     format!("natter.agent.{}.cmd", machine_token(machine))
 }
 
+/// Requests to a machine's agent actor (view, provision, suspend), from gateways and the admin
+/// CLI. Agents may not publish here.
+pub fn machine_request(machine: &str) -> String {
+    format!("natter.machine.{}.req", machine_token(machine))
+}
+
+/// What the fleet supervisor subscribes to for machine requests.
+pub const ALL_MACHINE_REQUESTS: &str = "natter.machine.*.req";
+
+/// The machine ID in a [`machine_request`] subject.
+pub fn machine_of_request(subject: &str) -> Option<String> {
+    subject
+        .strip_prefix("natter.machine.")?
+        .strip_suffix(".req")
+        .filter(|t| !t.contains('.'))
+        .map(machine_from_token)
+}
+
 /// Queue group shared by every node's session supervisor: each command reaches one node.
 pub const SESSIONS_QUEUE: &str = "natter-sessions";
 /// Queue group shared by every node's fleet actor.

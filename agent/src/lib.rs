@@ -6,6 +6,8 @@
 //! [`Opener`] and reports back whether the window opened. The demo fleet and the tests run this
 //! same code; only the opener differs.
 
+pub mod simulate;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,11 +82,38 @@ impl Opener for RecordingOpener {
     }
 }
 
-/// Who is logged on to the machine, as the next check-in reports it.
-#[derive(Clone, Debug, Default)]
+/// What the next check-in reports about the machine.
+#[derive(Clone, Debug)]
 pub struct Presence {
+    /// The logged-on user, if any.
     pub user: Option<String>,
+    /// Seconds since the user's last input.
     pub idle_secs: u64,
+    /// Whether the first audit has completed.
+    pub audit_done: bool,
+    /// Whether remote control is enabled.
+    pub remote_control: bool,
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Presence {
+            user: None,
+            idle_secs: 0,
+            audit_done: true,
+            remote_control: true,
+        }
+    }
+}
+
+impl Presence {
+    /// Someone (or nobody) logged on, everything else normal.
+    pub fn user(user: Option<&str>) -> Presence {
+        Presence {
+            user: user.map(String::from),
+            ..Presence::default()
+        }
+    }
 }
 
 /// One agent's settings.
@@ -114,12 +143,14 @@ pub enum AgentError {
 #[derive(Clone, Default)]
 pub struct AgentHandle {
     presence: Arc<Mutex<Presence>>,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl AgentHandle {
     pub fn new(presence: Presence) -> Self {
         AgentHandle {
             presence: Arc::new(Mutex::new(presence)),
+            wake: Arc::default(),
         }
     }
     pub fn set_presence(&self, p: Presence) {
@@ -129,6 +160,10 @@ impl AgentHandle {
     }
     pub fn presence(&self) -> Presence {
         self.presence.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+    /// Asks the agent to check in now (instead of at its next interval).
+    pub fn checkin_now(&self) {
+        self.wake.notify_one();
     }
 }
 
@@ -142,6 +177,8 @@ fn checkin(config: &AgentConfig, presence: &Presence) -> Checkin {
         user: presence.user.clone(),
         idle_secs: presence.idle_secs,
         interval_secs: config.interval.as_secs().max(1),
+        audit_done: presence.audit_done,
+        remote_control: presence.remote_control,
     }
 }
 
@@ -151,7 +188,16 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(factor)
 }
 
-/// Runs one agent until `shutdown`.
+/// Connects as an agent.
+pub async fn connect(config: &AgentConfig, name: &str) -> Result<async_nats::Client, AgentError> {
+    Ok(async_nats::ConnectOptions::new()
+        .name(name)
+        .user_and_password(config.nats_user.clone(), config.nats_password.clone())
+        .connect(&config.nats_url)
+        .await?)
+}
+
+/// Runs one agent on its own NATS connection until `shutdown`.
 pub async fn run(
     config: AgentConfig,
     handle: AgentHandle,
@@ -161,11 +207,22 @@ pub async fn run(
     if !natter_actors::protocol::valid_machine_id(&config.machine) {
         return Err(AgentError::BadMachineId(config.machine));
     }
-    let client = async_nats::ConnectOptions::new()
-        .name(format!("natter-agent {}", config.machine))
-        .user_and_password(config.nats_user.clone(), config.nats_password.clone())
-        .connect(&config.nats_url)
-        .await?;
+    let client = connect(&config, &format!("natter-agent {}", config.machine)).await?;
+    run_on(client, config, handle, opener, shutdown).await
+}
+
+/// Runs one agent on a given connection (a simulated fleet shares connections: one process
+/// cannot hold 100k sockets) until `shutdown`. Same protocol, subjects and payloads as [`run`].
+pub async fn run_on(
+    client: async_nats::Client,
+    config: AgentConfig,
+    handle: AgentHandle,
+    opener: Arc<dyn Opener>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    if !natter_actors::protocol::valid_machine_id(&config.machine) {
+        return Err(AgentError::BadMachineId(config.machine));
+    }
     let mut commands = client
         .subscribe(subjects::agent_command(&config.machine))
         .await?;
@@ -173,6 +230,7 @@ pub async fn run(
     let mut next_checkin = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = handle.wake.notified() => next_checkin = tokio::time::Instant::now(),
             _ = tokio::time::sleep_until(next_checkin) => {
                 let body = serde_json::to_vec(&checkin(&config, &handle.presence())).unwrap_or_default();
                 if let Err(e) = client.publish(checkin_subject.clone(), body.into()).await {

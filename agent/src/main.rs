@@ -33,8 +33,12 @@ struct Cli {
     interval: Duration,
     /// Machine ID, optionally with its logged-on user: `pc1.sales.acme=carol`
     /// (`pc1.sales.acme=` = nobody logged on). Repeat to run several agents.
-    #[arg(long = "machine", required = true)]
+    #[arg(long = "machine", required_unless_present = "simulate")]
     machines: Vec<String>,
+    /// Run a simulated fleet of this many agents instead (same protocol code, shared
+    /// connections, users logging on and off).
+    #[arg(long)]
+    simulate: Option<usize>,
     /// Operating system to report.
     #[arg(long, default_value = std::env::consts::OS)]
     os: String,
@@ -66,6 +70,19 @@ async fn main() -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(agents) = cli.simulate {
+        tasks.spawn(natter_agent::simulate::simulate(
+            natter_agent::simulate::Simulation {
+                nats_url: cli.nats_url.clone(),
+                nats_user: cli.user.clone(),
+                nats_password: cli.password.clone(),
+                agents,
+                interval: cli.interval,
+                per_connection: 1000,
+            },
+            shutdown.clone(),
+        ));
+    }
     for spec in &cli.machines {
         let (machine, user) = match spec.split_once('=') {
             Some((m, u)) => (m.to_string(), Some(u.to_string()).filter(|u| !u.is_empty())),
@@ -80,7 +97,10 @@ async fn main() -> ExitCode {
             os: cli.os.clone(),
             ip: cli.ip.clone(),
         };
-        let handle = AgentHandle::new(Presence { user, idle_secs: 0 });
+        let handle = AgentHandle::new(Presence {
+            user,
+            ..Presence::default()
+        });
         tasks.spawn(natter_agent::run(
             config,
             handle,

@@ -44,8 +44,15 @@ pub async fn operators(
     let mut out = Vec::new();
     for name in names {
         let display = format!("Bench {name}");
-        natter_actors::directory::put_operator(&stores.operators, name, &display, true, PASSWORD)
-            .await?;
+        natter_actors::directory::put_operator(
+            &stores.operators,
+            name,
+            &display,
+            true,
+            &[],
+            PASSWORD,
+        )
+        .await?;
         let cookie = http::login(addr, name, PASSWORD).await?;
         out.push(Operator {
             who: Participant {

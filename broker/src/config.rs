@@ -11,6 +11,7 @@ use serde::Deserialize;
 #[derive(Clone, Debug)]
 pub struct Config {
     pub http: HttpConfig,
+    pub fleet: FleetConfig,
     pub nats: NatsConfig,
     pub storage: StorageConfig,
     pub chat: ChatConfig,
@@ -64,6 +65,16 @@ pub struct ChatConfig {
     pub session_ttl: Duration,
 }
 
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// An agent is shown offline after this many missed check-in intervals.
+    pub offline_after: u32,
+    /// A machine record whose status did not change is rewritten at most this often.
+    pub refresh: Duration,
+    /// How often "offline" deadlines are checked.
+    pub sweep: Duration,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogFormat {
     Human,
@@ -96,6 +107,7 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
 #[serde(default, deny_unknown_fields)]
 struct RawConfig {
     http: RawHttp,
+    fleet: RawFleet,
     nats: RawNats,
     storage: RawStorage,
     chat: RawChat,
@@ -122,6 +134,24 @@ impl Default for RawHttp {
             login_ttl: "12h".into(),
             request_timeout: "5s".into(),
             drain_timeout: "5s".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawFleet {
+    offline_after: u32,
+    refresh: String,
+    sweep: String,
+}
+
+impl Default for RawFleet {
+    fn default() -> Self {
+        RawFleet {
+            offline_after: 3,
+            refresh: "5m".into(),
+            sweep: "250ms".into(),
         }
     }
 }
@@ -286,7 +316,15 @@ impl Config {
         if raw.storage.data_dir.trim().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
+        if raw.fleet.offline_after == 0 {
+            return Err(invalid("fleet.offline_after", "must be at least 1"));
+        }
         Ok(Config {
+            fleet: FleetConfig {
+                offline_after: raw.fleet.offline_after,
+                refresh: duration("fleet.refresh", &raw.fleet.refresh)?,
+                sweep: duration("fleet.sweep", &raw.fleet.sweep)?,
+            },
             http: HttpConfig {
                 listen,
                 public_url,

@@ -14,7 +14,7 @@ pub mod embedded;
 
 use std::sync::Arc;
 
-use natter_actors::fleet::{Fleet, FleetArgs, FleetMsg, FleetStats};
+use natter_actors::fleet::{FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSupervisor};
 use natter_actors::session::SessionContext;
 use natter_actors::sessions::{SessionSupervisor, SupervisorMsg};
 use natter_actors::store::{StoreConfig, Stores};
@@ -100,11 +100,16 @@ impl Node {
         let fleet_stats = Arc::new(FleetStats::default());
         let (fleet, _) = Actor::spawn(
             None,
-            Fleet,
+            FleetSupervisor,
             FleetArgs {
                 client: client.clone(),
                 machines: stores.machines.clone(),
                 stats: fleet_stats.clone(),
+                config: FleetConfig {
+                    offline_after: config.fleet.offline_after,
+                    refresh: config.fleet.refresh,
+                    sweep: config.fleet.sweep,
+                },
             },
         )
         .await

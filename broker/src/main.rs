@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use natter::config::{Config, LogFormat};
 use natter::embedded::{NatsServer, NatsServerOptions, find_server_bin};
 use natter_actors::directory;
+use natter_actors::machines::{MachineReply, MachineRequest};
 use natter_actors::store::Stores;
 
 #[derive(Parser)]
@@ -47,10 +48,20 @@ enum Admin {
         /// Administrators see every organisation.
         #[arg(long)]
         admin: bool,
+        /// An organisation (acme) or machine group (sales.acme, with its subgroups) the operator
+        /// may see. Repeat for several. Admins see everything.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
         /// Read the password from standard input (so it stays out of `ps` and shell history).
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Register a machine before its agent checks in ("never checked in").
+    AddMachine { machine: String },
+    /// Suspend an agent: its check-ins change nothing and nobody can chat with the machine.
+    Suspend { machine: String },
+    /// Lift a suspension.
+    Resume { machine: String },
 }
 
 fn init_logging(format: &LogFormat) {
@@ -179,14 +190,21 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
             username,
             name,
             admin,
+            scopes,
             password_stdin: _,
         } => {
             let mut password = String::new();
             std::io::stdin().read_to_string(&mut password)?;
             let password = password.trim_end_matches(['\n', '\r']);
-            let record =
-                directory::put_operator(&stores.operators, &username, &name, admin, password)
-                    .await?;
+            let record = directory::put_operator(
+                &stores.operators,
+                &username,
+                &name,
+                admin,
+                &scopes,
+                password,
+            )
+            .await?;
             println!(
                 "operator {} ({}){} saved",
                 record.username,
@@ -194,7 +212,51 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
                 if record.admin { ", admin" } else { "" }
             );
         }
+        Admin::AddMachine { machine } => {
+            machine_request(&client, &machine, MachineRequest::Provision).await?
+        }
+        Admin::Suspend { machine } => {
+            machine_request(
+                &client,
+                &machine,
+                MachineRequest::Suspend { suspended: true },
+            )
+            .await?
+        }
+        Admin::Resume { machine } => {
+            machine_request(
+                &client,
+                &machine,
+                MachineRequest::Suspend { suspended: false },
+            )
+            .await?
+        }
     }
     client.flush().await?;
+    Ok(())
+}
+
+/// Asks a machine's agent actor (on whichever node owns it) and prints the machine's state.
+async fn machine_request(
+    client: &async_nats::Client,
+    machine: &str,
+    request: MachineRequest,
+) -> Result<(), BoxError> {
+    if !natter_actors::protocol::valid_machine_id(machine) {
+        return Err(format!("{machine:?} is not a machine ID (like pc1.sales.acme)").into());
+    }
+    let body = serde_json::to_vec(&request)?;
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        client.request(
+            natter_actors::subjects::machine_request(machine),
+            body.into(),
+        ),
+    )
+    .await
+    .map_err(|_| "the node did not answer within 5 s")??;
+    let record = serde_json::from_slice::<MachineReply>(&answer.payload)?
+        .map_err(|e| format!("{machine}: {e}"))?;
+    println!("{}: {}", record.id, record.status.describe());
     Ok(())
 }

@@ -2,13 +2,16 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
 use natter_actors::directory;
+use natter_actors::machines::{MachineReply, MachineRequest, Scope, filter_matches};
 use natter_actors::protocol::{
-    MachineRecord, Participant, ParticipantKind, SessionCommand, valid_machine_id, valid_session_id,
+    Participant, ParticipantKind, SessionCommand, valid_machine_id, valid_session_id,
 };
+use natter_actors::subjects;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -23,6 +26,9 @@ use crate::{sse, ui};
 
 /// Largest request body.
 const BODY_LIMIT: u64 = 64 * 1024;
+/// Bodies up to this size are read before a 413, so the client gets the answer instead of a
+/// reset connection; larger ones are refused unread.
+const BODY_DRAIN_LIMIT: u64 = 1024 * 1024;
 
 /// Runs a handler and turns its error into the JSON error response.
 async fn respond<F>(f: F) -> Result<Response, Infallible>
@@ -40,9 +46,15 @@ fn json_reply<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
 fn json_body<T: DeserializeOwned + Send>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
 {
     warp::header::optional::<String>("content-type")
-        .and(warp::body::content_length_limit(BODY_LIMIT))
+        .and(warp::body::content_length_limit(BODY_DRAIN_LIMIT))
         .and(warp::body::bytes())
         .and_then(|content_type: Option<String>, body: Bytes| async move {
+            if body.len() as u64 > BODY_LIMIT {
+                return Err(warp::reject::custom(ApiError::new(
+                    ErrorKind::TooLarge,
+                    format!("the request body is over {} KiB", BODY_LIMIT / 1024),
+                )));
+            }
             let is_json = content_type
                 .as_deref()
                 .is_some_and(|c| c.trim_start().starts_with("application/json"));
@@ -100,6 +112,11 @@ struct MessageBody {
 #[derive(Deserialize)]
 struct TokenBody {
     token: String,
+}
+
+#[derive(Deserialize)]
+struct FilterQuery {
+    filter: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -191,7 +208,19 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(op())
         .and(g())
-        .and_then(|_l: Login, gw| respond(list_machines(gw)));
+        .and(warp::query::<FilterQuery>())
+        .and_then(|l: Login, gw, q| respond(list_machines(gw, l, q)));
+    let machine_events = warp::path!("api" / "machines" / "events")
+        .and(warp::get())
+        .and(op())
+        .and(g())
+        .and(warp::query::<FilterQuery>())
+        .and_then(|l: Login, gw, q| respond(machine_events(gw, l, q)));
+    let machine_details = warp::path!("api" / "machines" / String)
+        .and(warp::get())
+        .and(op())
+        .and(g())
+        .and_then(|id: String, l: Login, gw| respond(machine_details(gw, l, id)));
     let start_chat = warp::path!("api" / "chats")
         .and(warp::post())
         .and(auth::csrf())
@@ -208,7 +237,9 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .and(g())
         .and_then(|id: String, l: Login, gw: Gateway| {
             respond(async move {
-                let ack = gw.command(&id, &SessionCommand::View { by: l.who }).await?;
+                let ack = gw
+                    .command_as(&id, &SessionCommand::View { by: l.who }, &l.scope)
+                    .await?;
                 Ok(json_reply(StatusCode::OK, &ack.session))
             })
         });
@@ -222,7 +253,9 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .and(g())
         .and_then(|id: String, l: Login, gw: Gateway| {
             respond(async move {
-                let ack = gw.command(&id, &SessionCommand::Join { by: l.who }).await?;
+                let ack = gw
+                    .command_as(&id, &SessionCommand::Join { by: l.who }, &l.scope)
+                    .await?;
                 Ok(json_reply(StatusCode::OK, &ack.session))
             })
         });
@@ -236,7 +269,7 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .and(g())
         .and(json_body::<MessageBody>())
         .and_then(|id: String, l: Login, gw: Gateway, body: MessageBody| {
-            respond(send_message(gw, id, l.who, body))
+            respond(send_message(gw, id, l.who, l.scope, body))
         });
     let end = warp::path("api")
         .and(warp::path("sessions"))
@@ -246,7 +279,7 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .and(auth::csrf())
         .and(op())
         .and(g())
-        .and_then(|id: String, l: Login, gw: Gateway| respond(end_session(gw, id, l.who)));
+        .and_then(|id: String, l: Login, gw: Gateway| respond(end_session(gw, id, l.who, l.scope)));
     let events = warp::path!("api" / "events")
         .and(warp::get())
         .and(op())
@@ -271,6 +304,10 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .or(me)
         .unify()
         .or(machines)
+        .unify()
+        .or(machine_events)
+        .unify()
+        .or(machine_details)
         .unify()
         .or(start_chat)
         .unify()
@@ -318,7 +355,7 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
             |id: String, token: Option<String>, gw: Gateway, body: MessageBody| {
                 respond(async move {
                     let l = auth::machine_user(&gw, token, &id).await?;
-                    send_message(gw, id, l.who, body).await
+                    send_message(gw, id, l.who, Scope::All, body).await
                 })
             },
         );
@@ -331,7 +368,7 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         .and_then(|id: String, token: Option<String>, gw: Gateway| {
             respond(async move {
                 let l = auth::machine_user(&gw, token, &id).await?;
-                end_session(gw, id, l.who).await
+                end_session(gw, id, l.who, Scope::All).await
             })
         });
     let m_events = m()
@@ -382,7 +419,7 @@ fn set_cookie(r: &mut Response, value: &str) {
 }
 
 fn operator_json(l: &Login) -> serde_json::Value {
-    json!({"id": l.who.id, "name": l.who.name, "admin": l.admin})
+    json!({"id": l.who.id, "name": l.who.name, "admin": l.admin, "scopes": l.scopes})
 }
 
 /// A precomputed hash to verify against when the username is unknown, so that both failures
@@ -418,6 +455,8 @@ async fn login(gw: Gateway, body: LoginBody) -> Result<Response, ApiError> {
         },
         admin: record.admin,
         session: None,
+        scope: record.scope(),
+        scopes: record.scopes.clone(),
     };
     let token = gw.create_login(&login).await?;
     let mut r = json_reply(StatusCode::OK, &operator_json(&login));
@@ -434,61 +473,117 @@ async fn login(gw: Gateway, body: LoginBody) -> Result<Response, ApiError> {
     Ok(r)
 }
 
-/// Check-in status as the machine list shows it (the full 8-state model comes with agent actors).
-fn machine_status(m: &MachineRecord, now: u64) -> &'static str {
-    let overdue = now.saturating_sub(m.last_checkin) > 3 * m.interval_secs * 1000;
-    if overdue {
-        "offline"
-    } else if m.user.is_none() {
-        "online"
-    } else if m.idle_secs >= 600 {
-        "idle"
+/// Checks a Machine ID / Group ID filter: a machine-ID-like pattern that may contain `*`.
+fn checked_filter(filter: Option<String>) -> Result<String, ApiError> {
+    let f = filter.unwrap_or_default().trim().to_ascii_lowercase();
+    let ok = f.len() <= 253
+        && f.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_' | b'*')
+        });
+    if ok {
+        Ok(f)
     } else {
-        "user"
+        Err(ApiError::bad_request(
+            "a filter is a machine or group ID, with * as a wildcard (like *.sales.*)",
+        ))
     }
 }
 
-async fn list_machines(gw: Gateway) -> Result<Response, ApiError> {
-    let stores = gw.stores();
-    let unavailable = |_| ApiError::unavailable("could not read the machine list; try again");
-    let keys: Vec<String> = stores
-        .machines
-        .keys()
-        .await
-        .map_err(unavailable)?
-        .filter_map(|k| async move { k.ok() })
-        .collect()
-        .await;
-    let records: Vec<MachineRecord> = futures::stream::iter(keys)
-        .map(|k| async move { stores.machines.get(k).await.ok().flatten() })
-        .buffer_unordered(32)
-        .filter_map(|v| async move { v.and_then(|b| serde_json::from_slice(&b).ok()) })
-        .collect()
-        .await;
-    let now = natter_actors::now_ms();
-    let mut list = Vec::with_capacity(records.len());
-    for m in records {
-        let session = stores
-            .machine_sessions
-            .get(&m.id)
-            .await
-            .ok()
-            .flatten()
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        list.push(json!({
-            "id": m.id,
-            "status": machine_status(&m, now),
-            "user": m.user,
-            "idle_secs": m.idle_secs,
-            "last_checkin": m.last_checkin,
-            "os": m.os,
-            "agent_version": m.agent_version,
-            "ip": m.ip,
-            "session": session,
-        }));
+async fn list_machines(gw: Gateway, l: Login, q: FilterQuery) -> Result<Response, ApiError> {
+    let filter = checked_filter(q.filter)?;
+    Ok(json_reply(
+        StatusCode::OK,
+        &gw.directory().list(&l.scope, &filter),
+    ))
+}
+
+/// Quick View: the machine's live record from its agent actor (the directory's copy if the
+/// actor does not answer in time).
+async fn machine_details(gw: Gateway, l: Login, id: String) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(format!("no machine {id}"));
+    if !valid_machine_id(&id) || !l.scope.covers(&id) {
+        return Err(not_found());
     }
-    list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    Ok(json_reply(StatusCode::OK, &list))
+    let known = gw.directory().record(&id);
+    let body = serde_json::to_vec(&MachineRequest::View).unwrap_or_default();
+    let live = tokio::time::timeout(
+        Duration::from_secs(2),
+        gw.stores()
+            .client
+            .request(subjects::machine_request(&id), body.into()),
+    )
+    .await;
+    let record = match live {
+        Ok(Ok(msg)) => serde_json::from_slice::<MachineReply>(&msg.payload)
+            .ok()
+            .and_then(Result::ok),
+        _ => None,
+    }
+    .or(known)
+    .ok_or_else(not_found)?;
+    Ok(json_reply(StatusCode::OK, &gw.directory().view(&record)))
+}
+
+/// The machine list as a stream: the whole list first, then each change (F10: icons change
+/// live). Only machines in the operator's scope and filter ever appear.
+async fn machine_events(gw: Gateway, l: Login, q: FilterQuery) -> Result<Response, ApiError> {
+    let filter = checked_filter(q.filter)?;
+    let directory = gw.directory().clone();
+    let mut changes = directory.subscribe();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<warp::sse::Event, Infallible>>(64);
+    let snapshot = |directory: &crate::machines::Directory, scope: &Scope, filter: &str| {
+        warp::sse::Event::default()
+            .event("machines")
+            .data(serde_json::to_string(&directory.list(scope, filter)).unwrap_or_default())
+    };
+    let first = snapshot(&directory, &l.scope, &filter);
+    let shutdown = gw.shutdown_token().clone();
+    tokio::spawn(async move {
+        if tx.send(Ok(first)).await.is_err() {
+            return;
+        }
+        loop {
+            let id = tokio::select! {
+                changed = changes.recv() => changed,
+                _ = tx.closed() => return,
+                _ = shutdown.cancelled() => return,
+            };
+            let event = match id {
+                Ok(id) => {
+                    if !l.scope.covers(&id) || !filter_matches(&filter, &id) {
+                        continue;
+                    }
+                    let view = match directory.record(&id) {
+                        Some(r) => directory.view(&r),
+                        None => json!({"id": id, "removed": true}),
+                    };
+                    warp::sse::Event::default()
+                        .event("machine")
+                        .data(view.to_string())
+                }
+                // Fell behind the changes: send the whole list again.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    snapshot(&directory, &l.scope, &filter)
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let reply = warp::sse::reply(
+        warp::sse::keep_alive()
+            .interval(sse::KEEP_ALIVE)
+            .stream(stream),
+    );
+    let mut r = reply.into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-cache"),
+    );
+    Ok(r)
 }
 
 async fn start_chat(gw: Gateway, l: Login, body: ChatBody) -> Result<Response, ApiError> {
@@ -498,13 +593,11 @@ async fn start_chat(gw: Gateway, l: Login, body: ChatBody) -> Result<Response, A
             "{machine:?} is not a machine ID (like pc1.sales.acme)"
         )));
     }
+    // Outside the scope, a machine does not exist for this operator.
     let record = gw
-        .stores()
-        .machines
-        .get(&machine)
-        .await
-        .map_err(|_| ApiError::unavailable("could not read the machine; try again"))?
-        .and_then(|b| serde_json::from_slice::<MachineRecord>(&b).ok())
+        .directory()
+        .record(&machine)
+        .filter(|_| l.scope.covers(&machine))
         .ok_or_else(|| ApiError::not_found(format!("no machine {machine}")))?;
     if record.user.is_none() {
         return Err(ApiError::new(
@@ -512,12 +605,21 @@ async fn start_chat(gw: Gateway, l: Login, body: ChatBody) -> Result<Response, A
             "no user is logged on to this machine",
         ));
     }
+    if !record.status.can_chat() {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!(
+                "no chat possible: {}",
+                record.status.describe().to_lowercase()
+            ),
+        ));
+    }
     let id = ulid::Ulid::new().to_string();
     let open = SessionCommand::Open {
         by: l.who.clone(),
         machine,
     };
-    match gw.command(&id, &open).await {
+    match gw.command_as(&id, &open, &l.scope).await {
         Ok(ack) => Ok(json_reply(
             StatusCode::CREATED,
             &json!({"session": ack.session}),
@@ -526,7 +628,7 @@ async fn start_chat(gw: Gateway, l: Login, body: ChatBody) -> Result<Response, A
             // A chat with this machine is in progress: join it (F6).
             let existing = e.session.unwrap_or_default();
             let ack = gw
-                .command(&existing, &SessionCommand::Join { by: l.who })
+                .command_as(&existing, &SessionCommand::Join { by: l.who }, &l.scope)
                 .await?;
             Ok(json_reply(StatusCode::OK, &json!({"session": ack.session})))
         }
@@ -538,6 +640,7 @@ async fn send_message(
     gw: Gateway,
     id: String,
     by: Participant,
+    scope: Scope,
     body: MessageBody,
 ) -> Result<Response, ApiError> {
     let cmd = SessionCommand::Send {
@@ -545,15 +648,22 @@ async fn send_message(
         client_id: body.id,
         text: body.text,
     };
-    let ack = gw.command(&id, &cmd).await?;
+    let ack = gw.command_as(&id, &cmd, &scope).await?;
     Ok(json_reply(
         StatusCode::CREATED,
         &json!({"seq": ack.seq, "duplicate": ack.duplicate}),
     ))
 }
 
-async fn end_session(gw: Gateway, id: String, by: Participant) -> Result<Response, ApiError> {
-    let ack = gw.command(&id, &SessionCommand::End { by }).await?;
+async fn end_session(
+    gw: Gateway,
+    id: String,
+    by: Participant,
+    scope: Scope,
+) -> Result<Response, ApiError> {
+    let ack = gw
+        .command_as(&id, &SessionCommand::End { by }, &scope)
+        .await?;
     Ok(json_reply(StatusCode::OK, &json!({"seq": ack.seq})))
 }
 
@@ -574,6 +684,9 @@ async fn machine_login(gw: Gateway, id: String, body: TokenBody) -> Result<Respo
         who,
         admin: false,
         session: Some(id.clone()),
+        // A machine user is confined to its session by the login itself.
+        scope: Scope::All,
+        scopes: Vec::new(),
     };
     let token = gw.create_login(&login).await?;
     let mut r = json_reply(StatusCode::OK, &ack.session);

@@ -5,6 +5,7 @@
 //! bucket does not leak cookies. CSRF: state-changing requests must carry `X-Natter: 1` (which a
 //! cross-site form cannot set) and a matching `Origin` when the browser sends one.
 
+use natter_actors::machines::Scope;
 use natter_actors::protocol::{Participant, ParticipantKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -25,6 +26,13 @@ pub struct Login {
     /// For a machine user: the one session the login is good for.
     #[serde(default)]
     pub session: Option<String>,
+    /// What an operator may see: read from the operator's record on every cache miss, so a
+    /// changed scope applies within [`crate::LOGIN_CACHE_TTL`].
+    #[serde(default)]
+    pub scope: Scope,
+    /// For operators: the organisations and groups granted (for display).
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 fn token_key(token: &str) -> String {
@@ -44,22 +52,56 @@ impl Gateway {
         Ok(token)
     }
 
-    /// The login behind a cookie token, if it is live.
+    /// The login behind a cookie token, if it is live. For operators, name, admin flag and
+    /// scope come from the operator's current record.
     pub async fn find_login(&self, token: &str) -> Result<Option<Login>, ApiError> {
         if token.len() != 64 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        let value = self
-            .stores()
-            .logins
-            .get(token_key(token))
-            .await
-            .map_err(|_| ApiError::unavailable("could not check the login; try again"))?;
-        Ok(value.and_then(|v| serde_json::from_slice(&v).ok()))
+        let key = token_key(token);
+        {
+            let cache = self.login_cache().lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, login)) = cache.get(&key)
+                && at.elapsed() < crate::LOGIN_CACHE_TTL
+            {
+                return Ok(login.clone());
+            }
+        }
+        let unavailable = |_| ApiError::unavailable("could not check the login; try again");
+        let value = self.stores().logins.get(&key).await.map_err(unavailable)?;
+        let mut login: Option<Login> = value.and_then(|v| serde_json::from_slice(&v).ok());
+        if let Some(l) = login.as_mut()
+            && l.who.kind == ParticipantKind::Operator
+        {
+            let record =
+                natter_actors::directory::get_operator(&self.stores().operators, &l.who.id)
+                    .await
+                    .map_err(|_| ApiError::unavailable("could not check the login; try again"))?;
+            match record {
+                Some(r) => {
+                    l.who.name = r.name.clone();
+                    l.admin = r.admin;
+                    l.scope = r.scope();
+                    l.scopes = r.scopes.clone();
+                }
+                None => login = None,
+            }
+        }
+        let mut cache = self.login_cache().lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() > 100_000 {
+            cache.retain(|_, (at, _)| at.elapsed() < crate::LOGIN_CACHE_TTL);
+        }
+        cache.insert(key, (std::time::Instant::now(), login.clone()));
+        Ok(login)
     }
 
     pub async fn delete_login(&self, token: &str) {
-        let _ = self.stores().logins.delete(token_key(token)).await;
+        let key = token_key(token);
+        self.login_cache()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        let _ = self.stores().logins.delete(key).await;
     }
 }
 

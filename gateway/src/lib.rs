@@ -5,6 +5,7 @@
 //! - [`auth`]: logins (cookies backed by a KV bucket) and the CSRF check.
 //! - [`sse`]: one event stream carrying several sessions, with exact resume.
 //! - [`hub`]: the fan-out of live events from one consumer to every connection.
+//! - [`machines`]: the fleet as the gateway sees it (KV watchers), for lists and live status.
 //! - [`ui`]: the static web UI compiled into the binary.
 //! - [`error`]: the API's error type.
 //!
@@ -17,6 +18,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod hub;
+pub mod machines;
 pub mod sse;
 pub mod ui;
 
@@ -25,7 +27,8 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use natter_actors::protocol::{Ack, SessionCommand, SessionError, SessionReply};
+use natter_actors::machines::Scope;
+use natter_actors::protocol::{Ack, SessionCommand, SessionError, SessionReply, SessionRequest};
 use natter_actors::store::Stores;
 use natter_actors::subjects;
 use tokio::net::TcpListener;
@@ -59,6 +62,9 @@ impl Default for GatewayConfig {
     }
 }
 
+/// How long a login read from KV is trusted before it is read again.
+pub const LOGIN_CACHE_TTL: Duration = Duration::from_secs(5);
+
 /// A gateway: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Gateway {
@@ -68,6 +74,12 @@ pub struct Gateway {
 struct Inner {
     stores: Stores,
     hub: Hub,
+    directory: machines::Directory,
+    /// Cookie hash → (when read, the login): spares a KV read per request. Entries live
+    /// [`LOGIN_CACHE_TTL`], so a logout or scope change elsewhere applies within that time.
+    logins: std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, Option<auth::Login>)>,
+    >,
     config: GatewayConfig,
     shutdown: CancellationToken,
 }
@@ -80,10 +92,18 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> Result<Gateway, natter_actors::store::StoreError> {
         let hub = Hub::start(stores.clone(), shutdown.clone()).await?;
+        let directory = machines::Directory::start(
+            stores.machines.clone(),
+            stores.machine_sessions.clone(),
+            shutdown.clone(),
+        )
+        .await;
         Ok(Gateway {
             inner: Arc::new(Inner {
                 stores,
                 hub,
+                directory,
+                logins: Default::default(),
                 config,
                 shutdown,
             }),
@@ -98,6 +118,18 @@ impl Gateway {
         &self.inner.hub
     }
 
+    pub fn directory(&self) -> &machines::Directory {
+        &self.inner.directory
+    }
+
+    pub(crate) fn login_cache(
+        &self,
+    ) -> &std::sync::Mutex<
+        std::collections::HashMap<String, (std::time::Instant, Option<auth::Login>)>,
+    > {
+        &self.inner.logins
+    }
+
     pub fn config(&self) -> &GatewayConfig {
         &self.inner.config
     }
@@ -110,12 +142,27 @@ impl Gateway {
     pub fn is_ready(&self) -> bool {
         self.inner.stores.client.connection_state() == async_nats::connection::State::Connected
             && self.inner.hub.is_live()
+            && self.inner.directory.is_ready()
     }
 
     /// Sends a command to a session's actor over NATS and waits for its answer. Every command is
     /// idempotent (sends carry a client id), so one timed-out attempt is retried.
     pub async fn command(&self, session: &str, cmd: &SessionCommand) -> Result<Ack, ApiError> {
-        let body: bytes::Bytes = serde_json::to_vec(cmd)
+        self.command_as(session, cmd, &Scope::All).await
+    }
+
+    /// [`Gateway::command`] on behalf of a caller who may see only `scope`.
+    pub async fn command_as(
+        &self,
+        session: &str,
+        cmd: &SessionCommand,
+        scope: &Scope,
+    ) -> Result<Ack, ApiError> {
+        let request = SessionRequest {
+            cmd: cmd.clone(),
+            scope: scope.clone(),
+        };
+        let body: bytes::Bytes = serde_json::to_vec(&request)
             .map_err(|e| ApiError::bad_request(e.to_string()))?
             .into();
         let subject = subjects::session_command(session);

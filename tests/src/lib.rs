@@ -140,23 +140,52 @@ impl TestNode {
         }
     }
 
+    /// Adds an admin operator (sees every machine).
     pub async fn add_operator(&self, username: &str, name: &str, password: &str) {
+        self.add_scoped_operator(username, name, password, None)
+            .await
+    }
+
+    /// Adds an operator; `scopes: None` makes an admin.
+    pub async fn add_scoped_operator(
+        &self,
+        username: &str,
+        name: &str,
+        password: &str,
+        scopes: Option<&[&str]>,
+    ) {
+        let grants: Vec<String> = scopes
+            .unwrap_or(&[])
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         natter_actors::directory::put_operator(
             &self.node.stores.operators,
             username,
             name,
-            false,
+            scopes.is_none(),
+            &grants,
             password,
         )
         .await
         .expect("add operator");
     }
 
-    /// A logged-in operator's browser.
+    /// A logged-in admin operator's browser.
     pub async fn operator(&self, username: &str) -> Browser {
+        self.scoped_operator(username, None).await
+    }
+
+    /// A logged-in operator's browser; `scopes: None` makes an admin.
+    pub async fn scoped_operator(&self, username: &str, scopes: Option<&[&str]>) -> Browser {
         let password = format!("{username}-password");
-        self.add_operator(username, &format!("{username} (operator)"), &password)
-            .await;
+        self.add_scoped_operator(
+            username,
+            &format!("{username} (operator)"),
+            &password,
+            scopes,
+        )
+        .await;
         let b = Browser::new(&self.base);
         let (status, body) = b
             .post(
@@ -191,10 +220,25 @@ impl TestAgent {
         machine: &str,
         user: Option<&str>,
     ) -> TestAgent {
-        let handle = AgentHandle::new(Presence {
-            user: user.map(String::from),
-            idle_secs: 0,
-        });
+        Self::start_with(
+            nats,
+            node,
+            machine,
+            Presence::user(user),
+            Duration::from_secs(30),
+        )
+        .await
+    }
+
+    /// Starts an agent reporting `presence` every `interval`; waits for its first check-in.
+    pub async fn start_with(
+        nats: &TestNats,
+        node: &TestNode,
+        machine: &str,
+        presence: Presence,
+        interval: Duration,
+    ) -> TestAgent {
+        let handle = AgentHandle::new(presence);
         let opener = RecordingOpener::default();
         let stop = CancellationToken::new();
         let config = AgentConfig {
@@ -202,7 +246,7 @@ impl TestAgent {
             nats_user: "natter-agent".into(),
             nats_password: nats.agent_password.clone(),
             machine: machine.into(),
-            interval: Duration::from_secs(30),
+            interval,
             os: "linux".into(),
             ip: "127.0.0.1".into(),
         };
@@ -218,7 +262,17 @@ impl TestAgent {
         eventually(Duration::from_secs(10), || {
             let machines = machines.clone();
             let machine = machine.to_string();
-            async move { machines.get(machine).await.ok().flatten().is_some() }
+            async move {
+                machines
+                    .get(machine)
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|b| {
+                        serde_json::from_slice::<natter_actors::machines::MachineRecord>(&b).ok()
+                    })
+                    .is_some_and(|m| m.last_checkin.is_some())
+            }
         })
         .await;
         TestAgent {

@@ -1,0 +1,333 @@
+//! Managed machines: the 8 check-in states, machine records, organisations and groups, scopes,
+//! and the Machine ID / Group ID filter.
+//!
+//! A machine ID is `machine.group…org`: the first segment names the machine, the rest is its
+//! group ID (`east.sales.acme`), whose last segment is the organisation (`acme`). Groups nest:
+//! `east.sales.acme` is a subgroup of `sales.acme`.
+
+use serde::{Deserialize, Serialize};
+
+/// The check-in status of a machine's agent (F10).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum MachineStatus {
+    /// Provisioned, no check-in yet.
+    NeverCheckedIn,
+    /// Online, but the first audit has not completed.
+    WaitingFirstAudit,
+    /// Online, nobody logged on.
+    Online,
+    /// Online, a user logged on.
+    User,
+    /// A user logged on but idle for 10 minutes or more.
+    Idle,
+    /// No check-in for `offline_after` intervals.
+    Offline,
+    /// Online, but remote control is disabled.
+    RemoteDisabled,
+    /// Suspended by an admin: check-ins change nothing, no chat.
+    Suspended,
+}
+
+impl MachineStatus {
+    pub const ALL: [MachineStatus; 8] = [
+        MachineStatus::NeverCheckedIn,
+        MachineStatus::WaitingFirstAudit,
+        MachineStatus::Online,
+        MachineStatus::User,
+        MachineStatus::Idle,
+        MachineStatus::Offline,
+        MachineStatus::RemoteDisabled,
+        MachineStatus::Suspended,
+    ];
+
+    /// Whether an operator may start a chat with the machine in this state (a user must also be
+    /// logged on).
+    pub fn can_chat(self) -> bool {
+        matches!(self, MachineStatus::User | MachineStatus::Idle)
+    }
+
+    /// The seed's wording, for people.
+    pub fn describe(self) -> &'static str {
+        match self {
+            MachineStatus::NeverCheckedIn => "Agent has never checked in",
+            MachineStatus::WaitingFirstAudit => "Online but waiting for first audit to complete",
+            MachineStatus::Online => "Agent online",
+            MachineStatus::User => "Agent online and user currently logged on",
+            MachineStatus::Idle => {
+                "Agent online and user currently logged on, but user not active for 10 minutes"
+            }
+            MachineStatus::Offline => "Agent is currently offline",
+            MachineStatus::RemoteDisabled => "Agent is online but remote control has been disabled",
+            MachineStatus::Suspended => "The agent has been suspended",
+        }
+    }
+}
+
+/// A user counts as idle after this many seconds without input.
+pub const IDLE_AFTER_SECS: u64 = 600;
+
+/// A machine as its agent actor keeps it (in the machines KV bucket, written only by that
+/// actor).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct MachineRecord {
+    pub id: String,
+    pub status: MachineStatus,
+    /// Milliseconds since the epoch; `None` before the first check-in.
+    pub last_checkin: Option<u64>,
+    pub user: Option<String>,
+    pub idle_secs: u64,
+    pub os: String,
+    pub agent_version: String,
+    pub ip: String,
+    pub interval_secs: u64,
+    pub audit_done: bool,
+    pub remote_control: bool,
+    pub suspended: bool,
+}
+
+impl MachineRecord {
+    /// A provisioned machine that has not checked in.
+    pub fn provisioned(id: &str) -> MachineRecord {
+        MachineRecord {
+            id: id.into(),
+            status: MachineStatus::NeverCheckedIn,
+            last_checkin: None,
+            user: None,
+            idle_secs: 0,
+            os: String::new(),
+            agent_version: String::new(),
+            ip: String::new(),
+            interval_secs: 30,
+            audit_done: false,
+            remote_control: true,
+            suspended: false,
+        }
+    }
+
+    /// The status these facts imply at `now` (ms), with the agent offline after
+    /// `offline_after` missed intervals.
+    pub fn derive_status(&self, now: u64, offline_after: u32) -> MachineStatus {
+        if self.suspended {
+            return MachineStatus::Suspended;
+        }
+        let Some(last) = self.last_checkin else {
+            return MachineStatus::NeverCheckedIn;
+        };
+        let allowed = self.interval_secs.max(1) * 1000 * u64::from(offline_after.max(1));
+        if now.saturating_sub(last) > allowed {
+            return MachineStatus::Offline;
+        }
+        if !self.audit_done {
+            return MachineStatus::WaitingFirstAudit;
+        }
+        if !self.remote_control {
+            return MachineStatus::RemoteDisabled;
+        }
+        match &self.user {
+            Some(_) if self.idle_secs >= IDLE_AFTER_SECS => MachineStatus::Idle,
+            Some(_) => MachineStatus::User,
+            None => MachineStatus::Online,
+        }
+    }
+
+    /// When (ms) the agent turns offline if it does not check in again.
+    pub fn offline_at(&self, offline_after: u32) -> Option<u64> {
+        let last = self.last_checkin?;
+        Some(last + self.interval_secs.max(1) * 1000 * u64::from(offline_after.max(1)))
+    }
+}
+
+/// A request to a machine's agent actor, on [`crate::subjects::machine_request`].
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum MachineRequest {
+    /// The machine's live record (Quick View).
+    View,
+    /// Register a machine that has not checked in yet ("never checked in").
+    Provision,
+    /// Suspend or resume the agent (admin).
+    Suspend { suspended: bool },
+}
+
+/// The answer to a [`MachineRequest`]: the record, or why not.
+pub type MachineReply = Result<MachineRecord, String>;
+
+/// The group ID of a machine ID (`pc1.east.sales.acme` → `east.sales.acme`).
+pub fn group_of(machine: &str) -> &str {
+    machine.split_once('.').map_or("", |(_, g)| g)
+}
+
+/// The organisation of a machine ID (its last segment).
+pub fn org_of(machine: &str) -> &str {
+    machine.rsplit('.').next().unwrap_or("")
+}
+
+/// What an operator may see: everything (admins) or some organisations and groups.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    #[default]
+    All,
+    /// Organisations (`acme`) and groups (`sales.acme`, including its subgroups).
+    Only(Vec<String>),
+}
+
+impl Scope {
+    /// Whether the machine lies in this scope.
+    pub fn covers(&self, machine: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Only(grants) => {
+                let group = group_of(machine);
+                grants.iter().any(|g| {
+                    !g.is_empty()
+                        && (group == g
+                            || (group.len() > g.len()
+                                && group.ends_with(g.as_str())
+                                && group.as_bytes()[group.len() - g.len() - 1] == b'.'))
+                })
+            }
+        }
+    }
+}
+
+/// Checks a scope grant: an organisation or group ID (`sales.acme`).
+pub fn valid_scope(grant: &str) -> bool {
+    !grant.is_empty()
+        && grant.len() <= 253
+        && grant.split('.').all(|seg| {
+            !seg.is_empty()
+                && seg
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        })
+}
+
+/// The Machine ID / Group ID filter: `*` matches any run of characters (dots included); a
+/// pattern without `*` matches the machine ID itself or any machine ID ending in `.<pattern>`
+/// (a group and its subgroups). Case-insensitive; an empty pattern matches everything.
+pub fn filter_matches(pattern: &str, machine: &str) -> bool {
+    let pattern = pattern.trim().to_ascii_lowercase();
+    if pattern.is_empty() || pattern == "*" {
+        return true;
+    }
+    let machine = machine.to_ascii_lowercase();
+    if !pattern.contains('*') {
+        return machine == pattern || machine.ends_with(&format!(".{pattern}"));
+    }
+    glob(pattern.as_bytes(), machine.as_bytes())
+}
+
+/// `*`-only glob, iterative with backtracking to the last star (linear in practice).
+fn glob(p: &[u8], s: &[u8]) -> bool {
+    let (mut pi, mut si) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while si < s.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, si));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == s[si] {
+            pi += 1;
+            si += 1;
+        } else if let Some((sp, ss)) = star {
+            pi = sp + 1;
+            si = ss + 1;
+            star = Some((sp, ss + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(now: u64, f: impl FnOnce(&mut MachineRecord)) -> MachineStatus {
+        let mut r = MachineRecord::provisioned("pc1.sales.acme");
+        r.last_checkin = Some(1_000_000);
+        r.audit_done = true;
+        r.interval_secs = 30;
+        f(&mut r);
+        r.derive_status(now, 3)
+    }
+
+    #[test]
+    fn every_state_is_reachable() {
+        let t = 1_000_000;
+        assert_eq!(
+            MachineRecord::provisioned("a.b").derive_status(t, 3),
+            MachineStatus::NeverCheckedIn
+        );
+        assert_eq!(
+            at(t, |r| r.audit_done = false),
+            MachineStatus::WaitingFirstAudit
+        );
+        assert_eq!(at(t, |_| {}), MachineStatus::Online);
+        assert_eq!(at(t, |r| r.user = Some("u".into())), MachineStatus::User);
+        assert_eq!(
+            at(t, |r| {
+                r.user = Some("u".into());
+                r.idle_secs = 600
+            }),
+            MachineStatus::Idle
+        );
+        assert_eq!(
+            at(t + 90_000, |_| {}),
+            MachineStatus::Online,
+            "3 intervals allowed"
+        );
+        assert_eq!(at(t + 90_001, |_| {}), MachineStatus::Offline);
+        assert_eq!(
+            at(t, |r| r.remote_control = false),
+            MachineStatus::RemoteDisabled
+        );
+        assert_eq!(
+            at(t + 10_000_000, |r| r.suspended = true),
+            MachineStatus::Suspended,
+            "suspension beats everything"
+        );
+    }
+
+    #[test]
+    fn groups_orgs_and_scopes() {
+        assert_eq!(group_of("pc1.east.sales.acme"), "east.sales.acme");
+        assert_eq!(org_of("pc1.east.sales.acme"), "acme");
+        let sales = Scope::Only(vec!["sales.acme".into()]);
+        assert!(sales.covers("pc1.sales.acme"));
+        assert!(
+            sales.covers("pc1.east.sales.acme"),
+            "a group grants its subgroups"
+        );
+        assert!(!sales.covers("pc1.support.acme"));
+        assert!(
+            !sales.covers("pc1.presales.acme"),
+            "not a suffix match on text"
+        );
+        assert!(!sales.covers("pc1.sales.globex"));
+        let acme = Scope::Only(vec!["acme".into()]);
+        assert!(acme.covers("pc1.east.sales.acme"));
+        assert!(!acme.covers("srv.dc.globex"));
+        assert!(Scope::All.covers("anything.at.all"));
+        assert!(!Scope::Only(vec![]).covers("pc1.sales.acme"));
+        assert!(valid_scope("sales.acme") && !valid_scope("Sales") && !valid_scope("a..b"));
+    }
+
+    #[test]
+    fn the_filter_takes_wildcards_and_groups() {
+        assert!(filter_matches("*.sales.*", "pc1.sales.acme"));
+        assert!(filter_matches("*.sales.*", "pc1.east.sales.acme"));
+        assert!(!filter_matches("*.sales.*", "pc1.support.acme"));
+        assert!(filter_matches("pc1.*", "pc1.sales.acme"));
+        assert!(filter_matches("*.acme", "pc1.sales.acme"));
+        assert!(!filter_matches("*.acme", "srv1.dc.globex"));
+        assert!(filter_matches("sales.acme", "pc1.east.sales.acme"));
+        assert!(!filter_matches("sales.acme", "pc1.presales.acme"));
+        assert!(filter_matches("PC1.Sales.Acme", "pc1.sales.acme"));
+        assert!(filter_matches("", "x.y"));
+        assert!(filter_matches("p*1*acme", "pc1.sales.acme"));
+        assert!(!filter_matches("p*2*acme", "pc1.sales.acme"));
+    }
+}

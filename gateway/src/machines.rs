@@ -1,0 +1,205 @@
+//! The gateway's view of the fleet: an in-memory copy of the machines and machine-sessions KV
+//! buckets, kept current by two KV watchers, so listing machines costs no NATS round trip and
+//! every status change reaches the browsers' machine streams as it happens.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::StreamExt;
+use natter_actors::machines::{MachineRecord, Scope, filter_matches, group_of, org_of};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct Directory {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    machines: RwLock<HashMap<String, MachineRecord>>,
+    /// Machine ID → the session in progress with it.
+    sessions: RwLock<HashMap<String, String>>,
+    /// IDs of machines that changed (status or session).
+    changes: broadcast::Sender<String>,
+    ready: AtomicBool,
+}
+
+impl Directory {
+    /// Starts following both buckets; returns once their current contents are loaded (or after
+    /// a few seconds, if NATS is slow).
+    pub async fn start(
+        machines: kv::Store,
+        sessions: kv::Store,
+        shutdown: CancellationToken,
+    ) -> Directory {
+        let (changes, _) = broadcast::channel(4096);
+        let dir = Directory {
+            inner: Arc::new(Inner {
+                machines: RwLock::new(HashMap::new()),
+                sessions: RwLock::new(HashMap::new()),
+                changes,
+                ready: AtomicBool::new(false),
+            }),
+        };
+        let (loaded_tx, mut loaded_rx) = tokio::sync::mpsc::channel::<()>(2);
+        for (bucket, is_machines) in [(machines, true), (sessions, false)] {
+            let dir = dir.clone();
+            let shutdown = shutdown.clone();
+            let loaded = loaded_tx.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = dir.follow(bucket, is_machines, loaded) => {}
+                    _ = shutdown.cancelled() => {}
+                }
+            });
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            loaded_rx.recv().await;
+            loaded_rx.recv().await;
+        })
+        .await;
+        dir.inner.ready.store(true, Ordering::Relaxed);
+        dir
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.inner.ready.load(Ordering::Relaxed)
+    }
+
+    async fn follow(
+        &self,
+        bucket: kv::Store,
+        is_machines: bool,
+        loaded: tokio::sync::mpsc::Sender<()>,
+    ) {
+        let mut signalled = false;
+        loop {
+            // An empty bucket delivers nothing to a new watcher: then it is loaded at once.
+            let empty = bucket
+                .status()
+                .await
+                .map(|s| s.values() == 0)
+                .unwrap_or(false);
+            let mut watch = match bucket.watch_all().await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "directory: cannot watch a bucket; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            if empty && !signalled {
+                signalled = true;
+                let _ = loaded.send(()).await;
+            }
+            while let Some(entry) = watch.next().await {
+                let Ok(entry) = entry else { break };
+                let key = entry.key.clone();
+                let put = entry.operation == kv::Operation::Put;
+                if is_machines {
+                    let mut map = self
+                        .inner
+                        .machines
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner());
+                    match serde_json::from_slice::<MachineRecord>(&entry.value) {
+                        Ok(r) if put => {
+                            map.insert(key.clone(), r);
+                        }
+                        _ => {
+                            map.remove(&key);
+                        }
+                    }
+                } else {
+                    let mut map = self
+                        .inner
+                        .sessions
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if put {
+                        map.insert(
+                            key.clone(),
+                            String::from_utf8_lossy(&entry.value).into_owned(),
+                        );
+                    } else {
+                        map.remove(&key);
+                    }
+                }
+                let _ = self.inner.changes.send(key);
+                if entry.delta == 0 && !signalled {
+                    signalled = true;
+                    let _ = loaded.send(()).await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A machine's record, if known.
+    pub fn record(&self, id: &str) -> Option<MachineRecord> {
+        let map = self
+            .inner
+            .machines
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        map.get(id).cloned()
+    }
+
+    /// The session in progress with a machine.
+    pub fn session_of(&self, id: &str) -> Option<String> {
+        let map = self
+            .inner
+            .sessions
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        map.get(id).cloned()
+    }
+
+    /// The browser's view of a machine.
+    pub fn view(&self, record: &MachineRecord) -> Value {
+        view_json(record, self.session_of(&record.id))
+    }
+
+    /// Machines in `scope` matching `filter`, sorted by ID.
+    pub fn list(&self, scope: &Scope, filter: &str) -> Vec<Value> {
+        let mut records: Vec<MachineRecord> = {
+            let map = self
+                .inner
+                .machines
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            map.values()
+                .filter(|m| scope.covers(&m.id) && filter_matches(filter, &m.id))
+                .cloned()
+                .collect()
+        };
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        records.iter().map(|r| self.view(r)).collect()
+    }
+
+    /// Machine IDs as they change.
+    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+        self.inner.changes.subscribe()
+    }
+}
+
+/// The `MachineView` of docs/api.md.
+pub fn view_json(m: &MachineRecord, session: Option<String>) -> Value {
+    json!({
+        "id": m.id,
+        "group": group_of(&m.id),
+        "org": org_of(&m.id),
+        "status": m.status,
+        "user": m.user,
+        "idle_secs": m.idle_secs,
+        "last_checkin": m.last_checkin,
+        "os": m.os,
+        "agent_version": m.agent_version,
+        "ip": m.ip,
+        "session": session,
+    })
+}

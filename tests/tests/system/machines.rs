@@ -1,0 +1,348 @@
+//! F10/F11: check-in states (every transition, timers included), live status on the machines
+//! stream, scopes and the Machine ID / Group ID filter, malformed check-ins.
+
+use std::time::Duration;
+
+use natter_agent::Presence;
+use natter_system_tests::*;
+use serde_json::{Value, json};
+
+use crate::WAIT;
+
+/// Reads the machines stream until `machine` shows `status`; returns that view.
+async fn wait_status(sse: &mut Sse, machine: &str, status: &str) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let e = sse
+            .next(left)
+            .await
+            .unwrap_or_else(|| panic!("{machine} never became {status}"));
+        let views: Vec<Value> = match e.event.as_str() {
+            "machines" => e.data.as_array().cloned().unwrap_or_default(),
+            "machine" => vec![e.data.clone()],
+            _ => continue,
+        };
+        if let Some(v) = views
+            .into_iter()
+            .find(|v| v["id"] == machine && v["status"] == status)
+        {
+            return v;
+        }
+    }
+}
+
+async fn admin_request(nats: &TestNats, machine: &str, request: Value) -> Value {
+    let client = nats.broker_client().await;
+    let answer = client
+        .request(
+            natter_actors::subjects::machine_request(machine),
+            serde_json::to_vec(&request).unwrap().into(),
+        )
+        .await
+        .expect("the fleet answers");
+    serde_json::from_slice(&answer.payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_check_in_state_and_transition_reaches_the_browser_live() {
+    let nats = TestNats::start().await;
+    let mut config = nats.node_config();
+    config.fleet.offline_after = 2;
+    config.fleet.sweep = Duration::from_millis(50);
+    let node = TestNode::start(config).await;
+    let alice = node.operator("alice").await;
+    let m = "pc1.sales.acme";
+
+    // Provisioned, never checked in.
+    let provisioned = admin_request(&nats, m, json!({"op": "provision"})).await;
+    assert_eq!(
+        provisioned["Ok"]["status"], "never_checked_in",
+        "{provisioned}"
+    );
+    let mut sse = alice.events("/api/machines/events", None).await;
+    assert_eq!(sse.status, StatusCode::OK, "{}", sse.error_body);
+    wait_status(&mut sse, m, "never_checked_in").await;
+
+    // Online, first audit pending.
+    let interval = Duration::from_millis(1000);
+    let agent = TestAgent::start_with(
+        &nats,
+        &node,
+        m,
+        Presence {
+            audit_done: false,
+            ..Presence::user(None)
+        },
+        interval,
+    )
+    .await;
+    wait_status(&mut sse, m, "waiting_first_audit").await;
+    let step = |p: Presence| {
+        agent.handle.set_presence(p);
+        agent.handle.checkin_now();
+    };
+    step(Presence::user(None));
+    wait_status(&mut sse, m, "online").await;
+    step(Presence::user(Some("carol")));
+    let v = wait_status(&mut sse, m, "user").await;
+    assert_eq!(v["user"], "carol");
+    step(Presence {
+        idle_secs: 601,
+        ..Presence::user(Some("carol"))
+    });
+    wait_status(&mut sse, m, "idle").await;
+    step(Presence {
+        remote_control: false,
+        ..Presence::user(Some("carol"))
+    });
+    wait_status(&mut sse, m, "remote_disabled").await;
+
+    // No check-in for 2 intervals: offline, by the fleet's timer alone.
+    agent.stop().await;
+    wait_status(&mut sse, m, "offline").await;
+    let (status, body) = alice.post("/api/chats", &json!({"machine": m})).await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "an offline machine cannot chat: {body}"
+    );
+
+    // Back online with a user.
+    let agent =
+        TestAgent::start_with(&nats, &node, m, Presence::user(Some("carol")), interval).await;
+    wait_status(&mut sse, m, "user").await;
+
+    // Suspended: check-ins change nothing, no chat.
+    let suspended = admin_request(&nats, m, json!({"op": "suspend", "suspended": true})).await;
+    assert_eq!(suspended["Ok"]["status"], "suspended", "{suspended}");
+    wait_status(&mut sse, m, "suspended").await;
+    agent
+        .handle
+        .set_presence(Presence::user(Some("somebody-else")));
+    agent.handle.checkin_now();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, view) = alice.get(&format!("/api/machines/{m}")).await;
+    assert_eq!(view["status"], "suspended");
+    assert_eq!(
+        view["user"], "carol",
+        "a suspended agent's check-ins change nothing"
+    );
+    assert!(
+        node.node
+            .fleet_stats
+            .ignored
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+    );
+    let (status, body) = alice.post("/api/chats", &json!({"machine": m})).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+
+    // Resumed: the next check-in counts again.
+    admin_request(&nats, m, json!({"op": "suspend", "suspended": false})).await;
+    agent.handle.checkin_now();
+    // (Resuming re-derives "user" from the last counted check-in first; then the new one lands.)
+    while wait_status(&mut sse, m, "user").await["user"] != "somebody-else" {}
+
+    // Quick View has the details.
+    let (status, view) = alice.get(&format!("/api/machines/{m}")).await;
+    assert_eq!(status, StatusCode::OK);
+    for key in [
+        "id",
+        "status",
+        "last_checkin",
+        "user",
+        "idle_secs",
+        "os",
+        "agent_version",
+        "ip",
+    ] {
+        assert!(!view[key].is_null(), "Quick View lacks {key}: {view}");
+    }
+    agent.stop().await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_see_only_their_scope_everywhere() {
+    let nats = TestNats::start().await;
+    let node = TestNode::start(nats.node_config()).await;
+    let machines = [
+        "pc1.sales.acme",
+        "pc2.east.sales.acme",
+        "pc3.support.acme",
+        "pc4.presales.acme",
+        "srv1.dc.globex",
+    ];
+    let mut agents = Vec::new();
+    for m in machines {
+        agents.push(TestAgent::start(&nats, &node, m, Some("someone")).await);
+    }
+    let alice = node.operator("alice").await;
+    let bob = node.scoped_operator("bob", Some(&["sales.acme"])).await;
+    let (_, me) = bob.get("/api/me").await;
+    assert_eq!(me["scopes"], json!(["sales.acme"]));
+
+    let ids = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, all) = alice.get("/api/machines").await;
+    assert_eq!(ids(&all).len(), 5);
+    let (_, mine) = bob.get("/api/machines").await;
+    assert_eq!(ids(&mine), ["pc1.sales.acme", "pc2.east.sales.acme"]);
+
+    // Filters narrow within the scope, never widen it.
+    let (_, f) = alice.get("/api/machines?filter=*.sales.*").await;
+    assert_eq!(ids(&f), ["pc1.sales.acme", "pc2.east.sales.acme"]);
+    let (_, f) = alice.get("/api/machines?filter=acme").await;
+    assert_eq!(ids(&f).len(), 4);
+    let (_, f) = alice.get("/api/machines?filter=pc1.*").await;
+    assert_eq!(ids(&f), ["pc1.sales.acme"]);
+    let (_, f) = bob.get("/api/machines?filter=*globex").await;
+    assert_eq!(ids(&f), Vec::<String>::new());
+    let (status, _) = bob.get("/api/machines?filter=%3Cscript%3E").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Outside the scope a machine does not exist: details, chats, direct session URLs.
+    let (status, body) = bob.get("/api/machines/srv1.dc.globex").await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        !body.to_string().contains("someone"),
+        "leaks nothing: {body}"
+    );
+    let (status, _) = bob
+        .post("/api/chats", &json!({"machine": "pc3.support.acme"}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, answer) = alice
+        .post("/api/chats", &json!({"machine": "srv1.dc.globex"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let foreign = session_id(&answer);
+    let (status, _) = bob.get(&format!("/api/sessions/{foreign}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = bob
+        .post(&format!("/api/sessions/{foreign}/join"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let sse = bob
+        .events(&format!("/api/events?sessions={foreign}"), None)
+        .await;
+    assert!(sse.status.is_client_error(), "{}", sse.status);
+    // In scope, the Join link works.
+    let (status, answer) = alice
+        .post("/api/chats", &json!({"machine": "pc2.east.sales.acme"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let ours = session_id(&answer);
+    let (status, _) = bob
+        .post(&format!("/api/sessions/{ours}/join"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+
+    // The live stream never mentions a machine outside the scope, even when it changes.
+    let mut stream = bob.events("/api/machines/events", None).await;
+    let first = stream.next(WAIT).await.expect("snapshot");
+    assert_eq!(first.event, "machines");
+    assert_eq!(ids(&first.data), ["pc1.sales.acme", "pc2.east.sales.acme"]);
+    let globex = &agents[4];
+    globex.handle.set_presence(Presence::user(None));
+    globex.handle.checkin_now();
+    let sales = &agents[0];
+    sales.handle.set_presence(Presence::user(None));
+    sales.handle.checkin_now();
+    let mut seen = Vec::new();
+    while let Some(e) = stream.next(Duration::from_millis(700)).await {
+        seen.push(e.data["id"].as_str().unwrap_or_default().to_string());
+    }
+    assert!(seen.contains(&"pc1.sales.acme".to_string()), "{seen:?}");
+    assert!(
+        seen.iter().all(|id| id.ends_with(".sales.acme")),
+        "{seen:?}"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_check_ins_are_counted_and_dropped_and_the_fleet_keeps_working() {
+    let nats = TestNats::start().await;
+    let node = TestNode::start(nats.node_config()).await;
+    let agent = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
+    let client = nats.agent_client().await;
+    let subject = natter_actors::subjects::agent_checkin("pc1.sales.acme");
+    let bad: Vec<Vec<u8>> = vec![
+        b"not json".to_vec(),
+        b"{}".to_vec(),
+        br#"{"v":2,"machine":"pc1.sales.acme","agent_version":"x","os":"x","ip":"x","user":null,"interval_secs":30}"#.to_vec(),
+        // A check-in naming another machine than its subject.
+        br#"{"v":1,"machine":"pc9.sales.acme","agent_version":"x","os":"x","ip":"x","user":"eve","interval_secs":30}"#.to_vec(),
+        vec![0xff, 0xfe, 0x00],
+    ];
+    for body in &bad {
+        client
+            .publish(subject.clone(), body.clone().into())
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let stats = node.node.fleet_stats.clone();
+    eventually(WAIT, || {
+        let stats = stats.clone();
+        async move { stats.rejected.load(std::sync::atomic::Ordering::Relaxed) >= 5 }
+    })
+    .await;
+    let alice = node.operator("alice").await;
+    let (status, _) = alice.get("/api/machines/pc9.sales.acme").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a forged body registers nothing"
+    );
+    // The real agent still counts.
+    agent.handle.set_presence(Presence::user(Some("dave")));
+    agent.handle.checkin_now();
+    eventually(WAIT, || {
+        let alice = alice.clone();
+        async move {
+            let (_, v) = alice.get("/api/machines/pc1.sales.acme").await;
+            v["user"] == "dave"
+        }
+    })
+    .await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_status_survives_a_node_restart_and_goes_offline_on_time() {
+    let nats = TestNats::start().await;
+    let mut config = nats.node_config();
+    config.fleet.offline_after = 1;
+    config.fleet.sweep = Duration::from_millis(50);
+    let node = TestNode::start(config.clone()).await;
+    let agent = TestAgent::start_with(
+        &nats,
+        &node,
+        "pc1.sales.acme",
+        Presence::user(Some("carol")),
+        Duration::from_millis(800),
+    )
+    .await;
+    agent.stop().await;
+    node.shutdown().await;
+    // A new node knows the machine from KV and still notices it went quiet.
+    let node = TestNode::start(config).await;
+    let alice = node.operator("alice").await;
+    eventually(WAIT, || {
+        let alice = alice.clone();
+        async move {
+            let (_, v) = alice.get("/api/machines/pc1.sales.acme").await;
+            v["status"] == "offline"
+        }
+    })
+    .await;
+    node.shutdown().await;
+}
