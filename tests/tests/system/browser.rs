@@ -78,3 +78,66 @@ async fn the_web_ui_works_in_a_real_browser() {
     );
     node.shutdown().await;
 }
+
+/// F10/F11 in a real browser: status icons change live (no reload), Quick View on hover, the
+/// filter, and an operator with a narrower scope sees fewer machines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
+    if std::env::var("NATTER_BROWSER_TESTS").as_deref() != Ok("1") {
+        eprintln!("skipped: set NATTER_BROWSER_TESTS=1 (scripts/test does) to run the browser test");
+        return;
+    }
+    let nats = TestNats::start().await;
+    let node = TestNode::start(nats.node_config()).await;
+    let visible = ["pc1.sales.acme", "pc2.east.sales.acme", "kiosk1.sales.acme"];
+    let hidden = ["pc3.support.acme", "srv1.dc.globex"];
+    let mut agents = Vec::new();
+    for m in visible.iter().chain(hidden.iter()) {
+        let user = (!m.starts_with("kiosk")).then_some("someone");
+        agents.push(TestAgent::start(&nats, &node, m, user).await);
+    }
+    node.add_scoped_operator("bob", "Bob Tech", "bob-password", Some(&["sales.acme"]))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let status_file = dir.path().join("status.txt");
+    std::fs::write(&status_file, "").unwrap();
+    let child = tokio::process::Command::new("node")
+        .arg(repo_root().join("tests/browser/machines.mjs"))
+        .env("NATTER_URL", &node.base)
+        .env("NATTER_OPERATOR", "bob")
+        .env("NATTER_PASSWORD", "bob-password")
+        .env("NATTER_EXPECT_MACHINES", visible.join(","))
+        .env("NATTER_HIDDEN_MACHINES", hidden.join(","))
+        .env("NATTER_STATUS_FILE", &status_file)
+        .env("NATTER_FILTER", "*.east.*")
+        .env("NATTER_ARTIFACTS", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    // When the page shows the list, log a user off pc1 (user → online) and say so.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = std::fs::read_to_string(&status_file).unwrap_or_default();
+        if text.starts_with("ready") {
+            agents[0].handle.set_presence(natter_agent::Presence::user(None));
+            agents[0].handle.checkin_now();
+            std::fs::write(&status_file, "changed:pc1.sales.acme:online\n").unwrap();
+            break;
+        }
+        if text.starts_with("failed") || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
+        .await
+        .expect("browser test finishes")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(output.status.success(), "browser checks failed:\n{stdout}\n{stderr}");
+    node.shutdown().await;
+}
