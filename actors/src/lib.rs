@@ -16,6 +16,7 @@
 //! Actors never block: all I/O is async NATS I/O, and slow waits (an agent answering) run in
 //! spawned tasks that report back with a message.
 
+pub mod auth_callout;
 pub mod directory;
 pub mod fleet;
 pub mod machines;

@@ -18,9 +18,10 @@ struct Cli {
     /// NATS server URL.
     #[arg(long, env = "NATTER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
-    /// NATS user for agents.
-    #[arg(long, default_value = "natter-agent")]
-    user: String,
+    /// NATS user name; default: the machine ID (`natter-simulator` with --simulate). NATS gives
+    /// each agent its own machine's subjects only.
+    #[arg(long)]
+    user: Option<String>,
     /// NATS password for agents.
     #[arg(long, env = "NATTER_NATS_AGENT_PASSWORD", hide_env_values = true)]
     password: String,
@@ -74,7 +75,10 @@ async fn main() -> ExitCode {
         tasks.spawn(natter_agent::simulate::simulate(
             natter_agent::simulate::Simulation {
                 nats_url: cli.nats_url.clone(),
-                nats_user: cli.user.clone(),
+                nats_user: cli
+                    .user
+                    .clone()
+                    .unwrap_or_else(|| "natter-simulator".into()),
                 nats_password: cli.password.clone(),
                 agents,
                 interval: cli.interval,
@@ -90,7 +94,7 @@ async fn main() -> ExitCode {
         };
         let config = AgentConfig {
             nats_url: cli.nats_url.clone(),
-            nats_user: cli.user.clone(),
+            nats_user: cli.user.clone().unwrap_or_else(|| machine.clone()),
             nats_password: cli.password.clone(),
             machine,
             interval: cli.interval,

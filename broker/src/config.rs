@@ -45,6 +45,11 @@ pub struct NatsConfig {
     pub server_config: PathBuf,
     /// Client port of the embedded server (0 = any free port).
     pub embedded_port: u16,
+    /// Seed of the account key that signs agent permissions (auth callout); empty =
+    /// `NATTER_NATS_CALLOUT_SEED` (generated in the embedded mode).
+    pub callout_seed: String,
+    /// The fleet's agent secret; empty = `NATTER_NATS_AGENT_PASSWORD`.
+    pub agent_password: String,
 }
 
 #[derive(Clone, Debug)]
@@ -165,6 +170,8 @@ struct RawNats {
     server_bin: String,
     server_config: String,
     embedded_port: u16,
+    callout_seed: String,
+    agent_password: String,
 }
 
 impl Default for RawNats {
@@ -176,6 +183,8 @@ impl Default for RawNats {
             server_bin: String::new(),
             server_config: "nats.conf".into(),
             embedded_port: 4222,
+            callout_seed: String::new(),
+            agent_password: String::new(),
         }
     }
 }
@@ -340,6 +349,8 @@ impl Config {
                 server_bin: raw.nats.server_bin,
                 server_config: PathBuf::from(raw.nats.server_config),
                 embedded_port: raw.nats.embedded_port,
+                callout_seed: raw.nats.callout_seed,
+                agent_password: raw.nats.agent_password,
             },
             storage: StorageConfig {
                 data_dir: PathBuf::from(raw.storage.data_dir),
@@ -359,6 +370,16 @@ impl Config {
         })
     }
 
+    /// The auth callout issuer seed: the configured one, else the environment's.
+    pub fn callout_seed(&self) -> String {
+        env_or(&self.nats.callout_seed, "NATTER_NATS_CALLOUT_SEED")
+    }
+
+    /// The agents' secret: the configured one, else the environment's.
+    pub fn agent_password(&self) -> String {
+        env_or(&self.nats.agent_password, "NATTER_NATS_AGENT_PASSWORD")
+    }
+
     /// The broker's NATS password: the configured one, else the environment's.
     pub fn nats_password(&self) -> String {
         if self.nats.password.is_empty() {
@@ -366,6 +387,14 @@ impl Config {
         } else {
             self.nats.password.clone()
         }
+    }
+}
+
+fn env_or(configured: &str, var: &str) -> String {
+    if configured.is_empty() {
+        std::env::var(var).unwrap_or_default()
+    } else {
+        configured.to_string()
     }
 }
 

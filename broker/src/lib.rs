@@ -73,6 +73,7 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, NodeError> {
 /// A running node.
 pub struct Node {
     shutdown: CancellationToken,
+    callout: Option<tokio::task::JoinHandle<Result<(), natter_actors::auth_callout::CalloutError>>>,
     server: tokio::task::JoinHandle<()>,
     supervisor: ActorRef<SupervisorMsg>,
     fleet: ActorRef<FleetMsg>,
@@ -114,6 +115,16 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::Actor(e.to_string()))?;
+        let callout_seed = config.callout_seed();
+        let callout = if callout_seed.is_empty() {
+            tracing::warn!("no auth callout seed (nats.callout_seed): agents cannot connect");
+            None
+        } else {
+            let service =
+                natter_actors::auth_callout::Callout::new(&callout_seed, &config.agent_password())
+                    .map_err(|e| NodeError::Actor(e.to_string()))?;
+            Some(tokio::spawn(service.serve(client.clone())))
+        };
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();
@@ -131,6 +142,7 @@ impl Node {
         let server = tokio::spawn(natter_gateway::serve(listener, gateway));
         Ok(Node {
             shutdown,
+            callout,
             server,
             supervisor,
             fleet,
@@ -146,6 +158,9 @@ impl Node {
         let _ = self.server.await;
         let _ = self.supervisor.stop_and_wait(None, None).await;
         let _ = self.fleet.stop_and_wait(None, None).await;
+        if let Some(c) = self.callout {
+            c.abort();
+        }
         let _ = self.client.flush().await;
     }
 }

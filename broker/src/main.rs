@@ -135,10 +135,23 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
             p if p.is_empty() => random_secret(),
             p => p,
         };
-        let agent_password = std::env::var("NATTER_NATS_AGENT_PASSWORD").unwrap_or_else(|_| {
-            tracing::warn!("NATTER_NATS_AGENT_PASSWORD is not set: agents cannot connect");
-            random_secret()
-        });
+        let agent_password = match config.agent_password() {
+            p if p.is_empty() => {
+                tracing::warn!("NATTER_NATS_AGENT_PASSWORD is not set: agents cannot connect");
+                random_secret()
+            }
+            p => p,
+        };
+        // The auth callout's issuer: the node signs agents' permissions with this key, and
+        // nats-server trusts only its public half.
+        let (callout_seed, issuer) = match config.callout_seed() {
+            seed if seed.is_empty() => natter_actors::auth_callout::Callout::generate_issuer(),
+            seed => {
+                let kp = nkeys::KeyPair::from_seed(&seed)
+                    .map_err(|e| format!("nats.callout_seed: {e}"))?;
+                (seed, kp.public_key())
+            }
+        };
         let server = NatsServer::start(NatsServerOptions {
             bin,
             config: config.nats.server_config.clone(),
@@ -150,12 +163,15 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
                     "NATTER_NATS_BROKER_PASSWORD".into(),
                     broker_password.clone(),
                 ),
-                ("NATTER_NATS_AGENT_PASSWORD".into(), agent_password),
+                ("NATTER_NATS_AGENT_PASSWORD".into(), agent_password.clone()),
+                ("NATTER_NATS_CALLOUT_ISSUER".into(), issuer),
             ],
         })
         .await?;
         config.nats.url = server.url();
         config.nats.password = broker_password;
+        config.nats.agent_password = agent_password;
+        config.nats.callout_seed = callout_seed;
         // Admin commands and demo agents find the embedded server here.
         std::fs::write(data_dir.join("nats.url"), server.url())?;
         tracing::info!(url = %server.url(), "embedded nats-server is running");

@@ -36,6 +36,8 @@ pub struct TestNats {
     pub server: NatsServer,
     pub broker_password: String,
     pub agent_password: String,
+    /// Seed of the auth callout issuer (the node signs agents' permissions with it).
+    pub callout_seed: String,
     _dir: tempfile::TempDir,
 }
 
@@ -56,6 +58,7 @@ impl TestNats {
         let dir = tempfile::tempdir().expect("temp dir");
         let broker_password = "broker-test-secret".to_string();
         let agent_password = "agent-test-secret".to_string();
+        let (callout_seed, issuer) = natter_actors::auth_callout::Callout::generate_issuer();
         let server = NatsServer::start(NatsServerOptions {
             bin,
             config: repo_root().join("nats.conf"),
@@ -68,12 +71,14 @@ impl TestNats {
                     broker_password.clone(),
                 ),
                 ("NATTER_NATS_AGENT_PASSWORD".into(), agent_password.clone()),
+                ("NATTER_NATS_CALLOUT_ISSUER".into(), issuer),
             ],
         })
         .await
         .expect("start nats-server");
         TestNats {
             server,
+            callout_seed,
             broker_password,
             agent_password,
             _dir: dir,
@@ -89,6 +94,8 @@ impl TestNats {
         let mut c = Config::defaults();
         c.nats.url = self.url();
         c.nats.password = self.broker_password.clone();
+        c.nats.agent_password = self.agent_password.clone();
+        c.nats.callout_seed = self.callout_seed.clone();
         c.http.request_timeout = Duration::from_secs(3);
         c.http.drain_timeout = Duration::from_secs(1);
         c.chat.agent_timeout = Duration::from_secs(2);
@@ -104,10 +111,11 @@ impl TestNats {
             .expect("connect as broker")
     }
 
-    /// A client connected with the agents' credentials.
-    pub async fn agent_client(&self) -> async_nats::Client {
+    /// A client connected as the agent of `machine` (a node must be running: it answers the
+    /// auth callout).
+    pub async fn agent_client(&self, machine: &str) -> async_nats::Client {
         async_nats::ConnectOptions::new()
-            .user_and_password("natter-agent".into(), self.agent_password.clone())
+            .user_and_password(machine.into(), self.agent_password.clone())
             .connect(self.url())
             .await
             .expect("connect as agent")
@@ -243,7 +251,7 @@ impl TestAgent {
         let stop = CancellationToken::new();
         let config = AgentConfig {
             nats_url: nats.url(),
-            nats_user: "natter-agent".into(),
+            nats_user: machine.into(),
             nats_password: nats.agent_password.clone(),
             machine: machine.into(),
             interval,

@@ -191,7 +191,7 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
 async fn agents_cannot_publish_session_commands() {
     let nats = TestNats::start().await;
     let node = TestNode::start(nats.node_config()).await;
-    let agent = nats.agent_client().await;
+    let agent = nats.agent_client("pc1.sales.acme").await;
     let forged = serde_json::to_vec(
         &json!({"cmd": "view", "by": {"kind": "operator", "id": "alice", "name": "A"}}),
     )

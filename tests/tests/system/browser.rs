@@ -84,7 +84,9 @@ async fn the_web_ui_works_in_a_real_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
     if std::env::var("NATTER_BROWSER_TESTS").as_deref() != Ok("1") {
-        eprintln!("skipped: set NATTER_BROWSER_TESTS=1 (scripts/test does) to run the browser test");
+        eprintln!(
+            "skipped: set NATTER_BROWSER_TESTS=1 (scripts/test does) to run the browser test"
+        );
         return;
     }
     let nats = TestNats::start().await;
@@ -121,7 +123,9 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
     loop {
         let text = std::fs::read_to_string(&status_file).unwrap_or_default();
         if text.starts_with("ready") {
-            agents[0].handle.set_presence(natter_agent::Presence::user(None));
+            agents[0]
+                .handle
+                .set_presence(natter_agent::Presence::user(None));
             agents[0].handle.checkin_now();
             std::fs::write(&status_file, "changed:pc1.sales.acme:online\n").unwrap();
             break;
@@ -138,6 +142,9 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     println!("{stdout}");
-    assert!(output.status.success(), "browser checks failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "browser checks failed:\n{stdout}\n{stderr}"
+    );
     node.shutdown().await;
 }

@@ -272,7 +272,7 @@ async fn malformed_check_ins_are_counted_and_dropped_and_the_fleet_keeps_working
     let nats = TestNats::start().await;
     let node = TestNode::start(nats.node_config()).await;
     let agent = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let client = nats.agent_client().await;
+    let client = nats.agent_client("pc1.sales.acme").await;
     let subject = natter_actors::subjects::agent_checkin("pc1.sales.acme");
     let bad: Vec<Vec<u8>> = vec![
         b"not json".to_vec(),
@@ -344,5 +344,63 @@ async fn machine_status_survives_a_node_restart_and_goes_offline_on_time() {
         }
     })
     .await;
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_refuses_an_agent_that_acts_as_another_agent() {
+    let nats = TestNats::start().await;
+    let node = TestNode::start(nats.node_config()).await;
+    let _pc1 = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
+    let mallory = nats.agent_client("pc1.sales.acme").await;
+    let mut errors = Vec::new();
+    // A forged check-in for pc2, and an attempt to read pc2's commands.
+    let forged = serde_json::to_vec(&json!({
+        "v": 1, "machine": "pc2.sales.acme", "agent_version": "x", "os": "x", "ip": "x",
+        "user": "eve", "interval_secs": 30
+    }))
+    .unwrap();
+    mallory
+        .publish(
+            natter_actors::subjects::agent_checkin("pc2.sales.acme"),
+            forged.into(),
+        )
+        .await
+        .unwrap();
+    match mallory
+        .subscribe(natter_actors::subjects::agent_command("pc2.sales.acme"))
+        .await
+    {
+        Ok(mut sub) => {
+            use futures::StreamExt;
+            // The server refuses the subscription: it never delivers anything.
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await
+            {
+                errors.push(format!("read another agent's command: {m:?}"));
+            }
+        }
+        Err(e) => errors.push(format!("(refused at once: {e})")),
+    }
+    mallory.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let alice = node.operator("alice").await;
+    let (status, _) = alice.get("/api/machines/pc2.sales.acme").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the forged check-in registered pc2"
+    );
+    assert!(errors.iter().all(|e| e.starts_with('(')), "{errors:?}");
+    // A wrong secret, or a user name that is not a machine ID, does not connect at all.
+    for (user, pass) in [
+        ("pc2.sales.acme", "wrong"),
+        ("natter-agent", nats.agent_password.as_str()),
+    ] {
+        let refused = async_nats::ConnectOptions::new()
+            .user_and_password(user.into(), pass.into())
+            .connect(nats.url())
+            .await;
+        assert!(refused.is_err(), "{user} connected");
+    }
     node.shutdown().await;
 }
