@@ -167,6 +167,11 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         env: vec![
             ("NATTER_NATS_BROKER_PASSWORD".into(), password.clone()),
             ("NATTER_NATS_AGENT_PASSWORD".into(), hex(&rand_bytes())),
+            // nats.conf names the auth callout issuer; the bench runs no real agents.
+            (
+                "NATTER_NATS_CALLOUT_ISSUER".into(),
+                natter_actors::auth_callout::Callout::generate_issuer().1,
+            ),
         ],
     })
     .await?;
@@ -177,7 +182,12 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let load_before = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
     let mut res = Results::default();
-    let outcome = phases(&args, &url, &password, &child_log, &mut res).await;
+    // On Ctrl-C or SIGTERM the phases are dropped (their child processes are killed on drop)
+    // and the server is stopped below, so nothing outlives the bench.
+    let outcome = tokio::select! {
+        r = phases(&args, &url, &password, &child_log, &mut res) => r,
+        s = interrupted() => Err(format!("interrupted by {s}").into()),
+    };
     if let Err(e) = &outcome {
         say(format!("stopped early: {e}"));
         res.notes.push(format!("The run stopped early: {e}."));
@@ -214,6 +224,21 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         say("not every phase ran: results not written");
     }
     outcome
+}
+
+/// Waits for SIGINT or SIGTERM; returns its name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 fn rand_bytes() -> [u8; 16] {
