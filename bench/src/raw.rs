@@ -54,11 +54,21 @@ pub async fn run(
         }
     });
     responder.flush().await?;
+    // Wait until the server routes to the echo (auth-callout set-ups may lag a moment).
+    for _ in 0..100 {
+        if requester.request("bench.rr", payload()).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let body = payload();
     let mut core = new_hist();
     for i in 0..rounds + 500 {
         let t = Instant::now();
-        requester.request("bench.rr", body.clone()).await?;
+        requester
+            .request("bench.rr", body.clone())
+            .await
+            .map_err(|e| format!("core request/reply: {e}"))?;
         if i >= 500 {
             record(&mut core, t.elapsed());
         }
@@ -73,7 +83,8 @@ pub async fn run(
         storage: stream::StorageType::File,
         ..Default::default()
     })
-    .await?;
+    .await
+    .map_err(|e| format!("creating the raw stream: {e}"))?;
     let mut ack = new_hist();
     for i in 0..rounds / 2 + 500 {
         let t = Instant::now();
