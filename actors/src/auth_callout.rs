@@ -61,9 +61,17 @@ impl Callout {
         (kp.seed().unwrap_or_default(), kp.public_key())
     }
 
-    /// Answers auth requests until the subscription ends.
-    pub async fn serve(self, client: async_nats::Client) -> Result<(), CalloutError> {
-        let mut requests = client.subscribe(AUTH_SUBJECT).await?;
+    /// Subscribes to auth requests (so the node is not reported ready before agents can log
+    /// in) and returns the task that answers them.
+    pub async fn start(
+        self,
+        client: async_nats::Client,
+    ) -> Result<tokio::task::JoinHandle<()>, CalloutError> {
+        let requests = client.subscribe(AUTH_SUBJECT).await?;
+        Ok(tokio::spawn(self.serve(client, requests)))
+    }
+
+    async fn serve(self, client: async_nats::Client, mut requests: async_nats::Subscriber) {
         while let Some(msg) = requests.next().await {
             let Some(reply) = msg.reply.clone() else {
                 continue;
@@ -71,7 +79,6 @@ impl Callout {
             let answer = self.answer(&msg.payload);
             let _ = client.publish(reply, answer.into()).await;
         }
-        Ok(())
     }
 
     /// The signed authorization response to one request JWT.

@@ -182,8 +182,15 @@ impl Stores {
             .await
             .map_err(|e| StoreError::new("starting a replay", e))?;
         let pending = consumer.cached_info().num_pending;
+        let cleanup = ConsumerCleanup {
+            stream: self.events.clone(),
+            name: consumer.cached_info().name.clone(),
+        };
         if pending == 0 {
-            return Ok(Replay { messages: None });
+            return Ok(Replay {
+                messages: None,
+                _cleanup: cleanup,
+            });
         }
         let messages = consumer
             .messages()
@@ -191,6 +198,7 @@ impl Stores {
             .map_err(|e| StoreError::new("starting a replay", e))?;
         Ok(Replay {
             messages: Some(messages),
+            _cleanup: cleanup,
         })
     }
 }
@@ -224,6 +232,25 @@ impl StoredEvent {
 /// A running replay; see [`Stores::replay`].
 pub struct Replay {
     messages: Option<consumer::push::Ordered>,
+    _cleanup: ConsumerCleanup,
+}
+
+/// Deletes a replay's consumer as soon as the replay is dropped: left to expire, thousands of
+/// reconnecting browsers would pile up consumers and hit the server's per-stream limit.
+struct ConsumerCleanup {
+    stream: stream::Stream,
+    name: String,
+}
+
+impl Drop for ConsumerCleanup {
+    fn drop(&mut self) {
+        let (stream, name) = (self.stream.clone(), std::mem::take(&mut self.name));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = stream.delete_consumer(&name).await;
+            });
+        }
+    }
 }
 
 impl Replay {

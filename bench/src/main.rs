@@ -735,7 +735,7 @@ fn rows(res: &Results) -> Vec<Row> {
     }
     rows.push(row(
         "Agents per node at a 30 s check-in interval",
-        "pending issue 5 (agent actors are being built)".into(),
+        "see \"Check-ins\" below (scripts/bench-fleet)".into(),
         "–".into(),
         "100k on one node, < 50% of a core",
         None,

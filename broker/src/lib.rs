@@ -73,7 +73,7 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, NodeError> {
 /// A running node.
 pub struct Node {
     shutdown: CancellationToken,
-    callout: Option<tokio::task::JoinHandle<Result<(), natter_actors::auth_callout::CalloutError>>>,
+    callout: Option<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     supervisor: ActorRef<SupervisorMsg>,
     fleet: ActorRef<FleetMsg>,
@@ -123,7 +123,12 @@ impl Node {
             let service =
                 natter_actors::auth_callout::Callout::new(&callout_seed, &config.agent_password())
                     .map_err(|e| NodeError::Actor(e.to_string()))?;
-            Some(tokio::spawn(service.serve(client.clone())))
+            Some(
+                service
+                    .start(client.clone())
+                    .await
+                    .map_err(|e| NodeError::Actor(e.to_string()))?,
+            )
         };
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;

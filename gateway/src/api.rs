@@ -294,7 +294,7 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
                         q.since.unwrap_or(0),
                     )?;
                     let last = sse::parse_last_event_id(last.as_deref())?;
-                    event_stream(gw, l.who, cursors, last).await
+                    event_stream(gw, l.who, l.scope, cursors, last).await
                 })
             },
         );
@@ -388,7 +388,7 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
                     let l = auth::machine_user(&gw, token, &id).await?;
                     let last = sse::parse_last_event_id(last.as_deref())?;
                     let cursors = vec![(id, q.since.unwrap_or(0))];
-                    event_stream(gw, l.who, cursors, last).await
+                    event_stream(gw, l.who, l.scope, cursors, last).await
                 })
             },
         );
@@ -706,11 +706,12 @@ async fn machine_login(gw: Gateway, id: String, body: TokenBody) -> Result<Respo
 async fn event_stream(
     gw: Gateway,
     who: Participant,
+    scope: Scope,
     cursors: Vec<(String, u64)>,
     last_event_id: u64,
 ) -> Result<Response, ApiError> {
     let shutdown = gw.shutdown_token().clone();
-    let stream = sse::open(&gw, &who, cursors, last_event_id).await?;
+    let stream = sse::open(&gw, &who, &scope, cursors, last_event_id).await?;
     // End the stream on shutdown so graceful drain does not wait for it forever.
     let stream = stream.take_until(async move { shutdown.cancelled_owned().await });
     let reply = warp::sse::reply(

@@ -100,11 +100,12 @@ impl Stream for SseStream {
     }
 }
 
-/// Opens the event stream for `who` over `cursors`. Fails before any byte is sent if `who` may
-/// not see one of the sessions.
+/// Opens the event stream for `who` (who may see `scope`) over `cursors`. Fails before any byte
+/// is sent if `who` may not see one of the sessions.
 pub async fn open(
     gw: &Gateway,
     who: &Participant,
+    scope: &natter_actors::machines::Scope,
     mut cursors: Vec<(String, u64)>,
     last_event_id: u64,
 ) -> Result<SseStream, ApiError> {
@@ -119,7 +120,7 @@ pub async fn open(
     let mut last_seqs: HashMap<String, u64> = HashMap::new();
     for id in &ids {
         let ack = gw
-            .command(id, &SessionCommand::View { by: who.clone() })
+            .command_as(id, &SessionCommand::View { by: who.clone() }, scope)
             .await?;
         let view = ack
             .session
