@@ -133,8 +133,11 @@ impl Node {
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();
+        // The gateway gets a NATS connection of its own: one async-nats connection is served by
+        // one task, and under load the actors' and the gateway's traffic then use both cores.
+        let gateway_stores = Stores::ensure(connect(config).await?, store_config(config)).await?;
         let gateway = Gateway::start(
-            stores.clone(),
+            gateway_stores,
             GatewayConfig {
                 request_timeout: config.http.request_timeout,
                 login_ttl: config.http.login_ttl,
