@@ -266,14 +266,10 @@ impl Actor for FleetSupervisor {
         evt: SupervisionEvent,
         state: &mut FleetState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match &evt {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
-            }
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            _ => return Ok(()),
+        let Some((child, why)) = crate::sessions::stopped_child(&evt) else {
+            return Ok(());
         };
-        let Some(machine) = state.by_actor.remove(&cell.get_id()) else {
+        let Some(machine) = state.by_actor.remove(&child) else {
             return Ok(());
         };
         state.children.remove(&machine);

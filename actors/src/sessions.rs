@@ -20,6 +20,19 @@ pub fn actor_name(session: &str) -> String {
     format!("session:{session}")
 }
 
+/// The child an event says stopped, and why ("idle", "killed", "failed: …"); `None` for events
+/// that are not a child stopping.
+pub(crate) fn stopped_child(evt: &SupervisionEvent) -> Option<(ActorId, String)> {
+    match evt {
+        SupervisionEvent::ActorTerminated(cell, _, reason) => Some((
+            cell.get_id(),
+            reason.clone().unwrap_or_else(|| "stopped".into()),
+        )),
+        SupervisionEvent::ActorFailed(cell, err) => Some((cell.get_id(), format!("failed: {err}"))),
+        _ => None,
+    }
+}
+
 pub struct SessionSupervisor;
 
 pub enum SupervisorMsg {
@@ -146,14 +159,10 @@ impl Actor for SessionSupervisor {
         evt: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let (cell, why) = match &evt {
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
-            }
-            SupervisionEvent::ActorFailed(cell, err) => (cell, format!("failed: {err}")),
-            _ => return Ok(()),
+        let Some((child, why)) = crate::sessions::stopped_child(&evt) else {
+            return Ok(());
         };
-        let Some(id) = state.by_actor.remove(&cell.get_id()) else {
+        let Some(id) = state.by_actor.remove(&child) else {
             return Ok(());
         };
         state.children.remove(&id);

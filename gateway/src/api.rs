@@ -572,7 +572,16 @@ async fn machine_events(gw: Gateway, l: Login, q: FilterQuery) -> Result<Respons
             }
         }
     });
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    Ok(sse_response(tokio_stream::wrappers::ReceiverStream::new(
+        rx,
+    )))
+}
+
+/// An SSE response: keep-alive comments, no caching, no proxy buffering.
+fn sse_response<S>(stream: S) -> Response
+where
+    S: futures::Stream<Item = Result<warp::sse::Event, Infallible>> + Send + Sync + 'static,
+{
     let reply = warp::sse::reply(
         warp::sse::keep_alive()
             .interval(sse::KEEP_ALIVE)
@@ -583,7 +592,9 @@ async fn machine_events(gw: Gateway, l: Login, q: FilterQuery) -> Result<Respons
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("no-cache"),
     );
-    Ok(r)
+    r.headers_mut()
+        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
+    r
 }
 
 async fn start_chat(gw: Gateway, l: Login, body: ChatBody) -> Result<Response, ApiError> {
@@ -714,17 +725,5 @@ async fn event_stream(
     let stream = sse::open(&gw, &who, &scope, cursors, last_event_id).await?;
     // End the stream on shutdown so graceful drain does not wait for it forever.
     let stream = stream.take_until(async move { shutdown.cancelled_owned().await });
-    let reply = warp::sse::reply(
-        warp::sse::keep_alive()
-            .interval(sse::KEEP_ALIVE)
-            .stream(stream),
-    );
-    let mut r = reply.into_response();
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-cache"),
-    );
-    r.headers_mut()
-        .insert("x-accel-buffering", header::HeaderValue::from_static("no"));
-    Ok(r)
+    Ok(sse_response(stream))
 }
