@@ -84,7 +84,8 @@ impl Directory {
                 .await
                 .map(|s| s.values() == 0)
                 .unwrap_or(false);
-            let mut watch = match bucket.watch_all().await {
+            // The last value of every key, then every change (plain `watch_all` starts at "new").
+            let mut watch = match bucket.watch_with_history(">").await {
                 Ok(w) => w,
                 Err(e) => {
                     tracing::warn!(error = %e, "directory: cannot watch a bucket; retrying");

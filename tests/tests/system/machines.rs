@@ -404,3 +404,31 @@ async fn nats_refuses_an_agent_that_acts_as_another_agent() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_lists_every_known_machine() {
+    let nats = TestNats::start().await;
+    let config = nats.node_config();
+    let node = TestNode::start(config.clone()).await;
+    admin_request(&nats, "newpc.east.sales.acme", json!({"op": "provision"})).await;
+    let agent = TestAgent::start(&nats, &node, "srv1.dc.globex", Some("frank")).await;
+    admin_request(
+        &nats,
+        "srv1.dc.globex",
+        json!({"op": "suspend", "suspended": true}),
+    )
+    .await;
+    agent.stop().await;
+    node.shutdown().await;
+    let node = TestNode::start(config).await;
+    let alice = node.operator("alice").await;
+    let (_, list) = alice.get("/api/machines").await;
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["newpc.east.sales.acme", "srv1.dc.globex"], "{list}");
+    node.shutdown().await;
+}
