@@ -99,7 +99,7 @@ impl Callout {
             return self.refuse(user_nkey, server_id, "the user name must be a machine ID");
         }
         if self.agent_secret.is_empty()
-            || !constant_time_eq(pass.as_bytes(), self.agent_secret.as_bytes())
+            || !crate::constant_time_eq(pass.as_bytes(), self.agent_secret.as_bytes())
         {
             tracing::warn!(machine = %user, "agent refused: wrong secret");
             return self.refuse(user_nkey, server_id, "wrong agent credentials");
@@ -173,8 +173,4 @@ fn now_secs() -> u64 {
 
 fn jti() -> String {
     hex::encode(rand::random::<[u8; 16]>())
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

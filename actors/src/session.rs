@@ -547,7 +547,7 @@ impl SessionState {
 
     async fn machine_login(&mut self, token: String) -> CmdResult {
         let r = self.record.as_ref().ok_or_else(|| self.not_found())?;
-        if !constant_time_eq(sha256_hex(&token).as_bytes(), r.token_sha256.as_bytes()) {
+        if !crate::constant_time_eq(sha256_hex(&token).as_bytes(), r.token_sha256.as_bytes()) {
             return Err(SessionError::new(
                 SessionErrorKind::BadToken,
                 "this chat link is not valid",
@@ -736,8 +736,4 @@ pub fn fold(record: &mut Option<SessionRecord>, id: &str, seq: u64, body: &Event
 
 fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -6,12 +6,20 @@ use std::time::Duration;
 
 use natter_system_tests::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_web_ui_works_in_a_real_browser() {
-    if std::env::var("NATTER_BROWSER_TESTS").as_deref() != Ok("1") {
+/// Browser tests run when NATTER_BROWSER_TESTS=1 (scripts/test sets it).
+fn browser_tests_enabled() -> bool {
+    let on = std::env::var("NATTER_BROWSER_TESTS").as_deref() == Ok("1");
+    if !on {
         eprintln!(
             "skipped: set NATTER_BROWSER_TESTS=1 (scripts/test does) to run the browser test"
         );
+    }
+    on
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_works_in_a_real_browser() {
+    if !browser_tests_enabled() {
         return;
     }
     let nats = TestNats::start().await;
@@ -83,10 +91,7 @@ async fn the_web_ui_works_in_a_real_browser() {
 /// filter, and an operator with a narrower scope sees fewer machines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
-    if std::env::var("NATTER_BROWSER_TESTS").as_deref() != Ok("1") {
-        eprintln!(
-            "skipped: set NATTER_BROWSER_TESTS=1 (scripts/test does) to run the browser test"
-        );
+    if !browser_tests_enabled() {
         return;
     }
     let nats = TestNats::start().await;
