@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use natter::embedded::{NatsServer, NatsServerOptions, find_server_bin};
+use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
 
 use crate::procs::{BoxError, NodeProc, raise_nofile};
 use crate::report::{Row, fmt_d, fmt_rate, row};
@@ -164,15 +164,12 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         port: 0,
         store_dir: tmp.path().join("js"),
         log_file: Some(logs.join("nats-server.log")),
-        env: vec![
-            ("NATTER_NATS_BROKER_PASSWORD".into(), password.clone()),
-            ("NATTER_NATS_AGENT_PASSWORD".into(), hex(&rand_bytes())),
+        secrets: ServerSecrets {
+            broker_password: password.clone(),
+            agent_password: hex(&rand_bytes()),
             // nats.conf names the auth callout issuer; the bench runs no real agents.
-            (
-                "NATTER_NATS_CALLOUT_ISSUER".into(),
-                natter_actors::auth_callout::Callout::generate_issuer().1,
-            ),
-        ],
+            callout_issuer: natter_actors::auth_callout::Callout::generate_issuer().1,
+        },
     })
     .await?;
     let url = server.url();

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use natter::embedded::ServerSecrets;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
@@ -146,7 +147,7 @@ impl NodeProc {
     pub async fn start(nats_url: &str, password: &str, log: &Path) -> Result<NodeProc, BoxError> {
         let mut proc = Proc::spawn(
             &["node".into(), "--nats-url".into(), nats_url.into()],
-            &[("NATTER_NATS_BROKER_PASSWORD", password.to_string())],
+            &[(ServerSecrets::BROKER_PASSWORD_VAR, password.to_string())],
             log,
         )?;
         // A profiler wrapping the node may print lines of its own first.

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::embedded::ServerSecrets;
 use serde::Deserialize;
 
 /// The node's whole configuration, validated.
@@ -377,13 +378,13 @@ impl Config {
 
     /// The agents' secret: the configured one, else the environment's.
     pub fn agent_password(&self) -> String {
-        env_or(&self.nats.agent_password, "NATTER_NATS_AGENT_PASSWORD")
+        env_or(&self.nats.agent_password, ServerSecrets::AGENT_PASSWORD_VAR)
     }
 
     /// The broker's NATS password: the configured one, else the environment's.
     pub fn nats_password(&self) -> String {
         if self.nats.password.is_empty() {
-            std::env::var("NATTER_NATS_BROKER_PASSWORD").unwrap_or_default()
+            std::env::var(ServerSecrets::BROKER_PASSWORD_VAR).unwrap_or_default()
         } else {
             self.nats.password.clone()
         }

@@ -23,8 +23,38 @@ pub struct NatsServerOptions {
     pub store_dir: PathBuf,
     /// Where the server's log goes (appended).
     pub log_file: Option<PathBuf>,
-    /// Environment for the child (the passwords `nats.conf` refers to).
-    pub env: Vec<(String, String)>,
+    /// The secrets `nats.conf` reads from the child's environment.
+    pub secrets: ServerSecrets,
+}
+
+/// The secrets `nats.conf` reads from its environment. Their variable names are spelled here
+/// and in `nats.conf`, nowhere else.
+#[derive(Clone, Debug)]
+pub struct ServerSecrets {
+    /// Password of the `natter-broker` user (nodes, admin commands).
+    pub broker_password: String,
+    /// The agents' shared secret (also the simulator's password).
+    pub agent_password: String,
+    /// Public key of the auth callout issuer (the node signs agents' permissions with its seed).
+    pub callout_issuer: String,
+}
+
+impl ServerSecrets {
+    /// Environment variable of the broker password (also read by the node and the scripts).
+    pub const BROKER_PASSWORD_VAR: &str = "NATTER_NATS_BROKER_PASSWORD";
+    /// Environment variable of the agents' secret (also read by the agent and the node).
+    pub const AGENT_PASSWORD_VAR: &str = "NATTER_NATS_AGENT_PASSWORD";
+    /// Environment variable of the auth callout issuer's public key.
+    pub const CALLOUT_ISSUER_VAR: &str = "NATTER_NATS_CALLOUT_ISSUER";
+
+    /// The variables as (name, value) pairs for the child's environment.
+    pub fn env(&self) -> [(&'static str, &str); 3] {
+        [
+            (Self::BROKER_PASSWORD_VAR, &self.broker_password),
+            (Self::AGENT_PASSWORD_VAR, &self.agent_password),
+            (Self::CALLOUT_ISSUER_VAR, &self.callout_issuer),
+        ]
+    }
 }
 
 /// Why a nats-server could not be started.
@@ -114,7 +144,7 @@ fn spawn(opts: &NatsServerOptions, port: u16) -> Result<Child, EmbeddedError> {
         .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
         .arg("--store_dir")
         .arg(&opts.store_dir)
-        .envs(opts.env.iter().map(|(k, v)| (k, v)))
+        .envs(opts.secrets.env())
         .stdin(Stdio::null())
         .kill_on_drop(true);
     match &opts.log_file {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use natter::config::{Config, LogFormat};
-use natter::embedded::{NatsServer, NatsServerOptions, find_server_bin};
+use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
 use natter_actors::directory;
 use natter_actors::machines::{MachineReply, MachineRequest};
 use natter_actors::store::Stores;
@@ -137,7 +137,10 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
         };
         let agent_password = match config.agent_password() {
             p if p.is_empty() => {
-                tracing::warn!("NATTER_NATS_AGENT_PASSWORD is not set: agents cannot connect");
+                tracing::warn!(
+                    "{} is not set: agents cannot connect",
+                    ServerSecrets::AGENT_PASSWORD_VAR
+                );
                 random_secret()
             }
             p => p,
@@ -158,14 +161,11 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
             port: config.nats.embedded_port,
             store_dir: data_dir.join("nats"),
             log_file: Some(data_dir.join("nats-server.log")),
-            env: vec![
-                (
-                    "NATTER_NATS_BROKER_PASSWORD".into(),
-                    broker_password.clone(),
-                ),
-                ("NATTER_NATS_AGENT_PASSWORD".into(), agent_password.clone()),
-                ("NATTER_NATS_CALLOUT_ISSUER".into(), issuer),
-            ],
+            secrets: ServerSecrets {
+                broker_password: broker_password.clone(),
+                agent_password: agent_password.clone(),
+                callout_issuer: issuer,
+            },
         })
         .await?;
         config.nats.url = server.url();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use natter::Config;
-use natter::embedded::{NatsServer, NatsServerOptions, find_server_bin};
+use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
 use natter_agent::{AgentConfig, AgentHandle, Presence, RecordingOpener};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -65,14 +65,11 @@ impl TestNats {
             port: 0,
             store_dir: dir.path().join("js"),
             log_file: Some(dir.path().join("nats.log")),
-            env: vec![
-                (
-                    "NATTER_NATS_BROKER_PASSWORD".into(),
-                    broker_password.clone(),
-                ),
-                ("NATTER_NATS_AGENT_PASSWORD".into(), agent_password.clone()),
-                ("NATTER_NATS_CALLOUT_ISSUER".into(), issuer),
-            ],
+            secrets: ServerSecrets {
+                broker_password: broker_password.clone(),
+                agent_password: agent_password.clone(),
+                callout_issuer: issuer,
+            },
         })
         .await
         .expect("start nats-server");
