@@ -1,11 +1,13 @@
 //! The Natter agent: the program on a managed machine.
 //!
-//! It connects to NATS with the agent credentials, publishes a check-in on its own subject every
+//! It connects to NATS with its machine's own key ([`identity`]; the first time with an
+//! enrollment token too), publishes a check-in on its own subject every
 //! interval (with ±10% jitter so a fleet does not check in in lockstep), and answers commands on
 //! its own command subject — today "open the machine user's chat window", which it does with an
 //! [`Opener`] and reports back whether the window opened. The demo fleet and the tests run this
 //! same code; only the opener differs.
 
+pub mod identity;
 pub mod simulate;
 
 use std::sync::{Arc, Mutex};
@@ -120,8 +122,13 @@ impl Presence {
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub nats_url: String,
+    /// The machine ID for a real agent; `natter-simulator` for the simulator.
     pub nats_user: String,
+    /// A real agent's enrollment token (empty once enrolled: its key is enough), or the
+    /// simulator's password.
     pub nats_password: String,
+    /// A real agent's NKey seed ([`identity::load_or_create`]); it signs the server's nonce.
+    pub nkey_seed: Option<String>,
     pub machine: String,
     pub interval: Duration,
     pub os: String,
@@ -190,11 +197,14 @@ fn jittered(interval: Duration) -> Duration {
 
 /// Connects as an agent.
 pub async fn connect(config: &AgentConfig, name: &str) -> Result<async_nats::Client, AgentError> {
-    Ok(async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new()
         .name(name)
-        .user_and_password(config.nats_user.clone(), config.nats_password.clone())
-        .connect(&config.nats_url)
-        .await?)
+        .user_and_password(config.nats_user.clone(), config.nats_password.clone());
+    if let Some(seed) = &config.nkey_seed {
+        // Sent along with user and password: the node checks the signature and the binding.
+        options = options.nkey(seed.clone());
+    }
+    Ok(options.connect(&config.nats_url).await?)
 }
 
 /// Runs one agent on its own NATS connection until `shutdown`.
