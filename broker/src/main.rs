@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use natter::config::{Config, LogFormat};
 use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
 use natter_actors::directory;
+use natter_actors::enrollment::Enrollment;
 use natter_actors::machines::{MachineReply, MachineRequest};
 use natter_actors::store::Stores;
 
@@ -56,6 +57,20 @@ enum Admin {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Issue an enrollment token: up to --uses agents of machines in --group may enroll with it
+    /// within --ttl. Printed once; only its hash is stored.
+    EnrollToken {
+        /// The organisation (acme) or group (sales.acme, with its subgroups) it enrolls.
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Forget a machine's key (re-enrollment, key rotation): its agent is cut off and must
+    /// enroll again with a new token.
+    ForgetKey { machine: String },
     /// Register a machine before its agent checks in ("never checked in").
     AddMachine { machine: String },
     /// Suspend an agent: its check-ins change nothing and nobody can chat with the machine.
@@ -135,14 +150,13 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
             p if p.is_empty() => random_secret(),
             p => p,
         };
-        let agent_password = match config.agent_password() {
-            p if p.is_empty() => {
-                tracing::warn!(
-                    "{} is not set: agents cannot connect",
-                    ServerSecrets::AGENT_PASSWORD_VAR
-                );
-                random_secret()
-            }
+        // The simulator is off unless a password for it is configured: nobody knows this one.
+        let simulator_password = match config.simulator_password() {
+            p if p.is_empty() => random_secret(),
+            p => p,
+        };
+        let system_password = match config.system_password() {
+            p if p.is_empty() => random_secret(),
             p => p,
         };
         // The auth callout's issuer: the node signs agents' permissions with this key, and
@@ -163,14 +177,16 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
             log_file: Some(data_dir.join("nats-server.log")),
             secrets: ServerSecrets {
                 broker_password: broker_password.clone(),
-                agent_password: agent_password.clone(),
+                simulator_password: simulator_password.clone(),
+                system_password: system_password.clone(),
                 callout_issuer: issuer,
             },
         })
         .await?;
         config.nats.url = server.url();
         config.nats.password = broker_password;
-        config.nats.agent_password = agent_password;
+        config.nats.simulator_password = simulator_password;
+        config.nats.system_password = system_password;
         config.nats.callout_seed = callout_seed;
         // Admin commands and demo agents find the embedded server here.
         std::fs::write(data_dir.join("nats.url"), server.url())?;
@@ -227,6 +243,35 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
                 record.name,
                 if record.admin { ", admin" } else { "" }
             );
+        }
+        Admin::EnrollToken { group, uses, ttl } => {
+            let enrollment = Enrollment::ensure(client.clone()).await?;
+            let token = enrollment.issue_token(&group, uses, ttl).await?;
+            eprintln!(
+                "enrollment token for {group}: {uses} use(s), valid for {}",
+                humantime::format_duration(ttl)
+            );
+            println!("{token}");
+        }
+        Admin::ForgetKey { machine } => {
+            let enrollment = Enrollment::ensure(client.clone()).await?;
+            let existed = enrollment.forget_key(&machine).await?;
+            println!(
+                "{machine}: {}",
+                if existed { "key forgotten" } else { "had no key" }
+            );
+            let cut_off = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                natter_actors::revoke::request(&client, &machine),
+            )
+            .await;
+            match cut_off {
+                Ok(Ok(n)) => println!("{machine}: {n} connection(s) cut off"),
+                Ok(Err(e)) => eprintln!(
+                    "natter: no node cut off {machine}'s connection ({e}); it is refused at its next connect"
+                ),
+                Err(_) => eprintln!("natter: the node did not confirm the cut-off within 5 s"),
+            }
         }
         Admin::AddMachine { machine } => {
             machine_request(&client, &machine, MachineRequest::Provision).await?
