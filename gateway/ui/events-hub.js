@@ -17,6 +17,7 @@
 // Cursors: for each session the hub remembers the last seq it delivered. When the set of
 // sessions changes it opens a new EventSource with `sessions=ID:lastseq,...`, and closes the
 // old one only once the new one said `hello`; events seen twice meanwhile are dropped by seq.
+import { parseJSON } from './api.js';
 
 /** The gateway's per-connection limit (docs/api.md, `GET /api/events`). */
 export const MAX_SESSIONS = 32;
@@ -147,15 +148,15 @@ export function createEventHub(opts = {}) {
     if (!current) broadcast({ type: 'status', state: 'connecting' });
     conn.es.addEventListener('hello', (e) => {
       if (!live()) return;
-      const d = parse(e.data) || {};
+      const d = parseJSON(e.data) || {};
       hello = { server_time: d.server_time || Date.now(), retention_secs: d.retention_secs || 0, received: Date.now() };
       retryDelay = 1000;
       if (conn === pending) { close(current); current = conn; pending = null; }
       broadcast(helloMsg(), true);
       broadcast({ type: 'status', state: 'open' });
     });
-    conn.es.addEventListener('message', (e) => { if (live()) received(parse(e.data)); });
-    conn.es.addEventListener('reset', (e) => { if (live()) reset(parse(e.data) || {}); });
+    conn.es.addEventListener('message', (e) => { if (live()) received(parseJSON(e.data)); });
+    conn.es.addEventListener('reset', (e) => { if (live()) reset(parseJSON(e.data) || {}); });
     conn.es.addEventListener('error', (e) => { if (live()) failed(conn, e); });
     return conn;
   }
@@ -182,7 +183,7 @@ export function createEventHub(opts = {}) {
   // only the former is a MessageEvent with data.
   function failed(conn, e) {
     if (typeof e.data === 'string') {
-      const d = parse(e.data) || {};
+      const d = parseJSON(e.data) || {};
       broadcast({ type: 'error', error: d.error || 'error', message: d.message || 'The event stream failed.' }, true);
       if (FATAL.has(d.error)) {
         stopped = true;
@@ -238,8 +239,4 @@ export function createEventHub(opts = {}) {
   }
 
   return { connect };
-}
-
-function parse(text) {
-  try { return JSON.parse(text); } catch (_) { return null; }
 }

@@ -1,6 +1,6 @@
 // The live machine list: GET /api/machines/events?filter=… (filtered by the server, within the
 // operator's scopes), reopened when the filter changes, retried when it fails. No polling.
-import { getJSON } from './api.js';
+import { getJSON, parseJSON } from './api.js';
 import { normFilter } from './machine-filter.js';
 
 const FILTER_KEY = 'natter.filter';
@@ -138,8 +138,4 @@ export class MachineStream {
       this.retryLater();
     }
   }
-}
-
-function parseJSON(text) {
-  try { return JSON.parse(text); } catch (_) { return null; }
 }
