@@ -28,11 +28,7 @@ async function request(method, url, body) {
     throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection.');
   }
   if (res.status === 204) return null;
-  let data = null;
-  const text = await res.text().catch(() => '');
-  if (text) {
-    try { data = JSON.parse(text); } catch { data = null; }
-  }
+  const data = parseJSON(await res.text().catch(() => ''));
   if (!res.ok) {
     const kind = data && data.error ? data.error : 'http_' + res.status;
     const message = data && data.message ? data.message : defaultMessage(res.status);
@@ -56,6 +52,12 @@ function defaultMessage(status) {
 
 export const getJSON = (url) => request('GET', url);
 export const postJSON = (url, body) => request('POST', url, body);
+
+/** The JSON value of `text` (a response body, an SSE event's data); null if it is none. */
+export function parseJSON(text) {
+  if (!text) return null;
+  try { return JSON.parse(text); } catch (_) { return null; }
+}
 
 /** Resolve after `ms` milliseconds. */
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

@@ -1,6 +1,7 @@
 // The machine user's chat window: the agent opens /m/{id}/#t=<token>.
 import { getJSON, postJSON } from './api.js';
-import { ChatWindow, subscribeEvents } from './chat-common.js';
+import { ChatWindow } from './chat-window.js';
+import { subscribeEvents } from './events.js';
 
 const sessionId = decodeURIComponent(location.pathname.split('/')[2] || '');
 const base = '/m/' + encodeURIComponent(sessionId) + '/api';
@@ -11,7 +12,7 @@ async function login() {
     try {
       return await postJSON(base + '/login', { token });
     } finally {
-      // The token is single-use: never leave it in the address bar or history.
+      // The token is the chat link's secret: never leave it in the address bar or history.
       history.replaceState(null, '', location.pathname + location.search);
     }
   }
@@ -27,16 +28,12 @@ async function main() {
   try {
     chat.setSession(await login());
   } catch (e) {
-    chat.ui.machine.textContent = 'Chat unavailable';
-    document.title = 'Chat unavailable';
-    chat.showBanner(e.status === 401 ? 'This chat link is no longer valid. Ask your IT support to start a new chat.' : e.message, 'error');
-    chat.setEnded(true);
-    chat.ui.endedNote.hidden = true;
+    chat.showUnavailable(e.status === 401 ? 'This chat link is no longer valid. Ask your IT support to start a new chat.' : e.message);
     return;
   }
   chat.ui.text.focus();
   // One session, one EventSource: the hub runs in this window (no SharedWorker needed).
-  await subscribeEvents(sessionId, (m) => chat.handle(m), {
+  subscribeEvents(sessionId, (m) => chat.handle(m), {
     shared: false,
     urlFor: ([[, seq]]) => base + '/events' + (seq > 0 ? '?since=' + seq : ''), // resume after a failure
   });

@@ -4,7 +4,7 @@
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
-/** The 8 states in the seed's order of importance, with the seed's wording and a short name. */
+/** The 8 states in the help page's order of importance (F10 in docs/features.md), with its wording and a short name. */
 export const STATUSES = [
   { key: 'never_checked_in', short: 'Never checked in', label: 'Agent has never checked in' },
   { key: 'waiting_first_audit', short: 'Waiting for first audit', label: 'Online but waiting for first audit to complete' },
@@ -68,7 +68,7 @@ const UNKNOWN = [
   ['circle', { cx: '8', cy: '8', r: '5.5', ...STROKE, 'stroke-dasharray': '2 2' }],
 ];
 
-/** The seed's wording for a status ("Unknown status (x)" for one this page does not know). */
+/** The help page's wording for a status ("Unknown status (x)" for one this page does not know). */
 export function statusLabel(status) {
   const s = BY_KEY.get(status);
   return s ? s.label : `Unknown status (${status || 'none'})`;
@@ -124,7 +124,7 @@ export function setStatusIcon(wrap, status) {
   wrap.querySelector('.visually-hidden').textContent = label;
 }
 
-/** Fill a list element with the legend: every icon with the seed's wording. */
+/** Fill a list element with the legend: every icon with the help page's wording. */
 export function renderLegend(list) {
   list.replaceChildren(...STATUSES.map((s) => {
     const li = document.createElement('li');

@@ -1,90 +1,31 @@
-// Browser checks of Natter's web UI against a running gateway.
+// Browser checks of Natter's chat windows against a running gateway.
 //
 //   node tests/browser/chat.mjs
 //
-// Environment:
+// Environment (and those of harness.mjs):
 //   NATTER_URL             base URL of the gateway, e.g. http://127.0.0.1:8080
 //   NATTER_OPERATOR        an existing operator's user name
 //   NATTER_PASSWORD        ... and password
 //   NATTER_MACHINE         a machine ID with a logged-on user
 //   NATTER_AGENT_URL_FILE  file into which a test agent writes the machine-user URL it was asked to open
 //   NATTER_MACHINES        optional: comma-separated machine IDs with logged-on users (>= 10 runs check 5)
-//   NATTER_ARTIFACTS       optional: directory for screenshots of a failed check
-//   CHROMIUM               optional: browser executable (default /usr/bin/chromium)
-//
-// Prints one line per check; stops at the first failure (exit code 1); last line "N passed, M failed".
 import fs from 'node:fs/promises';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
+import {
+  assert, deliveredTexts, list, login, need, rowOf, sleep, startBrowser, waitFor, waitForDelivered,
+  waitForTitle,
+} from './harness.mjs';
 
-const env = process.env;
-const TIMEOUT = 15000;
-
-function need(name) {
-  const v = env[name];
-  if (!v) {
-    console.error(`missing environment variable ${name}`);
-    process.exit(2);
-  }
-  return v;
-}
 const BASE = need('NATTER_URL').replace(/\/+$/, '');
 const OPERATOR = need('NATTER_OPERATOR');
 const PASSWORD = need('NATTER_PASSWORD');
 const MACHINE = need('NATTER_MACHINE');
 const AGENT_URL_FILE = need('NATTER_AGENT_URL_FILE');
-const MACHINES = (env.NATTER_MACHINES || '').split(',').map((s) => s.trim()).filter(Boolean);
-const ARTIFACTS = env.NATTER_ARTIFACTS || '';
+const MACHINES = list(process.env.NATTER_MACHINES);
 
-let passed = 0;
-let failed = 0;
-let checkNo = 0;
-const pageErrors = [];
-
-const browser = await chromium.launch({
-  executablePath: env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-const operator = await browser.newContext();   // the technician's browser profile
-const machineUser = await browser.newContext(); // the person at the managed machine
-for (const ctx of [operator, machineUser]) {
-  ctx.setDefaultTimeout(TIMEOUT);
-  ctx.on('page', watch);
-}
-function watch(page) {
-  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') pageErrors.push(`${page.url()}: console: ${m.text()}`); });
-}
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-const rowOf = (page, id) => page.locator(`#machines tr[data-machine=${JSON.stringify(id)}]`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitForTitle(page, title) {
-  try {
-    await page.waitForFunction((t) => document.title === t, title, { timeout: TIMEOUT });
-  } catch {
-    throw new Error(`title is ${JSON.stringify(await page.title())}, expected ${JSON.stringify(title)}`);
-  }
-}
-
-/** Texts of the messages the page received from the server (rendered from SSE events). */
-function deliveredTexts(page) {
-  return page.$$eval('#transcript .msg[data-seq] .text', (els) => els.map((e) => e.textContent));
-}
-
-async function waitForDelivered(page, text, what) {
-  try {
-    await page.waitForFunction(
-      (t) => [...document.querySelectorAll('#transcript .msg[data-seq] .text')].some((e) => e.textContent === t),
-      text, { timeout: TIMEOUT });
-  } catch {
-    throw new Error(`${what}: ${JSON.stringify(text)} never arrived; transcript: ${JSON.stringify(await deliveredTexts(page))}`);
-  }
-}
+const run = await startBrowser();
+const operator = await run.newContext();    // the technician's browser profile
+const machineUser = await run.newContext(); // the person at the managed machine
+const check = (name, fn) => run.check(name, fn);
 
 async function readAgentUrl() {
   const deadline = Date.now() + 10000;
@@ -104,44 +45,14 @@ async function startChat(chatPage, id) {
   return popup;
 }
 
-async function finish() {
-  console.log(`${passed} passed, ${failed} failed`);
-  await browser.close().catch(() => {});
-  process.exit(failed ? 1 : 0);
-}
-
-async function check(name, fn) {
-  checkNo++;
-  try {
-    await fn();
-    passed++;
-    console.log(`ok ${checkNo} - ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${checkNo} - ${name}: ${e.message}`);
-    for (const line of pageErrors.slice(-10)) console.log(`  page error: ${line}`);
-    if (ARTIFACTS) {
-      await fs.mkdir(ARTIFACTS, { recursive: true }).catch(() => {});
-      const pages = [...operator.pages(), ...machineUser.pages()];
-      for (const [i, p] of pages.entries()) {
-        await p.screenshot({ path: path.join(ARTIFACTS, `check${checkNo}-page${i}.png`), fullPage: true }).catch(() => {});
-      }
-    }
-    await finish();
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 const chatPage = await operator.newPage();
 let opWindow;
 let muPage;
+let sessionId; // the session of the first chat
 
 await check('login on / shows the machine list with NATTER_MACHINE', async () => {
-  await chatPage.goto(BASE + '/');
-  await chatPage.locator('#username').fill(OPERATOR);
-  await chatPage.locator('#password').fill(PASSWORD);
-  await chatPage.locator('#login-form button[type=submit]').click();
-  await chatPage.locator('#me-name').waitFor({ state: 'visible' });
+  await login(chatPage, BASE, OPERATOR, PASSWORD);
   await rowOf(chatPage, MACHINE).locator('button.machine-link').waitFor({ state: 'visible' });
 });
 
@@ -152,7 +63,9 @@ await check('clicking the machine ID opens a new window titled with the machine 
   opWindow = await startChat(chatPage, MACHINE);
   assert(opWindow !== chatPage, 'the chat opened in the Chat page itself');
   assert(operator.pages().length === pagesBefore + 1, 'expected exactly one new window');
-  assert(new URL(opWindow.url()).pathname.startsWith('/chat/'), `chat window is at ${opWindow.url()}`);
+  const chatPath = new URL(opWindow.url()).pathname;
+  assert(chatPath.startsWith('/chat/'), `chat window is at ${opWindow.url()}`);
+  sessionId = decodeURIComponent(chatPath.slice('/chat/'.length));
   assert(chatPage.url() === before, `the Chat page moved to ${chatPage.url()}`);
   assert(await rowOf(chatPage, MACHINE).isVisible(), 'the Chat page no longer shows the machine list');
 });
@@ -191,6 +104,18 @@ await check('Shift+Enter makes a line break, Enter sends; text is rendered as te
   assert(texts.filter((t) => t === '<b>hi</b>').length === 1, `operator sees ${JSON.stringify(texts)}`);
 });
 
+await check('the events worker runs as a module SharedWorker under the page\'s CSP', async () => {
+  // A second port to the very worker the chat windows use: it answers only if it loaded.
+  const answer = await opWindow.evaluate((id) => new Promise((resolve) => {
+    const w = new SharedWorker('/static/events-worker.js', { type: 'module', name: 'natter-events-module' });
+    w.addEventListener('error', () => resolve('the worker failed to load'));
+    w.port.onmessage = (e) => resolve(e.data && e.data.type);
+    w.port.postMessage({ subscribe: id });
+    setTimeout(() => resolve('no answer within 5 s'), 5000);
+  }), sessionId);
+  assert(['hello', 'events', 'status'].includes(answer), `the worker: ${answer}`);
+});
+
 if (MACHINES.length >= 10) {
   await check('10 chat windows at once all keep receiving (one shared event stream)', async () => {
     await opWindow.close({ runBeforeUnload: true });
@@ -209,7 +134,73 @@ if (MACHINES.length >= 10) {
     for (const [i, w] of windows.entries()) await waitForDelivered(w, texts[i], `window ${i + 1}`);
   });
 } else {
-  console.log('skip: 10 windows');
+  run.skip('10 windows');
 }
 
-await finish();
+
+await check('a chat window beyond the shared stream\'s 32 sessions says so, and receives once one closes', async () => {
+  // The hub of events-hub.js, already carrying 32 other sessions, stands in for the SharedWorker;
+  // its EventSource is a fake that says hello. 33 real windows would be too heavy for CI.
+  const page = await operator.newPage();
+  await page.addInitScript(fakeFullHub);
+  await page.goto(`${BASE}/chat/${encodeURIComponent(sessionId)}`);
+  await waitForTitle(page, MACHINE);
+  const banner = page.locator('#banner');
+  await waitFor(page, () => /Too many chat windows open: close one/.test(document.querySelector('#banner')?.textContent || ''),
+    null, 5000, async () => `banner shows ${JSON.stringify(await banner.textContent())}, hidden: ${await banner.isHidden()}`);
+  assert(await banner.isVisible(), 'the message is not visible');
+
+  await page.evaluate(() => window.__natterOthers[0].postMessage({ unsubscribe: 'other0' }));
+  await banner.waitFor({ state: 'hidden', timeout: 5000 })
+    .catch(async () => { throw new Error(`the banner stays: ${JSON.stringify(await banner.textContent())}`); });
+  const text = `after the limit ${Date.now().toString(36)}`;
+  await page.evaluate(([id, t]) => {
+    const streams = window.__natterStreams;
+    const es = streams[streams.length - 1];
+    if (!es.url.includes(encodeURIComponent(id))) throw new Error(`the stream ${es.url} does not carry the session`);
+    const ev = { seq: 1e12, session: id, type: 'message', at: Date.now(), text: t, from: { kind: 'machine_user', id: 'x', name: 'x' } };
+    es.dispatchEvent(new MessageEvent('message', { data: JSON.stringify(ev) }));
+  }, [sessionId, text]);
+  await waitForDelivered(page, text, 'the window let onto the stream');
+  await page.close();
+});
+
+/** Runs in the page before its scripts: a SharedWorker whose hub is full with other sessions. */
+function fakeFullHub() {
+  window.__natterStreams = [];
+  class FakeEventSource extends EventTarget {
+    constructor(url) {
+      super();
+      this.url = url;
+      this.readyState = 0;
+      window.__natterStreams.push(this);
+      setTimeout(() => {
+        this.readyState = 1;
+        const hello = { server_time: Date.now(), retention_secs: 3600 };
+        this.dispatchEvent(new MessageEvent('hello', { data: JSON.stringify(hello) }));
+      }, 10);
+    }
+    close() { this.readyState = 2; }
+  }
+  window.SharedWorker = class extends EventTarget {
+    constructor() {
+      super();
+      const channel = new MessageChannel();
+      this.port = channel.port2;
+      import('/static/events-hub.js').then(({ createEventHub, MAX_SESSIONS }) => {
+        const hub = createEventHub({ EventSource: FakeEventSource });
+        window.__natterOthers = [];
+        for (let i = 0; i < MAX_SESSIONS; i++) {
+          const other = new MessageChannel();
+          hub.connect(other.port1);
+          other.port2.postMessage({ subscribe: `other${i}` });
+          window.__natterOthers.push(other.port2);
+        }
+        // The window's subscribe, queued on its port meanwhile, comes after the others'.
+        setTimeout(() => hub.connect(channel.port1), 50);
+      });
+    }
+  };
+}
+
+await run.finish();

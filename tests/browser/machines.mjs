@@ -20,28 +20,15 @@
 //                           ready, it writes `failed` so the harness need not wait.
 //   NATTER_FILTER           optional: a Machine ID / Group ID filter (e.g. `*.sales.*`) to type in;
 //                           then exactly the matching expected machines must remain
-//   NATTER_ARTIFACTS        optional: directory for screenshots of a failed check
-//   CHROMIUM                optional: browser executable (default /usr/bin/chromium)
 //
-// Prints one line per check; stops at the first failure (exit code 1); last line "N passed, M failed".
+// Prints one line per check (harness.mjs, which also reads NATTER_ARTIFACTS and CHROMIUM).
 import fs from 'node:fs/promises';
-import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { TIMEOUT, assert, list, login, need, rowOf, sleep, startBrowser, waitFor } from './harness.mjs';
 
 const env = process.env;
-const TIMEOUT = 15000;
 const STATUS_WAIT = 15000; // for the harness to change a status
 const LIVE_WAIT = 5000;    // for the change to show up on the page
 
-function need(name) {
-  const v = env[name];
-  if (!v) {
-    console.error(`missing environment variable ${name}`);
-    process.exit(2);
-  }
-  return v;
-}
-const list = (v) => (v || '').split(',').map((s) => s.trim()).filter(Boolean);
 const BASE = need('NATTER_URL').replace(/\/+$/, '');
 const OPERATOR = need('NATTER_OPERATOR');
 const PASSWORD = need('NATTER_PASSWORD');
@@ -49,7 +36,6 @@ const EXPECT = list(env.NATTER_EXPECT_MACHINES);
 const HIDDEN = list(env.NATTER_HIDDEN_MACHINES);
 const STATUS_FILE = env.NATTER_STATUS_FILE || '';
 const FILTER = (env.NATTER_FILTER || '').trim();
-const ARTIFACTS = env.NATTER_ARTIFACTS || '';
 
 // The seed's wording for the 8 check-in states (docs/api.md names them).
 const LABELS = {
@@ -73,70 +59,17 @@ function filterMatches(pattern, id) {
   return re.test(s);
 }
 
-let passed = 0;
-let failed = 0;
-let checkNo = 0;
 let ready = false;
-const pageErrors = [];
-
-const browser = await chromium.launch({
-  executablePath: env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+const run = await startBrowser({
+  screenshotPrefix: 'machines-',
+  // Refused requests (the 404s this script provokes) are logged by the browser: not a page bug.
+  ignoreConsole: (text) => text.startsWith('Failed to load resource'),
+  // If the script fails before it is ready, tell the harness so it need not wait.
+  beforeExit: async () => { if (STATUS_FILE && !ready) await fs.writeFile(STATUS_FILE, 'failed\n'); },
 });
-const operator = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-operator.setDefaultTimeout(TIMEOUT);
-operator.on('page', watch);
-function watch(page) {
-  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
-  page.on('console', (m) => {
-    // Refused requests (the 404s this script provokes) are logged by the browser: not a page bug.
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) pageErrors.push(`${page.url()}: console: ${m.text()}`);
-  });
-}
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const rowOf = (page, id) => page.locator(`#machines tr[data-machine=${JSON.stringify(id)}]`);
+const operator = await run.newContext({ viewport: { width: 1280, height: 800 } });
+const check = (name, fn) => run.check(name, fn);
 const shownIds = (page) => page.$$eval('#machines tr[data-machine]', (trs) => trs.map((t) => t.dataset.machine));
-
-async function finish() {
-  if (STATUS_FILE && !ready) await fs.writeFile(STATUS_FILE, 'failed\n').catch(() => {});
-  console.log(`${passed} passed, ${failed} failed`);
-  await browser.close().catch(() => {});
-  process.exit(failed ? 1 : 0);
-}
-
-async function check(name, fn) {
-  checkNo++;
-  try {
-    await fn();
-    passed++;
-    console.log(`ok ${checkNo} - ${name}`);
-  } catch (e) {
-    failed++;
-    console.log(`FAIL ${checkNo} - ${name}: ${e.message}`);
-    for (const line of pageErrors.slice(-10)) console.log(`  page error: ${line}`);
-    if (ARTIFACTS) {
-      await fs.mkdir(ARTIFACTS, { recursive: true }).catch(() => {});
-      for (const [i, p] of operator.pages().entries()) {
-        await p.screenshot({ path: path.join(ARTIFACTS, `machines-check${checkNo}-page${i}.png`), fullPage: true }).catch(() => {});
-      }
-    }
-    await finish();
-  }
-}
-
-/** Wait for `fn(arg)` in the page to be true; on timeout, fail with `describe()`. */
-async function waitFor(page, fn, arg, timeout, describe) {
-  try {
-    await page.waitForFunction(fn, arg, { timeout, polling: 100 });
-  } catch {
-    throw new Error(await describe());
-  }
-}
 
 // ---------------------------------------------------------------------------------------------
 const page = await operator.newPage();
@@ -144,12 +77,7 @@ let loads = 0;
 page.on('load', () => { loads++; });
 
 await check('login on / shows the live machine list with the expected machines', async () => {
-  await page.goto(BASE + '/');
-  await page.evaluate(() => localStorage.removeItem('natter.filter'));
-  await page.locator('#username').fill(OPERATOR);
-  await page.locator('#password').fill(PASSWORD);
-  await page.locator('#login-form button[type=submit]').click();
-  await page.locator('#me-name').waitFor({ state: 'visible' });
+  await login(page, BASE, OPERATOR, PASSWORD);
   await waitFor(page, () => document.querySelector('#live')?.dataset.state === 'live'
       && document.querySelectorAll('#machines tr[data-machine]').length > 0, null, TIMEOUT,
   async () => `list never became live: indicator ${JSON.stringify(await page.locator('#live').textContent())}, rows ${JSON.stringify(await shownIds(page))}`);
@@ -198,7 +126,7 @@ if (STATUS_FILE) {
     assert(state.navigations === 1, `${state.navigations} navigation entries`);
   });
 } else {
-  console.log('skip: live status change (no NATTER_STATUS_FILE)');
+  run.skip('live status change (no NATTER_STATUS_FILE)');
 }
 
 if (HIDDEN.length) {
@@ -373,11 +301,11 @@ if (FILTER) {
     await page.locator('#filter').fill('');
   });
 } else {
-  console.log('skip: filter (no NATTER_FILTER)');
+  run.skip('filter (no NATTER_FILTER)');
 }
 
 await check('no script errors on the page', async () => {
-  assert(!pageErrors.length, pageErrors.slice(0, 5).join(' | '));
+  assert(!run.pageErrors.length, run.pageErrors.slice(0, 5).join(' | '));
 });
 
-await finish();
+await run.finish();

@@ -1,7 +1,11 @@
-//! The web UI in a real browser (Debian chromium driven by playwright-core): login, machine
-//! list, a chat window per machine titled with its machine ID, both sides talking, text shown as
-//! text, and ten windows sharing one event stream. Runs when NATTER_BROWSER_TESTS=1.
+//! The web UI in a real browser (Debian chromium driven by playwright-core, through the scripts
+//! in tests/browser/ and their shared harness.mjs): login, machine list, a chat window per
+//! machine titled with its machine ID, both sides talking, text shown as text, ten windows
+//! sharing one event stream, and a window beyond the stream's limit saying so. Runs when
+//! NATTER_BROWSER_TESTS=1.
 
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
 use natter_system_tests::*;
@@ -15,6 +19,42 @@ fn browser_tests_enabled() -> bool {
         );
     }
     on
+}
+
+/// `node tests/browser/<script>` against `node`, logged in as `operator` with `password`;
+/// screenshots of a failed check go to `artifacts`.
+fn browser_script(
+    script: &str,
+    node: &TestNode,
+    (operator, password): (&str, &str),
+    artifacts: &Path,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(repo_root().join("tests/browser").join(script))
+        .env("NATTER_URL", &node.base)
+        .env("NATTER_OPERATOR", operator)
+        .env("NATTER_PASSWORD", password)
+        .env("NATTER_ARTIFACTS", artifacts)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Prints the script's report; fails unless every check ran and passed.
+fn assert_every_check_passed(output: &Output) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(
+        output.status.success(),
+        "browser checks failed:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        !stdout.contains("skip:"),
+        "every browser check ran:\n{stdout}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,37 +93,19 @@ async fn the_web_ui_works_in_a_real_browser() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    let script = repo_root().join("tests/browser/chat.mjs");
     let output = tokio::time::timeout(
         Duration::from_secs(240),
-        tokio::process::Command::new("node")
-            .arg(&script)
-            .env("NATTER_URL", &node.base)
-            .env("NATTER_OPERATOR", "alice")
-            .env("NATTER_PASSWORD", "alice-password")
+        browser_script("chat.mjs", &node, ("alice", "alice-password"), dir.path())
             .env("NATTER_MACHINE", &machines[0])
             .env("NATTER_MACHINES", machines.join(","))
             .env("NATTER_AGENT_URL_FILE", &url_file)
-            .env("NATTER_ARTIFACTS", dir.path())
-            .kill_on_drop(true)
             .output(),
     )
     .await
     .expect("browser test finishes within 4 minutes")
     .expect("node runs");
     watcher.abort();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    eprintln!("{stderr}");
-    assert!(
-        output.status.success(),
-        "browser checks failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        !stdout.contains("skip:"),
-        "every browser check ran:\n{stdout}"
-    );
+    assert_every_check_passed(&output);
     node.shutdown().await;
 }
 
@@ -108,19 +130,11 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let status_file = dir.path().join("status.txt");
     std::fs::write(&status_file, "").unwrap();
-    let child = tokio::process::Command::new("node")
-        .arg(repo_root().join("tests/browser/machines.mjs"))
-        .env("NATTER_URL", &node.base)
-        .env("NATTER_OPERATOR", "bob")
-        .env("NATTER_PASSWORD", "bob-password")
+    let child = browser_script("machines.mjs", &node, ("bob", "bob-password"), dir.path())
         .env("NATTER_EXPECT_MACHINES", visible.join(","))
         .env("NATTER_HIDDEN_MACHINES", hidden.join(","))
         .env("NATTER_STATUS_FILE", &status_file)
         .env("NATTER_FILTER", "*.east.*")
-        .env("NATTER_ARTIFACTS", dir.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("node runs");
     // When the page shows the list, log a user off pc1 (user → online) and say so.
@@ -144,12 +158,6 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
         .await
         .expect("browser test finishes")
         .expect("node runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "browser checks failed:\n{stdout}\n{stderr}"
-    );
+    assert_every_check_passed(&output);
     node.shutdown().await;
 }

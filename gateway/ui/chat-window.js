@@ -1,0 +1,174 @@
+// The chat window of chat.html (operator, chat.js) and machine.html (machine user, machine.js):
+// the session's header (machine, members, agent, ended), the banner, and what the event hub
+// sends (events.js); the transcript and the composer do the rest.
+import { byId } from './dom.js';
+import { loadOptions } from './options.js';
+import { Transcript, nameOf } from './transcript.js';
+import { Composer } from './composer.js';
+
+/** Shown in a window whose session found no room on the shared event stream. */
+export const FULL_MESSAGE = 'Too many chat windows open: close one to receive messages here.';
+
+let audio = null;
+function beep() {
+  try {
+    audio = audio || new AudioContext();
+    const o = audio.createOscillator();
+    const g = audio.createGain();
+    o.frequency.value = 880;
+    g.gain.setValueAtTime(0.08, audio.currentTime);
+    g.gain.exponentialRampToValueAtTime(0.0001, audio.currentTime + 0.25);
+    o.connect(g).connect(audio.destination);
+    o.start();
+    o.stop(audio.currentTime + 0.25);
+  } catch (_) { /* no audio */ }
+}
+
+/**
+ * Drives the DOM of chat.html / machine.html.
+ * @param {object} cfg
+ * @param {{kind:string, id?:string}} cfg.self   who "I" am, to mark my own messages
+ * @param {(body:{id:string,text:string}) => Promise<any>} cfg.send
+ * @param {() => Promise<any>} cfg.end
+ * @param {object} [cfg.options]                 see DEFAULT_OPTIONS in options.js
+ */
+export class ChatWindow {
+  constructor(cfg) {
+    this.self = cfg.self;
+    this.endFn = cfg.end;
+    this.options = cfg.options || loadOptions();
+    this.members = new Map(); // "kind:id" -> participant
+    this.ended = false;
+    this.machine = '';
+    this.ui = {
+      machine: byId('machine'), members: byId('members'), agent: byId('agent'), banner: byId('banner'),
+      scroller: byId('scroller'), list: byId('transcript'), form: byId('composer'), text: byId('text'),
+      send: byId('send'), end: byId('end'), endedNote: byId('ended-note'),
+    };
+    this.transcript = new Transcript(this.ui, this.self);
+    this.composer = new Composer(this.ui, this.transcript, cfg.send, () => this.ended);
+    this.ui.end.addEventListener('click', () => this.endChat());
+  }
+
+  // -- session info --
+  setSession(view) {
+    this.machine = view.machine;
+    document.title = view.machine; // F2: the window title is exactly the machine ID
+    this.ui.machine.textContent = view.machine;
+    this.members.clear();
+    for (const m of view.members || []) this.members.set(m.kind + ':' + m.id, m);
+    this.renderMembers();
+    if (view.retention_secs) this.transcript.retention = view.retention_secs;
+    this.setAgent(view.agent);
+    this.setEnded(!!view.ended);
+  }
+
+  renderMembers() {
+    const ops = [], users = [];
+    for (const m of this.members.values()) (m.kind === 'machine_user' ? users : ops).push(nameOf(m));
+    const parts = [];
+    if (users.length) parts.push('User: ' + users.join(', '));
+    if (ops.length) parts.push((ops.length > 1 ? 'Operators: ' : 'Operator: ') + ops.join(', '));
+    this.ui.members.textContent = parts.join(' · ');
+  }
+
+  setAgent(status, detail) {
+    const a = this.ui.agent;
+    if (!a) return;
+    a.dataset.state = status || '';
+    a.textContent =
+      status === 'pending' ? 'Waiting for the chat window to open on the machine…'
+      : status === 'opened' ? 'Chat window open on the machine'
+      : status === 'failed' ? 'The chat window could not be opened on the machine' + (detail ? ': ' + detail : '')
+      : '';
+    a.hidden = !a.textContent;
+  }
+
+  setEnded(ended) {
+    this.ended = ended;
+    this.ui.text.disabled = ended;
+    this.ui.send.disabled = ended;
+    this.ui.end.hidden = ended;
+    if (this.ui.endedNote) this.ui.endedNote.hidden = !ended;
+  }
+
+  showBanner(text, kind = 'info') {
+    const b = this.ui.banner;
+    b.textContent = text || '';
+    b.dataset.kind = kind;
+    b.hidden = !text;
+  }
+
+  /** The chat could not be loaded: say why, and offer nothing to type into. */
+  showUnavailable(message) {
+    this.ui.machine.textContent = 'Chat unavailable';
+    document.title = 'Chat unavailable';
+    this.showBanner(message, 'error');
+    this.setEnded(true);
+    this.ui.endedNote.hidden = true;
+  }
+
+  // -- messages from the event hub (events-hub.js) --
+  handle(m) {
+    switch (m.type) {
+      case 'hello':
+        this.transcript.setClock(m.server_time, m.retention_secs);
+        break;
+      case 'events':
+        this.addEvents(m.events);
+        break;
+      case 'reset':
+        this.transcript.clear();
+        break;
+      case 'status':
+        if (m.state === 'open') this.showBanner('');
+        else if (m.state === 'connecting') this.showBanner('Connecting…');
+        else this.showBanner('Disconnected from the server. Retrying…', 'error');
+        break;
+      case 'full':
+        this.showBanner(FULL_MESSAGE, 'error');
+        break;
+      case 'error':
+        this.showBanner(m.message || 'The connection to the server failed.', 'error');
+        break;
+    }
+  }
+
+  addEvents(list) {
+    let newMessage = false;
+    for (const ev of this.transcript.add(list)) {
+      const live = this.transcript.isLive(ev);
+      if (ev.type === 'message' && live && !this.transcript.isMine(ev.from)) newMessage = true;
+      this.apply(ev, live);
+    }
+    if (newMessage && this.options.playTone) beep();
+  }
+
+  /** State changes carried by events. */
+  apply(ev, live) {
+    const key = (p) => p && p.kind + ':' + p.id;
+    switch (ev.type) {
+      case 'joined': this.members.set(key(ev.who), ev.who); this.renderMembers(); break;
+      case 'left': this.members.delete(key(ev.who)); this.renderMembers(); break;
+      case 'agent': this.setAgent(ev.status, ev.detail); break;
+      case 'ended':
+        this.setEnded(true);
+        if (this.options.autoClose && live) setTimeout(() => window.close(), 1500);
+        break;
+      case 'restarted': this.setEnded(false); break;
+    }
+  }
+
+  async endChat() {
+    this.ui.end.disabled = true;
+    try {
+      await this.endFn();
+      this.setEnded(true);
+    } catch (e) {
+      if (e.status === 409) this.setEnded(true);
+      else this.showBanner(e.message, 'error');
+    } finally {
+      this.ui.end.disabled = false;
+    }
+  }
+}

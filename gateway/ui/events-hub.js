@@ -1,0 +1,242 @@
+// Natter event hub: ONE EventSource for every chat session this browser has open.
+//
+// Runs in the module SharedWorker (events-worker.js), so 10 operator windows use 1 HTTP
+// connection (HTTP/1.1 allows 6 per host); or inside one window (events.js) when there is no
+// SharedWorker, and for the machine user's single session. Either way a window talks to it
+// through a MessagePort:
+//
+// Window -> hub:  {subscribe: id} | {unsubscribe: id}
+// Hub -> window:  {type:'hello', server_time, retention_secs}
+//                 {type:'events', session, events:[...]}   (seq order, each seq at most once)
+//                 {type:'reset', session}                  (clear the transcript; history follows)
+//                 {type:'status', state:'connecting'|'open'|'closed'}
+//                 {type:'full', session, limit}            (no room on the stream: no events
+//                                                           until another session is closed)
+//                 {type:'error', error, message}
+//
+// Cursors: for each session the hub remembers the last seq it delivered. When the set of
+// sessions changes it opens a new EventSource with `sessions=ID:lastseq,...`, and closes the
+// old one only once the new one said `hello`; events seen twice meanwhile are dropped by seq.
+import { parseJSON } from './api.js';
+
+/** The gateway's per-connection limit (docs/api.md, `GET /api/events`). */
+export const MAX_SESSIONS = 32;
+const FATAL = new Set(['unauthenticated', 'forbidden']);
+
+export function operatorUrl(cursors) {
+  const list = cursors.map(([id, seq]) => encodeURIComponent(id) + (seq > 0 ? ':' + seq : ''));
+  return '/api/events?sessions=' + list.join(',');
+}
+
+/**
+ * @param {object} [opts]
+ * @param {(cursors: [string, number][]) => string} [opts.urlFor] the stream's URL for the cursors
+ * @param {typeof EventSource} [opts.EventSource] for tests
+ * @returns {{connect(port: MessagePort): void}}
+ */
+export function createEventHub(opts = {}) {
+  const urlFor = opts.urlFor || operatorUrl;
+  const EventSourceImpl = opts.EventSource || EventSource;
+
+  /** id -> {ports: Set<MessagePort>, last: number, events: object[], waiting: boolean} */
+  const sessions = new Map();
+  let current = null;  // {es, key} — the connection in use
+  let pending = null;  // {es, key} — replacement waiting for its hello
+  let hello = null;    // {server_time, retention_secs, received}
+  let stopped = false; // a fatal `event: error` (login gone): wait for a new subscribe
+  let retryTimer = 0;
+  let retryDelay = 1000;
+  let reconfigTimer = 0;
+
+  function post(port, msg) {
+    try { port.postMessage(msg); } catch (_) { /* window gone */ }
+  }
+  /** To every window, or (`everyone` false) only to those whose session is on the stream. */
+  function broadcast(msg, everyone = false) {
+    const ports = new Set();
+    for (const s of sessions.values()) if (everyone || !s.waiting) for (const p of s.ports) ports.add(p);
+    for (const p of ports) post(p, msg);
+  }
+  function helloMsg() {
+    return {
+      type: 'hello',
+      server_time: hello.server_time + (Date.now() - hello.received),
+      retention_secs: hello.retention_secs,
+    };
+  }
+  function fullMsg(id) {
+    return { type: 'full', session: id, limit: MAX_SESSIONS };
+  }
+  function prune(s) {
+    if (!hello || !hello.retention_secs) return;
+    const cutoff = hello.server_time + (Date.now() - hello.received) - hello.retention_secs * 1000;
+    let i = 0;
+    while (i < s.events.length && s.events[i].at < cutoff) i++;
+    if (i) s.events.splice(0, i);
+  }
+
+  // Events are handed to windows in batches: a replay of thousands of events then costs a
+  // few postMessage calls instead of one per event (live events wait at most one task).
+  const outbox = new Map(); // session -> events not yet posted
+  let flushQueued = false;
+  function queue(ev) {
+    const list = outbox.get(ev.session);
+    if (list) list.push(ev); else outbox.set(ev.session, [ev]);
+    if (!flushQueued) { flushQueued = true; setTimeout(flush, 0); }
+  }
+  function flush() {
+    flushQueued = false;
+    for (const [id, events] of outbox) {
+      const s = sessions.get(id);
+      if (!s) continue;
+      prune(s);
+      for (const p of s.ports) post(p, { type: 'events', session: id, events });
+    }
+    outbox.clear();
+  }
+
+  // ---- the EventSource(s) ---------------------------------------------------------------
+  /**
+   * The sessions the stream carries: the first MAX_SESSIONS in the order they were opened, so a
+   * window that receives events never loses its place to a newer one.
+   */
+  function wanted() {
+    const ids = [];
+    for (const [id, s] of sessions) if (s.ports.size && ids.length < MAX_SESSIONS) ids.push(id);
+    return ids;
+  }
+
+  /** Tell the windows whose session lost or got its place on the stream. */
+  function markWaiting(carried) {
+    for (const [id, s] of sessions) {
+      const waiting = !carried.has(id);
+      if (waiting === s.waiting) continue;
+      s.waiting = waiting;
+      for (const p of s.ports) post(p, waiting ? fullMsg(id) : { type: 'status', state: 'connecting' });
+    }
+  }
+
+  function scheduleReconfigure() {
+    // Debounced: a window that reloads unsubscribes and subscribes again in quick succession.
+    clearTimeout(reconfigTimer);
+    reconfigTimer = setTimeout(reconfigure, 50);
+  }
+
+  function reconfigure() {
+    for (const [id, s] of sessions) if (!s.ports.size) sessions.delete(id);
+    const ids = wanted();
+    markWaiting(new Set(ids));
+    const key = [...ids].sort().join(',');
+    if (!ids.length) { close(current); close(pending); current = pending = null; return; }
+    if (stopped) return;
+    if (pending && pending.key === key) return;
+    close(pending);
+    pending = null;
+    if (current && current.key === key) return;
+    pending = open(ids, key);
+  }
+
+  function close(conn) {
+    if (conn) conn.es.close();
+  }
+
+  function open(ids, key) {
+    clearTimeout(retryTimer);
+    const cursors = ids.map((id) => [id, sessions.get(id).last]);
+    const conn = { es: new EventSourceImpl(urlFor(cursors)), key };
+    const live = () => conn === current || conn === pending;
+    if (!current) broadcast({ type: 'status', state: 'connecting' });
+    conn.es.addEventListener('hello', (e) => {
+      if (!live()) return;
+      const d = parseJSON(e.data) || {};
+      hello = { server_time: d.server_time || Date.now(), retention_secs: d.retention_secs || 0, received: Date.now() };
+      retryDelay = 1000;
+      if (conn === pending) { close(current); current = conn; pending = null; }
+      broadcast(helloMsg(), true);
+      broadcast({ type: 'status', state: 'open' });
+    });
+    conn.es.addEventListener('message', (e) => { if (live()) received(parseJSON(e.data)); });
+    conn.es.addEventListener('reset', (e) => { if (live()) reset(parseJSON(e.data) || {}); });
+    conn.es.addEventListener('error', (e) => { if (live()) failed(conn, e); });
+    return conn;
+  }
+
+  function received(ev) {
+    if (!ev || typeof ev.seq !== 'number') return;
+    const s = sessions.get(ev.session);
+    if (!s || ev.seq <= s.last) return; // not ours any more, or a duplicate
+    s.last = ev.seq;
+    s.events.push(ev);
+    queue(ev);
+  }
+
+  function reset(d) {
+    const s = sessions.get(d.session);
+    if (!s) return;
+    flush(); // what came before the reset goes out before it
+    s.last = 0;
+    s.events = [];
+    for (const p of s.ports) post(p, { type: 'reset', session: d.session });
+  }
+
+  // NB: a server-sent `event: error` and a connection failure both fire 'error';
+  // only the former is a MessageEvent with data.
+  function failed(conn, e) {
+    if (typeof e.data === 'string') {
+      const d = parseJSON(e.data) || {};
+      broadcast({ type: 'error', error: d.error || 'error', message: d.message || 'The event stream failed.' }, true);
+      if (FATAL.has(d.error)) {
+        stopped = true;
+        close(current); close(pending); current = pending = null; // windows keep the error shown
+      }
+      return; // otherwise the stream ends and EventSource reconnects with Last-Event-ID
+    }
+    if (conn.es.readyState === 2 /* CLOSED: the browser gave up (HTTP error) */) {
+      if (conn === pending) pending = null; else current = null;
+      if (!current) broadcast({ type: 'status', state: 'closed' });
+      retryTimer = setTimeout(reconfigure, retryDelay);
+      retryDelay = Math.min(retryDelay * 2, 30000);
+    } else if (conn === current) {
+      broadcast({ type: 'status', state: 'connecting' });
+    }
+  }
+
+  // ---- windows --------------------------------------------------------------------------
+  function subscribe(port, id) {
+    flush();
+    let s = sessions.get(id);
+    if (!s) sessions.set(id, (s = { ports: new Set(), last: 0, events: [], waiting: false }));
+    s.ports.add(port);
+    stopped = false;
+    if (hello) post(port, helloMsg());
+    prune(s);
+    if (s.events.length) post(port, { type: 'events', session: id, events: s.events.slice() });
+    if (s.waiting) post(port, fullMsg(id));
+    else if (current && current.key.split(',').includes(id)) post(port, { type: 'status', state: 'open' });
+    scheduleReconfigure();
+  }
+
+  function connect(port) {
+    const mine = new Set();
+    const unsubscribe = (id) => {
+      const s = sessions.get(id);
+      if (s) s.ports.delete(port);
+      mine.delete(id);
+      scheduleReconfigure();
+    };
+    port.onmessage = (e) => {
+      const m = e.data || {};
+      if (m.subscribe) {
+        const id = String(m.subscribe);
+        mine.add(id);
+        subscribe(port, id);
+      } else if (m.unsubscribe) {
+        unsubscribe(String(m.unsubscribe));
+      }
+    };
+    // Newer browsers tell us when the other side of a port is gone.
+    if (port.addEventListener) port.addEventListener('close', () => { for (const id of [...mine]) unsubscribe(id); });
+  }
+
+  return { connect };
+}

@@ -1,0 +1,141 @@
+// The live machine list: GET /api/machines/events?filter=… (filtered by the server, within the
+// operator's scopes), reopened when the filter changes, retried when it fails. No polling.
+import { getJSON, parseJSON } from './api.js';
+import { normFilter } from './machine-filter.js';
+
+const FILTER_KEY = 'natter.filter';
+const FILTER_DELAY = 250; // ms of quiet typing before the stream is reopened with the filter
+const RETRY_MAX = 30000;  // ms, longest wait before reopening a failed stream
+
+const LIVE_TEXT = { live: 'live', connecting: 'connecting…', reconnecting: 'reconnecting…', error: 'not live' };
+const LIVE_TITLE = {
+  live: 'Check-in status changes show up here as they happen.',
+  connecting: 'Connecting to the server…',
+  reconnecting: 'The connection to the server was lost; reconnecting…',
+  error: 'Not receiving status changes.',
+};
+
+export class MachineStream {
+  /**
+   * @param {object} ui
+   * @param {HTMLInputElement} ui.filter  the Machine ID / Group ID filter (remembered)
+   * @param {HTMLElement} ui.live         the "live" indicator
+   * @param {import('./machine-list.js').MachineList} list  receives what the stream sends
+   * @param {import('./page-error.js').PageError} errors
+   * @param {() => void} loggedOut        the login is gone
+   */
+  constructor(ui, list, errors, loggedOut) {
+    Object.assign(this, { ui, list, errors, loggedOut });
+    this.es = null;           // the EventSource of the machine list
+    this.streamFilter = null; // the filter `es` was opened with
+    this.retryTimer = 0;
+    this.retryDelay = 1000;
+    this.filterTimer = 0;
+    const filter = ui.filter;
+    filter.value = localStorage.getItem(FILTER_KEY) || '';
+    filter.addEventListener('input', () => {
+      localStorage.setItem(FILTER_KEY, filter.value);
+      list.render(); // instant preview from what we have
+      clearTimeout(this.filterTimer);
+      this.filterTimer = setTimeout(() => {
+        if (!this.es || normFilter(filter.value) !== this.streamFilter) this.connect();
+      }, FILTER_DELAY);
+    });
+  }
+
+  setLive(state) {
+    const el = this.ui.live;
+    el.dataset.state = state;
+    el.textContent = LIVE_TEXT[state];
+    el.title = LIVE_TITLE[state];
+  }
+
+  disconnect() {
+    clearTimeout(this.retryTimer);
+    clearTimeout(this.filterTimer);
+    if (this.es) this.es.close();
+    this.es = null;
+  }
+
+  /** (Re)open the machine stream with the current filter. */
+  connect() {
+    this.disconnect();
+    const f = normFilter(this.ui.filter.value);
+    this.streamFilter = f;
+    const src = new EventSource('/api/machines/events?filter=' + encodeURIComponent(f));
+    this.es = src;
+    const dataFilter = this.list.dataFilter;
+    this.setLive(dataFilter === null || dataFilter !== f ? 'connecting' : 'reconnecting');
+    const mine = () => this.es === src;
+    src.addEventListener('open', () => { if (mine()) this.setLive('live'); });
+    src.addEventListener('machines', (e) => {
+      if (!mine()) return;
+      const list = parseJSON(e.data);
+      if (!Array.isArray(list)) return;
+      this.retryDelay = 1000;
+      this.setLive('live');
+      this.replace(list, f);
+    });
+    src.addEventListener('machine', (e) => {
+      if (!mine() || this.list.dataFilter !== f) return;
+      const m = parseJSON(e.data);
+      if (m && typeof m.id === 'string') this.list.upsert(m);
+    });
+    src.addEventListener('error', (e) => { if (mine()) this.failed(src, e, f); });
+  }
+
+  failed(src, e, f) {
+    if (typeof e.data === 'string') { // the server's own `event: error`; the stream ends
+      const d = parseJSON(e.data) || {};
+      src.close();
+      this.es = null;
+      if (d.error === 'unauthenticated') return this.loggedOut();
+      this.showError(d.message || 'The server stopped sending machine updates.');
+      this.setLive('reconnecting');
+      this.retryLater();
+    } else if (src.readyState === EventSource.CLOSED) { // an HTTP error: find out which
+      this.es = null;
+      this.setLive('reconnecting');
+      this.probe(f);
+    } else {
+      this.setLive('reconnecting'); // the browser reconnects by itself; the full list comes again
+    }
+  }
+
+  /** The server's list for `f`: it ends an error the stream showed. */
+  replace(list, f) {
+    this.errors.clear('stream');
+    this.list.replace(list, f);
+  }
+
+  showError(text) {
+    this.errors.show(text, 'stream');
+  }
+
+  retryLater() {
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => this.connect(), this.retryDelay);
+    this.retryDelay = Math.min(this.retryDelay * 2, RETRY_MAX);
+  }
+
+  /** The stream was refused: ask the plain list why (401, a bad filter, …), show what it has. */
+  async probe(f) {
+    const stale = () => this.es || this.streamFilter !== f;
+    try {
+      const list = await getJSON('/api/machines?filter=' + encodeURIComponent(f));
+      if (stale()) return;
+      if (Array.isArray(list)) this.replace(list, f);
+      this.retryLater();
+    } catch (e) {
+      if (stale()) return;
+      if (e.status === 401) return this.loggedOut();
+      if (e.status === 400) { // a bad filter: nothing matches it; wait for the next one
+        this.replace([], f);
+        this.showError(e.message);
+        return this.setLive('error');
+      }
+      this.showError(e.message);
+      this.retryLater();
+    }
+  }
+}

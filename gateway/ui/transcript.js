@@ -1,0 +1,178 @@
+// A chat window's list of events: rendering (text only), seq order and de-duplication,
+// retention pruning (F3), messages still being sent, and following the newest message.
+import { el } from './dom.js';
+import { LONG_TIME } from './time-text.js';
+
+export function nameOf(p) {
+  if (!p) return 'Someone';
+  return p.name || (p.kind === 'operator' ? 'Operator' : p.kind === 'machine_user' ? 'User' : p.id || 'Someone');
+}
+
+const SHORT_TIME = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+function timeEl(at) {
+  const t = el('time', 'when');
+  const d = new Date(at);
+  t.dateTime = d.toISOString();
+  t.title = LONG_TIME.format(d);
+  t.textContent = SHORT_TIME.format(d);
+  return t;
+}
+
+export class Transcript {
+  /**
+   * @param {{list: HTMLOListElement, scroller: HTMLElement}} ui
+   * @param {{kind: string, id?: string}} self who "I" am (the id may be filled in later)
+   */
+  constructor(ui, self) {
+    this.ui = ui;
+    this.self = self;
+    this.events = new Map();  // seq -> {ev, node}
+    this.pending = new Map(); // client id -> node (sent by me, not yet seen in the stream)
+    this.offset = 0;          // server clock - local clock (ms)
+    this.retention = 0;       // seconds; 0 = unknown, keep everything
+    this.loadedAt = Date.now();
+    // Follow new messages only while the reader is at the bottom. Tracked on scroll so that
+    // adding an event never forces a layout (joining a session may replay thousands of them).
+    this.stick = true;
+    this.scrollQueued = false;
+    this.autoTop = 0;
+    const sc = ui.scroller;
+    sc.addEventListener('scroll', () => {
+      if (sc.scrollHeight - sc.scrollTop - sc.clientHeight < 48) this.stick = true;
+      else if (sc.scrollTop < this.autoTop - 1) this.stick = false; // the reader scrolled up
+    }, { passive: true });
+    setInterval(() => this.prune(), 1000);
+  }
+
+  /** The server's clock and retention, from the stream's hello. */
+  setClock(serverTime, retentionSecs) {
+    this.offset = serverTime - Date.now();
+    if (retentionSecs) this.retention = retentionSecs;
+    this.prune();
+  }
+
+  now() {
+    return Date.now() + this.offset;
+  }
+
+  cutoff() {
+    return this.retention ? this.now() - this.retention * 1000 : -Infinity;
+  }
+
+  /** Adds what is new in `list`; returns the events added, in order. */
+  add(list) {
+    const cutoff = this.cutoff();
+    const added = [];
+    if (list.length > 1) this.ui.list.setAttribute('aria-busy', 'true');
+    for (const ev of list) {
+      if (this.events.has(ev.seq) || ev.at < cutoff) continue; // dedupe by seq; F3
+      const node = this.render(ev);
+      this.events.set(ev.seq, { ev, node });
+      if (node) this.insert(node, ev.seq);
+      added.push(ev);
+    }
+    this.ui.list.removeAttribute('aria-busy');
+    this.scrollToEnd();
+    return added;
+  }
+
+  /** The stream starts over (a reset): its history follows. */
+  clear() {
+    for (const { node } of this.events.values()) if (node) node.remove();
+    this.events.clear();
+  }
+
+  /** Happened after this window opened (not part of the history replay). */
+  isLive(ev) {
+    return ev.at >= this.loadedAt + this.offset;
+  }
+
+  isMine(p) {
+    return !!p && p.kind === this.self.kind && (this.self.id == null || p.id === this.self.id);
+  }
+
+  /** A message of mine on its way: shown at the end until the stream brings it. */
+  addPending(clientId, text) {
+    const node = this.messageNode('You', text, this.now(), true, null);
+    node.classList.add('pending');
+    node.dataset.pending = clientId;
+    this.pending.set(clientId, node);
+    this.ui.list.append(node);
+    this.scrollToEnd(true);
+    return node;
+  }
+
+  scrollToEnd(force = false) {
+    if (!(this.stick || force) || this.scrollQueued) return;
+    this.scrollQueued = true;
+    requestAnimationFrame(() => {
+      this.scrollQueued = false;
+      const sc = this.ui.scroller;
+      sc.scrollTop = sc.scrollHeight;
+      this.autoTop = sc.scrollTop;
+    });
+  }
+
+  render(ev) {
+    if (ev.type === 'message') {
+      const mine = this.isMine(ev.from);
+      if (ev.client_id && this.pending.has(ev.client_id)) {
+        this.pending.get(ev.client_id).remove();
+        this.pending.delete(ev.client_id);
+      }
+      return this.messageNode(mine ? 'You' : nameOf(ev.from), ev.text, ev.at, mine, ev.seq);
+    }
+    const text = this.systemText(ev);
+    if (text == null) return null;
+    const li = el('li', 'sys' + (ev.type === 'agent' && ev.status !== 'opened' ? ' sys-error' : ''));
+    li.dataset.seq = ev.seq;
+    li.append(el('span', 'sys-text', text), ' ', timeEl(ev.at));
+    return li;
+  }
+
+  /** The line shown for a non-message event (null: not shown, yet it counts as seen). */
+  systemText(ev) {
+    switch (ev.type) {
+      case 'opened': return `${nameOf(ev.by)} started the chat`;
+      case 'joined': return `${nameOf(ev.who)} joined the chat`;
+      case 'left': return `${nameOf(ev.who)} left the chat`;
+      case 'ended': return `${nameOf(ev.by)} ended the chat`;
+      case 'restarted': return `${nameOf(ev.by)} restarted the chat`;
+      case 'agent':
+        if (this.self.kind === 'machine_user') return null; // only operators need this
+        return ev.status === 'opened' ? 'Chat window opened on the machine'
+          : 'The chat window could not be opened on the machine: ' + (ev.detail || 'unknown error');
+      default: return null;
+    }
+  }
+
+  messageNode(who, text, at, mine, seq) {
+    const li = el('li', 'msg ' + (mine ? 'mine' : 'theirs'));
+    if (seq != null) li.dataset.seq = seq;
+    const meta = el('div', 'meta');
+    meta.append(el('span', 'who', who), ' ', timeEl(at));
+    li.append(meta, el('div', 'text', text));
+    return li;
+  }
+
+  /** Keep the list in seq order; unsent messages stay at the end. */
+  insert(node, seq) {
+    const list = this.ui.list;
+    let after = list.lastElementChild;
+    while (after && (after.dataset.seq === undefined || Number(after.dataset.seq) > seq)) {
+      after = after.previousElementSibling;
+    }
+    if (after) after.after(node); else list.prepend(node);
+  }
+
+  /** F3: events older than the retention disappear from open windows. */
+  prune() {
+    const cutoff = this.cutoff();
+    if (cutoff === -Infinity) return;
+    for (const [seq, { ev, node }] of this.events) {
+      if (ev.at >= cutoff) continue;
+      if (node) node.remove();
+      this.events.delete(seq); // a replayed copy is dropped by the age check in add()
+    }
+  }
+}
