@@ -85,9 +85,10 @@ pub fn verify_nonce(public_key: &str, nonce: &str, signature: &str) -> Result<()
         .map_err(|_| BadLogin::BadSignature)
 }
 
-/// Failed attempts per machine ID: after [`FailureThrottle::MAX_FAILURES`] failures within
-/// [`FailureThrottle::WINDOW`], further attempts are refused unchecked until the window ends, so
-/// guessing costs the node nothing and gains nothing.
+/// Failed attempts per key (the callout uses machine ID + public key): after
+/// [`FailureThrottle::MAX_FAILURES`] failures within [`FailureThrottle::WINDOW`], further
+/// attempts are refused unchecked until the window ends, so retrying costs the node nothing and
+/// gains nothing.
 #[derive(Default)]
 pub struct FailureThrottle {
     failures: parking_lot::Mutex<HashMap<String, (u32, Instant)>>,

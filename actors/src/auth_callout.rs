@@ -22,7 +22,7 @@ use nkeys::KeyPair;
 use serde_json::{Value, json};
 
 use crate::agent_login::{AgentLogin, FailureThrottle};
-use crate::enrollment::{Enrollment, Refusal};
+use crate::enrollment::{Admitted, Enrollment, Refusal};
 use crate::machines::MachineRecord;
 use crate::subjects;
 
@@ -142,35 +142,32 @@ impl Callout {
         if self.suspended(machine).await? {
             return Err("the machine is suspended".into());
         }
-        let known = match self.enrollment.is_bound_to(machine, &login.public_key).await {
-            Ok(known) => known,
-            Err(refusal) => return Err(self.failed(machine, refusal)),
-        };
-        if !known {
-            // Only enrollment attempts are throttled: a bound agent is never locked out by
-            // someone failing under its name.
-            if self.throttle.blocked(machine) {
-                return Err("too many failed attempts; try later".into());
-            }
-            let enrolled = self
-                .enrollment
-                .enroll(machine, &login.public_key, &login.password)
-                .await;
-            if let Err(refusal) = enrolled {
-                return Err(self.failed(machine, refusal));
-            }
-            tracing::info!(%machine, key = %login.public_key, "agent enrolled");
+        // Throttled per machine and key: a stale or hostile agent failing under a machine's
+        // name does not lock out that machine's real agent.
+        let attempt = format!("{machine} {}", login.public_key);
+        if self.throttle.blocked(&attempt) {
+            return Err("too many failed attempts; try later".into());
         }
-        self.throttle.succeeded(machine);
-        Ok(login.machine)
-    }
-
-    /// Counts a failed attempt (not a store outage) and says why.
-    fn failed(&self, machine: &str, refusal: Refusal) -> String {
-        if !matches!(refusal, Refusal::Unavailable(_)) {
-            self.throttle.failed(machine);
+        let admitted = self
+            .enrollment
+            .admit(machine, &login.public_key, &login.password)
+            .await;
+        match admitted {
+            Ok(how) => {
+                if how == Admitted::Enrolled {
+                    tracing::info!(%machine, key = %login.public_key, "agent enrolled");
+                }
+                self.throttle.succeeded(&attempt);
+                Ok(login.machine)
+            }
+            Err(refusal) => {
+                // A store outage is nobody's failed attempt.
+                if !matches!(refusal, Refusal::Unavailable(_)) {
+                    self.throttle.failed(&attempt);
+                }
+                Err(refusal.to_string())
+            }
         }
-        refusal.to_string()
     }
 
     async fn suspended(&self, machine: &str) -> Result<bool, String> {

@@ -2,13 +2,15 @@
 //! in-process (through [`natter::Node`], the same seam `main` uses), real agents, and HTTP/SSE
 //! clients that behave like browsers (cookies, `Origin`, `Last-Event-ID`).
 
+mod enroll;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
 use natter::Config;
 use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
-use natter_agent::{AgentConfig, AgentHandle, Presence, RecordingOpener};
+use natter_agent::{AgentHandle, Presence, RecordingOpener};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -35,9 +37,12 @@ pub fn init_logging() {
 pub struct TestNats {
     pub server: NatsServer,
     pub broker_password: String,
-    pub agent_password: String,
+    pub simulator_password: String,
+    pub system_password: String,
     /// Seed of the auth callout issuer (the node signs agents' permissions with it).
     pub callout_seed: String,
+    /// The agents' key files ([`TestNats::key_file`]).
+    keys: tempfile::TempDir,
     _dir: tempfile::TempDir,
 }
 
@@ -57,7 +62,8 @@ impl TestNats {
         };
         let dir = tempfile::tempdir().expect("temp dir");
         let broker_password = "broker-test-secret".to_string();
-        let agent_password = "agent-test-secret".to_string();
+        let simulator_password = "simulator-test-secret".to_string();
+        let system_password = "system-test-secret".to_string();
         let (callout_seed, issuer) = natter_actors::auth_callout::Callout::generate_issuer();
         let server = NatsServer::start(NatsServerOptions {
             bin,
@@ -67,7 +73,8 @@ impl TestNats {
             log_file: Some(dir.path().join("nats.log")),
             secrets: ServerSecrets {
                 broker_password: broker_password.clone(),
-                agent_password: agent_password.clone(),
+                simulator_password: simulator_password.clone(),
+                system_password: system_password.clone(),
                 callout_issuer: issuer,
             },
         })
@@ -77,7 +84,9 @@ impl TestNats {
             server,
             callout_seed,
             broker_password,
-            agent_password,
+            simulator_password,
+            system_password,
+            keys: tempfile::tempdir().expect("temp dir"),
             _dir: dir,
         }
     }
@@ -91,7 +100,8 @@ impl TestNats {
         let mut c = Config::defaults();
         c.nats.url = self.url();
         c.nats.password = self.broker_password.clone();
-        c.nats.agent_password = self.agent_password.clone();
+        c.nats.simulator_password = self.simulator_password.clone();
+        c.nats.system_password = self.system_password.clone();
         c.nats.callout_seed = self.callout_seed.clone();
         c.http.request_timeout = Duration::from_secs(3);
         c.http.drain_timeout = Duration::from_secs(1);
@@ -106,16 +116,6 @@ impl TestNats {
             .connect(self.url())
             .await
             .expect("connect as broker")
-    }
-
-    /// A client connected as the agent of `machine` (a node must be running: it answers the
-    /// auth callout).
-    pub async fn agent_client(&self, machine: &str) -> async_nats::Client {
-        async_nats::ConnectOptions::new()
-            .user_and_password(machine.into(), self.agent_password.clone())
-            .connect(self.url())
-            .await
-            .expect("connect as agent")
     }
 }
 
@@ -246,15 +246,7 @@ impl TestAgent {
         let handle = AgentHandle::new(presence);
         let opener = RecordingOpener::default();
         let stop = CancellationToken::new();
-        let config = AgentConfig {
-            nats_url: nats.url(),
-            nats_user: machine.into(),
-            nats_password: nats.agent_password.clone(),
-            machine: machine.into(),
-            interval,
-            os: "linux".into(),
-            ip: "127.0.0.1".into(),
-        };
+        let config = nats.agent_config(machine, interval).await;
         let task = tokio::spawn({
             let (handle, opener, stop) = (handle.clone(), opener.clone(), stop.clone());
             async move {

@@ -4,6 +4,7 @@
 mod bad_input;
 mod browser;
 mod chat;
+mod identity;
 mod machines;
 mod recovery;
 mod resume;
