@@ -51,7 +51,6 @@ fn serve_starts_and_stops_its_own_nats_server() {
         .env("NATTER__NATS__SERVER_BIN", nats_server())
         .env("NATTER__NATS__EMBEDDED_PORT", nats_port.to_string())
         .env("NATTER_NATS_BROKER_PASSWORD", "embedded-test")
-        .env("NATTER_NATS_AGENT_PASSWORD", "embedded-agent")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -77,6 +76,19 @@ fn serve_starts_and_stops_its_own_nats_server() {
     assert!(TcpStream::connect(("127.0.0.1", nats_port)).is_ok());
     assert!(data.path().join("nats").is_dir());
 
+    // The admin CLI issues enrollment tokens through the running node's NATS.
+    let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .current_dir(repo_root())
+        .args(["--config", "natter.toml", "admin", "enroll-token"])
+        .args(["--group", "sales.acme", "--uses", "3", "--ttl", "1h"])
+        .env("NATTER__STORAGE__DATA_DIR", data.path())
+        .env("NATTER_NATS_BROKER_PASSWORD", "embedded-test")
+        .output()
+        .unwrap();
+    let token = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(token.trim().starts_with("nenr_"), "{token}");
+
     // SIGTERM: the node drains and stops its nats-server.
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
@@ -97,6 +109,22 @@ fn serve_starts_and_stops_its_own_nats_server() {
         "the embedded nats-server outlived the node"
     );
     assert!(!data.path().join("nats.url").exists());
+}
+
+#[test]
+fn check_config_shows_no_secret() {
+    let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .current_dir(repo_root())
+        .args(["--config", "natter.toml", "check-config"])
+        .env("NATTER__NATS__PASSWORD", "broker-secret-1")
+        .env("NATTER__NATS__SIMULATOR_PASSWORD", "simulator-secret-2")
+        .env("NATTER__NATS__SYSTEM_PASSWORD", "system-secret-3")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("simulator_password"), "{printed}");
+    assert!(!printed.contains("secret-"), "{printed}");
 }
 
 #[test]
