@@ -1,4 +1,5 @@
-//! The one error type of the HTTP API: a status and a JSON body `{error, message}`.
+//! The one error type of the HTTP API: a status and a JSON body `{error, message}`. Rejections,
+//! ours or warp's, become one in `api::filters::recover`.
 
 use natter_actors::protocol::{SessionError, SessionErrorKind};
 use serde::Serialize;

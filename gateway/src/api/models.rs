@@ -152,3 +152,40 @@ pub struct StreamError<'a> {
     pub error: &'a str,
     pub message: &'a str,
 }
+
+#[cfg(test)]
+mod tests {
+    use natter_actors::machines::{MachineRecord, MachineStatus};
+
+    use super::*;
+
+    #[test]
+    fn a_machine_view_has_the_fields_of_the_docs_on_the_wire() {
+        let mut record = MachineRecord::provisioned("pc1.east.sales.acme");
+        record.status = MachineStatus::User;
+        record.user = Some("carol".into());
+        record.last_checkin = Some(1764045000123);
+        record.os = "linux".into();
+        record.agent_version = "0.1.0".into();
+        record.ip = "10.0.0.7".into();
+        let view = MachineView::new(&record, None);
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            r#"{"agent_version":"0.1.0","group":"east.sales.acme","id":"pc1.east.sales.acme","idle_secs":0,"ip":"10.0.0.7","last_checkin":1764045000123,"org":"acme","os":"linux","session":null,"status":"user","user":"carol"}"#
+        );
+    }
+
+    #[test]
+    fn send_and_end_answers_keep_their_shape() {
+        let sent = MessageSent {
+            duplicate: true,
+            seq: Some(42),
+        };
+        assert_eq!(
+            serde_json::to_string(&sent).unwrap(),
+            r#"{"duplicate":true,"seq":42}"#
+        );
+        let ended = SessionEnded { seq: Some(43) };
+        assert_eq!(serde_json::to_string(&ended).unwrap(), r#"{"seq":43}"#);
+    }
+}
