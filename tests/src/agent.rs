@@ -79,6 +79,11 @@ impl TestAgent {
         self.handle.checkin_now();
     }
 
+    /// Makes the agent's opener fail with `reason` from now on (no browser on the machine).
+    pub fn fail_to_open(&self, reason: &str) {
+        *self.opener.fail_with.lock().unwrap() = Some(reason.into());
+    }
+
     /// The URL the agent was last asked to open, waiting up to 10 s for it.
     pub async fn wait_for_chat_url(&self) -> String {
         let opened = self.opener.opened.clone();

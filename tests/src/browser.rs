@@ -81,6 +81,14 @@ impl Browser {
         self.post("/api/chats", &json!({"machine": machine})).await
     }
 
+    /// Starts a new chat with `machine` as an operator, asserting it was created (201); returns
+    /// the session id.
+    pub async fn new_chat(&self, machine: &str) -> String {
+        let (status, answer) = self.chat_with(machine).await;
+        assert_eq!(status, StatusCode::CREATED, "{answer}");
+        session_id(&answer)
+    }
+
     /// Sends a chat message as an operator; returns the answer.
     pub async fn send(&self, session: &str, client_id: &str, text: &str) -> (StatusCode, Value) {
         self.post(

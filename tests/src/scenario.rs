@@ -12,16 +12,19 @@ use natter::Config;
 use natter_agent::Presence;
 use serde_json::json;
 
-use crate::{Browser, StatusCode, TestAgent, TestNats, TestNode, session_id};
+use crate::{Browser, StatusCode, TestAgent, TestNats, TestNode};
 
 /// How often a declared agent checks in unless the test says otherwise.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// A change to the node's configuration, applied before it starts.
+type ConfigEdit = Box<dyn FnOnce(&mut Config)>;
 
 /// What to start: node configuration changes, machines (each with a running agent) and
 /// operators, in the order given.
 #[derive(Default)]
 pub struct Scenario {
-    config_edits: Vec<Box<dyn FnOnce(&mut Config)>>,
+    config_edits: Vec<ConfigEdit>,
     machines: Vec<(String, Presence, Duration)>,
     operators: Vec<OperatorSpec>,
 }
@@ -197,9 +200,7 @@ impl Fixture {
     /// Starts a chat between `operator` and `machine`, and logs the machine user in through the
     /// link the agent was asked to open; returns the session id and the machine user's browser.
     pub async fn open_chat_between(&self, operator: &str, machine: &str) -> (String, Browser) {
-        let (status, answer) = self.operator(operator).chat_with(machine).await;
-        assert_eq!(status, StatusCode::CREATED, "{answer}");
-        let session = session_id(&answer);
+        let session = self.operator(operator).new_chat(machine).await;
         let url = self.agent(machine).wait_for_chat_url().await;
         let prefix = format!("{}/m/{session}/#t=", self.node.base);
         assert!(

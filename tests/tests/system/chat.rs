@@ -126,16 +126,11 @@ async fn the_operator_sees_when_the_window_could_not_open() {
         .operator("alice")
         .start()
         .await;
-    *system
+    system
         .agent("pc3.sales.acme")
-        .opener
-        .fail_with
-        .lock()
-        .unwrap() = Some("no browser installed".into());
+        .fail_to_open("no browser installed");
     let alice = system.operator("alice");
-    let (status, answer) = alice.chat_with("pc3.sales.acme").await;
-    assert_eq!(status, StatusCode::CREATED);
-    let session = session_id(&answer);
+    let session = alice.new_chat("pc3.sales.acme").await;
     let mut sse = alice.session_events(&session).await;
     let mut agent_event = None;
     while let Some(e) = sse.next_chat(WAIT).await {
@@ -152,9 +147,7 @@ async fn the_operator_sees_when_the_window_could_not_open() {
     system.stop_agent("pc3.sales.acme").await;
     system.add_machine("pc4.sales.acme", "fay").await;
     system.stop_agent("pc4.sales.acme").await;
-    let (status, answer) = alice.chat_with("pc4.sales.acme").await;
-    assert_eq!(status, StatusCode::CREATED);
-    let session = session_id(&answer);
+    let session = alice.new_chat("pc4.sales.acme").await;
     alice
         .wait_for(&format!("/api/sessions/{session}"), |view| {
             view["agent"] == "failed"

@@ -217,9 +217,7 @@ async fn operators_see_only_their_scope_everywhere() {
     );
     let (status, _) = bob.chat_with("pc3.support.acme").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, answer) = alice.chat_with("srv1.dc.globex").await;
-    assert_eq!(status, StatusCode::CREATED);
-    let foreign = session_id(&answer);
+    let foreign = alice.new_chat("srv1.dc.globex").await;
     let (status, _) = bob.get(&format!("/api/sessions/{foreign}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = bob
@@ -229,9 +227,7 @@ async fn operators_see_only_their_scope_everywhere() {
     let sse = bob.session_events(&foreign).await;
     assert_eq!(sse.status, StatusCode::NOT_FOUND);
     // In scope, the Join link works.
-    let (status, answer) = alice.chat_with("pc2.east.sales.acme").await;
-    assert_eq!(status, StatusCode::CREATED);
-    let ours = session_id(&answer);
+    let ours = alice.new_chat("pc2.east.sales.acme").await;
     let (status, _) = bob
         .post(&format!("/api/sessions/{ours}/join"), &json!({}))
         .await;
