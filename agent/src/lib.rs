@@ -195,8 +195,8 @@ fn jittered(interval: Duration) -> Duration {
 /// must not wait for a NATS server that is gone.
 pub const SHUTDOWN_STEP: Duration = Duration::from_secs(1);
 
-/// How long a reply to a command may wait for the connection.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a check-in or a reply may wait for room in the connection's send buffer.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest an agent waits, while disconnected, before it looks again whether its check-in
 /// can go out; jittered so a fleet does not check in at once when its server comes back.
@@ -255,7 +255,7 @@ async fn publish_checkin(
     }
     let body = serde_json::to_vec(&checkin(config, presence)).unwrap_or_default();
     match tokio::time::timeout(
-        REPLY_TIMEOUT,
+        PUBLISH_TIMEOUT,
         client.publish(subject.to_string(), body.into()),
     )
     .await
@@ -297,7 +297,7 @@ async fn answer(
     };
     if let Some(reply_to) = msg.reply {
         let body = serde_json::to_vec(&reply).unwrap_or_default();
-        if tokio::time::timeout(REPLY_TIMEOUT, client.publish(reply_to, body.into()))
+        if tokio::time::timeout(PUBLISH_TIMEOUT, client.publish(reply_to, body.into()))
             .await
             .is_err()
         {
