@@ -1,6 +1,7 @@
 //! System tests, grouped by feature. Each test starts its own nats-server (real, with JetStream,
 //! on a free port) and its own node in-process, mostly through `natter_system_tests::Scenario`.
 
+mod agent;
 mod bad_input;
 mod browser;
 mod chat;
