@@ -41,6 +41,8 @@ pub enum EnrollError {
     BadGroup(String),
     #[error("{0:?} is not a machine ID (like pc1.sales.acme)")]
     BadMachineId(String),
+    #[error("not an enrollment token (they look like {TOKEN_PREFIX}<64 hex digits>)")]
+    BadToken,
     #[error("{what}: {source}")]
     Store {
         what: &'static str,
@@ -156,22 +158,35 @@ impl Enrollment {
         uses: u32,
         ttl: Duration,
     ) -> Result<String, EnrollError> {
+        let token = new_token();
+        self.register_token(&token, group, uses, ttl).await?;
+        Ok(token)
+    }
+
+    /// Stores the hash of a token made with [`new_token`] (e.g. handed to an agent that starts
+    /// before its server), with what it allows.
+    pub async fn register_token(
+        &self,
+        token: &str,
+        group: &str,
+        uses: u32,
+        ttl: Duration,
+    ) -> Result<(), EnrollError> {
         if !valid_group(group) {
             return Err(EnrollError::BadGroup(group.into()));
         }
-        let token = new_token();
+        let key = token_key(token).ok_or(EnrollError::BadToken)?;
         let record = TokenRecord {
             group: group.into(),
             uses_left: uses,
             expires_at: crate::now_ms().saturating_add(ttl.as_millis() as u64),
         };
-        let key = token_key(&token).expect("a new token has the token shape");
         let body = serde_json::to_vec(&record).expect("a token record serializes");
         self.tokens
             .create(&key, body.into())
             .await
             .map_err(|e| store_error("storing the enrollment token")(e.into()))?;
-        Ok(token)
+        Ok(())
     }
 
     /// The public key bound to `machine`, if any.

@@ -2,14 +2,13 @@
 //!
 //! A login is a random token in an HttpOnly SameSite=Strict cookie; the gateway keeps only its
 //! SHA-256 in the logins KV bucket, so every gateway of every node knows every login and a leaked
-//! bucket does not leak cookies. CSRF: state-changing requests must carry `X-Natter: 1` (which a
-//! cross-site form cannot set) and a matching `Origin` when the browser sends one.
+//! bucket does not leak cookies. The request filters (operator login, CSRF) are in
+//! `api::filters`.
 
 use natter_actors::machines::Scope;
 use natter_actors::protocol::{Participant, ParticipantKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use warp::Filter;
 
 use crate::Gateway;
 use crate::error::ApiError;
@@ -60,7 +59,7 @@ impl Gateway {
         }
         let key = token_key(token);
         {
-            let cache = self.login_cache().lock().unwrap_or_else(|p| p.into_inner());
+            let cache = self.login_cache().lock();
             if let Some((at, login)) = cache.get(&key)
                 && at.elapsed() < crate::LOGIN_CACHE_TTL
             {
@@ -87,7 +86,7 @@ impl Gateway {
                 None => login = None,
             }
         }
-        let mut cache = self.login_cache().lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.login_cache().lock();
         if cache.len() > 100_000 {
             cache.retain(|_, (at, _)| at.elapsed() < crate::LOGIN_CACHE_TTL);
         }
@@ -97,10 +96,7 @@ impl Gateway {
 
     pub async fn delete_login(&self, token: &str) {
         let key = token_key(token);
-        self.login_cache()
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
+        self.login_cache().lock().remove(&key);
         let _ = self.stores().logins.delete(key).await;
     }
 }
@@ -124,26 +120,6 @@ pub fn clear_cookie(name: &str, path: &str) -> String {
     format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict")
 }
 
-/// The logged-in operator, or 401.
-pub fn operator(gw: Gateway) -> impl Filter<Extract = (Login,), Error = warp::Rejection> + Clone {
-    warp::cookie::optional::<String>(OPERATOR_COOKIE).and_then(move |token: Option<String>| {
-        let gw = gw.clone();
-        async move {
-            let token = token.ok_or_else(|| warp::reject::custom(ApiError::unauthenticated()))?;
-            match gw.find_login(&token).await.map_err(warp::reject::custom)? {
-                Some(l) if l.who.kind == ParticipantKind::Operator => Ok(l),
-                _ => Err(warp::reject::custom(ApiError::unauthenticated())),
-            }
-        }
-    })
-}
-
-/// The operator's cookie token, if any (for logout).
-pub fn operator_token()
--> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
-    warp::cookie::optional::<String>(OPERATOR_COOKIE)
-}
-
 /// The machine user logged in for `session`, or 401.
 pub async fn machine_user(
     gw: &Gateway,
@@ -160,33 +136,4 @@ pub async fn machine_user(
         }
         _ => Err(ApiError::unauthenticated()),
     }
-}
-
-/// Rejects a state-changing request that a cross-site page could have made.
-pub fn csrf() -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
-    warp::header::optional::<String>("x-natter")
-        .and(warp::header::optional::<String>("origin"))
-        .and(warp::header::optional::<String>("host"))
-        .and_then(
-            |marker: Option<String>, origin: Option<String>, host: Option<String>| async move {
-                if marker.as_deref() != Some("1") {
-                    return Err(warp::reject::custom(ApiError::forbidden(
-                        "missing the X-Natter: 1 header (CSRF protection)",
-                    )));
-                }
-                if let (Some(origin), Some(host)) = (origin, host) {
-                    let same = origin
-                        .strip_prefix("http://")
-                        .or_else(|| origin.strip_prefix("https://"))
-                        == Some(host.as_str());
-                    if !same {
-                        return Err(warp::reject::custom(ApiError::forbidden(
-                            "cross-origin request refused",
-                        )));
-                    }
-                }
-                Ok(())
-            },
-        )
-        .untuple_one()
 }

@@ -1,11 +1,9 @@
-//! The one error type of the HTTP API: a status and a JSON body `{error, message}`.
-
-use std::convert::Infallible;
+//! The one error type of the HTTP API: a status and a JSON body `{error, message}`. Rejections,
+//! ours or warp's, become one in `api::filters::recover`.
 
 use natter_actors::protocol::{SessionError, SessionErrorKind};
 use serde::Serialize;
 use warp::http::StatusCode;
-use warp::reject::Rejection;
 use warp::reply::Reply;
 
 /// What kind of failure an API error is; each has one HTTP status.
@@ -20,7 +18,6 @@ pub enum ErrorKind {
     Conflict,
     TooLarge,
     UnsupportedMediaType,
-    RateLimited,
     Unavailable,
     Internal,
 }
@@ -36,7 +33,6 @@ impl ErrorKind {
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -113,37 +109,4 @@ impl Reply for ApiError {
         let status = self.error.status();
         warp::reply::with_status(warp::reply::json(&self), status).into_response()
     }
-}
-
-/// Turns every rejection, ours or warp's, into a JSON error.
-pub async fn recover(rejection: Rejection) -> Result<warp::reply::Response, Infallible> {
-    let err = if let Some(e) = rejection.find::<ApiError>() {
-        e.clone()
-    } else if rejection.is_not_found() {
-        ApiError::not_found("no such page or endpoint")
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
-        ApiError::new(ErrorKind::TooLarge, "the request body is too large")
-    } else if rejection
-        .find::<warp::reject::UnsupportedMediaType>()
-        .is_some()
-    {
-        ApiError::new(
-            ErrorKind::UnsupportedMediaType,
-            "send the body as application/json",
-        )
-    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
-        ApiError::new(ErrorKind::MethodNotAllowed, "method not allowed here")
-    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
-        ApiError::bad_request(format!("invalid query: {e}"))
-    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
-        ApiError::bad_request(e.to_string())
-    } else if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
-        ApiError::bad_request(e.to_string())
-    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
-        ApiError::new(ErrorKind::TooLarge, "a Content-Length is required")
-    } else {
-        tracing::warn!(?rejection, "unhandled rejection");
-        ApiError::new(ErrorKind::Internal, "internal error")
-    };
-    Ok(err.into_response())
 }

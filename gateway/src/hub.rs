@@ -6,8 +6,8 @@
 //! browser reconnects and resumes from its `Last-Event-ID`, so nothing is lost.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use futures::StreamExt;
 use futures::task::AtomicWaker;
 use natter_actors::store::{StoredEvent, Stores};
 use natter_actors::subjects;
+use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
 /// Events buffered per connection before the hub gives up on it.
@@ -42,7 +43,7 @@ impl Queue {
             return false;
         }
         {
-            let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+            let mut q = self.events.lock();
             if q.len() >= CONNECTION_BUFFER {
                 return false;
             }
@@ -71,7 +72,7 @@ impl Queue {
     }
 
     fn pop(&self) -> Option<Arc<StoredEvent>> {
-        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut q = self.events.lock();
         let e = q.pop_front();
         if q.is_empty() && q.capacity() > 64 {
             // Give a burst's buffer back once the connection has caught up.
@@ -225,11 +226,7 @@ impl Hub {
     fn deliver(&self, event: Arc<StoredEvent>) {
         let mut overflowed = Vec::new();
         {
-            let subs = self
-                .inner
-                .subscribers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let subs = self.inner.subscribers.lock();
             let Some(list) = subs.get(&event.session) else {
                 return;
             };
@@ -243,11 +240,7 @@ impl Hub {
         if !overflowed.is_empty() {
             // Cut slow (or gone) connections off: their queue is closed, which ends their SSE
             // stream after what is queued; the browser then resumes.
-            let mut subs = self
-                .inner
-                .subscribers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut subs = self.inner.subscribers.lock();
             for list in subs.values_mut() {
                 list.retain(|(id, _)| !overflowed.contains(id));
             }
@@ -264,11 +257,7 @@ impl Hub {
         });
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         {
-            let mut subs = self
-                .inner
-                .subscribers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut subs = self.inner.subscribers.lock();
             for s in sessions {
                 subs.entry(s.clone()).or_default().push((id, queue.clone()));
             }
@@ -284,11 +273,7 @@ impl Hub {
     }
 
     fn unregister(&self, id: u64, sessions: &[String]) {
-        let mut subs = self
-            .inner
-            .subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut subs = self.inner.subscribers.lock();
         for s in sessions {
             if let Some(list) = subs.get_mut(s) {
                 list.retain(|(i, _)| *i != id);
@@ -297,15 +282,5 @@ impl Hub {
                 }
             }
         }
-    }
-
-    /// Number of registered connection-session pairs (for metrics and tests).
-    pub fn registrations(&self) -> usize {
-        let subs = self
-            .inner
-            .subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        subs.values().map(Vec::len).sum()
     }
 }

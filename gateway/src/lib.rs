@@ -1,9 +1,11 @@
 //! Natter's gateway: the HTTP API, the Server-Sent-Events streams and the web UI.
 //!
 //! Layout:
-//! - [`api`]: the routes (operators under `/api`, machine users under `/m/<session>/api`, pages).
-//! - [`auth`]: logins (cookies backed by a KV bucket) and the CSRF check.
-//! - [`sse`]: one event stream carrying several sessions, with exact resume.
+//! - [`api`]: the routes (operators under `/api`, machine users under `/m/<session>/api`, pages),
+//!   their filters (login, CSRF, JSON bodies, errors), handlers and JSON shapes.
+//! - [`auth`]: logins (cookies backed by a KV bucket).
+//! - [`sse`]: the event streams: several sessions on one connection with exact resume, and the
+//!   machine list.
 //! - [`hub`]: the fan-out of live events from one consumer to every connection.
 //! - [`machines`]: the fleet as the gateway sees it (KV watchers), for lists and live status.
 //! - [`ui`]: the static web UI compiled into the binary.
@@ -65,6 +67,9 @@ impl Default for GatewayConfig {
 /// How long a login read from KV is trusted before it is read again.
 pub const LOGIN_CACHE_TTL: Duration = Duration::from_secs(5);
 
+/// Cookie hash → (when read, the login, if it is live).
+type LoginCache = std::collections::HashMap<String, (std::time::Instant, Option<auth::Login>)>;
+
 /// A gateway: cheap to clone, shared by every request.
 #[derive(Clone)]
 pub struct Gateway {
@@ -77,9 +82,7 @@ struct Inner {
     directory: machines::Directory,
     /// Cookie hash → (when read, the login): spares a KV read per request. Entries live
     /// [`LOGIN_CACHE_TTL`], so a logout or scope change elsewhere applies within that time.
-    logins: std::sync::Mutex<
-        std::collections::HashMap<String, (std::time::Instant, Option<auth::Login>)>,
-    >,
+    logins: parking_lot::Mutex<LoginCache>,
     config: GatewayConfig,
     shutdown: CancellationToken,
 }
@@ -122,11 +125,7 @@ impl Gateway {
         &self.inner.directory
     }
 
-    pub(crate) fn login_cache(
-        &self,
-    ) -> &std::sync::Mutex<
-        std::collections::HashMap<String, (std::time::Instant, Option<auth::Login>)>,
-    > {
+    pub(crate) fn login_cache(&self) -> &parking_lot::Mutex<LoginCache> {
         &self.inner.logins
     }
 

@@ -3,16 +3,18 @@
 //! every status change reaches the browsers' machine streams as it happens.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use natter_actors::machines::{MachineRecord, Scope, filter_matches, group_of, org_of};
-use serde_json::{Value, json};
+use natter_actors::machines::{MachineRecord, Scope, filter_matches};
+use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+
+use crate::api::models::MachineView;
 
 #[derive(Clone)]
 pub struct Directory {
@@ -102,11 +104,7 @@ impl Directory {
                 let key = entry.key.clone();
                 let put = entry.operation == kv::Operation::Put;
                 if is_machines {
-                    let mut map = self
-                        .inner
-                        .machines
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner());
+                    let mut map = self.inner.machines.write();
                     match serde_json::from_slice::<MachineRecord>(&entry.value) {
                         Ok(r) if put => {
                             map.insert(key.clone(), r);
@@ -116,11 +114,7 @@ impl Directory {
                         }
                     }
                 } else {
-                    let mut map = self
-                        .inner
-                        .sessions
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner());
+                    let mut map = self.inner.sessions.write();
                     if put {
                         map.insert(
                             key.clone(),
@@ -142,37 +136,25 @@ impl Directory {
 
     /// A machine's record, if known.
     pub fn record(&self, id: &str) -> Option<MachineRecord> {
-        let map = self
-            .inner
-            .machines
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let map = self.inner.machines.read();
         map.get(id).cloned()
     }
 
     /// The session in progress with a machine.
     pub fn session_of(&self, id: &str) -> Option<String> {
-        let map = self
-            .inner
-            .sessions
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let map = self.inner.sessions.read();
         map.get(id).cloned()
     }
 
     /// The browser's view of a machine.
-    pub fn view(&self, record: &MachineRecord) -> Value {
-        view_json(record, self.session_of(&record.id))
+    pub fn view(&self, record: &MachineRecord) -> MachineView {
+        MachineView::new(record, self.session_of(&record.id))
     }
 
     /// Machines in `scope` matching `filter`, sorted by ID.
-    pub fn list(&self, scope: &Scope, filter: &str) -> Vec<Value> {
+    pub fn list(&self, scope: &Scope, filter: &str) -> Vec<MachineView> {
         let mut records: Vec<MachineRecord> = {
-            let map = self
-                .inner
-                .machines
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
+            let map = self.inner.machines.read();
             map.values()
                 .filter(|m| scope.covers(&m.id) && filter_matches(filter, &m.id))
                 .cloned()
@@ -186,21 +168,4 @@ impl Directory {
     pub fn subscribe(&self) -> broadcast::Receiver<String> {
         self.inner.changes.subscribe()
     }
-}
-
-/// The `MachineView` of docs/api.md.
-pub fn view_json(m: &MachineRecord, session: Option<String>) -> Value {
-    json!({
-        "id": m.id,
-        "group": group_of(&m.id),
-        "org": org_of(&m.id),
-        "status": m.status,
-        "user": m.user,
-        "idle_secs": m.idle_secs,
-        "last_checkin": m.last_checkin,
-        "os": m.os,
-        "agent_version": m.agent_version,
-        "ip": m.ip,
-        "session": session,
-    })
 }

@@ -57,8 +57,12 @@ impl TestNats {
     /// A client connected as the enrolled agent of `machine` (a node must be running: it
     /// answers the auth callout).
     pub async fn agent_client(&self, machine: &str) -> async_nats::Client {
+        // One attempt (natter_agent::connect retries forever): a refusal fails the test.
         let config = self.agent_config(machine, Duration::from_secs(30)).await;
-        natter_agent::connect(&config, "test agent")
+        async_nats::ConnectOptions::new()
+            .user_and_password(config.nats_user, config.nats_password)
+            .nkey(config.nkey_seed.expect("an agent key"))
+            .connect(self.url())
             .await
             .expect("connect as agent")
     }

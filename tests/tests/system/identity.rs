@@ -10,7 +10,6 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-use crate::WAIT;
 
 /// One connect attempt as `user` with `password` and, if given, the key `seed`.
 async fn login(

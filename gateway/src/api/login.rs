@@ -1,0 +1,131 @@
+//! Logging in and out: operators with a password, machine users with their chat link's token.
+
+use natter_actors::directory;
+use natter_actors::machines::Scope;
+use natter_actors::protocol::{Participant, ParticipantKind, SessionCommand};
+use warp::http::StatusCode;
+use warp::reply::{Reply, Response};
+
+use super::models::{LoginRequest, OperatorView, TokenRequest};
+use super::{json_reply, set_cookie};
+use crate::Gateway;
+use crate::auth::{self, Login, MACHINE_USER_COOKIE, OPERATOR_COOKIE};
+use crate::error::{ApiError, ErrorKind};
+
+/// A precomputed hash to verify against when the username is unknown, so that both failures
+/// take the same time.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| directory::hash_password("dummy password for timing").unwrap_or_default())
+}
+
+/// POST /api/login
+pub async fn login(gw: Gateway, body: LoginRequest) -> Result<Response, ApiError> {
+    let record = directory::get_operator(&gw.stores().operators, body.username.trim())
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    let hash = record
+        .as_ref()
+        .map(|r| r.password_hash.clone())
+        .unwrap_or_else(|| dummy_hash().to_string());
+    let password = body.password;
+    let ok = tokio::task::spawn_blocking(move || directory::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false);
+    let Some(record) = record.filter(|_| ok) else {
+        return Err(ApiError::new(
+            ErrorKind::Unauthenticated,
+            "wrong username or password",
+        ));
+    };
+    let login = Login {
+        who: Participant {
+            kind: ParticipantKind::Operator,
+            id: record.username.clone(),
+            name: record.name.clone(),
+        },
+        admin: record.admin,
+        session: None,
+        scope: record.scope(),
+        scopes: record.scopes.clone(),
+    };
+    let mut r = json_reply(StatusCode::OK, &OperatorView::from(&login));
+    set_login_cookie(&gw, &mut r, &login, OPERATOR_COOKIE, "/").await?;
+    Ok(r)
+}
+
+/// POST /api/logout
+pub async fn logout(gw: Gateway, token: Option<String>) -> Result<Response, ApiError> {
+    if let Some(t) = token {
+        gw.delete_login(&t).await;
+    }
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    set_cookie(&mut r, &auth::clear_cookie(OPERATOR_COOKIE, "/"));
+    Ok(r)
+}
+
+/// GET /api/me
+pub fn me(l: Login) -> Response {
+    json_reply(StatusCode::OK, &OperatorView::from(&l))
+}
+
+/// POST /m/{id}/api/login
+pub async fn machine_user_login(
+    id: String,
+    gw: Gateway,
+    body: TokenRequest,
+) -> Result<Response, ApiError> {
+    if body.token.is_empty() || body.token.len() > 128 {
+        return Err(ApiError::new(
+            ErrorKind::Unauthenticated,
+            "this chat link is not valid",
+        ));
+    }
+    let ack = gw
+        .command(&id, &SessionCommand::MachineLogin { token: body.token })
+        .await?;
+    let who = ack
+        .participant
+        .ok_or_else(|| ApiError::unavailable("the session did not name the machine user"))?;
+    let login = Login {
+        who,
+        admin: false,
+        session: Some(id.clone()),
+        // A machine user is confined to its session by the login itself.
+        scope: Scope::All,
+        scopes: Vec::new(),
+    };
+    let mut r = json_reply(StatusCode::OK, &ack.session);
+    set_login_cookie(
+        &gw,
+        &mut r,
+        &login,
+        MACHINE_USER_COOKIE,
+        &format!("/m/{id}/"),
+    )
+    .await?;
+    Ok(r)
+}
+
+/// Stores `login` and sets its cookie on `r`.
+async fn set_login_cookie(
+    gw: &Gateway,
+    r: &mut Response,
+    login: &Login,
+    cookie: &str,
+    path: &str,
+) -> Result<(), ApiError> {
+    let token = gw.create_login(login).await?;
+    let config = gw.config();
+    set_cookie(
+        r,
+        &auth::login_cookie(
+            cookie,
+            &token,
+            path,
+            config.login_ttl.as_secs(),
+            config.secure_cookies,
+        ),
+    );
+    Ok(())
+}

@@ -1,0 +1,77 @@
+//! The fleet as an operator sees it: the machine list, its live stream, and Quick View.
+
+use std::time::Duration;
+
+use natter_actors::machines::{MachineReply, MachineRequest};
+use natter_actors::protocol::valid_machine_id;
+use natter_actors::subjects;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::json_reply;
+use super::models::FilterQuery;
+use crate::auth::Login;
+use crate::error::ApiError;
+use crate::{Gateway, sse};
+
+/// How long Quick View waits for the agent actor's live record.
+const DETAILS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Checks a Machine ID / Group ID filter: a machine-ID-like pattern that may contain `*`.
+fn checked_filter(filter: Option<String>) -> Result<String, ApiError> {
+    let f = filter.unwrap_or_default().trim().to_ascii_lowercase();
+    let ok = f.len() <= 253
+        && f.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_' | b'*')
+        });
+    if ok {
+        Ok(f)
+    } else {
+        Err(ApiError::bad_request(
+            "a filter is a machine or group ID, with * as a wildcard (like *.sales.*)",
+        ))
+    }
+}
+
+/// GET /api/machines?filter=
+pub async fn list(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, ApiError> {
+    let filter = checked_filter(q.filter)?;
+    Ok(json_reply(
+        StatusCode::OK,
+        &gw.directory().list(&l.scope, &filter),
+    ))
+}
+
+/// GET /api/machines/events?filter=
+pub async fn events(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, ApiError> {
+    let filter = checked_filter(q.filter)?;
+    let stream = sse::machine_stream(gw.directory(), l.scope, filter);
+    Ok(sse::response(stream, gw.shutdown_token()))
+}
+
+/// GET /api/machines/{id}: Quick View, the machine's live record from its agent actor (the
+/// directory's copy if the actor does not answer in time).
+pub async fn details(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found(format!("no machine {id}"));
+    if !valid_machine_id(&id) || !l.scope.covers(&id) {
+        return Err(not_found());
+    }
+    let known = gw.directory().record(&id);
+    let body = serde_json::to_vec(&MachineRequest::View).unwrap_or_default();
+    let live = tokio::time::timeout(
+        DETAILS_TIMEOUT,
+        gw.stores()
+            .client
+            .request(subjects::machine_request(&id), body.into()),
+    )
+    .await;
+    let record = match live {
+        Ok(Ok(msg)) => serde_json::from_slice::<MachineReply>(&msg.payload)
+            .ok()
+            .and_then(Result::ok),
+        _ => None,
+    }
+    .or(known)
+    .ok_or_else(not_found)?;
+    Ok(json_reply(StatusCode::OK, &gw.directory().view(&record)))
+}

@@ -1,0 +1,289 @@
+//! The HTTP routes. See `docs/api.md` for the contract.
+//!
+//! This file is the route table: one small filter per route, in the order they are tried. The
+//! extractors are in [`filters`], the handlers by area in [`pages`], [`login`], [`machines`] and
+//! [`sessions`], and the JSON shapes in [`models`].
+
+mod filters;
+mod login;
+mod machines;
+pub mod models;
+mod pages;
+mod sessions;
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use warp::http::{StatusCode, header};
+use warp::reply::{Reply, Response};
+use warp::{Filter, Rejection};
+
+use crate::Gateway;
+use crate::error::ApiError;
+use filters::{
+    csrf, json_body, last_event_id, machine_user_token, operator, operator_token, session_id,
+    with_gw,
+};
+
+/// What every route filter is: a response, or a rejection for the next route to try.
+trait Route: Filter<Extract = (Response,), Error = Rejection> + Clone {}
+impl<F: Filter<Extract = (Response,), Error = Rejection> + Clone> Route for F {}
+
+/// Tries routes in order: `.or(…).unify()` without boxing each one.
+macro_rules! any_of {
+    ($first:expr $(, $rest:expr)* $(,)?) => {
+        $first $(.or($rest).unify())*
+    };
+}
+
+/// Every route, with errors turned into JSON.
+pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
+    any_of!(
+        pages(gw.clone()),
+        operator_api(gw.clone()),
+        machine_user_api(gw)
+    )
+    .recover(filters::recover)
+    .unify()
+    .boxed()
+}
+
+/// Runs a handler and turns its error into the JSON error response.
+async fn respond<F>(f: F) -> Result<Response, Infallible>
+where
+    F: Future<Output = Result<Response, ApiError>>,
+{
+    Ok(f.await.unwrap_or_else(|e| e.into_response()))
+}
+
+fn json_reply<T: serde::Serialize>(status: StatusCode, value: &T) -> Response {
+    warp::reply::with_status(warp::reply::json(value), status).into_response()
+}
+
+fn set_cookie(r: &mut Response, value: &str) {
+    if let Ok(v) = header::HeaderValue::from_str(value) {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+/// `/api/sessions/{id}`, for the operator's session routes to continue.
+fn operator_session() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::path("api")
+        .and(warp::path("sessions"))
+        .and(session_id())
+}
+
+/// `/m/{id}/api`, for the machine user's routes to continue (its cookie is scoped to `/m/{id}/`).
+fn machine_user_session() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
+    warp::path("m").and(session_id()).and(warp::path("api"))
+}
+
+fn pages(gw: Gateway) -> impl Route {
+    let index = warp::path::end().and(warp::get()).map(pages::index);
+    let chat = warp::path!("chat" / String)
+        .and(warp::get())
+        .map(pages::chat);
+    let machine_user_chat = warp::path("m")
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(pages::machine_user_chat);
+    let static_file = warp::path!("static" / String)
+        .and(warp::get())
+        .and_then(pages::static_file);
+    let healthz = warp::path!("healthz").and(warp::get()).map(pages::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_gw(gw))
+        .map(pages::readyz);
+    any_of!(index, chat, machine_user_chat, static_file, healthz, readyz)
+}
+
+fn operator_api(gw: Gateway) -> impl Route {
+    any_of!(
+        login(gw.clone()),
+        logout(gw.clone()),
+        me(gw.clone()),
+        machine_list(gw.clone()),
+        machine_events(gw.clone()),
+        machine_details(gw.clone()),
+        start_chat(gw.clone()),
+        session_view(gw.clone()),
+        session_join(gw.clone()),
+        session_send(gw.clone()),
+        session_end(gw.clone()),
+        session_events(gw),
+    )
+}
+
+fn machine_user_api(gw: Gateway) -> impl Route {
+    any_of!(
+        mu_login(gw.clone()),
+        mu_session(gw.clone()),
+        mu_send(gw.clone()),
+        mu_end(gw.clone()),
+        mu_events(gw),
+    )
+}
+
+fn login(gw: Gateway) -> impl Route {
+    warp::path!("api" / "login")
+        .and(warp::post())
+        .and(csrf())
+        .and(with_gw(gw))
+        .and(json_body())
+        .and_then(|gw, body| respond(login::login(gw, body)))
+}
+
+fn logout(gw: Gateway) -> impl Route {
+    warp::path!("api" / "logout")
+        .and(warp::post())
+        .and(csrf())
+        .and(with_gw(gw))
+        .and(operator_token())
+        .and_then(|gw, token| respond(login::logout(gw, token)))
+}
+
+fn me(gw: Gateway) -> impl Route {
+    warp::path!("api" / "me")
+        .and(warp::get())
+        .and(operator(gw))
+        .map(login::me)
+}
+
+fn machine_list(gw: Gateway) -> impl Route {
+    warp::path!("api" / "machines")
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and(warp::query())
+        .and_then(|l, gw, q| respond(machines::list(l, gw, q)))
+}
+
+fn machine_events(gw: Gateway) -> impl Route {
+    warp::path!("api" / "machines" / "events")
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and(warp::query())
+        .and_then(|l, gw, q| respond(machines::events(l, gw, q)))
+}
+
+fn machine_details(gw: Gateway) -> impl Route {
+    warp::path!("api" / "machines" / String)
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and_then(|id, l, gw| respond(machines::details(id, l, gw)))
+}
+
+fn start_chat(gw: Gateway) -> impl Route {
+    warp::path!("api" / "chats")
+        .and(warp::post())
+        .and(csrf())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and(json_body())
+        .and_then(|l, gw, body| respond(sessions::start_chat(l, gw, body)))
+}
+
+fn session_view(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and_then(|id, l, gw| respond(sessions::view(id, l, gw)))
+}
+
+fn session_join(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("join"))
+        .and(warp::post())
+        .and(csrf())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and_then(|id, l, gw| respond(sessions::join(id, l, gw)))
+}
+
+fn session_send(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("messages"))
+        .and(warp::post())
+        .and(csrf())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and(json_body())
+        .and_then(|id, l, gw, body| respond(sessions::send(id, l, gw, body)))
+}
+
+fn session_end(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("end"))
+        .and(warp::post())
+        .and(csrf())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and_then(|id, l, gw| respond(sessions::end(id, l, gw)))
+}
+
+fn session_events(gw: Gateway) -> impl Route {
+    warp::path!("api" / "events")
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and(warp::query())
+        .and(last_event_id())
+        .and_then(|l, gw, q, last| respond(sessions::events(l, gw, q, last)))
+}
+
+fn mu_login(gw: Gateway) -> impl Route {
+    machine_user_session()
+        .and(warp::path!("login"))
+        .and(warp::post())
+        .and(csrf())
+        .and(with_gw(gw))
+        .and(json_body())
+        .and_then(|id, gw, body| respond(login::machine_user_login(id, gw, body)))
+}
+
+fn mu_session(gw: Gateway) -> impl Route {
+    machine_user_session()
+        .and(warp::path!("session"))
+        .and(warp::get())
+        .and(machine_user_token())
+        .and(with_gw(gw))
+        .and_then(|id, token, gw| respond(sessions::mu_view(id, token, gw)))
+}
+
+fn mu_send(gw: Gateway) -> impl Route {
+    machine_user_session()
+        .and(warp::path!("messages"))
+        .and(warp::post())
+        .and(csrf())
+        .and(machine_user_token())
+        .and(with_gw(gw))
+        .and(json_body())
+        .and_then(|id, token, gw, body| respond(sessions::mu_send(id, token, gw, body)))
+}
+
+fn mu_end(gw: Gateway) -> impl Route {
+    machine_user_session()
+        .and(warp::path!("end"))
+        .and(warp::post())
+        .and(csrf())
+        .and(machine_user_token())
+        .and(with_gw(gw))
+        .and_then(|id, token, gw| respond(sessions::mu_end(id, token, gw)))
+}
+
+fn mu_events(gw: Gateway) -> impl Route {
+    machine_user_session()
+        .and(warp::path!("events"))
+        .and(warp::get())
+        .and(machine_user_token())
+        .and(with_gw(gw))
+        .and(warp::query())
+        .and(last_event_id())
+        .and_then(|id, token, gw, q, last| respond(sessions::mu_events(id, token, gw, q, last)))
+}

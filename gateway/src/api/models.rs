@@ -1,0 +1,191 @@
+//! The JSON shapes of docs/api.md: request bodies and queries, responses, and the payloads of
+//! the SSE control events.
+//!
+//! Response fields are declared in alphabetical order: that is the order the `json!` literals
+//! they replaced put on the wire, so the bytes stay the same.
+
+use natter_actors::machines::{MachineRecord, MachineStatus, group_of, org_of};
+use natter_actors::protocol::SessionView;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Login;
+
+/// `POST /api/login`.
+#[derive(Deserialize)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+}
+
+/// `POST /api/chats`.
+#[derive(Deserialize)]
+pub struct StartChatRequest {
+    pub machine: String,
+}
+
+/// `POST …/messages`.
+#[derive(Deserialize)]
+pub struct MessageRequest {
+    /// The client's ID for the message: a retry with the same one lands once.
+    pub id: String,
+    pub text: String,
+}
+
+/// `POST /m/{id}/api/login`: the token from the chat link.
+#[derive(Deserialize)]
+pub struct TokenRequest {
+    pub token: String,
+}
+
+/// `?filter=` of the machine list and stream.
+#[derive(Deserialize)]
+pub struct FilterQuery {
+    pub filter: Option<String>,
+}
+
+/// `?sessions=A,B:17&since=N` of the event streams.
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    pub sessions: Option<String>,
+    pub since: Option<u64>,
+}
+
+/// The logged-in operator (`/api/login`, `/api/me`).
+#[derive(Serialize)]
+pub struct OperatorView<'a> {
+    pub admin: bool,
+    pub id: &'a str,
+    pub name: &'a str,
+    pub scopes: &'a [String],
+}
+
+impl<'a> From<&'a Login> for OperatorView<'a> {
+    fn from(l: &'a Login) -> Self {
+        OperatorView {
+            admin: l.admin,
+            id: &l.who.id,
+            name: &l.who.name,
+            scopes: &l.scopes,
+        }
+    }
+}
+
+/// `POST /api/chats`: the new (or joined) session.
+#[derive(Serialize)]
+pub struct ChatStarted {
+    pub session: Option<SessionView>,
+}
+
+/// A sent message's place in the stream.
+#[derive(Serialize)]
+pub struct MessageSent {
+    pub duplicate: bool,
+    pub seq: Option<u64>,
+}
+
+/// An ended session's `ended` event.
+#[derive(Serialize)]
+pub struct SessionEnded {
+    pub seq: Option<u64>,
+}
+
+/// The `<MachineView>` of docs/api.md.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct MachineView {
+    pub agent_version: String,
+    pub group: String,
+    pub id: String,
+    pub idle_secs: u64,
+    pub ip: String,
+    pub last_checkin: Option<u64>,
+    pub org: String,
+    pub os: String,
+    /// The chat in progress with the machine.
+    pub session: Option<String>,
+    pub status: MachineStatus,
+    pub user: Option<String>,
+}
+
+impl MachineView {
+    pub fn new(m: &MachineRecord, session: Option<String>) -> Self {
+        MachineView {
+            agent_version: m.agent_version.clone(),
+            group: group_of(&m.id).to_string(),
+            id: m.id.clone(),
+            idle_secs: m.idle_secs,
+            ip: m.ip.clone(),
+            last_checkin: m.last_checkin,
+            org: org_of(&m.id).to_string(),
+            os: m.os.clone(),
+            session,
+            status: m.status,
+            user: m.user.clone(),
+        }
+    }
+}
+
+/// `event: machine` for a machine that left the directory.
+#[derive(Serialize)]
+pub struct MachineRemoved<'a> {
+    pub id: &'a str,
+    pub removed: bool,
+}
+
+/// `event: hello`, first on every (re)connect of an event stream.
+#[derive(Serialize)]
+pub struct Hello<'a> {
+    pub retention_secs: u64,
+    pub server_time: u64,
+    pub sessions: &'a [String],
+}
+
+/// `event: reset`: the client's resume point for `session` lies before what retention kept.
+#[derive(Serialize)]
+pub struct Reset<'a> {
+    pub reason: &'static str,
+    pub session: &'a str,
+}
+
+/// `event: error`, after which the stream ends.
+#[derive(Serialize)]
+pub struct StreamError<'a> {
+    pub error: &'a str,
+    pub message: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use natter_actors::machines::{MachineRecord, MachineStatus};
+
+    use super::*;
+
+    #[test]
+    fn a_machine_view_has_the_fields_of_the_docs_on_the_wire() {
+        let mut record = MachineRecord::provisioned("pc1.east.sales.acme");
+        record.status = MachineStatus::User;
+        record.user = Some("carol".into());
+        record.last_checkin = Some(1764045000123);
+        record.os = "linux".into();
+        record.agent_version = "0.1.0".into();
+        record.ip = "10.0.0.7".into();
+        let view = MachineView::new(&record, None);
+        assert_eq!(
+            serde_json::to_string(&view).unwrap(),
+            r#"{"agent_version":"0.1.0","group":"east.sales.acme","id":"pc1.east.sales.acme","idle_secs":0,"ip":"10.0.0.7","last_checkin":1764045000123,"org":"acme","os":"linux","session":null,"status":"user","user":"carol"}"#
+        );
+    }
+
+    #[test]
+    fn send_and_end_answers_keep_their_shape() {
+        let sent = MessageSent {
+            duplicate: true,
+            seq: Some(42),
+        };
+        assert_eq!(
+            serde_json::to_string(&sent).unwrap(),
+            r#"{"duplicate":true,"seq":42}"#
+        );
+        let ended = SessionEnded { seq: Some(43) };
+        assert_eq!(serde_json::to_string(&ended).unwrap(), r#"{"seq":43}"#);
+    }
+}

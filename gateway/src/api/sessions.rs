@@ -1,0 +1,200 @@
+//! Chat sessions: starting one, and what its members do in it (operators under `/api`, the
+//! machine user under `/m/{id}/api`).
+
+use natter_actors::machines::Scope;
+use natter_actors::protocol::{Participant, SessionCommand, valid_machine_id};
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::json_reply;
+use super::models::{
+    ChatStarted, EventsQuery, MessageRequest, MessageSent, SessionEnded, StartChatRequest,
+};
+use crate::auth::{self, Login};
+use crate::error::{ApiError, ErrorKind};
+use crate::{Gateway, sse};
+
+/// POST /api/chats
+pub async fn start_chat(
+    l: Login,
+    gw: Gateway,
+    body: StartChatRequest,
+) -> Result<Response, ApiError> {
+    let machine = body.machine.trim().to_string();
+    if !valid_machine_id(&machine) {
+        return Err(ApiError::bad_request(format!(
+            "{machine:?} is not a machine ID (like pc1.sales.acme)"
+        )));
+    }
+    // Outside the scope, a machine does not exist for this operator.
+    let record = gw
+        .directory()
+        .record(&machine)
+        .filter(|_| l.scope.covers(&machine))
+        .ok_or_else(|| ApiError::not_found(format!("no machine {machine}")))?;
+    if record.user.is_none() {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            "no user is logged on to this machine",
+        ));
+    }
+    if !record.status.can_chat() {
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!(
+                "no chat possible: {}",
+                record.status.describe().to_lowercase()
+            ),
+        ));
+    }
+    let id = ulid::Ulid::new().to_string();
+    let open = SessionCommand::Open {
+        by: l.who.clone(),
+        machine,
+    };
+    let (status, ack) = match gw.command_as(&id, &open, &l.scope).await {
+        Ok(ack) => (StatusCode::CREATED, ack),
+        Err(e) if e.kind() == ErrorKind::Conflict && e.session.is_some() => {
+            // A chat with this machine is in progress: join it (F6).
+            let existing = e.session.unwrap_or_default();
+            let join = SessionCommand::Join { by: l.who };
+            (
+                StatusCode::OK,
+                gw.command_as(&existing, &join, &l.scope).await?,
+            )
+        }
+        Err(e) => return Err(e),
+    };
+    let started = ChatStarted {
+        session: ack.session,
+    };
+    Ok(json_reply(status, &started))
+}
+
+/// GET /api/sessions/{id}
+pub async fn view(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
+    session_reply(&gw, &id, SessionCommand::View { by: l.who }, &l.scope).await
+}
+
+/// POST /api/sessions/{id}/join
+pub async fn join(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
+    session_reply(&gw, &id, SessionCommand::Join { by: l.who }, &l.scope).await
+}
+
+/// POST /api/sessions/{id}/messages
+pub async fn send(
+    id: String,
+    l: Login,
+    gw: Gateway,
+    body: MessageRequest,
+) -> Result<Response, ApiError> {
+    send_message(&gw, &id, l.who, &l.scope, body).await
+}
+
+/// POST /api/sessions/{id}/end
+pub async fn end(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
+    end_session(&gw, &id, l.who, &l.scope).await
+}
+
+/// GET /api/events?sessions=A,B:17&since=N
+pub async fn events(
+    l: Login,
+    gw: Gateway,
+    q: EventsQuery,
+    last_event_id: Option<String>,
+) -> Result<Response, ApiError> {
+    let cursors = sse::parse_cursors(q.sessions.as_deref().unwrap_or(""), q.since.unwrap_or(0))?;
+    let last = sse::parse_last_event_id(last_event_id.as_deref())?;
+    event_stream(&gw, &l.who, &l.scope, cursors, last).await
+}
+
+/// GET /m/{id}/api/session
+pub async fn mu_view(id: String, token: Option<String>, gw: Gateway) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    session_reply(&gw, &id, SessionCommand::View { by: l.who }, &Scope::All).await
+}
+
+/// POST /m/{id}/api/messages
+pub async fn mu_send(
+    id: String,
+    token: Option<String>,
+    gw: Gateway,
+    body: MessageRequest,
+) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    send_message(&gw, &id, l.who, &Scope::All, body).await
+}
+
+/// POST /m/{id}/api/end
+pub async fn mu_end(id: String, token: Option<String>, gw: Gateway) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    end_session(&gw, &id, l.who, &Scope::All).await
+}
+
+/// GET /m/{id}/api/events
+pub async fn mu_events(
+    id: String,
+    token: Option<String>,
+    gw: Gateway,
+    q: EventsQuery,
+    last_event_id: Option<String>,
+) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    let last = sse::parse_last_event_id(last_event_id.as_deref())?;
+    let cursors = vec![(id, q.since.unwrap_or(0))];
+    event_stream(&gw, &l.who, &l.scope, cursors, last).await
+}
+
+/// Runs a command and answers with the session it returns (`<SessionView>`).
+async fn session_reply(
+    gw: &Gateway,
+    id: &str,
+    cmd: SessionCommand,
+    scope: &Scope,
+) -> Result<Response, ApiError> {
+    let ack = gw.command_as(id, &cmd, scope).await?;
+    Ok(json_reply(StatusCode::OK, &ack.session))
+}
+
+async fn send_message(
+    gw: &Gateway,
+    id: &str,
+    by: Participant,
+    scope: &Scope,
+    body: MessageRequest,
+) -> Result<Response, ApiError> {
+    let cmd = SessionCommand::Send {
+        by,
+        client_id: body.id,
+        text: body.text,
+    };
+    let ack = gw.command_as(id, &cmd, scope).await?;
+    let sent = MessageSent {
+        duplicate: ack.duplicate,
+        seq: ack.seq,
+    };
+    Ok(json_reply(StatusCode::CREATED, &sent))
+}
+
+async fn end_session(
+    gw: &Gateway,
+    id: &str,
+    by: Participant,
+    scope: &Scope,
+) -> Result<Response, ApiError> {
+    let ack = gw
+        .command_as(id, &SessionCommand::End { by }, scope)
+        .await?;
+    Ok(json_reply(StatusCode::OK, &SessionEnded { seq: ack.seq }))
+}
+
+async fn event_stream(
+    gw: &Gateway,
+    who: &Participant,
+    scope: &Scope,
+    cursors: Vec<(String, u64)>,
+    last_event_id: u64,
+) -> Result<Response, ApiError> {
+    let stream = sse::open(gw, who, scope, cursors, last_event_id).await?;
+    Ok(sse::response(stream, gw.shutdown_token()))
+}
