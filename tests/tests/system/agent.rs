@@ -6,97 +6,23 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, free_port};
 use natter_agent::{AgentConfig, AgentHandle, Presence, RecordingOpener};
 use natter_system_tests::*;
 use tokio_util::sync::CancellationToken;
-
-use crate::WAIT;
 
 const MACHINE: &str = "pc1.sales.acme";
 /// What the agent promises: it stops within this long, whatever NATS does.
 const STOP_LIMIT: Duration = Duration::from_secs(5);
 
-/// A nats-server (repository `nats.conf`) on a port fixed before it first starts, which can be
-/// stopped and started again on that port with the same store and secrets.
-struct NatsOnPort {
-    options: NatsServerOptions,
-    server: Option<NatsServer>,
-    callout_seed: String,
-    _dir: tempfile::TempDir,
-}
-
-impl NatsOnPort {
-    fn new() -> NatsOnPort {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let (callout_seed, callout_issuer) =
-            natter_actors::auth_callout::Callout::generate_issuer();
-        let bin = std::env::var("NATTER_NATS_SERVER")
-            .map(Into::into)
-            .unwrap_or_else(|_| repo_root().join(".tools/nats/bin/nats-server"));
-        let options = NatsServerOptions {
-            bin,
-            config: repo_root().join("nats.conf"),
-            port: free_port().expect("free port"),
-            store_dir: dir.path().join("js"),
-            log_file: Some(dir.path().join("nats.log")),
-            secrets: ServerSecrets {
-                broker_password: "broker-test-secret".into(),
-                agent_password: "agent-test-secret".into(),
-                callout_issuer,
-            },
-        };
-        NatsOnPort {
-            options,
-            server: None,
-            callout_seed,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.options.port)
-    }
-
-    async fn start(&mut self) {
-        let server = NatsServer::start(self.options.clone())
-            .await
-            .expect("start nats-server");
-        self.server = Some(server);
-    }
-
-    async fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.stop().await;
-        }
-    }
-
-    fn node_config(&self) -> natter::Config {
-        let mut c = natter::Config::defaults();
-        c.nats.url = self.url();
-        c.nats.password = self.options.secrets.broker_password.clone();
-        c.nats.agent_password = self.options.secrets.agent_password.clone();
-        c.nats.callout_seed = self.callout_seed.clone();
-        c
-    }
-
-    /// Every check-in from now on, seen as the broker sees them.
-    async fn checkins(&self) -> async_nats::Subscriber {
-        let client = async_nats::ConnectOptions::new()
-            .user_and_password(
-                "natter-broker".into(),
-                self.options.secrets.broker_password.clone(),
-            )
-            .connect(self.url())
-            .await
-            .expect("connect as broker");
-        let checkins = client
-            .subscribe(natter_actors::subjects::ALL_CHECKINS)
-            .await
-            .expect("subscribe");
-        client.flush().await.expect("flush");
-        checkins
-    }
+/// Every check-in from now on, seen as the broker sees them.
+async fn checkins(nats: &TestNats) -> async_nats::Subscriber {
+    let client = nats.broker_client().await;
+    let checkins = client
+        .subscribe(natter_actors::subjects::ALL_CHECKINS)
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    checkins
 }
 
 /// An agent (the library's `run`, as the binary runs it) checking in every second.
@@ -106,11 +32,11 @@ struct RunningAgent {
 }
 
 impl RunningAgent {
-    fn start(nats: &NatsOnPort) -> RunningAgent {
+    fn start(nats: &TestNats) -> RunningAgent {
         let config = AgentConfig {
             nats_url: nats.url(),
             nats_user: MACHINE.into(),
-            nats_password: nats.options.secrets.agent_password.clone(),
+            nats_password: nats.agent_password.clone(),
             machine: MACHINE.into(),
             interval: Duration::from_secs(1),
             os: "linux".into(),
@@ -159,12 +85,11 @@ async fn next_checkin_from_machine(checkins: &mut async_nats::Subscriber) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_started_before_nats_goes_online_once_nats_and_the_node_are_up() {
-    init_logging();
-    let mut nats = NatsOnPort::new();
+    let mut nats = TestNats::prepare();
     let agent = RunningAgent::start(&nats);
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
-    nats.start().await;
+    nats.resume().await;
     let node = TestNode::start(nats.node_config()).await;
     eventually(WAIT, || async {
         machine_status(&node).await.as_deref() == Some("user")
@@ -179,17 +104,16 @@ async fn an_agent_started_before_nats_goes_online_once_nats_and_the_node_are_up(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_ins_resume_after_nats_restarts_under_a_running_agent() {
-    init_logging();
-    let mut nats = NatsOnPort::new();
-    nats.start().await;
+    let mut nats = TestNats::prepare();
+    nats.resume().await;
     let node = TestNode::start(nats.node_config()).await;
     let agent = RunningAgent::start(&nats);
-    next_checkin_from_machine(&mut nats.checkins().await).await;
+    next_checkin_from_machine(&mut checkins(&nats).await).await;
 
     nats.stop().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    nats.start().await;
-    next_checkin_from_machine(&mut nats.checkins().await).await;
+    nats.resume().await;
+    next_checkin_from_machine(&mut checkins(&nats).await).await;
 
     agent.stop_within_limit().await;
     node.shutdown().await;
