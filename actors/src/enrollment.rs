@@ -254,7 +254,11 @@ impl Enrollment {
         // Spend a use first: a binding that then loses a race wastes one use, never allows
         // more enrollments than the token says.
         self.spend_use(&key, machine).await?;
-        match self.keys.create(machine, public_key.to_string().into()).await {
+        match self
+            .keys
+            .create(machine, public_key.to_string().into())
+            .await
+        {
             Ok(_) => Ok(Admitted::Enrolled),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {
                 match self.is_bound_to(machine, public_key).await {
@@ -321,7 +325,11 @@ mod tests {
         assert_eq!(a.len(), TOKEN_PREFIX.len() + 64);
         let key = token_key(&a).expect("a token parses");
         assert_eq!(key.len(), 64);
-        assert_ne!(key, a[TOKEN_PREFIX.len()..], "the key is a hash, not the token");
+        assert_ne!(
+            key,
+            a[TOKEN_PREFIX.len()..],
+            "the key is a hash, not the token"
+        );
     }
 
     #[test]
@@ -329,7 +337,10 @@ mod tests {
         assert_eq!(token_key(""), None);
         assert_eq!(token_key("agent-test-secret"), None);
         assert_eq!(token_key(&format!("{TOKEN_PREFIX}abc")), None);
-        assert_eq!(token_key(&format!("{TOKEN_PREFIX}{}", "g".repeat(64))), None);
+        assert_eq!(
+            token_key(&format!("{TOKEN_PREFIX}{}", "g".repeat(64))),
+            None
+        );
     }
 
     #[test]

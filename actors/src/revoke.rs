@@ -126,7 +126,11 @@ async fn connections(
         };
         let server = answer["server"]["id"].as_str().unwrap_or_default();
         let conns = answer["data"]["connections"].as_array();
-        for cid in conns.into_iter().flatten().filter_map(|c| c["cid"].as_u64()) {
+        for cid in conns
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["cid"].as_u64())
+        {
             found.push((server.to_string(), cid));
         }
     }

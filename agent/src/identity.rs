@@ -109,7 +109,10 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(load_or_create(&path).expect("reused"), seed);
-        assert_eq!(std::fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
     }
 
     #[test]
@@ -129,7 +132,11 @@ mod tests {
         let path = dir.path().join("agent.nk");
         let mut options = std::fs::OpenOptions::new();
         std::os::unix::fs::OpenOptionsExt::mode(options.write(true).create_new(true), 0o600);
-        options.open(&path).unwrap().write_all(b"agent-secret\n").unwrap();
+        options
+            .open(&path)
+            .unwrap()
+            .write_all(b"agent-secret\n")
+            .unwrap();
         assert!(matches!(
             load_or_create(&path),
             Err(KeyFileError::NotASeed(_))

@@ -20,7 +20,11 @@ struct Cli {
     nats_url: String,
     /// Where this machine's secret key lives (created on first start, mode 600). With several
     /// --machine, include `{machine}` in the path: each machine has its own key.
-    #[arg(long, env = "NATTER_AGENT_KEY_FILE", required_unless_present = "simulate")]
+    #[arg(
+        long,
+        env = "NATTER_AGENT_KEY_FILE",
+        required_unless_present = "simulate"
+    )]
     key_file: Option<String>,
     /// Enrollment token from `natter admin enroll-token`, needed on the first connect only
     /// (once the node has bound the machine to its key, the key is enough).

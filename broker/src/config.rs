@@ -412,7 +412,10 @@ impl Config {
 
     /// The system user's password: the configured one, else the environment's.
     pub fn system_password(&self) -> String {
-        env_or(&self.nats.system_password, ServerSecrets::SYSTEM_PASSWORD_VAR)
+        env_or(
+            &self.nats.system_password,
+            ServerSecrets::SYSTEM_PASSWORD_VAR,
+        )
     }
 
     /// The broker's NATS password: the configured one, else the environment's.

@@ -176,8 +176,10 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::Actor(e.to_string()))?;
-        let enrollment = Enrollment::ensure(client.clone()).await?;
-        let agent_auth = start_agent_auth(config, &client, &stores, &enrollment).await?;
+        // Boxed: these futures are large, and Node::start runs inside tests' futures on a
+        // thread's default stack.
+        let enrollment = Box::pin(Enrollment::ensure(client.clone())).await?;
+        let agent_auth = Box::pin(start_agent_auth(config, &client, &stores, &enrollment)).await?;
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();

@@ -258,7 +258,11 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
             let existed = enrollment.forget_key(&machine).await?;
             println!(
                 "{machine}: {}",
-                if existed { "key forgotten" } else { "had no key" }
+                if existed {
+                    "key forgotten"
+                } else {
+                    "had no key"
+                }
             );
             let cut_off = tokio::time::timeout(
                 std::time::Duration::from_secs(5),

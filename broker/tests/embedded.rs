@@ -86,7 +86,11 @@ fn serve_starts_and_stops_its_own_nats_server() {
         .output()
         .unwrap();
     let token = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(token.trim().starts_with("nenr_"), "{token}");
 
     // SIGTERM: the node drains and stops its nats-server.

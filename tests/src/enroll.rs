@@ -42,10 +42,13 @@ impl TestNats {
     /// A real agent's settings for `machine`: its own key and a fresh one-use token for its
     /// group (ignored by the node once the machine is enrolled).
     pub async fn agent_config(&self, machine: &str, interval: Duration) -> AgentConfig {
+        // Boxed: opening the buckets is a large future, and tests nest this one deeply on a
+        // thread's default stack.
+        let token = Box::pin(self.enroll_token(group_of(machine), 1)).await;
         AgentConfig {
             nats_url: self.url(),
             nats_user: machine.into(),
-            nats_password: self.enroll_token(group_of(machine), 1).await,
+            nats_password: token,
             nkey_seed: Some(self.machine_seed(machine)),
             machine: machine.into(),
             interval,

@@ -4,14 +4,16 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use natter::Config;
-use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
+use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin, free_port};
 
 use crate::{init_logging, repo_root};
 
-/// A real nats-server with JetStream, started from the repository's `nats.conf` on a free port
-/// with its own store directory; killed when dropped.
+/// A real nats-server with JetStream, started from the repository's `nats.conf` with its own
+/// store directory; killed when dropped. It can be stopped and started again on the same port,
+/// store and secrets (a NATS outage under a running node or agent).
 pub struct TestNats {
-    pub server: NatsServer,
+    options: NatsServerOptions,
+    server: Option<NatsServer>,
     pub broker_password: String,
     pub simulator_password: String,
     pub system_password: String,
@@ -23,17 +25,26 @@ pub struct TestNats {
 }
 
 impl TestNats {
+    /// A server on a free port, running.
     pub async fn start() -> TestNats {
+        let mut nats = TestNats::prepare();
+        nats.resume().await;
+        nats
+    }
+
+    /// A server whose port is chosen now but which is not running yet (so clients can be
+    /// pointed at it first); [`TestNats::resume`] starts it.
+    pub fn prepare() -> TestNats {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let broker_password = "broker-test-secret".to_string();
         let simulator_password = "simulator-test-secret".to_string();
         let system_password = "system-test-secret".to_string();
         let (callout_seed, issuer) = natter_actors::auth_callout::Callout::generate_issuer();
-        let server = NatsServer::start(NatsServerOptions {
+        let options = NatsServerOptions {
             bin: server_bin(),
             config: repo_root().join("nats.conf"),
-            port: 0,
+            port: free_port().expect("a free port"),
             store_dir: dir.path().join("js"),
             log_file: Some(dir.path().join("nats.log")),
             secrets: ServerSecrets {
@@ -42,11 +53,10 @@ impl TestNats {
                 system_password: system_password.clone(),
                 callout_issuer: issuer,
             },
-        })
-        .await
-        .expect("start nats-server");
+        };
         TestNats {
-            server,
+            options,
+            server: None,
             callout_seed,
             broker_password,
             simulator_password,
@@ -56,8 +66,24 @@ impl TestNats {
         }
     }
 
+    /// Starts the server (again) on its port, store and secrets.
+    pub async fn resume(&mut self) {
+        assert!(self.server.is_none(), "nats-server is already running");
+        let server = NatsServer::start(self.options.clone())
+            .await
+            .expect("start nats-server");
+        self.server = Some(server);
+    }
+
+    /// Stops the server; the store stays for [`TestNats::resume`].
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+
     pub fn url(&self) -> String {
-        self.server.url()
+        format!("nats://127.0.0.1:{}", self.options.port)
     }
 
     /// A node configuration pointing at this server, with test-friendly timings.

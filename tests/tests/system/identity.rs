@@ -10,7 +10,6 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
-
 /// One connect attempt as `user` with `password` and, if given, the key `seed`.
 async fn login(
     nats: &TestNats,
@@ -69,7 +68,10 @@ async fn nobody_logs_in_as_an_enrolled_machine_with_another_key() {
     let refused = login(&nats, "pc1.sales.acme", &token, Some(&mallory)).await;
     assert!(refused.is_err(), "logged in as pc1 with another key");
     let refused = login(&nats, "pc1.sales.acme", "", Some(&mallory)).await;
-    assert!(refused.is_err(), "logged in as pc1 with another key and no token");
+    assert!(
+        refused.is_err(),
+        "logged in as pc1 with another key and no token"
+    );
     node.shutdown().await;
 }
 
@@ -106,9 +108,21 @@ async fn wrong_expired_and_used_up_tokens_do_not_enroll() {
         let refused = login(&nats, machine, token, Some(&seed(machine))).await;
         assert!(refused.is_err(), "{machine} enrolled with {token}");
     }
-    let first = login(&nats, "pc4.sales.acme", &once, Some(&seed("pc4.sales.acme"))).await;
+    let first = login(
+        &nats,
+        "pc4.sales.acme",
+        &once,
+        Some(&seed("pc4.sales.acme")),
+    )
+    .await;
     assert!(first.is_ok(), "a fresh one-use token enrolls: {first:?}");
-    let again = login(&nats, "pc5.sales.acme", &once, Some(&seed("pc5.sales.acme"))).await;
+    let again = login(
+        &nats,
+        "pc5.sales.acme",
+        &once,
+        Some(&seed("pc5.sales.acme")),
+    )
+    .await;
     assert!(again.is_err(), "a used-up token enrolled a second machine");
     // A machine that never enrolled never appears in the list.
     for machine in ["pc1.sales.acme", "pc2.sales.acme", "pc5.sales.acme"] {
@@ -119,13 +133,15 @@ async fn wrong_expired_and_used_up_tokens_do_not_enroll() {
 
 /// Sends a raw CONNECT with `nkey` and `sig`; returns the server's first answer line.
 async fn raw_connect(nats: &TestNats, user: &str, nkey: &str, sig: &str) -> String {
-    let stream = tokio::net::TcpStream::connect(("127.0.0.1", nats.server.port()))
-        .await
-        .unwrap();
+    let address = nats.url().replace("nats://", "");
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let info = lines.next_line().await.unwrap().unwrap();
-    assert!(info.contains("\"nonce\""), "the server sends a nonce: {info}");
+    assert!(
+        info.contains("\"nonce\""),
+        "the server sends a nonce: {info}"
+    );
     let connect = json!({"user": user, "pass": "", "nkey": nkey, "sig": sig, "verbose": false,
         "pedantic": false, "protocol": 1});
     write
@@ -193,7 +209,10 @@ async fn set_suspended(nats: &TestNats, machine: &str, suspended: bool) {
 /// Waits until `client` has lost its connection and checks it does not come back.
 async fn assert_cut_off(client: &async_nats::Client) {
     use async_nats::connection::State;
-    eventually(WAIT, || async { client.connection_state() != State::Connected }).await;
+    eventually(WAIT, || async {
+        client.connection_state() != State::Connected
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_ne!(client.connection_state(), State::Connected, "it came back");
 }
