@@ -58,6 +58,13 @@ impl ServerSecrets {
     /// Environment variable of the auth callout issuer's public key.
     pub const CALLOUT_ISSUER_VAR: &str = "NATTER_NATS_CALLOUT_ISSUER";
 
+    /// Every variable name: the child's whole environment (with TZ).
+    pub const VARS: [&str; 3] = [
+        Self::BROKER_PASSWORD_VAR,
+        Self::AGENT_PASSWORD_VAR,
+        Self::CALLOUT_ISSUER_VAR,
+    ];
+
     /// The variables as (name, value) pairs for the child's environment.
     pub fn env(&self) -> [(&'static str, &str); 3] {
         [

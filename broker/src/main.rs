@@ -120,6 +120,9 @@ async fn stop_signal() {
     }
 }
 
+/// How long a node whose embedded server failed gets to shut down before it exits anyway.
+const FAILED_SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The embedded nats-server, and the data directory the node holds (locked) while it runs.
 struct Embedded {
     server: NatsServer,
@@ -147,13 +150,17 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
         tokio::select! {
             _ = stop_signal() => {}
             why = failed => {
-                let _ = failure_tx.send(why);
                 // Without its NATS server, a step of the shutdown could wait for ever.
-                tokio::spawn(async {
-                    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
-                    eprintln!("natter: the shutdown did not finish within 15 s; exiting");
+                let last_words = format!(
+                    "natter: the embedded nats-server stopped: {why} (shutdown cut short after {} s)",
+                    FAILED_SHUTDOWN_LIMIT.as_secs()
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(FAILED_SHUTDOWN_LIMIT).await;
+                    eprintln!("{last_words}");
                     std::process::exit(1);
                 });
+                let _ = failure_tx.send(why);
             }
         }
     };
@@ -238,7 +245,11 @@ fn redacted(config: &Config) -> Config {
     let mut shown = config.clone();
     shown.nats.password = describe(
         config.nats_password(),
-        if embedded { "(generated at start)" } else { "(not set)" },
+        if embedded {
+            "(generated at start)"
+        } else {
+            "(not set)"
+        },
     );
     shown.nats.agent_password = describe(config.agent_password(), "(not set)");
     let seed_file = DataDir::callout_seed_file_in(&config.storage.data_dir);

@@ -147,11 +147,13 @@ fn restrict_to_owner(path: &Path) -> Result<(), EmbeddedError> {
         path: path.to_path_buf(),
         source,
     };
-    let mode = std::fs::metadata(path).map_err(io_error)?.permissions().mode();
+    let mode = std::fs::metadata(path)
+        .map_err(io_error)?
+        .permissions()
+        .mode();
     if mode & 0o077 != 0 {
         tracing::warn!(file = %path.display(), "secret file was readable by others; now 0600");
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_error)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_error)?;
     }
     Ok(())
 }

@@ -48,7 +48,9 @@ fn resolve_for(pid: u32, path: &str) -> Option<PathBuf> {
     let full = if path.is_absolute() {
         path.to_path_buf()
     } else {
-        std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?.join(path)
+        std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .ok()?
+            .join(path)
     };
     full.canonicalize().ok()
 }
