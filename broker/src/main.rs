@@ -140,30 +140,7 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
     };
     let server_failure = embedded.as_ref().map(|e| e.server.failure());
     let (failure_tx, mut failure_rx) = tokio::sync::oneshot::channel();
-    let shutdown = async move {
-        let failed = async {
-            match server_failure {
-                Some(failure) => failure.await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = stop_signal() => {}
-            why = failed => {
-                // Without its NATS server, a step of the shutdown could wait for ever.
-                let last_words = format!(
-                    "natter: the embedded nats-server stopped: {why} (shutdown cut short after {} s)",
-                    FAILED_SHUTDOWN_LIMIT.as_secs()
-                );
-                tokio::spawn(async move {
-                    tokio::time::sleep(FAILED_SHUTDOWN_LIMIT).await;
-                    eprintln!("{last_words}");
-                    std::process::exit(1);
-                });
-                let _ = failure_tx.send(why);
-            }
-        }
-    };
+    let shutdown = stop_requested(server_failure, failure_tx);
     let result = natter::run(listener, &config, shutdown).await;
     if let Some(Embedded { server, data_dir }) = embedded {
         server.stop().await;
@@ -173,6 +150,36 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
     match failure_rx.try_recv() {
         Ok(why) => Err(format!("the embedded nats-server stopped: {why}").into()),
         Err(_) => Ok(()),
+    }
+}
+
+/// Resolves when the node must stop: on Ctrl-C or SIGTERM, or when its embedded server failed
+/// for good (the reason goes to `failure`).
+async fn stop_requested(
+    server_failure: Option<impl std::future::Future<Output = String>>,
+    failure: tokio::sync::oneshot::Sender<String>,
+) {
+    let failed = async {
+        match server_failure {
+            Some(server_failure) => server_failure.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = stop_signal() => {}
+        why = failed => {
+            // Without its NATS server, a step of the shutdown could wait for ever.
+            let last_words = format!(
+                "natter: the embedded nats-server stopped: {why} (shutdown cut short after {} s)",
+                FAILED_SHUTDOWN_LIMIT.as_secs()
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(FAILED_SHUTDOWN_LIMIT).await;
+                eprintln!("{last_words}");
+                std::process::exit(1);
+            });
+            let _ = failure.send(why);
+        }
     }
 }
 

@@ -184,9 +184,32 @@ pub async fn wait_agent_admitted(nats_url: &str, machine: &str) {
     }
 }
 
+/// A process the test started by hand, killed when the test ends (even when it fails).
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts a nats-server by hand on `data`'s store with the node's arguments and `port`, as a
 /// node of an older build (or a person) would have.
-pub fn spawn_foreign_server(data: &Path, port: u16) -> Child {
+pub fn spawn_foreign_server(data: &Path, port: u16) -> KillOnDrop {
     let (_, issuer) = natter_actors::auth_callout::Callout::generate_issuer();
     let secrets = natter::embedded::ServerSecrets {
         broker_password: BROKER_PASSWORD.into(),
@@ -205,6 +228,7 @@ pub fn spawn_foreign_server(data: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let child = KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
