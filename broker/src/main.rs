@@ -4,11 +4,12 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod identity;
+
 use clap::{Parser, Subcommand};
 use natter::config::{Config, LogFormat};
 use natter::embedded::{DataDir, NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
 use natter_actors::directory;
-use natter_actors::enrollment::Enrollment;
 use natter_actors::machines::{MachineReply, MachineRequest};
 use natter_actors::store::Stores;
 
@@ -338,15 +339,9 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
             );
         }
         Admin::EnrollToken { group, uses, ttl } => {
-            let enrollment = Enrollment::ensure(client.clone()).await?;
-            let token = enrollment.issue_token(&group, uses, ttl).await?;
-            eprintln!(
-                "enrollment token for {group}: {uses} use(s), valid for {}",
-                humantime::format_duration(ttl)
-            );
-            println!("{token}");
+            identity::enroll_token(&client, &group, uses, ttl).await?
         }
-        Admin::ForgetKey { machine } => forget_key(&client, &machine).await?,
+        Admin::ForgetKey { machine } => identity::forget_key(&client, &machine).await?,
         Admin::AddMachine { machine } => {
             machine_request(&client, &machine, MachineRequest::Provision).await?
         }
@@ -368,33 +363,6 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
         }
     }
     client.flush().await?;
-    Ok(())
-}
-
-/// Deletes a machine's key binding and asks a node to cut its agent off.
-async fn forget_key(client: &async_nats::Client, machine: &str) -> Result<(), BoxError> {
-    let enrollment = Enrollment::ensure(client.clone()).await?;
-    let existed = enrollment.forget_key(machine).await?;
-    println!(
-        "{machine}: {}",
-        if existed {
-            "key forgotten"
-        } else {
-            "had no key"
-        }
-    );
-    let cut_off = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        natter_actors::revoke::request(client, machine),
-    )
-    .await;
-    match cut_off {
-        Ok(Ok(n)) => println!("{machine}: {n} connection(s) cut off"),
-        Ok(Err(e)) => eprintln!(
-            "natter: no node cut off {machine}'s connection ({e}); it is refused at its next connect"
-        ),
-        Err(_) => eprintln!("natter: the node did not confirm the cut-off within 5 s"),
-    }
     Ok(())
 }
 
