@@ -44,8 +44,10 @@ pub struct NatsServerOptions {
 pub struct ServerSecrets {
     /// Password of the `natter-broker` user (nodes, admin commands).
     pub broker_password: String,
-    /// The agents' shared secret (also the simulator's password).
-    pub agent_password: String,
+    /// Password of the `natter-simulator` user (a simulated fleet only; random when off).
+    pub simulator_password: String,
+    /// Password of the `natter-system` user (the nodes' system-account connection).
+    pub system_password: String,
     /// Public key of the auth callout issuer (the node signs agents' permissions with its seed).
     pub callout_issuer: String,
 }
@@ -53,23 +55,28 @@ pub struct ServerSecrets {
 impl ServerSecrets {
     /// Environment variable of the broker password (also read by the node and the scripts).
     pub const BROKER_PASSWORD_VAR: &str = "NATTER_NATS_BROKER_PASSWORD";
-    /// Environment variable of the agents' secret (also read by the agent and the node).
-    pub const AGENT_PASSWORD_VAR: &str = "NATTER_NATS_AGENT_PASSWORD";
+    /// Environment variable of the simulator's password (also read by `natter-agent --simulate`
+    /// and the node).
+    pub const SIMULATOR_PASSWORD_VAR: &str = "NATTER_NATS_SIMULATOR_PASSWORD";
+    /// Environment variable of the system user's password (also read by the node).
+    pub const SYSTEM_PASSWORD_VAR: &str = "NATTER_NATS_SYSTEM_PASSWORD";
     /// Environment variable of the auth callout issuer's public key.
     pub const CALLOUT_ISSUER_VAR: &str = "NATTER_NATS_CALLOUT_ISSUER";
 
     /// Every variable name: the child's whole environment (with TZ).
-    pub const VARS: [&str; 3] = [
+    pub const VARS: [&str; 4] = [
         Self::BROKER_PASSWORD_VAR,
-        Self::AGENT_PASSWORD_VAR,
+        Self::SIMULATOR_PASSWORD_VAR,
+        Self::SYSTEM_PASSWORD_VAR,
         Self::CALLOUT_ISSUER_VAR,
     ];
 
     /// The variables as (name, value) pairs for the child's environment.
-    pub fn env(&self) -> [(&'static str, &str); 3] {
+    pub fn env(&self) -> [(&'static str, &str); 4] {
         [
             (Self::BROKER_PASSWORD_VAR, &self.broker_password),
-            (Self::AGENT_PASSWORD_VAR, &self.agent_password),
+            (Self::SIMULATOR_PASSWORD_VAR, &self.simulator_password),
+            (Self::SYSTEM_PASSWORD_VAR, &self.system_password),
             (Self::CALLOUT_ISSUER_VAR, &self.callout_issuer),
         ]
     }

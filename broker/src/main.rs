@@ -4,6 +4,8 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod identity;
+
 use clap::{Parser, Subcommand};
 use natter::config::{Config, LogFormat};
 use natter::embedded::{DataDir, NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
@@ -56,6 +58,20 @@ enum Admin {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Issue an enrollment token: up to --uses agents of machines in --group may enroll with it
+    /// within --ttl. Printed once; only its hash is stored.
+    EnrollToken {
+        /// The organisation (acme) or group (sales.acme, with its subgroups) it enrolls.
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Forget a machine's key (re-enrollment, key rotation): its agent is cut off and must
+    /// enroll again with a new token.
+    ForgetKey { machine: String },
     /// Register a machine before its agent checks in ("never checked in").
     AddMachine { machine: String },
     /// Suspend an agent: its check-ins change nothing and nobody can chat with the machine.
@@ -191,14 +207,13 @@ async fn start_embedded(config: &mut Config) -> Result<Embedded, BoxError> {
         p if p.is_empty() => random_secret(),
         p => p,
     };
-    let agent_password = match config.agent_password() {
-        p if p.is_empty() => {
-            tracing::warn!(
-                "{} is not set: agents cannot connect",
-                ServerSecrets::AGENT_PASSWORD_VAR
-            );
-            random_secret()
-        }
+    // The simulator is off unless a password for it is configured: nobody knows this one.
+    let simulator_password = match config.simulator_password() {
+        p if p.is_empty() => random_secret(),
+        p => p,
+    };
+    let system_password = match config.system_password() {
+        p if p.is_empty() => random_secret(),
         p => p,
     };
     let (callout_seed, issuer) = callout_issuer(config, &data_dir)?;
@@ -211,7 +226,8 @@ async fn start_embedded(config: &mut Config) -> Result<Embedded, BoxError> {
             log_file: Some(data_dir.path().join("nats-server.log")),
             secrets: ServerSecrets {
                 broker_password: broker_password.clone(),
-                agent_password: agent_password.clone(),
+                simulator_password: simulator_password.clone(),
+                system_password: system_password.clone(),
                 callout_issuer: issuer,
             },
         },
@@ -220,7 +236,8 @@ async fn start_embedded(config: &mut Config) -> Result<Embedded, BoxError> {
     .await?;
     config.nats.url = server.url();
     config.nats.password = broker_password;
-    config.nats.agent_password = agent_password;
+    config.nats.simulator_password = simulator_password;
+    config.nats.system_password = system_password;
     config.nats.callout_seed = callout_seed;
     // Admin commands and demo agents find the embedded server here.
     std::fs::write(data_dir.path().join("nats.url"), server.url())?;
@@ -258,7 +275,15 @@ fn redacted(config: &Config) -> Config {
             "(not set)"
         },
     );
-    shown.nats.agent_password = describe(config.agent_password(), "(not set)");
+    shown.nats.simulator_password = describe(config.simulator_password(), "(not set: off)");
+    shown.nats.system_password = describe(
+        config.system_password(),
+        if embedded {
+            "(generated at start)"
+        } else {
+            "(not set)"
+        },
+    );
     let seed_file = DataDir::callout_seed_file_in(&config.storage.data_dir);
     shown.nats.callout_seed = describe(
         config.callout_seed(),
@@ -313,6 +338,10 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
                 if record.admin { ", admin" } else { "" }
             );
         }
+        Admin::EnrollToken { group, uses, ttl } => {
+            identity::enroll_token(&client, &group, uses, ttl).await?
+        }
+        Admin::ForgetKey { machine } => identity::forget_key(&client, &machine).await?,
         Admin::AddMachine { machine } => {
             machine_request(&client, &machine, MachineRequest::Provision).await?
         }

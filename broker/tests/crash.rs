@@ -10,8 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use common::{
-    Node, agent_checks_in, free_port, nats_servers_using, recorded_server_pid,
-    spawn_foreign_server, spawn_node, wait_agent_admitted,
+    Node, agent_checks_in, agent_config, agent_with_key_checks_in, free_port, nats_servers_using,
+    recorded_server_pid, spawn_foreign_server, spawn_node, wait_agent_admitted,
 };
 use natter::embedded::ServerSecrets;
 use nix::sys::signal::Signal;
@@ -188,8 +188,9 @@ async fn a_server_dead_while_another_holds_the_store_is_restarted_when_it_is_fre
 
     foreign.kill().unwrap();
     foreign.wait().unwrap();
-    wait_agent_admitted(&node.nats_url(), "pc1.store.test").await;
-    agent_checks_in(&node.nats_url(), "pc1.store.test").await;
+    let agent = agent_config(&node.nats_url(), "pc1.store.test").await;
+    wait_agent_admitted(&agent).await;
+    agent_with_key_checks_in(agent).await;
     node.stop();
 }
 

@@ -26,6 +26,23 @@ fn serve_starts_and_stops_its_own_nats_server() {
     assert!(TcpStream::connect(("127.0.0.1", nats_port)).is_ok());
     assert!(data.path().join("nats").is_dir());
 
+    // The admin CLI issues enrollment tokens through the running node's NATS.
+    let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .current_dir(repo_root())
+        .args(["--config", "natter.toml", "admin", "enroll-token"])
+        .args(["--group", "sales.acme", "--uses", "3", "--ttl", "1h"])
+        .env("NATTER__STORAGE__DATA_DIR", data.path())
+        .env("NATTER_NATS_BROKER_PASSWORD", common::BROKER_PASSWORD)
+        .output()
+        .unwrap();
+    let token = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(token.trim().starts_with("nenr_"), "{token}");
+
     // SIGTERM: the node drains and stops its nats-server.
     node.stop();
     assert!(
@@ -65,7 +82,8 @@ fn check_config_says_which_secrets_are_set_but_never_prints_them() {
             .args(["--config", "natter.toml", "check-config"])
             .env("NATTER__STORAGE__DATA_DIR", "/var/lib/natter-test")
             .env_remove("NATTER_NATS_BROKER_PASSWORD")
-            .env_remove("NATTER_NATS_AGENT_PASSWORD")
+            .env_remove("NATTER_NATS_SIMULATOR_PASSWORD")
+            .env_remove("NATTER_NATS_SYSTEM_PASSWORD")
             .env_remove("NATTER_NATS_CALLOUT_SEED")
             .envs(envs.iter().copied())
             .output()
@@ -75,19 +93,32 @@ fn check_config_says_which_secrets_are_set_but_never_prints_them() {
     };
     let shown = check(&[
         ("NATTER__NATS__PASSWORD", "broker-secret-in-config"),
-        ("NATTER__NATS__AGENT_PASSWORD", "agent-secret-in-config"),
+        (
+            "NATTER__NATS__SIMULATOR_PASSWORD",
+            "simulator-secret-in-config",
+        ),
+        ("NATTER__NATS__SYSTEM_PASSWORD", "system-secret-in-config"),
         ("NATTER__NATS__CALLOUT_SEED", &seed),
     ]);
-    for secret in ["broker-secret-in-config", "agent-secret-in-config", &seed] {
+    for secret in [
+        "broker-secret-in-config",
+        "simulator-secret-in-config",
+        "system-secret-in-config",
+        &seed,
+    ] {
         assert!(
             !shown.contains(secret),
             "check-config printed a secret:\n{shown}"
         );
     }
-    assert_eq!(shown.matches("\"(set)\"").count(), 3, "{shown}");
+    assert_eq!(shown.matches("\"(set)\"").count(), 4, "{shown}");
 
     // Nothing configured in the embedded mode: the seed is generated and kept in the data dir.
     let shown = check(&[]);
+    assert!(
+        shown.contains("(not set: off)"),
+        "the simulator is off: {shown}"
+    );
     assert!(
         shown.contains("(generated, stored in /var/lib/natter-test/callout.seed)"),
         "{shown}"

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const BROKER_PASSWORD: &str = "embedded-test";
-pub const AGENT_PASSWORD: &str = "embedded-agent";
 
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -65,7 +64,6 @@ pub fn spawn_node(data: &Path, http: u16, nats_port: u16, log: &Path) -> Node {
         .env("NATTER__NATS__SERVER_BIN", nats_server())
         .env("NATTER__NATS__EMBEDDED_PORT", nats_port.to_string())
         .env("NATTER_NATS_BROKER_PASSWORD", BROKER_PASSWORD)
-        .env("NATTER_NATS_AGENT_PASSWORD", AGENT_PASSWORD)
         .stdout(log_file.try_clone().unwrap())
         .stderr(log_file)
         .spawn()
@@ -164,20 +162,60 @@ pub fn recorded_server_pid(data: &Path) -> u32 {
         .unwrap()
 }
 
-/// Waits until the server at `nats_url` admits the agent of `machine` (the node answers the
-/// auth callout again after a restart of its server).
-pub async fn wait_agent_admitted(nats_url: &str, machine: &str) {
+/// A real agent's settings for `machine`: a fresh key and a one-use enrollment token for its
+/// group, issued through the library as `natter admin enroll-token` does (retried until the
+/// server answers, e.g. while the node restarts it).
+pub async fn agent_config(nats_url: &str, machine: &str) -> natter_agent::AgentConfig {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let token = loop {
+        match issue_token(nats_url, natter_actors::machines::group_of(machine)).await {
+            Ok(token) => break token,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "no enrollment token within 15 s: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    natter_agent::AgentConfig {
+        nats_url: nats_url.to_string(),
+        nats_user: machine.to_string(),
+        nats_password: token,
+        nkey_seed: Some(nkeys::KeyPair::new_user().seed().unwrap()),
+        machine: machine.to_string(),
+        interval: Duration::from_secs(1),
+        os: "test".into(),
+        ip: "127.0.0.1".into(),
+    }
+}
+
+async fn issue_token(nats_url: &str, group: &str) -> Result<String, Box<dyn std::error::Error>> {
+    let broker = async_nats::ConnectOptions::new()
+        .user_and_password("natter-broker".into(), BROKER_PASSWORD.into())
+        .connect(nats_url)
+        .await?;
+    let enrollment = natter_actors::enrollment::Enrollment::ensure(broker).await?;
+    Ok(enrollment
+        .issue_token(group, 1, Duration::from_secs(3600))
+        .await?)
+}
+
+/// Waits until the server admits `agent` (the node answers the auth callout again after a
+/// restart of its server). The first admission enrolls it.
+pub async fn wait_agent_admitted(agent: &natter_agent::AgentConfig) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
         let attempt = async_nats::ConnectOptions::new()
-            .user_and_password(machine.into(), AGENT_PASSWORD.into())
-            .connect(nats_url)
+            .user_and_password(agent.nats_user.clone(), agent.nats_password.clone())
+            .nkey(agent.nkey_seed.clone().unwrap_or_default())
+            .connect(&agent.nats_url)
             .await;
         match attempt {
             Ok(_) => return,
             Err(e) => assert!(
                 tokio::time::Instant::now() < deadline,
-                "the agent of {machine} is still refused after 15 s: {e}"
+                "the agent of {} is still refused after 15 s: {e}",
+                agent.machine
             ),
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -213,7 +251,8 @@ pub fn spawn_foreign_server(data: &Path, port: u16) -> KillOnDrop {
     let (_, issuer) = natter_actors::auth_callout::Callout::generate_issuer();
     let secrets = natter::embedded::ServerSecrets {
         broker_password: BROKER_PASSWORD.into(),
-        agent_password: AGENT_PASSWORD.into(),
+        simulator_password: "embedded-simulator".into(),
+        system_password: "embedded-system".into(),
         callout_issuer: issuer,
     };
     let child = Command::new(nats_server())
@@ -243,17 +282,16 @@ pub fn spawn_foreign_server(data: &Path, port: u16) -> KillOnDrop {
 /// Runs an agent for `machine` against `nats_url` and waits until the node has its check-in in
 /// the machines bucket: the server admitted the agent through the node's auth callout.
 pub async fn agent_checks_in(nats_url: &str, machine: &str) {
+    agent_with_key_checks_in(agent_config(nats_url, machine).await).await
+}
+
+/// Runs `agent` and waits until the node has its check-in; see [`agent_checks_in`].
+pub async fn agent_with_key_checks_in(agent: natter_agent::AgentConfig) {
+    let (nats_url, machine) = (agent.nats_url.clone(), agent.machine.clone());
+    let (nats_url, machine) = (nats_url.as_str(), machine.as_str());
     let stop = tokio_util::sync::CancellationToken::new();
     let mut agent = tokio::spawn(natter_agent::run(
-        natter_agent::AgentConfig {
-            nats_url: nats_url.to_string(),
-            nats_user: machine.to_string(),
-            nats_password: AGENT_PASSWORD.to_string(),
-            machine: machine.to_string(),
-            interval: Duration::from_secs(1),
-            os: "test".into(),
-            ip: "127.0.0.1".into(),
-        },
+        agent,
         natter_agent::AgentHandle::new(natter_agent::Presence::user(None)),
         Arc::new(natter_agent::RecordingOpener::default()),
         stop.clone(),

@@ -5,6 +5,7 @@ mod agent;
 mod bad_input;
 mod browser;
 mod chat;
+mod identity;
 mod machines;
 mod recovery;
 mod resume;
