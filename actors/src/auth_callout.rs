@@ -29,7 +29,9 @@ pub const AGENT_ACCOUNT: &str = "NATTER";
 #[derive(Debug, thiserror::Error)]
 pub enum CalloutError {
     #[error("the auth callout issuer seed is not an account seed: {0}")]
-    BadSeed(String),
+    BadSeed(#[source] nkeys::error::Error),
+    #[error("the auth callout issuer seed is not an account seed: not an account key")]
+    NotAnAccount,
     #[error("subscribing to {AUTH_SUBJECT}: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
 }
@@ -44,10 +46,9 @@ pub struct Callout {
 impl Callout {
     /// `issuer_seed`: the account seed whose public key is `issuer` in `nats.conf`.
     pub fn new(issuer_seed: &str, agent_secret: &str) -> Result<Callout, CalloutError> {
-        let issuer =
-            KeyPair::from_seed(issuer_seed).map_err(|e| CalloutError::BadSeed(e.to_string()))?;
+        let issuer = KeyPair::from_seed(issuer_seed).map_err(CalloutError::BadSeed)?;
         if !issuer.public_key().starts_with('A') {
-            return Err(CalloutError::BadSeed("not an account key".into()));
+            return Err(CalloutError::NotAnAccount);
         }
         Ok(Callout {
             issuer: std::sync::Arc::new(issuer),

@@ -14,12 +14,12 @@ pub mod embedded;
 
 use std::sync::Arc;
 
+use natter_actors::auth_callout::{Callout, CalloutError};
 use natter_actors::fleet::{FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSupervisor};
-use natter_actors::session::SessionContext;
-use natter_actors::sessions::{SessionSupervisor, SupervisorMsg};
+use natter_actors::session::{SessionContext, SessionSupervisor, SupervisorMsg};
 use natter_actors::store::{StoreConfig, Stores};
 use natter_gateway::{Gateway, GatewayConfig};
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -38,8 +38,12 @@ pub enum NodeError {
     NoNatsUrl,
     #[error(transparent)]
     Store(#[from] natter_actors::store::StoreError),
-    #[error("starting an actor: {0}")]
-    Actor(String),
+    #[error("starting the session supervisor: {0}")]
+    Sessions(#[source] SpawnErr),
+    #[error("starting the fleet supervisor: {0}")]
+    Fleet(#[source] SpawnErr),
+    #[error("starting the auth callout: {0}")]
+    Callout(#[from] CalloutError),
 }
 
 /// The store settings a configuration implies.
@@ -88,65 +92,14 @@ impl Node {
     pub async fn start(listener: TcpListener, config: &Config) -> Result<Node, NodeError> {
         let client = connect(config).await?;
         let stores = Stores::ensure(client.clone(), store_config(config)).await?;
-        let ctx = Arc::new(SessionContext {
-            stores: stores.clone(),
-            public_url: config.http.public_url.clone(),
-            max_message_bytes: config.chat.max_message_bytes,
-            idle_timeout: config.chat.idle_actor_timeout,
-            agent_timeout: config.chat.agent_timeout,
-        });
-        let (supervisor, _) = Actor::spawn(None, SessionSupervisor, ctx)
-            .await
-            .map_err(|e| NodeError::Actor(e.to_string()))?;
+        let supervisor = start_sessions(&stores, config).await?;
         let fleet_stats = Arc::new(FleetStats::default());
-        let (fleet, _) = Actor::spawn(
-            None,
-            FleetSupervisor,
-            FleetArgs {
-                client: client.clone(),
-                machines: stores.machines.clone(),
-                stats: fleet_stats.clone(),
-                config: FleetConfig {
-                    offline_after: config.fleet.offline_after,
-                    refresh: config.fleet.refresh,
-                    sweep: config.fleet.sweep,
-                },
-            },
-        )
-        .await
-        .map_err(|e| NodeError::Actor(e.to_string()))?;
-        let callout_seed = config.callout_seed();
-        let callout = if callout_seed.is_empty() {
-            tracing::warn!("no auth callout seed (nats.callout_seed): agents cannot connect");
-            None
-        } else {
-            let service =
-                natter_actors::auth_callout::Callout::new(&callout_seed, &config.agent_password())
-                    .map_err(|e| NodeError::Actor(e.to_string()))?;
-            Some(
-                service
-                    .start(client.clone())
-                    .await
-                    .map_err(|e| NodeError::Actor(e.to_string()))?,
-            )
-        };
+        let fleet = start_fleet(&client, &stores, fleet_stats.clone(), config).await?;
+        let callout = start_callout(&client, config).await?;
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();
-        // The gateway gets a NATS connection of its own: one async-nats connection is served by
-        // one task, and under load the actors' and the gateway's traffic then use both cores.
-        let gateway_stores = Stores::ensure(connect(config).await?, store_config(config)).await?;
-        let gateway = Gateway::start(
-            gateway_stores,
-            GatewayConfig {
-                request_timeout: config.http.request_timeout,
-                login_ttl: config.http.login_ttl,
-                secure_cookies: config.http.secure_cookies,
-                drain_timeout: config.http.drain_timeout,
-            },
-            shutdown.clone(),
-        )
-        .await?;
+        let gateway = start_gateway(config, shutdown.clone()).await?;
         let server = tokio::spawn(natter_gateway::serve(listener, gateway));
         Ok(Node {
             shutdown,
@@ -171,6 +124,72 @@ impl Node {
         }
         let _ = self.client.flush().await;
     }
+}
+
+async fn start_sessions(
+    stores: &Stores,
+    config: &Config,
+) -> Result<ActorRef<SupervisorMsg>, NodeError> {
+    let ctx = Arc::new(SessionContext {
+        stores: stores.clone(),
+        public_url: config.http.public_url.clone(),
+        max_message_bytes: config.chat.max_message_bytes,
+        idle_timeout: config.chat.idle_actor_timeout,
+        agent_timeout: config.chat.agent_timeout,
+    });
+    let (supervisor, _) = Actor::spawn(None, SessionSupervisor, ctx)
+        .await
+        .map_err(NodeError::Sessions)?;
+    Ok(supervisor)
+}
+
+async fn start_fleet(
+    client: &async_nats::Client,
+    stores: &Stores,
+    stats: Arc<FleetStats>,
+    config: &Config,
+) -> Result<ActorRef<FleetMsg>, NodeError> {
+    let args = FleetArgs {
+        client: client.clone(),
+        machines: stores.machines.clone(),
+        stats,
+        config: FleetConfig {
+            offline_after: config.fleet.offline_after,
+            refresh: config.fleet.refresh,
+            sweep: config.fleet.sweep,
+        },
+    };
+    let (fleet, _) = Actor::spawn(None, FleetSupervisor, args)
+        .await
+        .map_err(NodeError::Fleet)?;
+    Ok(fleet)
+}
+
+/// Starts answering nats-server's auth callout for agents, if a seed is configured.
+async fn start_callout(
+    client: &async_nats::Client,
+    config: &Config,
+) -> Result<Option<tokio::task::JoinHandle<()>>, NodeError> {
+    let seed = config.callout_seed();
+    if seed.is_empty() {
+        tracing::warn!("no auth callout seed (nats.callout_seed): agents cannot connect");
+        return Ok(None);
+    }
+    let service = Callout::new(&seed, &config.agent_password())?;
+    Ok(Some(service.start(client.clone()).await?))
+}
+
+/// The gateway, on a NATS connection of its own: one async-nats connection is served by one
+/// task, and under load the actors' and the gateway's traffic then use both cores.
+async fn start_gateway(config: &Config, shutdown: CancellationToken) -> Result<Gateway, NodeError> {
+    let stores = Stores::ensure(connect(config).await?, store_config(config)).await?;
+    let gateway_config = GatewayConfig {
+        request_timeout: config.http.request_timeout,
+        login_ttl: config.http.login_ttl,
+        secure_cookies: config.http.secure_cookies,
+        drain_timeout: config.http.drain_timeout,
+    };
+    Ok(Gateway::start(stores, gateway_config, shutdown).await?)
 }
 
 /// Runs a node on `listener` until `shutdown` completes, then shuts it down cleanly.
