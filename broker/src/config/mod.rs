@@ -1,12 +1,19 @@
 //! `natter.toml`: every key with its default, environment overrides (`NATTER__SECTION__KEY`),
 //! checked at start with an error that names the bad key.
+//!
+//! - this module: the validated [`Config`] and how it is loaded;
+//! - `raw`: the file as written, with every default;
+//! - `validate`: the checks, one function per section.
+
+mod raw;
+mod validate;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::embedded::ServerSecrets;
-use serde::Deserialize;
+use raw::RawConfig;
 
 /// The node's whole configuration, validated.
 #[derive(Clone, Debug)]
@@ -108,153 +115,6 @@ fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// The file as written: strings where parsing needs a clear message.
-#[derive(Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-struct RawConfig {
-    http: RawHttp,
-    fleet: RawFleet,
-    nats: RawNats,
-    storage: RawStorage,
-    chat: RawChat,
-    log: RawLog,
-}
-
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawHttp {
-    listen: String,
-    public_url: String,
-    secure_cookies: bool,
-    login_ttl: String,
-    request_timeout: String,
-    drain_timeout: String,
-}
-
-impl Default for RawHttp {
-    fn default() -> Self {
-        RawHttp {
-            listen: "127.0.0.1:8080".into(),
-            public_url: String::new(),
-            secure_cookies: false,
-            login_ttl: "12h".into(),
-            request_timeout: "5s".into(),
-            drain_timeout: "5s".into(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawFleet {
-    offline_after: u32,
-    refresh: String,
-    sweep: String,
-}
-
-impl Default for RawFleet {
-    fn default() -> Self {
-        RawFleet {
-            offline_after: 3,
-            refresh: "5m".into(),
-            sweep: "250ms".into(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawNats {
-    url: String,
-    user: String,
-    password: String,
-    server_bin: String,
-    server_config: String,
-    embedded_port: u16,
-    callout_seed: String,
-    agent_password: String,
-}
-
-impl Default for RawNats {
-    fn default() -> Self {
-        RawNats {
-            url: String::new(),
-            user: "natter-broker".into(),
-            password: String::new(),
-            server_bin: String::new(),
-            server_config: "nats.conf".into(),
-            embedded_port: 4222,
-            callout_seed: String::new(),
-            agent_password: String::new(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawStorage {
-    data_dir: String,
-}
-
-impl Default for RawStorage {
-    fn default() -> Self {
-        RawStorage {
-            data_dir: "data".into(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawChat {
-    retention: String,
-    max_message_bytes: usize,
-    duplicate_window: String,
-    idle_actor_timeout: String,
-    agent_timeout: String,
-    session_ttl: String,
-}
-
-impl Default for RawChat {
-    fn default() -> Self {
-        RawChat {
-            retention: "1h".into(),
-            max_message_bytes: 4096,
-            duplicate_window: "2m".into(),
-            idle_actor_timeout: "5m".into(),
-            agent_timeout: "10s".into(),
-            session_ttl: "24h".into(),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-struct RawLog {
-    format: String,
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        RawLog {
-            format: "human".into(),
-        }
-    }
-}
-
-fn duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {
-    let d = humantime::parse_duration(value.trim()).map_err(|e| {
-        invalid(
-            key,
-            format!("{value:?} is not a duration like 30s or 1h ({e})"),
-        )
-    })?;
-    if d.is_zero() {
-        return Err(invalid(key, "must be more than zero"));
-    }
-    Ok(d)
-}
-
 impl Config {
     /// Loads `path` (if given; it must exist then) and the environment, and validates.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
@@ -269,106 +129,12 @@ impl Config {
                 .try_parsing(true),
         );
         let raw: RawConfig = builder.build()?.try_deserialize()?;
-        Config::from_raw(raw)
+        validate::config(raw)
     }
 
     /// The defaults (what an empty `natter.toml` gives).
     pub fn defaults() -> Config {
-        Config::from_raw(RawConfig::default()).expect("defaults are valid")
-    }
-
-    fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
-        let listen: SocketAddr = raw.http.listen.parse().map_err(|_| {
-            invalid(
-                "http.listen",
-                format!(
-                    "{:?} is not an address like 127.0.0.1:8080",
-                    raw.http.listen
-                ),
-            )
-        })?;
-        let public_url = if raw.http.public_url.trim().is_empty() {
-            format!("http://{listen}")
-        } else {
-            let u = raw.http.public_url.trim().trim_end_matches('/').to_string();
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(invalid(
-                    "http.public_url",
-                    "must start with http:// or https://",
-                ));
-            }
-            u
-        };
-        let retention = duration("chat.retention", &raw.chat.retention)?;
-        if raw.chat.max_message_bytes == 0 || raw.chat.max_message_bytes > 64 * 1024 {
-            return Err(invalid(
-                "chat.max_message_bytes",
-                "must be between 1 and 65536",
-            ));
-        }
-        let format = match raw.log.format.trim() {
-            "human" | "" => LogFormat::Human,
-            "json" => LogFormat::Json,
-            other => {
-                return Err(invalid(
-                    "log.format",
-                    format!("{other:?}: use human or json"),
-                ));
-            }
-        };
-        let url = raw.nats.url.trim().to_string();
-        if !(url.is_empty() || url.starts_with("nats://") || url.starts_with("tls://")) {
-            return Err(invalid(
-                "nats.url",
-                "must start with nats:// or tls:// (or be empty)",
-            ));
-        }
-        if raw.storage.data_dir.trim().is_empty() {
-            return Err(invalid("storage.data_dir", "must not be empty"));
-        }
-        if raw.fleet.offline_after == 0 {
-            return Err(invalid("fleet.offline_after", "must be at least 1"));
-        }
-        Ok(Config {
-            fleet: FleetConfig {
-                offline_after: raw.fleet.offline_after,
-                refresh: duration("fleet.refresh", &raw.fleet.refresh)?,
-                sweep: duration("fleet.sweep", &raw.fleet.sweep)?,
-            },
-            http: HttpConfig {
-                listen,
-                public_url,
-                secure_cookies: raw.http.secure_cookies,
-                login_ttl: duration("http.login_ttl", &raw.http.login_ttl)?,
-                request_timeout: duration("http.request_timeout", &raw.http.request_timeout)?,
-                drain_timeout: duration("http.drain_timeout", &raw.http.drain_timeout)?,
-            },
-            nats: NatsConfig {
-                url,
-                user: raw.nats.user,
-                password: raw.nats.password,
-                server_bin: raw.nats.server_bin,
-                server_config: PathBuf::from(raw.nats.server_config),
-                embedded_port: raw.nats.embedded_port,
-                callout_seed: raw.nats.callout_seed,
-                agent_password: raw.nats.agent_password,
-            },
-            storage: StorageConfig {
-                data_dir: PathBuf::from(raw.storage.data_dir),
-            },
-            chat: ChatConfig {
-                retention,
-                max_message_bytes: raw.chat.max_message_bytes,
-                duplicate_window: duration("chat.duplicate_window", &raw.chat.duplicate_window)?,
-                idle_actor_timeout: duration(
-                    "chat.idle_actor_timeout",
-                    &raw.chat.idle_actor_timeout,
-                )?,
-                agent_timeout: duration("chat.agent_timeout", &raw.chat.agent_timeout)?,
-                session_ttl: duration("chat.session_ttl", &raw.chat.session_ttl)?,
-            },
-            log: LogConfig { format },
-        })
+        validate::config(RawConfig::default()).expect("defaults are valid")
     }
 
     /// The auth callout issuer seed: the configured one, else the environment's.
@@ -408,7 +174,7 @@ mod tests {
             .add_source(config::File::from_str(s, config::FileFormat::Toml))
             .build()?
             .try_deserialize()?;
-        Config::from_raw(raw)
+        validate::config(raw)
     }
 
     #[test]
@@ -423,7 +189,7 @@ mod tests {
 
     #[test]
     fn the_shipped_file_is_valid_and_matches_the_defaults() {
-        let shipped = include_str!("../../natter.toml");
+        let shipped = include_str!("../../../natter.toml");
         let c = from_toml(shipped).unwrap();
         let d = Config::defaults();
         assert_eq!(c.chat.retention, d.chat.retention);
