@@ -10,7 +10,7 @@ use super::{SessionMsg, SessionState};
 use crate::machines::{MachineRecord, Scope};
 use crate::protocol::{
     Ack, AgentWindow, EventBody, Participant, ParticipantKind, SessionCommand, SessionError,
-    SessionErrorKind, SessionRecord, SessionView, valid_client_id, valid_machine_id,
+    SessionErrorKind, SessionRecord, valid_client_id, valid_machine_id,
 };
 
 type CmdResult = Result<Ack, SessionError>;
@@ -45,27 +45,6 @@ impl SessionState {
                 Ok(self.view_ack())
             }
             SessionCommand::MachineLogin { token } => self.machine_login(token).await,
-        }
-    }
-
-    fn view(&self) -> Option<SessionView> {
-        let r = self.record.as_ref()?;
-        Some(SessionView {
-            id: r.id.clone(),
-            machine: r.machine.clone(),
-            ended: r.ended,
-            last_seq: self.last_seq,
-            members: r.members.clone(),
-            retention_secs: self.ctx.stores.config.retention.as_secs(),
-            agent: r.agent,
-        })
-    }
-
-    /// An answer carrying the session as it is now.
-    fn view_ack(&self) -> Ack {
-        Ack {
-            session: self.view(),
-            ..Ack::default()
         }
     }
 

@@ -25,7 +25,9 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::machines::Scope;
-use crate::protocol::{AgentWindow, EventBody, SessionCommand, SessionRecord, SessionReply};
+use crate::protocol::{
+    Ack, AgentWindow, EventBody, SessionCommand, SessionRecord, SessionReply, SessionView,
+};
 use crate::subjects;
 
 pub use fold::fold;
@@ -148,6 +150,28 @@ impl Actor for SessionActor {
 }
 
 impl SessionState {
+    /// The session as its members see it now.
+    fn view(&self) -> Option<SessionView> {
+        let r = self.record.as_ref()?;
+        Some(SessionView {
+            id: r.id.clone(),
+            machine: r.machine.clone(),
+            ended: r.ended,
+            last_seq: self.last_seq,
+            members: r.members.clone(),
+            retention_secs: self.ctx.stores.config.retention.as_secs(),
+            agent: r.agent,
+        })
+    }
+
+    /// An answer carrying the session as it is now.
+    fn view_ack(&self) -> Ack {
+        Ack {
+            session: self.view(),
+            ..Ack::default()
+        }
+    }
+
     /// Runs a command and answers it on `reply`.
     async fn on_command(
         &mut self,
