@@ -107,16 +107,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let opener: Arc<dyn Opener> = if cli.opener == "print" {
-        Arc::new(PrintOpener)
-    } else {
-        match CommandOpener::parse(&cli.opener) {
-            Some(o) => Arc::new(o),
-            None => {
-                eprintln!("natter-agent: --opener must not be empty");
-                return ExitCode::from(2);
-            }
-        }
+    let Some(opener) = opener(&cli.opener) else {
+        eprintln!("natter-agent: --opener must not be empty");
+        return ExitCode::from(2);
     };
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -134,56 +127,27 @@ async fn run(cli: Cli) -> ExitCode {
         ));
     }
     for spec in &cli.machines {
-        let (machine, user) = match spec.split_once('=') {
-            Some((m, u)) => (m.to_string(), Some(u.to_string()).filter(|u| !u.is_empty())),
-            None => (spec.clone(), std::env::var("USER").ok()),
-        };
-        let seed = match machine_key(&cli, &machine) {
-            Ok(seed) => seed,
+        let (config, presence) = match agent_config(&cli, spec) {
+            Ok(c) => c,
             Err(e) => {
                 eprintln!("natter-agent: {e}");
                 return ExitCode::from(2);
             }
         };
-        let config = AgentConfig {
-            nats_url: cli.nats_url.clone(),
-            nats_user: machine.clone(),
-            nats_password: cli.enroll_token.clone(),
-            nkey_seed: Some(seed),
-            machine,
-            interval: cli.interval,
-            os: cli.os.clone(),
-            ip: cli.ip.clone(),
-        };
-        let handle = AgentHandle::new(Presence {
-            user,
-            ..Presence::default()
-        });
         tasks.spawn(natter_agent::run(
             config,
-            handle,
+            AgentHandle::new(presence),
             opener.clone(),
             shutdown.clone(),
         ));
     }
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(t) => t,
+    let failed = match wait_for_stop(&mut tasks).await {
+        Ok(failed) => failed,
         Err(e) => {
             eprintln!("natter-agent: cannot handle SIGTERM: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut failed = false;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        Some(result) = tasks.join_next() => {
-            if let Ok(Err(e)) = result {
-                eprintln!("natter-agent: {e}");
-                failed = true;
-            }
-        }
-    }
     shutdown.cancel();
     let stopped = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)
@@ -197,5 +161,56 @@ async fn run(cli: Cli) -> ExitCode {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The opener named on the command line (`print`, or a command); `None` when it is empty.
+fn opener(spec: &str) -> Option<Arc<dyn Opener>> {
+    if spec == "print" {
+        return Some(Arc::new(PrintOpener));
+    }
+    CommandOpener::parse(spec).map(|o| Arc::new(o) as Arc<dyn Opener>)
+}
+
+/// One `--machine ID[=USER]`: its configuration (with its key, created on first start) and who
+/// is logged on (`USER`, else `$USER`; `ID=` means nobody).
+fn agent_config(cli: &Cli, spec: &str) -> Result<(AgentConfig, Presence), String> {
+    let (machine, user) = match spec.split_once('=') {
+        Some((m, u)) => (m.to_string(), Some(u.to_string()).filter(|u| !u.is_empty())),
+        None => (spec.to_string(), std::env::var("USER").ok()),
+    };
+    let seed = machine_key(cli, &machine)?;
+    let config = AgentConfig {
+        nats_url: cli.nats_url.clone(),
+        nats_user: machine.clone(),
+        nats_password: cli.enroll_token.clone(),
+        nkey_seed: Some(seed),
+        machine,
+        interval: cli.interval,
+        os: cli.os.clone(),
+        ip: cli.ip.clone(),
+    };
+    let presence = Presence {
+        user,
+        ..Presence::default()
+    };
+    Ok((config, presence))
+}
+
+/// Waits for Ctrl-C, SIGTERM or an agent that gave up; returns whether one failed.
+async fn wait_for_stop(
+    tasks: &mut tokio::task::JoinSet<Result<(), natter_agent::AgentError>>,
+) -> std::io::Result<bool> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(false),
+        _ = term.recv() => Ok(false),
+        Some(result) = tasks.join_next() => match result {
+            Ok(Err(e)) => {
+                eprintln!("natter-agent: {e}");
+                Ok(true)
+            }
+            _ => Ok(false),
+        },
     }
 }
