@@ -143,6 +143,8 @@ impl Node {
                 login_ttl: config.http.login_ttl,
                 secure_cookies: config.http.secure_cookies,
                 drain_timeout: config.http.drain_timeout,
+                public_origin: natter_gateway::origin::PublicOrigin::parse(&config.http.public_url),
+                limits: Default::default(),
             },
             shutdown.clone(),
         )
