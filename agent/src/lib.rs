@@ -6,7 +6,10 @@
 //! [`Opener`] and reports back whether the window opened. The demo fleet and the tests run this
 //! same code; only the opener differs.
 
+mod connect;
 pub mod simulate;
+
+pub use connect::{AUTH_BACKOFF, Backoff, NETWORK_BACKOFF, connect};
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -188,16 +191,36 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(factor)
 }
 
-/// Connects as an agent.
-pub async fn connect(config: &AgentConfig, name: &str) -> Result<async_nats::Client, AgentError> {
-    Ok(async_nats::ConnectOptions::new()
-        .name(name)
-        .user_and_password(config.nats_user.clone(), config.nats_password.clone())
-        .connect(&config.nats_url)
-        .await?)
+/// How long each shutdown step (flush, drain) may take before it is skipped: a stopping agent
+/// must not wait for a NATS server that is gone.
+pub const SHUTDOWN_STEP: Duration = Duration::from_secs(1);
+
+/// How long a check-in or a reply may wait for room in the connection's send buffer.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest an agent waits, while disconnected, before it looks again whether its check-in
+/// can go out; jittered so a fleet does not check in at once when its server comes back.
+const RECHECK_WHILE_DISCONNECTED: Duration = Duration::from_secs(5);
+
+/// Runs `step`, or gives up on it after [`SHUTDOWN_STEP`]; says which in the log.
+async fn bounded_step<T, E: std::fmt::Display>(
+    machine: &str,
+    step: &str,
+    future: impl std::future::Future<Output = Result<T, E>>,
+) {
+    match tokio::time::timeout(SHUTDOWN_STEP, future).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(%machine, step, error = %e, "shutdown step failed"),
+        Err(_) => tracing::info!(%machine, step, "shutdown step timed out; skipped"),
+    }
 }
 
-/// Runs one agent on its own NATS connection until `shutdown`.
+fn is_connected(client: &async_nats::Client) -> bool {
+    client.connection_state() == async_nats::connection::State::Connected
+}
+
+/// Runs one agent on its own NATS connection until `shutdown`. The connection is retried until
+/// it succeeds (see [`connect`]), so the agent may start before its server.
 pub async fn run(
     config: AgentConfig,
     handle: AgentHandle,
@@ -207,12 +230,121 @@ pub async fn run(
     if !natter_actors::protocol::valid_machine_id(&config.machine) {
         return Err(AgentError::BadMachineId(config.machine));
     }
-    let client = connect(&config, &format!("natter-agent {}", config.machine)).await?;
-    run_on(client, config, handle, opener, shutdown).await
+    let name = format!("natter-agent {}", config.machine);
+    let Some(client) = connect(&config, &name, &shutdown).await? else {
+        return Ok(());
+    };
+    run_on(client.clone(), config.clone(), handle, opener, shutdown).await?;
+    if is_connected(&client) {
+        bounded_step(&config.machine, "drain", client.drain()).await;
+    }
+    Ok(())
+}
+
+/// Publishes a check-in, unless the connection is down: async-nats would buffer it and send a
+/// stale one after the reconnect, and a full buffer would block the agent. Returns whether it
+/// went out.
+async fn publish_checkin(
+    client: &async_nats::Client,
+    subject: &str,
+    config: &AgentConfig,
+    presence: &Presence,
+) -> bool {
+    if !is_connected(client) {
+        return false;
+    }
+    let body = serde_json::to_vec(&checkin(config, presence)).unwrap_or_default();
+    match tokio::time::timeout(
+        PUBLISH_TIMEOUT,
+        client.publish(subject.to_string(), body.into()),
+    )
+    .await
+    {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::warn!(machine = %config.machine, error = %e, "check-in failed");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(machine = %config.machine, "check-in timed out");
+            false
+        }
+    }
+}
+
+/// Answers one command from the operator's side.
+async fn answer(
+    client: &async_nats::Client,
+    config: &AgentConfig,
+    opener: &dyn Opener,
+    msg: async_nats::Message,
+) {
+    let reply = match serde_json::from_slice::<AgentCommand>(&msg.payload) {
+        Ok(AgentCommand::OpenChat { url, .. }) => match opener.open(&config.machine, &url) {
+            Ok(()) => AgentReply {
+                ok: true,
+                detail: "chat window opened".into(),
+            },
+            Err(why) => AgentReply {
+                ok: false,
+                detail: why,
+            },
+        },
+        Err(e) => AgentReply {
+            ok: false,
+            detail: format!("unknown command: {e}"),
+        },
+    };
+    if let Some(reply_to) = msg.reply {
+        let body = serde_json::to_vec(&reply).unwrap_or_default();
+        if tokio::time::timeout(PUBLISH_TIMEOUT, client.publish(reply_to, body.into()))
+            .await
+            .is_err()
+        {
+            tracing::warn!(machine = %config.machine, "reply to a command timed out");
+        }
+    }
+}
+
+/// When to look again after a check-in: one jittered interval after one that went out; a few
+/// seconds (at most the interval, jittered so a fleet spreads out) after one that could not.
+fn next_checkin_delay(interval: Duration, sent: bool) -> Duration {
+    if sent {
+        jittered(interval)
+    } else {
+        interval
+            .min(RECHECK_WHILE_DISCONNECTED)
+            .mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+}
+
+/// Checks in and answers commands, forever: the caller ends it (at any await point) on shutdown.
+async fn serve(
+    client: &async_nats::Client,
+    config: &AgentConfig,
+    handle: &AgentHandle,
+    opener: &dyn Opener,
+    commands: &mut async_nats::Subscriber,
+) {
+    let checkin_subject = subjects::agent_checkin(&config.machine);
+    let mut next_checkin = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = handle.wake.notified() => next_checkin = tokio::time::Instant::now(),
+            _ = tokio::time::sleep_until(next_checkin) => {
+                let presence = handle.presence();
+                let sent = publish_checkin(client, &checkin_subject, config, &presence).await;
+                next_checkin = tokio::time::Instant::now() + next_checkin_delay(config.interval, sent);
+            }
+            Some(msg) = commands.next() => answer(client, config, opener, msg).await,
+        }
+    }
 }
 
 /// Runs one agent on a given connection (a simulated fleet shares connections: one process
 /// cannot hold 100k sockets) until `shutdown`. Same protocol, subjects and payloads as [`run`].
+/// While the connection is down the agent keeps running and checks in again once async-nats
+/// has reconnected (and resubscribed its command subject).
 pub async fn run_on(
     client: async_nats::Client,
     config: AgentConfig,
@@ -223,37 +355,17 @@ pub async fn run_on(
     if !natter_actors::protocol::valid_machine_id(&config.machine) {
         return Err(AgentError::BadMachineId(config.machine));
     }
-    let mut commands = client
-        .subscribe(subjects::agent_command(&config.machine))
-        .await?;
-    let checkin_subject = subjects::agent_checkin(&config.machine);
-    let mut next_checkin = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = handle.wake.notified() => next_checkin = tokio::time::Instant::now(),
-            _ = tokio::time::sleep_until(next_checkin) => {
-                let body = serde_json::to_vec(&checkin(&config, &handle.presence())).unwrap_or_default();
-                if let Err(e) = client.publish(checkin_subject.clone(), body.into()).await {
-                    tracing::warn!(machine = %config.machine, error = %e, "check-in failed");
-                }
-                next_checkin = tokio::time::Instant::now() + jittered(config.interval);
-            }
-            Some(msg) = commands.next() => {
-                let reply = match serde_json::from_slice::<AgentCommand>(&msg.payload) {
-                    Ok(AgentCommand::OpenChat { url, .. }) => match opener.open(&config.machine, &url) {
-                        Ok(()) => AgentReply { ok: true, detail: "chat window opened".into() },
-                        Err(why) => AgentReply { ok: false, detail: why },
-                    },
-                    Err(e) => AgentReply { ok: false, detail: format!("unknown command: {e}") },
-                };
-                if let Some(reply_to) = msg.reply {
-                    let body = serde_json::to_vec(&reply).unwrap_or_default();
-                    let _ = client.publish(reply_to, body.into()).await;
-                }
-            }
-            _ = shutdown.cancelled() => break,
-        }
+    let mut commands = tokio::select! {
+        subscribed = client.subscribe(subjects::agent_command(&config.machine)) => subscribed?,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    tokio::select! {
+        _ = serve(&client, &config, &handle, opener.as_ref(), &mut commands) => {}
+        _ = shutdown.cancelled() => {}
     }
-    let _ = client.flush().await;
+    drop(commands);
+    if is_connected(&client) {
+        bounded_step(&config.machine, "flush", client.flush()).await;
+    }
     Ok(())
 }

@@ -48,8 +48,15 @@ struct Cli {
     ip: String,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How long the agents get to stop after a signal; each of their steps is bounded by
+/// [`natter_agent::SHUTDOWN_STEP`], this bounds the whole so the process exits within 5 s
+/// whatever NATS does.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
+
+/// How long tasks still running at exit (a DNS lookup, a connect) may delay it.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
+
+fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -58,6 +65,20 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
         )
         .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("natter-agent: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run(cli));
+    // Dropping a runtime waits for its blocking tasks without limit.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
+}
+
+async fn run(cli: Cli) -> ExitCode {
     let opener: Arc<dyn Opener> = if cli.opener == "print" {
         Arc::new(PrintOpener)
     } else {
@@ -112,8 +133,13 @@ async fn main() -> ExitCode {
             shutdown.clone(),
         ));
     }
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("natter-agent: cannot handle SIGTERM: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut failed = false;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
@@ -126,7 +152,14 @@ async fn main() -> ExitCode {
         }
     }
     shutdown.cancel();
-    while tasks.join_next().await.is_some() {}
+    let stopped = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_DEADLINE, stopped)
+        .await
+        .is_err()
+    {
+        tracing::warn!("agents did not stop within {SHUTDOWN_DEADLINE:?}; exiting anyway");
+        tasks.abort_all();
+    }
     if failed {
         ExitCode::FAILURE
     } else {

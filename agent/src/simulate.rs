@@ -73,7 +73,11 @@ pub async fn simulate(sim: Simulation, shutdown: CancellationToken) -> Result<()
             ip: format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
         };
         if i % per_connection == 0 {
-            client = Some(crate::connect(&config, &format!("natter-simulator {i}")).await?);
+            // Retried until it succeeds, like a real agent's; a stop request ends the wait.
+            match crate::connect(&config, &format!("natter-simulator {i}"), &shutdown).await? {
+                Some(c) => client = Some(c),
+                None => break,
+            }
         }
         let handle = AgentHandle::new(random_presence(i));
         handles.push(handle.clone());

@@ -5,8 +5,6 @@ use std::time::Duration;
 use natter_system_tests::*;
 use serde_json::{Value, json};
 
-use crate::chat::{read_messages, start_chat, texts};
-
 fn assert_error(status: StatusCode, body: &Value, want: StatusCode, kind: &str) {
     assert_eq!(status, want, "{body}");
     assert_eq!(body["error"], kind, "{body}");
@@ -18,11 +16,14 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode, kind: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clean_errors_and_lose_nothing() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let agent = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let alice = node.operator("alice").await;
-    let (session, carol) = start_chat(&node, &alice, &agent).await;
+    let mut system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .operator("mallory")
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (session, carol) = system.open_chat().await;
     let msgs = format!("/api/sessions/{session}/messages");
 
     // Oversized message (limit 4096 bytes).
@@ -76,7 +77,7 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
 
     // Not a member: another operator can neither read, stream nor write the session.
-    let mallory = node.operator("mallory").await;
+    let mallory = system.operator("mallory");
     let (s, b) = mallory.send(&session, "m1", "let me in").await;
     assert_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
     let (s, b) = mallory.get(&format!("/api/sessions/{session}")).await;
@@ -85,9 +86,7 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
         b.get("members").is_none() && b.get("machine").is_none(),
         "leaks nothing: {b}"
     );
-    let sse = mallory
-        .events(&format!("/api/events?sessions={session}"), None)
-        .await;
+    let sse = mallory.session_events(&session).await;
     assert_eq!(sse.status, StatusCode::FORBIDDEN);
     assert!(
         !sse.error_body.contains("pc1") && !sse.error_body.contains("carol"),
@@ -100,14 +99,12 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     assert_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
 
     // Not logged in.
-    let anonymous = Browser::new(&node.base);
+    let anonymous = Browser::new(&system.node.base);
     let (s, b) = anonymous.send(&session, "a1", "hi").await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
     let (s, b) = anonymous.get("/api/machines").await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
-    let sse = anonymous
-        .events(&format!("/api/events?sessions={session}"), None)
-        .await;
+    let sse = anonymous.session_events(&session).await;
     assert_eq!(sse.status, StatusCode::UNAUTHORIZED);
     let (s, b) = anonymous
         .post(
@@ -120,7 +117,7 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     // CSRF: no marker header, or a foreign origin.
     let r = alice
         .client
-        .post(format!("{}{msgs}", node.base))
+        .post(format!("{}{msgs}", system.node.base))
         .json(&json!({"id": "csrf1", "text": "forged"}))
         .send()
         .await
@@ -128,7 +125,7 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let r = alice
         .client
-        .post(format!("{}{msgs}", node.base))
+        .post(format!("{}{msgs}", system.node.base))
         .header("x-natter", "1")
         .header("origin", "http://evil.example")
         .json(&json!({"id": "csrf2", "text": "forged"}))
@@ -145,13 +142,10 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
         )
         .await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
-    let other = TestAgent::start(&nats, &node, "pc2.sales.acme", Some("dave")).await;
-    let (other_session, _) = start_chat(&node, &alice, &other).await;
+    system.add_machine("pc2.sales.acme", "dave").await;
+    let (other_session, _) = system.open_chat_between("alice", "pc2.sales.acme").await;
     let (s, b) = carol
-        .post(
-            &format!("/m/{other_session}/api/messages"),
-            &json!({"id": "x1", "text": "wrong session"}),
-        )
+        .send_as_machine_user(&other_session, "x1", "wrong session")
         .await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
 
@@ -164,7 +158,10 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     assert_eq!(sse.status, StatusCode::BAD_REQUEST);
     let r = alice
         .client
-        .get(format!("{}/api/events?sessions={session}", node.base))
+        .get(format!(
+            "{}/api/events?sessions={session}",
+            system.node.base
+        ))
         .header("last-event-id", "yesterday")
         .send()
         .await
@@ -178,20 +175,17 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     // Through all of that the session kept working and holds exactly the good messages.
     let (s, _) = alice.send(&session, "good", "still fine").await;
     assert_eq!(s, StatusCode::CREATED);
-    let mut sse = alice
-        .events(&format!("/api/events?sessions={session}"), None)
-        .await;
-    let got = read_messages(&mut sse, 2).await;
+    let mut sse = alice.session_events(&session).await;
+    let got = sse.read_messages(2).await;
     assert_eq!(texts(&got), ["é".repeat(2048), "still fine".to_string()]);
     sse.expect_quiet(Duration::from_millis(300)).await;
-    node.shutdown().await;
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_cannot_publish_session_commands() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let agent = nats.agent_client("pc1.sales.acme").await;
+    let system = Scenario::new().start().await;
+    let agent = system.nats.agent_client("pc1.sales.acme").await;
     let forged = serde_json::to_vec(
         &json!({"cmd": "view", "by": {"kind": "operator", "id": "alice", "name": "A"}}),
     )
@@ -209,26 +203,22 @@ async fn agents_cannot_publish_session_commands() {
         !matches!(answer, Ok(Ok(_))),
         "an agent got an answer from a session actor"
     );
-    node.shutdown().await;
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_machine_with_nobody_logged_on_cannot_be_chatted_with() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let _agent = TestAgent::start(&nats, &node, "kiosk1.lobby.globex", None).await;
-    let alice = node.operator("alice").await;
-    let (s, b) = alice
-        .post("/api/chats", &json!({"machine": "kiosk1.lobby.globex"}))
+    let system = Scenario::new()
+        .machine("kiosk1.lobby.globex", None)
+        .operator("alice")
+        .start()
         .await;
+    let alice = system.operator("alice");
+    let (s, b) = alice.chat_with("kiosk1.lobby.globex").await;
     assert_error(s, &b, StatusCode::CONFLICT, "conflict");
-    let (s, b) = alice
-        .post("/api/chats", &json!({"machine": "nope.nowhere"}))
-        .await;
+    let (s, b) = alice.chat_with("nope.nowhere").await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
-    let (s, b) = alice
-        .post("/api/chats", &json!({"machine": "Bad Id"}))
-        .await;
+    let (s, b) = alice.chat_with("Bad Id").await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    node.shutdown().await;
+    system.shutdown().await;
 }

@@ -21,19 +21,19 @@ fn browser_tests_enabled() -> bool {
     on
 }
 
-/// `node tests/browser/<script>` against `node`, logged in as `operator` with `password`;
-/// screenshots of a failed check go to `artifacts`.
+/// `node tests/browser/<script>` against `node`, logged in as `operator` (with the harness's
+/// password for that operator); screenshots of a failed check go to `artifacts`.
 fn browser_script(
     script: &str,
     node: &TestNode,
-    (operator, password): (&str, &str),
+    operator: &str,
     artifacts: &Path,
 ) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(repo_root().join("tests/browser").join(script))
         .env("NATTER_URL", &node.base)
         .env("NATTER_OPERATOR", operator)
-        .env("NATTER_PASSWORD", password)
+        .env("NATTER_PASSWORD", operator_password(operator))
         .env("NATTER_ARTIFACTS", artifacts)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -62,20 +62,18 @@ async fn the_web_ui_works_in_a_real_browser() {
     if !browser_tests_enabled() {
         return;
     }
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
     let machines: Vec<String> = (1..=10).map(|i| format!("pc{i}.sales.acme")).collect();
-    let mut agents = Vec::new();
-    for (i, m) in machines.iter().enumerate() {
-        agents.push(TestAgent::start(&nats, &node, m, Some(&format!("user{i}"))).await);
+    let users: Vec<String> = (0..10).map(|i| format!("user{i}")).collect();
+    let mut scenario = Scenario::new().operator("alice");
+    for (m, u) in machines.iter().zip(&users) {
+        scenario = scenario.machine(m, u.as_str());
     }
-    node.add_operator("alice", "Alice Admin", "alice-password")
-        .await;
+    let s = scenario.start().await;
     let dir = tempfile::tempdir().unwrap();
     let url_file = dir.path().join("agent-url.txt");
     std::fs::write(&url_file, "").unwrap();
     // The first machine's agent writes the URL it is asked to open, as a real agent would open it.
-    let opened = agents[0].opener.opened.clone();
+    let opened = s.agent(&machines[0]).opener.opened.clone();
     let url_file2 = url_file.clone();
     let watcher = tokio::spawn(async move {
         let mut seen = 0;
@@ -95,7 +93,7 @@ async fn the_web_ui_works_in_a_real_browser() {
     });
     let output = tokio::time::timeout(
         Duration::from_secs(240),
-        browser_script("chat.mjs", &node, ("alice", "alice-password"), dir.path())
+        browser_script("chat.mjs", &s.node, "alice", dir.path())
             .env("NATTER_MACHINE", &machines[0])
             .env("NATTER_MACHINES", machines.join(","))
             .env("NATTER_AGENT_URL_FILE", &url_file)
@@ -106,7 +104,7 @@ async fn the_web_ui_works_in_a_real_browser() {
     .expect("node runs");
     watcher.abort();
     assert_every_check_passed(&output);
-    node.shutdown().await;
+    s.shutdown().await;
 }
 
 /// F10/F11 in a real browser: status icons change live (no reload), Quick View on hover, the
@@ -116,21 +114,18 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
     if !browser_tests_enabled() {
         return;
     }
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
     let visible = ["pc1.sales.acme", "pc2.east.sales.acme", "kiosk1.sales.acme"];
     let hidden = ["pc3.support.acme", "srv1.dc.globex"];
-    let mut agents = Vec::new();
+    let mut scenario = Scenario::new().scoped_operator("bob", &["sales.acme"]);
     for m in visible.iter().chain(hidden.iter()) {
         let user = (!m.starts_with("kiosk")).then_some("someone");
-        agents.push(TestAgent::start(&nats, &node, m, user).await);
+        scenario = scenario.machine(m, user);
     }
-    node.add_scoped_operator("bob", "Bob Tech", "bob-password", Some(&["sales.acme"]))
-        .await;
+    let s = scenario.start().await;
     let dir = tempfile::tempdir().unwrap();
     let status_file = dir.path().join("status.txt");
     std::fs::write(&status_file, "").unwrap();
-    let child = browser_script("machines.mjs", &node, ("bob", "bob-password"), dir.path())
+    let child = browser_script("machines.mjs", &s.node, "bob", dir.path())
         .env("NATTER_EXPECT_MACHINES", visible.join(","))
         .env("NATTER_HIDDEN_MACHINES", hidden.join(","))
         .env("NATTER_STATUS_FILE", &status_file)
@@ -142,10 +137,9 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
     loop {
         let text = std::fs::read_to_string(&status_file).unwrap_or_default();
         if text.starts_with("ready") {
-            agents[0]
-                .handle
-                .set_presence(natter_agent::Presence::user(None));
-            agents[0].handle.checkin_now();
+            let pc1 = &s.agent("pc1.sales.acme").handle;
+            pc1.set_presence(natter_agent::Presence::user(None));
+            pc1.checkin_now();
             std::fs::write(&status_file, "changed:pc1.sales.acme:online\n").unwrap();
             break;
         }
@@ -159,5 +153,5 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
         .expect("browser test finishes")
         .expect("node runs");
     assert_every_check_passed(&output);
-    node.shutdown().await;
+    s.shutdown().await;
 }

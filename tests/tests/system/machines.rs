@@ -7,8 +7,6 @@ use natter_agent::Presence;
 use natter_system_tests::*;
 use serde_json::{Value, json};
 
-use crate::WAIT;
-
 /// Reads the machines stream until `machine` shows `status`; returns that view.
 async fn wait_status(sse: &mut Sse, machine: &str, status: &str) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -32,6 +30,15 @@ async fn wait_status(sse: &mut Sse, machine: &str, status: &str) -> Value {
     }
 }
 
+/// The machine IDs in a list of machine views.
+fn ids(list: &Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 async fn admin_request(nats: &TestNats, machine: &str, request: Value) -> Value {
     let client = nats.broker_client().await;
     let answer = client
@@ -46,16 +53,19 @@ async fn admin_request(nats: &TestNats, machine: &str, request: Value) -> Value 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_check_in_state_and_transition_reaches_the_browser_live() {
-    let nats = TestNats::start().await;
-    let mut config = nats.node_config();
-    config.fleet.offline_after = 2;
-    config.fleet.sweep = Duration::from_millis(50);
-    let node = TestNode::start(config).await;
-    let alice = node.operator("alice").await;
+    let mut system = Scenario::new()
+        .config(|c| {
+            c.fleet.offline_after = 2;
+            c.fleet.sweep = Duration::from_millis(50);
+        })
+        .operator("alice")
+        .start()
+        .await;
+    let alice = system.operator("alice");
     let m = "pc1.sales.acme";
 
     // Provisioned, never checked in.
-    let provisioned = admin_request(&nats, m, json!({"op": "provision"})).await;
+    let provisioned = admin_request(&system.nats, m, json!({"op": "provision"})).await;
     assert_eq!(
         provisioned["Ok"]["status"], "never_checked_in",
         "{provisioned}"
@@ -66,42 +76,38 @@ async fn every_check_in_state_and_transition_reaches_the_browser_live() {
 
     // Online, first audit pending.
     let interval = Duration::from_millis(1000);
-    let agent = TestAgent::start_with(
-        &nats,
-        &node,
-        m,
-        Presence {
-            audit_done: false,
-            ..Presence::user(None)
-        },
-        interval,
-    )
-    .await;
+    system
+        .add_machine_with(
+            m,
+            Presence {
+                audit_done: false,
+                ..Presence::user(None)
+            },
+            interval,
+        )
+        .await;
     wait_status(&mut sse, m, "waiting_first_audit").await;
-    let step = |p: Presence| {
-        agent.handle.set_presence(p);
-        agent.handle.checkin_now();
-    };
-    step(Presence::user(None));
+    let agent = system.agent(m);
+    agent.check_in(Presence::user(None));
     wait_status(&mut sse, m, "online").await;
-    step(Presence::user(Some("carol")));
+    agent.check_in(Presence::user(Some("carol")));
     let v = wait_status(&mut sse, m, "user").await;
     assert_eq!(v["user"], "carol");
-    step(Presence {
+    agent.check_in(Presence {
         idle_secs: 601,
         ..Presence::user(Some("carol"))
     });
     wait_status(&mut sse, m, "idle").await;
-    step(Presence {
+    agent.check_in(Presence {
         remote_control: false,
         ..Presence::user(Some("carol"))
     });
     wait_status(&mut sse, m, "remote_disabled").await;
 
     // No check-in for 2 intervals: offline, by the fleet's timer alone.
-    agent.stop().await;
+    system.stop_agent(m).await;
     wait_status(&mut sse, m, "offline").await;
-    let (status, body) = alice.post("/api/chats", &json!({"machine": m})).await;
+    let (status, body) = alice.chat_with(m).await;
     assert_eq!(
         status,
         StatusCode::CONFLICT,
@@ -109,18 +115,18 @@ async fn every_check_in_state_and_transition_reaches_the_browser_live() {
     );
 
     // Back online with a user.
-    let agent =
-        TestAgent::start_with(&nats, &node, m, Presence::user(Some("carol")), interval).await;
+    system
+        .add_machine_with(m, Presence::user(Some("carol")), interval)
+        .await;
+    let agent = system.agent(m);
     wait_status(&mut sse, m, "user").await;
 
     // Suspended: check-ins change nothing, no chat.
-    let suspended = admin_request(&nats, m, json!({"op": "suspend", "suspended": true})).await;
+    let suspended =
+        admin_request(&system.nats, m, json!({"op": "suspend", "suspended": true})).await;
     assert_eq!(suspended["Ok"]["status"], "suspended", "{suspended}");
     wait_status(&mut sse, m, "suspended").await;
-    agent
-        .handle
-        .set_presence(Presence::user(Some("somebody-else")));
-    agent.handle.checkin_now();
+    agent.check_in(Presence::user(Some("somebody-else")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, view) = alice.get(&format!("/api/machines/{m}")).await;
     assert_eq!(view["status"], "suspended");
@@ -129,17 +135,24 @@ async fn every_check_in_state_and_transition_reaches_the_browser_live() {
         "a suspended agent's check-ins change nothing"
     );
     assert!(
-        node.node
+        system
+            .node
+            .node
             .fleet_stats
             .ignored
             .load(std::sync::atomic::Ordering::Relaxed)
             > 0
     );
-    let (status, body) = alice.post("/api/chats", &json!({"machine": m})).await;
+    let (status, body) = alice.chat_with(m).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 
     // Resumed: the next check-in counts again.
-    admin_request(&nats, m, json!({"op": "suspend", "suspended": false})).await;
+    admin_request(
+        &system.nats,
+        m,
+        json!({"op": "suspend", "suspended": false}),
+    )
+    .await;
     agent.handle.checkin_now();
     // (Resuming re-derives "user" from the last counted check-in first; then the new one lands.)
     while wait_status(&mut sse, m, "user").await["user"] != "somebody-else" {}
@@ -159,37 +172,25 @@ async fn every_check_in_state_and_transition_reaches_the_browser_live() {
     ] {
         assert!(!view[key].is_null(), "Quick View lacks {key}: {view}");
     }
-    agent.stop().await;
-    node.shutdown().await;
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_see_only_their_scope_everywhere() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let machines = [
-        "pc1.sales.acme",
-        "pc2.east.sales.acme",
-        "pc3.support.acme",
-        "pc4.presales.acme",
-        "srv1.dc.globex",
-    ];
-    let mut agents = Vec::new();
-    for m in machines {
-        agents.push(TestAgent::start(&nats, &node, m, Some("someone")).await);
-    }
-    let alice = node.operator("alice").await;
-    let bob = node.scoped_operator("bob", Some(&["sales.acme"])).await;
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "someone")
+        .machine("pc2.east.sales.acme", "someone")
+        .machine("pc3.support.acme", "someone")
+        .machine("pc4.presales.acme", "someone")
+        .machine("srv1.dc.globex", "someone")
+        .operator("alice")
+        .scoped_operator("bob", &["sales.acme"])
+        .start()
+        .await;
+    let (alice, bob) = (system.operator("alice"), system.operator("bob"));
     let (_, me) = bob.get("/api/me").await;
     assert_eq!(me["scopes"], json!(["sales.acme"]));
 
-    let ids = |list: &Value| -> Vec<String> {
-        list.as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap().to_string())
-            .collect()
-    };
     let (_, all) = alice.get("/api/machines").await;
     assert_eq!(ids(&all).len(), 5);
     let (_, mine) = bob.get("/api/machines").await;
@@ -214,31 +215,19 @@ async fn operators_see_only_their_scope_everywhere() {
         !body.to_string().contains("someone"),
         "leaks nothing: {body}"
     );
-    let (status, _) = bob
-        .post("/api/chats", &json!({"machine": "pc3.support.acme"}))
-        .await;
+    let (status, _) = bob.chat_with("pc3.support.acme").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, answer) = alice
-        .post("/api/chats", &json!({"machine": "srv1.dc.globex"}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let foreign = session_id(&answer);
+    let foreign = alice.new_chat("srv1.dc.globex").await;
     let (status, _) = bob.get(&format!("/api/sessions/{foreign}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, _) = bob
         .post(&format!("/api/sessions/{foreign}/join"), &json!({}))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    let sse = bob
-        .events(&format!("/api/events?sessions={foreign}"), None)
-        .await;
+    let sse = bob.session_events(&foreign).await;
     assert_eq!(sse.status, StatusCode::NOT_FOUND);
     // In scope, the Join link works.
-    let (status, answer) = alice
-        .post("/api/chats", &json!({"machine": "pc2.east.sales.acme"}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED);
-    let ours = session_id(&answer);
+    let ours = alice.new_chat("pc2.east.sales.acme").await;
     let (status, _) = bob
         .post(&format!("/api/sessions/{ours}/join"), &json!({}))
         .await;
@@ -249,12 +238,12 @@ async fn operators_see_only_their_scope_everywhere() {
     let first = stream.next(WAIT).await.expect("snapshot");
     assert_eq!(first.event, "machines");
     assert_eq!(ids(&first.data), ["pc1.sales.acme", "pc2.east.sales.acme"]);
-    let globex = &agents[4];
-    globex.handle.set_presence(Presence::user(None));
-    globex.handle.checkin_now();
-    let sales = &agents[0];
-    sales.handle.set_presence(Presence::user(None));
-    sales.handle.checkin_now();
+    system
+        .agent("srv1.dc.globex")
+        .check_in(Presence::user(None));
+    system
+        .agent("pc1.sales.acme")
+        .check_in(Presence::user(None));
     let mut seen = Vec::new();
     while let Some(e) = stream.next(Duration::from_millis(700)).await {
         seen.push(e.data["id"].as_str().unwrap_or_default().to_string());
@@ -264,15 +253,17 @@ async fn operators_see_only_their_scope_everywhere() {
         seen.iter().all(|id| id.ends_with(".sales.acme")),
         "{seen:?}"
     );
-    node.shutdown().await;
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_check_ins_are_counted_and_dropped_and_the_fleet_keeps_working() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let agent = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let client = nats.agent_client("pc1.sales.acme").await;
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .start()
+        .await;
+    let client = system.nats.agent_client("pc1.sales.acme").await;
     let subject = natter_actors::subjects::agent_checkin("pc1.sales.acme");
     let bad: Vec<Vec<u8>> = vec![
         b"not json".to_vec(),
@@ -289,13 +280,13 @@ async fn malformed_check_ins_are_counted_and_dropped_and_the_fleet_keeps_working
             .unwrap();
     }
     client.flush().await.unwrap();
-    let stats = node.node.fleet_stats.clone();
+    let stats = system.node.node.fleet_stats.clone();
     eventually(WAIT, || {
         let stats = stats.clone();
         async move { stats.rejected.load(std::sync::atomic::Ordering::Relaxed) >= 5 }
     })
     .await;
-    let alice = node.operator("alice").await;
+    let alice = system.operator("alice");
     let (status, _) = alice.get("/api/machines/pc9.sales.acme").await;
     assert_eq!(
         status,
@@ -303,56 +294,48 @@ async fn malformed_check_ins_are_counted_and_dropped_and_the_fleet_keeps_working
         "a forged body registers nothing"
     );
     // The real agent still counts.
-    agent.handle.set_presence(Presence::user(Some("dave")));
-    agent.handle.checkin_now();
-    eventually(WAIT, || {
-        let alice = alice.clone();
-        async move {
-            let (_, v) = alice.get("/api/machines/pc1.sales.acme").await;
-            v["user"] == "dave"
-        }
-    })
-    .await;
-    node.shutdown().await;
+    system
+        .agent("pc1.sales.acme")
+        .check_in(Presence::user(Some("dave")));
+    alice
+        .wait_for("/api/machines/pc1.sales.acme", |v| v["user"] == "dave")
+        .await;
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machine_status_survives_a_node_restart_and_goes_offline_on_time() {
-    let nats = TestNats::start().await;
-    let mut config = nats.node_config();
-    config.fleet.offline_after = 1;
-    config.fleet.sweep = Duration::from_millis(50);
-    let node = TestNode::start(config.clone()).await;
-    let agent = TestAgent::start_with(
-        &nats,
-        &node,
-        "pc1.sales.acme",
-        Presence::user(Some("carol")),
-        Duration::from_millis(800),
-    )
-    .await;
-    agent.stop().await;
-    node.shutdown().await;
+    let mut system = Scenario::new()
+        .config(|c| {
+            c.fleet.offline_after = 1;
+            c.fleet.sweep = Duration::from_millis(50);
+        })
+        .machine_with(
+            "pc1.sales.acme",
+            Presence::user(Some("carol")),
+            Duration::from_millis(800),
+        )
+        .operator("alice")
+        .start()
+        .await;
+    system.stop_agent("pc1.sales.acme").await;
     // A new node knows the machine from KV and still notices it went quiet.
-    let node = TestNode::start(config).await;
-    let alice = node.operator("alice").await;
-    eventually(WAIT, || {
-        let alice = alice.clone();
-        async move {
-            let (_, v) = alice.get("/api/machines/pc1.sales.acme").await;
-            v["status"] == "offline"
-        }
-    })
-    .await;
-    node.shutdown().await;
+    let system = system.restart_node().await;
+    system
+        .operator("alice")
+        .wait_for("/api/machines/pc1.sales.acme", |v| v["status"] == "offline")
+        .await;
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_refuses_an_agent_that_acts_as_another_agent() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let _pc1 = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let mallory = nats.agent_client("pc1.sales.acme").await;
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .start()
+        .await;
+    let mallory = system.nats.agent_client("pc1.sales.acme").await;
     let mut errors = Vec::new();
     // A forged check-in for pc2, and an attempt to read pc2's commands.
     let forged = serde_json::to_vec(&json!({
@@ -383,8 +366,10 @@ async fn nats_refuses_an_agent_that_acts_as_another_agent() {
     }
     mallory.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let alice = node.operator("alice").await;
-    let (status, _) = alice.get("/api/machines/pc2.sales.acme").await;
+    let (status, _) = system
+        .operator("alice")
+        .get("/api/machines/pc2.sales.acme")
+        .await;
     assert_eq!(
         status,
         StatusCode::NOT_FOUND,
@@ -394,41 +379,40 @@ async fn nats_refuses_an_agent_that_acts_as_another_agent() {
     // A wrong secret, or a user name that is not a machine ID, does not connect at all.
     for (user, pass) in [
         ("pc2.sales.acme", "wrong"),
-        ("natter-agent", nats.agent_password.as_str()),
+        ("natter-agent", system.nats.agent_password.as_str()),
     ] {
         let refused = async_nats::ConnectOptions::new()
             .user_and_password(user.into(), pass.into())
-            .connect(nats.url())
+            .connect(system.nats.url())
             .await;
         assert!(refused.is_err(), "{user} connected");
     }
-    node.shutdown().await;
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_lists_every_known_machine() {
-    let nats = TestNats::start().await;
-    let config = nats.node_config();
-    let node = TestNode::start(config.clone()).await;
-    admin_request(&nats, "newpc.east.sales.acme", json!({"op": "provision"})).await;
-    let agent = TestAgent::start(&nats, &node, "srv1.dc.globex", Some("frank")).await;
+    let mut system = Scenario::new().operator("alice").start().await;
     admin_request(
-        &nats,
+        &system.nats,
+        "newpc.east.sales.acme",
+        json!({"op": "provision"}),
+    )
+    .await;
+    system.add_machine("srv1.dc.globex", "frank").await;
+    admin_request(
+        &system.nats,
         "srv1.dc.globex",
         json!({"op": "suspend", "suspended": true}),
     )
     .await;
-    agent.stop().await;
-    node.shutdown().await;
-    let node = TestNode::start(config).await;
-    let alice = node.operator("alice").await;
-    let (_, list) = alice.get("/api/machines").await;
-    let ids: Vec<&str> = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["newpc.east.sales.acme", "srv1.dc.globex"], "{list}");
-    node.shutdown().await;
+    system.stop_agent("srv1.dc.globex").await;
+    let system = system.restart_node().await;
+    let (_, list) = system.operator("alice").get("/api/machines").await;
+    assert_eq!(
+        ids(&list),
+        ["newpc.east.sales.acme", "srv1.dc.globex"],
+        "{list}"
+    );
+    system.shutdown().await;
 }

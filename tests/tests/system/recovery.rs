@@ -7,19 +7,19 @@ use std::time::Duration;
 use natter_actors::sessions::actor_name;
 use natter_system_tests::*;
 
-use crate::chat::{read_messages, start_chat, texts};
-
 fn session_actor(session: &str) -> Option<ractor::ActorCell> {
     ractor::registry::where_is(actor_name(session))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_session_actor_is_restarted_with_its_history() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let agent = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let alice = node.operator("alice").await;
-    let (session, carol) = start_chat(&node, &alice, &agent).await;
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (session, carol) = system.open_chat().await;
     for i in 0..3 {
         alice
             .send(&session, &format!("m{i}"), &format!("before {i}"))
@@ -30,69 +30,60 @@ async fn a_killed_session_actor_is_restarted_with_its_history() {
     before.kill();
 
     // The supervisor restarts it at once (not on the next command).
-    eventually(crate::WAIT, || {
+    eventually(WAIT, || {
         let session = session.clone();
         async move { session_actor(&session).is_some_and(|a| a.get_id() != old_id) }
     })
     .await;
 
     // Membership survived: the machine user can still send, the operator too.
-    let (status, body) = carol
-        .post(
-            &format!("/m/{session}/api/messages"),
-            &serde_json::json!({"id": "c1", "text": "after"}),
-        )
-        .await;
+    let (status, body) = carol.send_as_machine_user(&session, "c1", "after").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     // A retry of a message sent before the crash is still recognised.
     let (_, again) = alice.send(&session, "m1", "before 1").await;
     assert_eq!(again["duplicate"], true);
 
-    let mut sse = alice
-        .events(&format!("/api/events?sessions={session}"), None)
-        .await;
-    let got = read_messages(&mut sse, 4).await;
+    let mut sse = alice.session_events(&session).await;
+    let got = sse.read_messages(4).await;
     assert_eq!(texts(&got), ["before 0", "before 1", "before 2", "after"]);
     sse.expect_quiet(Duration::from_millis(300)).await;
     let (_, view) = alice.get(&format!("/api/sessions/{session}")).await;
     assert_eq!(view["members"].as_array().unwrap().len(), 2, "{view}");
-    node.shutdown().await;
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_actor_stops_and_is_rebuilt_on_demand() {
-    let nats = TestNats::start().await;
-    let mut config = nats.node_config();
-    config.chat.idle_actor_timeout = Duration::from_millis(300);
-    let node = TestNode::start(config).await;
-    let agent = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let alice = node.operator("alice").await;
-    let (session, _carol) = start_chat(&node, &alice, &agent).await;
+    let system = Scenario::new()
+        .config(|c| c.chat.idle_actor_timeout = Duration::from_millis(300))
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (session, _carol) = system.open_chat().await;
     alice.send(&session, "m0", "first").await;
-    eventually(crate::WAIT, || {
+    eventually(WAIT, || {
         let session = session.clone();
         async move { session_actor(&session).is_none() }
     })
     .await;
     let (status, _) = alice.send(&session, "m1", "second").await;
     assert_eq!(status, StatusCode::CREATED);
-    let mut sse = alice
-        .events(&format!("/api/events?sessions={session}"), None)
-        .await;
-    assert_eq!(
-        texts(&read_messages(&mut sse, 2).await),
-        ["first", "second"]
-    );
-    node.shutdown().await;
+    let mut sse = alice.session_events(&session).await;
+    assert_eq!(texts(&sse.read_messages(2).await), ["first", "second"]);
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_session_is_restarted_from_the_join_link_with_its_messages() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let agent = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let alice = node.operator("alice").await;
-    let (session, _carol) = start_chat(&node, &alice, &agent).await;
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (session, _carol) = system.open_chat().await;
     alice.send(&session, "m0", "kept").await;
     let (status, _) = alice
         .post(
@@ -111,9 +102,7 @@ async fn an_ended_session_is_restarted_from_the_join_link_with_its_messages() {
     assert_eq!(view["ended"], false);
     let (status, _) = alice.send(&session, "m1", "again").await;
     assert_eq!(status, StatusCode::CREATED);
-    let mut sse = alice
-        .events(&format!("/api/events?sessions={session}"), None)
-        .await;
-    assert_eq!(texts(&read_messages(&mut sse, 2).await), ["kept", "again"]);
-    node.shutdown().await;
+    let mut sse = alice.session_events(&session).await;
+    assert_eq!(texts(&sse.read_messages(2).await), ["kept", "again"]);
+    system.shutdown().await;
 }

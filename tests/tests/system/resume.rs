@@ -5,28 +5,28 @@ use std::time::Duration;
 
 use natter_system_tests::*;
 
-use crate::chat::{read_messages, start_chat, texts};
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_by_last_event_id_has_no_gap_and_no_duplicate() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let a = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let b = TestAgent::start(&nats, &node, "pc2.sales.acme", Some("dave")).await;
-    let alice = node.operator("alice").await;
-    let (s1, _) = start_chat(&node, &alice, &a).await;
-    let (s2, _) = start_chat(&node, &alice, &b).await;
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .machine("pc2.sales.acme", "dave")
+        .operator("alice")
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (s1, _) = system.open_chat_between("alice", "pc1.sales.acme").await;
+    let (s2, _) = system.open_chat_between("alice", "pc2.sales.acme").await;
 
     // One connection carries both sessions.
     let path = format!("/api/events?sessions={s1},{s2}");
     let mut sse = alice.events(&path, None).await;
-    let hello = sse.next(crate::WAIT).await.expect("hello");
+    let hello = sse.next(WAIT).await.expect("hello");
     assert_eq!(hello.event, "hello");
     for i in 0..3 {
         alice.send(&s1, &format!("a{i}"), &format!("one-{i}")).await;
         alice.send(&s2, &format!("b{i}"), &format!("two-{i}")).await;
     }
-    let seen = read_messages(&mut sse, 6).await;
+    let seen = sse.read_messages(6).await;
     assert_eq!(
         texts(&seen),
         ["one-0", "two-0", "one-1", "two-1", "one-2", "two-2"]
@@ -45,7 +45,7 @@ async fn resume_by_last_event_id_has_no_gap_and_no_duplicate() {
         alice.send(&s1, &format!("a{i}"), &format!("one-{i}")).await;
     }
     let mut resumed = alice.events(&path, Some(cut)).await;
-    let got = read_messages(&mut resumed, 8).await;
+    let got = resumed.read_messages(8).await;
     assert_eq!(
         texts(&got),
         [
@@ -62,19 +62,21 @@ async fn resume_by_last_event_id_has_no_gap_and_no_duplicate() {
 
     // Live events keep flowing on the resumed connection.
     alice.send(&s1, "a-live", "live").await;
-    assert_eq!(texts(&read_messages(&mut resumed, 1).await), ["live"]);
-    node.shutdown().await;
+    assert_eq!(texts(&resumed.read_messages(1).await), ["live"]);
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_connect_can_start_after_a_known_sequence() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let a = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let b = TestAgent::start(&nats, &node, "pc2.sales.acme", Some("dave")).await;
-    let alice = node.operator("alice").await;
-    let (s1, _) = start_chat(&node, &alice, &a).await;
-    let (s2, _) = start_chat(&node, &alice, &b).await;
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .machine("pc2.sales.acme", "dave")
+        .operator("alice")
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (s1, _) = system.open_chat_between("alice", "pc1.sales.acme").await;
+    let (s2, _) = system.open_chat_between("alice", "pc2.sales.acme").await;
     let (_, first) = alice.send(&s1, "x1", "old").await;
     alice.send(&s2, "y1", "s2 old").await;
     let (_, _) = alice.send(&s1, "x2", "new").await;
@@ -84,7 +86,7 @@ async fn a_first_connect_can_start_after_a_known_sequence() {
     let mut sse = alice
         .events(&format!("/api/events?sessions={s1}:{since},{s2}:0"), None)
         .await;
-    let got = read_messages(&mut sse, 2).await;
+    let got = sse.read_messages(2).await;
     assert_eq!(texts(&got), ["s2 old", "new"]);
     sse.expect_quiet(Duration::from_millis(300)).await;
 
@@ -92,17 +94,19 @@ async fn a_first_connect_can_start_after_a_known_sequence() {
     let mut sse = alice
         .events(&format!("/api/events?sessions={s1}&since={since}"), None)
         .await;
-    assert_eq!(texts(&read_messages(&mut sse, 1).await), ["new"]);
-    node.shutdown().await;
+    assert_eq!(texts(&sse.read_messages(1).await), ["new"]);
+    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_sent_while_a_stream_is_opening_are_neither_lost_nor_doubled() {
-    let nats = TestNats::start().await;
-    let node = TestNode::start(nats.node_config()).await;
-    let a = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let alice = node.operator("alice").await;
-    let (s1, _) = start_chat(&node, &alice, &a).await;
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (s1, _) = system.open_chat().await;
     let sender = {
         let alice = alice.clone();
         let s1 = s1.clone();
@@ -117,19 +121,15 @@ async fn events_sent_while_a_stream_is_opening_are_neither_lost_nor_doubled() {
     // message exactly once, in order: replay and live hand over without a gap or a repeat.
     let mut streams = Vec::new();
     for _ in 0..5 {
-        streams.push(
-            alice
-                .events(&format!("/api/events?sessions={s1}"), None)
-                .await,
-        );
+        streams.push(alice.session_events(&s1).await);
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
     sender.await.unwrap();
     for sse in streams.iter_mut() {
-        let got = read_messages(sse, 60).await;
+        let got = sse.read_messages(60).await;
         let numbers: Vec<u64> = texts(&got).iter().map(|t| t.parse().unwrap()).collect();
         assert_eq!(numbers, (0..60).collect::<Vec<_>>());
         sse.expect_quiet(Duration::from_millis(100)).await;
     }
-    node.shutdown().await;
+    system.shutdown().await;
 }

@@ -5,23 +5,22 @@ use std::time::Duration;
 
 use natter_system_tests::*;
 
-use crate::chat::{read_messages, start_chat, texts};
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_messages_are_removed_from_history_and_resume() {
-    let nats = TestNats::start().await;
-    let mut config = nats.node_config();
-    config.chat.retention = Duration::from_secs(2);
-    config.chat.duplicate_window = Duration::from_secs(1);
-    let node = TestNode::start(config).await;
-    let agent = TestAgent::start(&nats, &node, "pc1.sales.acme", Some("carol")).await;
-    let alice = node.operator("alice").await;
-    let (session, carol) = start_chat(&node, &alice, &agent).await;
+    let system = Scenario::new()
+        .config(|c| {
+            c.chat.retention = Duration::from_secs(2);
+            c.chat.duplicate_window = Duration::from_secs(1);
+        })
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (session, carol) = system.open_chat().await;
 
     // A client that has seen the session up to here…
-    let mut sse = alice
-        .events(&format!("/api/events?sessions={session}"), None)
-        .await;
+    let mut sse = alice.session_events(&session).await;
     let mut cursor = 0;
     while let Some(e) = sse.next_chat(Duration::from_millis(300)).await {
         cursor = e.seq();
@@ -30,10 +29,7 @@ async fn old_messages_are_removed_from_history_and_resume() {
     // …misses these, which then expire.
     alice.send(&session, "old1", "old message").await;
     carol
-        .post(
-            &format!("/m/{session}/api/messages"),
-            &serde_json::json!({"id": "old2", "text": "old reply"}),
-        )
+        .send_as_machine_user(&session, "old2", "old reply")
         .await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
 
@@ -42,10 +38,8 @@ async fn old_messages_are_removed_from_history_and_resume() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // History from the start holds only what is younger than the retention.
-    let mut fresh = alice
-        .events(&format!("/api/events?sessions={session}"), None)
-        .await;
-    let got = read_messages(&mut fresh, 1).await;
+    let mut fresh = alice.session_events(&session).await;
+    let got = fresh.read_messages(1).await;
     assert_eq!(texts(&got), ["new message"]);
     fresh.expect_quiet(Duration::from_millis(300)).await;
 
@@ -71,5 +65,5 @@ async fn old_messages_are_removed_from_history_and_resume() {
     }
     assert!(saw_reset, "no reset event");
     assert_eq!(messages, ["new message"]);
-    node.shutdown().await;
+    system.shutdown().await;
 }

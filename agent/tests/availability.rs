@@ -1,0 +1,256 @@
+//! The `natter-agent` binary against a real nats-server on loopback that comes and goes: it keeps
+//! trying to connect (also after an authorization failure), resumes checking in after the server
+//! restarts, and exits within 5 s of SIGTERM whatever the server does. The server here is a plain
+//! one with a single user (the simulator's name): these tests are about the connection, not the
+//! broker, which `tests/tests/system/agent.rs` adds.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio::process::{Child, Command};
+
+const USER: &str = "natter-simulator";
+const PASSWORD: &str = "agent-test-secret";
+const MACHINE: &str = "pc1.sales.acme";
+/// What the agent promises: it exits within this long after SIGTERM.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
+/// Generous bound for things that take milliseconds to a few seconds.
+const WAIT: Duration = Duration::from_secs(15);
+
+fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("NATTER_NATS_SERVER")
+        && !p.is_empty()
+    {
+        return PathBuf::from(p);
+    }
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools/nats/bin/nats-server");
+    if local.is_file() {
+        local
+    } else {
+        PathBuf::from("nats-server")
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn url(port: u16) -> String {
+    format!("nats://127.0.0.1:{port}")
+}
+
+/// A nats-server on `port` whose one user has `password`; killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Server {
+    async fn start(port: u16, password: &str) -> Server {
+        let child = Command::new(nats_server_bin())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(["--user", USER, "--pass", password])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nats-server (set NATTER_NATS_SERVER)");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(tokio::time::Instant::now() < deadline, "nats-server up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Server { child, port }
+    }
+
+    /// Kills the server (SIGKILL: gone without a goodbye).
+    async fn kill(mut self) {
+        self.child.kill().await.expect("kill nats-server");
+    }
+
+    /// Subscribes to every check-in, as the broker would.
+    async fn checkins(&self) -> async_nats::Subscriber {
+        let client = async_nats::ConnectOptions::new()
+            .user_and_password(USER.into(), PASSWORD.into())
+            .connect(url(self.port))
+            .await
+            .expect("observer connects");
+        let subscriber = client
+            .subscribe(natter_actors::subjects::ALL_CHECKINS)
+            .await
+            .expect("subscribe");
+        client.flush().await.expect("flush");
+        subscriber
+    }
+}
+
+/// A running `natter-agent` whose output (log and printed links) goes to a temp file; killed when dropped.
+struct Agent {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl Agent {
+    fn start(port: u16, password: &str, args: &[&str]) -> Agent {
+        let log = tempfile::NamedTempFile::new().expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_natter-agent"))
+            .args([
+                "--nats-url",
+                &url(port),
+                "--user",
+                USER,
+                "--password",
+                password,
+            ])
+            .args(["--opener", "print", "--interval", "1s"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.reopen().expect("log file"))
+            .stderr(log.reopen().expect("log file"))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start natter-agent");
+        Agent { child, log }
+    }
+
+    fn machine(port: u16, password: &str) -> Agent {
+        Agent::start(port, password, &["--machine", MACHINE])
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    fn assert_running(&mut self) {
+        let status = self.child.try_wait().expect("try_wait");
+        assert!(
+            status.is_none(),
+            "agent exited ({status:?}):\n{}",
+            self.log()
+        );
+    }
+
+    /// Sends SIGTERM and asserts a clean exit within [`STOP_LIMIT`].
+    async fn stop_within_limit(mut self) {
+        self.assert_running();
+        let pid = self.child.id().expect("pid") as i32;
+        let sent = tokio::time::Instant::now();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .expect("SIGTERM");
+        let status = tokio::time::timeout(STOP_LIMIT, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("still running {STOP_LIMIT:?} after SIGTERM"))
+            .expect("wait");
+        assert!(status.success(), "exit status {status}:\n{}", self.log());
+        assert!(sent.elapsed() < STOP_LIMIT);
+    }
+}
+
+/// Waits for check-ins until `machines` distinct machines have checked in.
+async fn wait_for_checkins(checkins: &mut async_nats::Subscriber, machines: usize) {
+    let mut seen = HashSet::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while seen.len() < machines {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = tokio::time::timeout(left, checkins.next())
+            .await
+            .unwrap_or_else(|_| panic!("{} of {machines} machines checked in", seen.len()))
+            .expect("subscription open");
+        seen.insert(msg.subject.to_string());
+    }
+}
+
+#[tokio::test]
+async fn an_agent_started_before_its_server_checks_in_once_the_server_is_up() {
+    let port = free_port();
+    let mut agent = Agent::machine(port, PASSWORD);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    agent.assert_running();
+    assert!(agent.log().contains("could not connect to NATS; retrying"));
+
+    let server = Server::start(port, PASSWORD).await;
+    wait_for_checkins(&mut server.checkins().await, 1).await;
+    agent.stop_within_limit().await;
+}
+
+#[tokio::test]
+async fn an_agent_refused_by_the_server_keeps_trying_until_it_is_admitted() {
+    let port = free_port();
+    let refusing = Server::start(port, "another-secret").await;
+    let mut agent = Agent::machine(port, PASSWORD);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !agent.log().contains("authorization violation") {
+        assert!(tokio::time::Instant::now() < deadline, "no refusal logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent.assert_running();
+
+    refusing.kill().await;
+    let server = Server::start(port, PASSWORD).await;
+    wait_for_checkins(&mut server.checkins().await, 1).await;
+    agent.stop_within_limit().await;
+}
+
+#[tokio::test]
+async fn check_ins_resume_after_the_server_restarts() {
+    let port = free_port();
+    let server = Server::start(port, PASSWORD).await;
+    let agent = Agent::machine(port, PASSWORD);
+    wait_for_checkins(&mut server.checkins().await, 1).await;
+
+    server.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let server = Server::start(port, PASSWORD).await;
+    wait_for_checkins(&mut server.checkins().await, 1).await;
+    assert!(
+        agent.log().contains("reconnected to NATS"),
+        "{}",
+        agent.log()
+    );
+    agent.stop_within_limit().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_an_agent_whose_server_is_gone_within_5_s() {
+    let port = free_port();
+    let server = Server::start(port, PASSWORD).await;
+    let agent = Agent::machine(port, PASSWORD);
+    wait_for_checkins(&mut server.checkins().await, 1).await;
+
+    server.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    agent.stop_within_limit().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_an_agent_that_never_connected_within_5_s() {
+    let agent = Agent::machine(free_port(), PASSWORD);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    agent.stop_within_limit().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_simulated_fleet_whose_server_is_gone_within_5_s() {
+    let port = free_port();
+    let server = Server::start(port, PASSWORD).await;
+    let fleet = Agent::start(port, PASSWORD, &["--simulate", "100"]);
+    wait_for_checkins(&mut server.checkins().await, 100).await;
+
+    server.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fleet.stop_within_limit().await;
+}

@@ -1,0 +1,128 @@
+//! A real nats-server with JetStream for one test.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use natter::Config;
+use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin, free_port};
+
+use crate::{init_logging, repo_root};
+
+/// A real nats-server with JetStream, started from the repository's `nats.conf` with its own
+/// store directory; killed when dropped. It can be stopped and started again on the same port,
+/// store and secrets (a NATS outage under a running node or agent).
+pub struct TestNats {
+    options: NatsServerOptions,
+    server: Option<NatsServer>,
+    pub broker_password: String,
+    pub agent_password: String,
+    /// Seed of the auth callout issuer (the node signs agents' permissions with it).
+    pub callout_seed: String,
+    _dir: tempfile::TempDir,
+}
+
+impl TestNats {
+    /// A server on a free port, running.
+    pub async fn start() -> TestNats {
+        let mut nats = TestNats::prepare();
+        nats.resume().await;
+        nats
+    }
+
+    /// A server whose port is chosen now but which is not running yet (so clients can be
+    /// pointed at it first); [`TestNats::resume`] starts it.
+    pub fn prepare() -> TestNats {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let broker_password = "broker-test-secret".to_string();
+        let agent_password = "agent-test-secret".to_string();
+        let (callout_seed, issuer) = natter_actors::auth_callout::Callout::generate_issuer();
+        let options = NatsServerOptions {
+            bin: server_bin(),
+            config: repo_root().join("nats.conf"),
+            port: free_port().expect("a free port"),
+            store_dir: dir.path().join("js"),
+            log_file: Some(dir.path().join("nats.log")),
+            secrets: ServerSecrets {
+                broker_password: broker_password.clone(),
+                agent_password: agent_password.clone(),
+                callout_issuer: issuer,
+            },
+        };
+        TestNats {
+            options,
+            server: None,
+            callout_seed,
+            broker_password,
+            agent_password,
+            _dir: dir,
+        }
+    }
+
+    /// Starts the server (again) on its port, store and secrets.
+    pub async fn resume(&mut self) {
+        assert!(self.server.is_none(), "nats-server is already running");
+        let server = NatsServer::start(self.options.clone())
+            .await
+            .expect("start nats-server");
+        self.server = Some(server);
+    }
+
+    /// Stops the server; the store stays for [`TestNats::resume`].
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.options.port)
+    }
+
+    /// A node configuration pointing at this server, with test-friendly timings.
+    pub fn node_config(&self) -> Config {
+        let mut c = Config::defaults();
+        c.nats.url = self.url();
+        c.nats.password = self.broker_password.clone();
+        c.nats.agent_password = self.agent_password.clone();
+        c.nats.callout_seed = self.callout_seed.clone();
+        c.http.request_timeout = Duration::from_secs(3);
+        c.http.drain_timeout = Duration::from_secs(1);
+        c.chat.agent_timeout = Duration::from_secs(2);
+        c
+    }
+
+    /// A client connected as the broker (full access), for setting up state.
+    pub async fn broker_client(&self) -> async_nats::Client {
+        async_nats::ConnectOptions::new()
+            .user_and_password("natter-broker".into(), self.broker_password.clone())
+            .connect(self.url())
+            .await
+            .expect("connect as broker")
+    }
+
+    /// A client connected as the agent of `machine` (a node must be running: it answers the
+    /// auth callout).
+    pub async fn agent_client(&self, machine: &str) -> async_nats::Client {
+        async_nats::ConnectOptions::new()
+            .user_and_password(machine.into(), self.agent_password.clone())
+            .connect(self.url())
+            .await
+            .expect("connect as agent")
+    }
+}
+
+/// `NATTER_NATS_SERVER`, else the one `scripts/setup` installs, else one on the `PATH`.
+fn server_bin() -> PathBuf {
+    match std::env::var("NATTER_NATS_SERVER") {
+        Ok(p) if !p.is_empty() => PathBuf::from(p),
+        _ => {
+            let local = repo_root().join(".tools/nats/bin/nats-server");
+            if local.is_file() {
+                local
+            } else {
+                find_server_bin("").expect("nats-server: run scripts/setup")
+            }
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The agent's availability with a real node: an agent started before NATS goes online once NATS
+//! and the node are up (no restart), resumes checking in after NATS restarts under it, and stops
+//! within 5 s when NATS is gone. NATS runs on a port chosen before it starts, so the agent can be
+//! pointed at it first. (The binary's signals are tested in agent/tests/availability.rs.)
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use natter_agent::{AgentConfig, AgentHandle, Presence, RecordingOpener};
+use natter_system_tests::*;
+use tokio_util::sync::CancellationToken;
+
+const MACHINE: &str = "pc1.sales.acme";
+/// What the agent promises: it stops within this long, whatever NATS does.
+const STOP_LIMIT: Duration = Duration::from_secs(5);
+
+/// Every check-in from now on, seen as the broker sees them.
+async fn checkins(nats: &TestNats) -> async_nats::Subscriber {
+    let client = nats.broker_client().await;
+    let checkins = client
+        .subscribe(natter_actors::subjects::ALL_CHECKINS)
+        .await
+        .expect("subscribe");
+    client.flush().await.expect("flush");
+    checkins
+}
+
+/// An agent (the library's `run`, as the binary runs it) checking in every second.
+struct RunningAgent {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), natter_agent::AgentError>>,
+}
+
+impl RunningAgent {
+    fn start(nats: &TestNats) -> RunningAgent {
+        let config = AgentConfig {
+            nats_url: nats.url(),
+            nats_user: MACHINE.into(),
+            nats_password: nats.agent_password.clone(),
+            machine: MACHINE.into(),
+            interval: Duration::from_secs(1),
+            os: "linux".into(),
+            ip: "127.0.0.1".into(),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(natter_agent::run(
+            config,
+            AgentHandle::new(Presence::user(Some("carol"))),
+            std::sync::Arc::new(RecordingOpener::default()),
+            stop.clone(),
+        ));
+        RunningAgent { stop, task }
+    }
+
+    async fn stop_within_limit(self) {
+        assert!(!self.task.is_finished(), "the agent gave up by itself");
+        self.stop.cancel();
+        let result = tokio::time::timeout(STOP_LIMIT, self.task)
+            .await
+            .unwrap_or_else(|_| panic!("agent still running {STOP_LIMIT:?} after stop"));
+        result.expect("agent task").expect("agent stops cleanly");
+    }
+}
+
+async fn machine_status(node: &TestNode) -> Option<String> {
+    let bytes = node.node.stores.machines.get(MACHINE).await.ok()??;
+    let record: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    record["status"].as_str().map(String::from)
+}
+
+async fn next_checkin_from_machine(checkins: &mut async_nats::Subscriber) {
+    let subject = natter_actors::subjects::agent_checkin(MACHINE);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = tokio::time::timeout(left, checkins.next())
+            .await
+            .expect("a check-in within the wait")
+            .expect("subscription open");
+        if msg.subject.as_str() == subject {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_started_before_nats_goes_online_once_nats_and_the_node_are_up() {
+    let mut nats = TestNats::prepare();
+    let agent = RunningAgent::start(&nats);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    nats.resume().await;
+    let node = TestNode::start(nats.node_config()).await;
+    eventually(WAIT, || async {
+        machine_status(&node).await.as_deref() == Some("user")
+    })
+    .await;
+
+    nats.stop().await;
+    agent.stop_within_limit().await;
+    // The node is dropped, not shut down: its NATS is gone and its shutdown is not tested here.
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_ins_resume_after_nats_restarts_under_a_running_agent() {
+    let mut nats = TestNats::prepare();
+    nats.resume().await;
+    let node = TestNode::start(nats.node_config()).await;
+    let agent = RunningAgent::start(&nats);
+    next_checkin_from_machine(&mut checkins(&nats).await).await;
+
+    nats.stop().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nats.resume().await;
+    next_checkin_from_machine(&mut checkins(&nats).await).await;
+
+    agent.stop_within_limit().await;
+    node.shutdown().await;
+}
