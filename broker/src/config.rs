@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::embedded::ServerSecrets;
+use natter_gateway::limits::LimitsConfig;
 use serde::Deserialize;
 
 /// The node's whole configuration, validated.
@@ -17,6 +18,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub chat: ChatConfig,
     pub log: LogConfig,
+    /// The gateway's limits (`[limits]`).
+    pub limits: LimitsConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +121,7 @@ struct RawConfig {
     storage: RawStorage,
     chat: RawChat,
     log: RawLog,
+    limits: RawLimits,
 }
 
 #[derive(Deserialize)]
@@ -239,6 +243,57 @@ impl Default for RawLog {
         RawLog {
             format: "human".into(),
         }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawLimits {
+    logins_per_address: u32,
+    logins_per_username: u32,
+    concurrent_hashes: usize,
+    hash_wait: String,
+    header_timeout: String,
+    body_timeout: String,
+    max_connections: usize,
+    connections_per_address: usize,
+    streams_per_operator_login: usize,
+    streams_per_machine_user_login: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let d = LimitsConfig::default();
+        let secs = |t: Duration| format!("{}s", t.as_secs());
+        RawLimits {
+            logins_per_address: d.logins_per_address,
+            logins_per_username: d.logins_per_username,
+            concurrent_hashes: d.concurrent_hashes,
+            hash_wait: secs(d.hash_wait),
+            header_timeout: secs(d.header_timeout),
+            body_timeout: secs(d.body_timeout),
+            max_connections: d.max_connections,
+            connections_per_address: d.connections_per_address,
+            streams_per_operator_login: d.streams_per_operator_login,
+            streams_per_machine_user_login: d.streams_per_machine_user_login,
+        }
+    }
+}
+
+impl RawLimits {
+    fn check(self) -> Result<LimitsConfig, ConfigError> {
+        Ok(LimitsConfig {
+            logins_per_address: self.logins_per_address,
+            logins_per_username: self.logins_per_username,
+            concurrent_hashes: self.concurrent_hashes,
+            hash_wait: duration("limits.hash_wait", &self.hash_wait)?,
+            header_timeout: duration("limits.header_timeout", &self.header_timeout)?,
+            body_timeout: duration("limits.body_timeout", &self.body_timeout)?,
+            max_connections: self.max_connections,
+            connections_per_address: self.connections_per_address,
+            streams_per_operator_login: self.streams_per_operator_login,
+            streams_per_machine_user_login: self.streams_per_machine_user_login,
+        })
     }
 }
 
@@ -368,6 +423,7 @@ impl Config {
                 session_ttl: duration("chat.session_ttl", &raw.chat.session_ttl)?,
             },
             log: LogConfig { format },
+            limits: raw.limits.check()?,
         })
     }
 
@@ -428,6 +484,7 @@ mod tests {
         let d = Config::defaults();
         assert_eq!(c.chat.retention, d.chat.retention);
         assert_eq!(c.http.listen, d.http.listen);
+        assert_eq!(format!("{:?}", c.limits), format!("{:?}", d.limits));
     }
 
     #[test]
@@ -448,5 +505,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("log.format"), "{e}");
+        let e = from_toml("[limits]\nheader_timeout = \"0s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.header_timeout"), "{e}");
     }
 }

@@ -79,6 +79,8 @@ pub struct Node {
     fleet: ActorRef<FleetMsg>,
     client: async_nats::Client,
     pub fleet_stats: Arc<FleetStats>,
+    /// The gateway's limits and their refusal counters.
+    pub gateway_limits: Arc<natter_gateway::limits::Limits>,
     pub stores: Stores,
 }
 
@@ -144,11 +146,12 @@ impl Node {
                 secure_cookies: config.http.secure_cookies,
                 drain_timeout: config.http.drain_timeout,
                 public_origin: natter_gateway::origin::PublicOrigin::parse(&config.http.public_url),
-                limits: Default::default(),
+                limits: config.limits.clone(),
             },
             shutdown.clone(),
         )
         .await?;
+        let gateway_limits = gateway.limits().clone();
         let server = tokio::spawn(natter_gateway::serve(listener, gateway));
         Ok(Node {
             shutdown,
@@ -158,6 +161,7 @@ impl Node {
             fleet,
             client,
             fleet_stats,
+            gateway_limits,
             stores,
         })
     }
