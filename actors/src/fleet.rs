@@ -411,6 +411,7 @@ impl Actor for AgentActor {
                 }
             }
             AgentMsg::Request { request, reply } => {
+                let revoke = matches!(request, MachineRequest::Suspend { suspended: true });
                 let answer: MachineReply = match request {
                     MachineRequest::Provision => Ok(state
                         .record
@@ -438,6 +439,10 @@ impl Actor for AgentActor {
                 });
                 let body = serde_json::to_vec(&answer)?;
                 let _ = state.shared.client.publish(reply, body.into()).await;
+                if revoke && known {
+                    // Stored as suspended above, so the agent's reconnect is refused.
+                    crate::revoke::announce(&state.shared.client, &state.machine).await;
+                }
                 if !known {
                     myself.stop(Some(UNKNOWN_MACHINE.into()));
                 }

@@ -12,15 +12,21 @@
 //! - [`fleet`]: one actor per agent turning check-ins and timers into its machine's status, and
 //!   the fleet supervisor that feeds them.
 //! - [`directory`]: operators and their argon2 password hashes.
+//! - [`enrollment`], [`agent_login`], [`auth_callout`], [`revoke`]: per-machine agent identity:
+//!   enrollment tokens and key bindings, what a connect must prove, the NATS auth callout that
+//!   admits agents, and cutting off a revoked machine's connections.
 //!
 //! Actors never block: all I/O is async NATS I/O, and slow waits (an agent answering) run in
 //! spawned tasks that report back with a message.
 
+pub mod agent_login;
 pub mod auth_callout;
 pub mod directory;
+pub mod enrollment;
 pub mod fleet;
 pub mod machines;
 pub mod protocol;
+pub mod revoke;
 pub mod session;
 pub mod sessions;
 pub mod store;

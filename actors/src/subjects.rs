@@ -83,6 +83,12 @@ pub fn machine_of_request(subject: &str) -> Option<String> {
         .map(machine_from_token)
 }
 
+/// Revocations (payload: a machine ID): cut off that machine's connected agents. Published by a
+/// node or the admin CLI, never by agents (they may publish only their check-ins).
+pub const AGENT_REVOKE: &str = "natter.fleet.revoke";
+/// Queue group of every node's revoker: one node carries out each revocation.
+pub const REVOKE_QUEUE: &str = "natter-revoke";
+
 /// Queue group shared by every node's session supervisor: each command reaches one node.
 pub const SESSIONS_QUEUE: &str = "natter-sessions";
 /// Queue group shared by every node's fleet actor.

@@ -56,7 +56,13 @@ fn is_auth_failure(kind: ConnectErrorKind) -> bool {
 }
 
 fn options(config: &AgentConfig, name: &str) -> async_nats::ConnectOptions {
-    async_nats::ConnectOptions::new()
+    let mut options = async_nats::ConnectOptions::new();
+    if let Some(seed) = &config.nkey_seed {
+        // Sent along with user and password: the node checks the nonce's signature and the
+        // machine's binding. async-nats signs the nonce anew at every reconnect.
+        options = options.nkey(seed.clone());
+    }
+    options
         .name(name)
         .user_and_password(config.nats_user.clone(), config.nats_password.clone())
         // async-nats calls this for its own reconnects, attempt 1 first; its default is a

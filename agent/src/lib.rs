@@ -1,12 +1,14 @@
 //! The Natter agent: the program on a managed machine.
 //!
-//! It connects to NATS with the agent credentials, publishes a check-in on its own subject every
+//! It connects to NATS with its machine's own key ([`identity`]; the first time with an
+//! enrollment token too), publishes a check-in on its own subject every
 //! interval (with ±10% jitter so a fleet does not check in in lockstep), and answers commands on
 //! its own command subject — today "open the machine user's chat window", which it does with an
 //! [`Opener`] and reports back whether the window opened. The demo fleet and the tests run this
 //! same code; only the opener differs.
 
 mod connect;
+pub mod identity;
 pub mod simulate;
 
 pub use connect::{AUTH_BACKOFF, Backoff, NETWORK_BACKOFF, connect};
@@ -123,8 +125,13 @@ impl Presence {
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub nats_url: String,
+    /// The machine ID for a real agent; `natter-simulator` for the simulator.
     pub nats_user: String,
+    /// A real agent's enrollment token (empty once enrolled: its key is enough), or the
+    /// simulator's password.
     pub nats_password: String,
+    /// A real agent's NKey seed ([`identity::load_or_create`]); it signs the server's nonce.
+    pub nkey_seed: Option<String>,
     pub machine: String,
     pub interval: Duration,
     pub os: String,

@@ -18,13 +18,31 @@ struct Cli {
     /// NATS server URL.
     #[arg(long, env = "NATTER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
-    /// NATS user name; default: the machine ID (`natter-simulator` with --simulate). NATS gives
-    /// each agent its own machine's subjects only.
-    #[arg(long)]
-    user: Option<String>,
-    /// NATS password for agents.
-    #[arg(long, env = "NATTER_NATS_AGENT_PASSWORD", hide_env_values = true)]
-    password: String,
+    /// Where this machine's secret key lives (created on first start, mode 600). With several
+    /// --machine, include `{machine}` in the path: each machine has its own key.
+    #[arg(
+        long,
+        env = "NATTER_AGENT_KEY_FILE",
+        required_unless_present = "simulate"
+    )]
+    key_file: Option<String>,
+    /// Enrollment token from `natter admin enroll-token`, needed on the first connect only
+    /// (once the node has bound the machine to its key, the key is enough).
+    #[arg(
+        long,
+        env = "NATTER_AGENT_ENROLL_TOKEN",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    enroll_token: String,
+    /// Password of the `natter-simulator` NATS user (--simulate only).
+    #[arg(
+        long,
+        env = "NATTER_NATS_SIMULATOR_PASSWORD",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    simulator_password: String,
     /// `print` (show the URL; for machines without a browser) or a command that opens a URL,
     /// such as `xdg-open`.
     #[arg(long, default_value = "xdg-open")]
@@ -46,6 +64,16 @@ struct Cli {
     /// IP address to report.
     #[arg(long, default_value = "127.0.0.1")]
     ip: String,
+}
+
+/// The seed of `machine`'s key, from (or created in) its key file.
+fn machine_key(cli: &Cli, machine: &str) -> Result<String, String> {
+    let pattern = cli.key_file.as_deref().unwrap_or_default();
+    if cli.machines.len() > 1 && !pattern.contains("{machine}") {
+        return Err("with several --machine, --key-file must contain {machine}".into());
+    }
+    let path = std::path::PathBuf::from(pattern.replace("{machine}", machine));
+    natter_agent::identity::load_or_create(&path).map_err(|e| e.to_string())
 }
 
 /// How long the agents get to stop after a signal; each of their steps is bounded by
@@ -96,11 +124,8 @@ async fn run(cli: Cli) -> ExitCode {
         tasks.spawn(natter_agent::simulate::simulate(
             natter_agent::simulate::Simulation {
                 nats_url: cli.nats_url.clone(),
-                nats_user: cli
-                    .user
-                    .clone()
-                    .unwrap_or_else(|| "natter-simulator".into()),
-                nats_password: cli.password.clone(),
+                nats_user: "natter-simulator".into(),
+                nats_password: cli.simulator_password.clone(),
                 agents,
                 interval: cli.interval,
                 per_connection: 1000,
@@ -113,10 +138,18 @@ async fn run(cli: Cli) -> ExitCode {
             Some((m, u)) => (m.to_string(), Some(u.to_string()).filter(|u| !u.is_empty())),
             None => (spec.clone(), std::env::var("USER").ok()),
         };
+        let seed = match machine_key(&cli, &machine) {
+            Ok(seed) => seed,
+            Err(e) => {
+                eprintln!("natter-agent: {e}");
+                return ExitCode::from(2);
+            }
+        };
         let config = AgentConfig {
             nats_url: cli.nats_url.clone(),
-            nats_user: cli.user.clone().unwrap_or_else(|| machine.clone()),
-            nats_password: cli.password.clone(),
+            nats_user: machine.clone(),
+            nats_password: cli.enroll_token.clone(),
+            nkey_seed: Some(seed),
             machine,
             interval: cli.interval,
             os: cli.os.clone(),

@@ -67,6 +67,7 @@ pub async fn simulate(sim: Simulation, shutdown: CancellationToken) -> Result<()
             nats_url: sim.nats_url.clone(),
             nats_user: sim.nats_user.clone(),
             nats_password: sim.nats_password.clone(),
+            nkey_seed: None,
             machine: machine_id(i),
             interval: sim.interval,
             os: "simulated".into(),

@@ -1,8 +1,9 @@
 //! The `natter-agent` binary against a real nats-server on loopback that comes and goes: it keeps
 //! trying to connect (also after an authorization failure), resumes checking in after the server
 //! restarts, and exits within 5 s of SIGTERM whatever the server does. The server here is a plain
-//! one with a single user (the simulator's name): these tests are about the connection, not the
-//! broker, which `tests/tests/system/agent.rs` adds.
+//! one with two password users (the simulator and the machine, whose "password" is the agent's
+//! enrollment token; the server ignores its key): these tests are about the connection, not the
+//! broker and its auth callout, which `tests/tests/system/agent.rs` adds.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -45,17 +46,26 @@ fn url(port: u16) -> String {
     format!("nats://127.0.0.1:{port}")
 }
 
-/// A nats-server on `port` whose one user has `password`; killed when dropped.
+/// A nats-server on `port` whose users (simulator, machine) have `password`; killed when
+/// dropped.
 struct Server {
     child: Child,
     port: u16,
+    _config: tempfile::NamedTempFile,
 }
 
 impl Server {
     async fn start(port: u16, password: &str) -> Server {
+        let config = tempfile::NamedTempFile::new().expect("config file");
+        let users = format!(
+            "authorization {{ users: [ {{user: \"{USER}\", password: \"{password}\"}}, \
+             {{user: \"{MACHINE}\", password: \"{password}\"}} ] }}"
+        );
+        std::fs::write(config.path(), users).expect("write config");
         let child = Command::new(nats_server_bin())
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .args(["--user", USER, "--pass", password])
+            .arg("-c")
+            .arg(config.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -70,7 +80,11 @@ impl Server {
             assert!(tokio::time::Instant::now() < deadline, "nats-server up");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Server { child, port }
+        Server {
+            child,
+            port,
+            _config: config,
+        }
     }
 
     /// Kills the server (SIGKILL: gone without a goodbye).
@@ -98,20 +112,18 @@ impl Server {
 struct Agent {
     child: Child,
     log: tempfile::NamedTempFile,
+    _keys: tempfile::TempDir,
 }
 
 impl Agent {
     fn start(port: u16, password: &str, args: &[&str]) -> Agent {
         let log = tempfile::NamedTempFile::new().expect("log file");
+        let keys = tempfile::tempdir().expect("key dir");
         let child = Command::new(env!("CARGO_BIN_EXE_natter-agent"))
-            .args([
-                "--nats-url",
-                &url(port),
-                "--user",
-                USER,
-                "--password",
-                password,
-            ])
+            .args(["--nats-url", &url(port)])
+            .args(["--enroll-token", password, "--simulator-password", password])
+            .arg("--key-file")
+            .arg(keys.path().join("agent.nk"))
             .args(["--opener", "print", "--interval", "1s"])
             .args(args)
             .env("RUST_LOG", "info")
@@ -121,7 +133,11 @@ impl Agent {
             .kill_on_drop(true)
             .spawn()
             .expect("start natter-agent");
-        Agent { child, log }
+        Agent {
+            child,
+            log,
+            _keys: keys,
+        }
     }
 
     fn machine(port: u16, password: &str) -> Agent {

@@ -166,7 +166,9 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         log_file: Some(logs.join("nats-server.log")),
         secrets: ServerSecrets {
             broker_password: password.clone(),
-            agent_password: hex(&rand_bytes()),
+            // The bench runs no agents and no simulator: nobody needs to know these.
+            simulator_password: hex(&rand_bytes()),
+            system_password: hex(&rand_bytes()),
             // nats.conf names the auth callout issuer; the bench runs no real agents.
             callout_issuer: natter_actors::auth_callout::Callout::generate_issuer().1,
         },

@@ -52,8 +52,12 @@ pub struct NatsConfig {
     /// Seed of the account key that signs agent permissions (auth callout); empty =
     /// `NATTER_NATS_CALLOUT_SEED` (generated in the embedded mode).
     pub callout_seed: String,
-    /// The fleet's agent secret; empty = `NATTER_NATS_AGENT_PASSWORD`.
-    pub agent_password: String,
+    /// Password of the `natter-simulator` user (a simulated fleet); empty =
+    /// `NATTER_NATS_SIMULATOR_PASSWORD`, and if that is empty too the simulator cannot log in.
+    pub simulator_password: String,
+    /// Password of the `natter-system` user (system account: cutting off revoked agents);
+    /// empty = `NATTER_NATS_SYSTEM_PASSWORD` (generated in the embedded mode).
+    pub system_password: String,
 }
 
 #[derive(Clone, Debug)]
@@ -176,7 +180,8 @@ struct RawNats {
     server_config: String,
     embedded_port: u16,
     callout_seed: String,
-    agent_password: String,
+    simulator_password: String,
+    system_password: String,
 }
 
 impl Default for RawNats {
@@ -189,7 +194,8 @@ impl Default for RawNats {
             server_config: "nats.conf".into(),
             embedded_port: 4222,
             callout_seed: String::new(),
-            agent_password: String::new(),
+            simulator_password: String::new(),
+            system_password: String::new(),
         }
     }
 }
@@ -406,7 +412,8 @@ impl Config {
                 server_config: PathBuf::from(raw.nats.server_config),
                 embedded_port: raw.nats.embedded_port,
                 callout_seed: raw.nats.callout_seed,
-                agent_password: raw.nats.agent_password,
+                simulator_password: raw.nats.simulator_password,
+                system_password: raw.nats.system_password,
             },
             storage: StorageConfig {
                 data_dir: PathBuf::from(raw.storage.data_dir),
@@ -432,9 +439,20 @@ impl Config {
         env_or(&self.nats.callout_seed, "NATTER_NATS_CALLOUT_SEED")
     }
 
-    /// The agents' secret: the configured one, else the environment's.
-    pub fn agent_password(&self) -> String {
-        env_or(&self.nats.agent_password, ServerSecrets::AGENT_PASSWORD_VAR)
+    /// The simulator's password: the configured one, else the environment's.
+    pub fn simulator_password(&self) -> String {
+        env_or(
+            &self.nats.simulator_password,
+            ServerSecrets::SIMULATOR_PASSWORD_VAR,
+        )
+    }
+
+    /// The system user's password: the configured one, else the environment's.
+    pub fn system_password(&self) -> String {
+        env_or(
+            &self.nats.system_password,
+            ServerSecrets::SYSTEM_PASSWORD_VAR,
+        )
     }
 
     /// The broker's NATS password: the configured one, else the environment's.

@@ -1,9 +1,20 @@
 //! A nats-server child process: the node's embedded default, and what system tests start.
 //!
-//! The child runs `nats-server -c <config> --addr 127.0.0.1 --port <port> --store_dir <dir>`, is
-//! waited for until it accepts connections, restarted (same port and store) if it dies, and
-//! stopped with SIGTERM on [`NatsServer::stop`] — or killed when dropped, so a test that panics
-//! leaves no server behind.
+//! The child runs `nats-server -c <config> --addr 127.0.0.1 --port <port> --store_dir <dir>` with
+//! only the environment `nats.conf` reads, is waited for until it accepts connections, restarted
+//! (same port and store, with a growing back-off) if it dies, and stopped with SIGTERM on
+//! [`NatsServer::stop`] — or killed when dropped, so a test that panics leaves no server behind.
+//! It never outlives its parent process, even one killed with SIGKILL ([`spawn`]), and it is
+//! never started on a store or port another process holds ([`procs`]). The node's own data
+//! directory (lock, pid file, callout seed) is [`DataDir`].
+
+mod data_dir;
+pub mod procs;
+mod spawn;
+mod supervise;
+
+pub use data_dir::DataDir;
+pub use procs::ProcessInfo;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -33,8 +44,10 @@ pub struct NatsServerOptions {
 pub struct ServerSecrets {
     /// Password of the `natter-broker` user (nodes, admin commands).
     pub broker_password: String,
-    /// The agents' shared secret (also the simulator's password).
-    pub agent_password: String,
+    /// Password of the `natter-simulator` user (a simulated fleet only; random when off).
+    pub simulator_password: String,
+    /// Password of the `natter-system` user (the nodes' system-account connection).
+    pub system_password: String,
     /// Public key of the auth callout issuer (the node signs agents' permissions with its seed).
     pub callout_issuer: String,
 }
@@ -42,16 +55,28 @@ pub struct ServerSecrets {
 impl ServerSecrets {
     /// Environment variable of the broker password (also read by the node and the scripts).
     pub const BROKER_PASSWORD_VAR: &str = "NATTER_NATS_BROKER_PASSWORD";
-    /// Environment variable of the agents' secret (also read by the agent and the node).
-    pub const AGENT_PASSWORD_VAR: &str = "NATTER_NATS_AGENT_PASSWORD";
+    /// Environment variable of the simulator's password (also read by `natter-agent --simulate`
+    /// and the node).
+    pub const SIMULATOR_PASSWORD_VAR: &str = "NATTER_NATS_SIMULATOR_PASSWORD";
+    /// Environment variable of the system user's password (also read by the node).
+    pub const SYSTEM_PASSWORD_VAR: &str = "NATTER_NATS_SYSTEM_PASSWORD";
     /// Environment variable of the auth callout issuer's public key.
     pub const CALLOUT_ISSUER_VAR: &str = "NATTER_NATS_CALLOUT_ISSUER";
 
+    /// Every variable name: the child's whole environment (with TZ).
+    pub const VARS: [&str; 4] = [
+        Self::BROKER_PASSWORD_VAR,
+        Self::SIMULATOR_PASSWORD_VAR,
+        Self::SYSTEM_PASSWORD_VAR,
+        Self::CALLOUT_ISSUER_VAR,
+    ];
+
     /// The variables as (name, value) pairs for the child's environment.
-    pub fn env(&self) -> [(&'static str, &str); 3] {
+    pub fn env(&self) -> [(&'static str, &str); 4] {
         [
             (Self::BROKER_PASSWORD_VAR, &self.broker_password),
-            (Self::AGENT_PASSWORD_VAR, &self.agent_password),
+            (Self::SIMULATOR_PASSWORD_VAR, &self.simulator_password),
+            (Self::SYSTEM_PASSWORD_VAR, &self.system_password),
             (Self::CALLOUT_ISSUER_VAR, &self.callout_issuer),
         ]
     }
@@ -74,6 +99,35 @@ pub enum EmbeddedError {
     Exited(String),
     #[error("nats-server did not accept connections on port {0} within 15 s")]
     NotReady(u16),
+    #[error(
+        "port {0} is in use by another process (not a nats-server of this node): stop it or \
+         choose another nats.embedded_port"
+    )]
+    PortInUse(u16),
+    #[error(
+        "the store {store} is in use by another nats-server (pid {}: {}): two servers on one \
+         store can corrupt it; stop that server first",
+        holder.pid,
+        holder.command
+    )]
+    StoreInUse { store: PathBuf, holder: ProcessInfo },
+    #[error(
+        "the data directory {path} is used by another natter node (pid {holder}): one node per \
+         storage.data_dir"
+    )]
+    DataDirInUse { path: PathBuf, holder: String },
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} does not hold a valid auth callout seed: {reason}")]
+    BadSeed {
+        path: PathBuf,
+        #[source]
+        reason: nkeys::error::Error,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -83,21 +137,32 @@ pub struct NatsServer {
     port: u16,
     stop: CancellationToken,
     stopped: watch::Receiver<bool>,
+    /// Set when the server died and cannot be restarted.
+    failure: watch::Receiver<Option<String>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Finds a nats-server: `configured` if set, else one on PATH, else `.tools/nats/bin`.
 pub fn find_server_bin(configured: &str) -> Result<PathBuf, EmbeddedError> {
-    if !configured.is_empty() {
+    if !configured.is_empty() && configured.contains('/') {
         return Ok(PathBuf::from(configured));
     }
+    // The child's environment has no PATH: a bare name is looked up here, in ours.
+    let name = if configured.is_empty() {
+        "nats-server"
+    } else {
+        configured
+    };
     if let Some(paths) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&paths) {
-            let candidate = dir.join("nats-server");
-            if candidate.is_file() && version_ok(&candidate) {
+            let candidate = dir.join(name);
+            if candidate.is_file() && (!configured.is_empty() || version_ok(&candidate)) {
                 return Ok(candidate);
             }
         }
+    }
+    if !configured.is_empty() {
+        return Ok(PathBuf::from(configured));
     }
     let local = PathBuf::from(".tools/nats/bin/nats-server");
     if local.is_file() {
@@ -137,16 +202,22 @@ pub fn free_port() -> std::io::Result<u16> {
         .port())
 }
 
-fn spawn(opts: &NatsServerOptions, port: u16) -> Result<Child, EmbeddedError> {
+fn command(opts: &NatsServerOptions, port: u16) -> Result<Command, EmbeddedError> {
     let mut cmd = Command::new(&opts.bin);
     cmd.arg("-c")
         .arg(&opts.config)
         .args(["--addr", "127.0.0.1", "--port", &port.to_string()])
         .arg("--store_dir")
         .arg(&opts.store_dir)
+        // Only the secrets nats.conf reads (and TZ, so its log's times match ours): the node's
+        // own environment holds other secrets the server has no use for.
+        .env_clear()
         .envs(opts.secrets.env())
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    if let Some(tz) = std::env::var_os("TZ") {
+        cmd.env("TZ", tz);
+    }
     match &opts.log_file {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -159,10 +230,40 @@ fn spawn(opts: &NatsServerOptions, port: u16) -> Result<Child, EmbeddedError> {
             cmd.stdout(Stdio::null()).stderr(Stdio::null());
         }
     }
-    cmd.spawn().map_err(|source| EmbeddedError::Spawn {
-        bin: opts.bin.display().to_string(),
-        source,
-    })
+    Ok(cmd)
+}
+
+/// Refuses a start that would put a second server on our store or connect us to a stranger on
+/// our port.
+fn preflight(opts: &NatsServerOptions, port: u16) -> Result<(), EmbeddedError> {
+    if let Some(holder) = procs::servers_on_store(&opts.store_dir, None)
+        .into_iter()
+        .next()
+    {
+        return Err(EmbeddedError::StoreInUse {
+            store: opts.store_dir.clone(),
+            holder,
+        });
+    }
+    if !procs::port_is_free(port) {
+        return Err(EmbeddedError::PortInUse(port));
+    }
+    Ok(())
+}
+
+/// Spawns the server and waits until it accepts connections.
+async fn start_child(opts: &NatsServerOptions, port: u16) -> Result<Child, EmbeddedError> {
+    let mut child = spawn::spawn_tied(command(opts, port)?)
+        .await
+        .map_err(|source| EmbeddedError::Spawn {
+            bin: opts.bin.display().to_string(),
+            source,
+        })?;
+    if let Err(e) = wait_ready(&mut child, port).await {
+        let _ = child.kill().await;
+        return Err(e);
+    }
+    Ok(child)
 }
 
 async fn wait_ready(child: &mut Child, port: u16) -> Result<(), EmbeddedError> {
@@ -175,7 +276,12 @@ async fn wait_ready(child: &mut Child, port: u16) -> Result<(), EmbeddedError> {
             .await
             .is_ok()
         {
-            return Ok(());
+            // Whoever answered, it must be our child (still running), not a process that took
+            // the port after our check.
+            return match child.try_wait()? {
+                Some(status) => Err(EmbeddedError::Exited(status.to_string())),
+                None => Ok(()),
+            };
         }
         if tokio::time::Instant::now() > deadline {
             return Err(EmbeddedError::NotReady(port));
@@ -184,18 +290,26 @@ async fn wait_ready(child: &mut Child, port: u16) -> Result<(), EmbeddedError> {
     }
 }
 
-fn terminate(child: &Child) {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-}
-
 impl NatsServer {
     /// Starts the server and waits until it accepts connections.
     pub async fn start(opts: NatsServerOptions) -> Result<NatsServer, EmbeddedError> {
+        Self::launch(opts, None).await
+    }
+
+    /// Starts a node's server from its data directory: as [`NatsServer::start`], and each
+    /// server's pid is recorded in the directory so a later node can find an orphan.
+    pub async fn start_in(
+        opts: NatsServerOptions,
+        data_dir: &DataDir,
+    ) -> Result<NatsServer, EmbeddedError> {
+        data_dir.stop_orphan(&opts)?;
+        Self::launch(opts, Some(data_dir.server_pid_file())).await
+    }
+
+    async fn launch(
+        opts: NatsServerOptions,
+        pid_file: Option<PathBuf>,
+    ) -> Result<NatsServer, EmbeddedError> {
         check_version(&opts.bin)?;
         std::fs::create_dir_all(&opts.store_dir)?;
         let port = if opts.port == 0 {
@@ -203,45 +317,28 @@ impl NatsServer {
         } else {
             opts.port
         };
-        let mut child = spawn(&opts, port)?;
-        wait_ready(&mut child, port).await?;
+        preflight(&opts, port)?;
+        let child = start_child(&opts, port).await?;
         let stop = CancellationToken::new();
         let (stopped_tx, stopped) = watch::channel(false);
-        let task_stop = stop.clone();
+        let (failure_tx, failure) = watch::channel(None);
+        let supervisor = supervise::Supervisor {
+            opts,
+            port,
+            pid_file,
+            stop: stop.clone(),
+            failure: failure_tx,
+        };
+        supervisor.record_pid(&child)?;
         let task = tokio::spawn(async move {
-            let mut child = child;
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                tokio::select! {
-                    status = child.wait() => {
-                        tracing::error!(?status, "nats-server exited; restarting it");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        match spawn(&opts, port) {
-                            Ok(mut c) => {
-                                if wait_ready(&mut c, port).await.is_ok() {
-                                    backoff = Duration::from_millis(100);
-                                }
-                                child = c;
-                            }
-                            Err(e) => tracing::error!(error = %e, "could not restart nats-server"),
-                        }
-                    }
-                    _ = task_stop.cancelled() => {
-                        terminate(&child);
-                        if tokio::time::timeout(Duration::from_secs(10), child.wait()).await.is_err() {
-                            let _ = child.kill().await;
-                        }
-                        let _ = stopped_tx.send(true);
-                        return;
-                    }
-                }
-            }
+            supervisor.run(child).await;
+            let _ = stopped_tx.send(true);
         });
         Ok(NatsServer {
             port,
             stop,
             stopped,
+            failure,
             task: Some(task),
         })
     }
@@ -253,6 +350,23 @@ impl NatsServer {
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Resolves, with the reason, if the server died and cannot be restarted (its port was
+    /// taken by another process); never resolves otherwise.
+    pub fn failure(&self) -> impl Future<Output = String> + Send + 'static {
+        let mut failure = self.failure.clone();
+        async move {
+            let why = match failure.wait_for(Option::is_some).await {
+                Ok(why) => why.clone(),
+                Err(_) => None,
+            };
+            match why {
+                Some(why) => why,
+                // The server was stopped on purpose: no failure will ever come.
+                None => std::future::pending().await,
+            }
+        }
     }
 
     /// Stops the server gracefully (SIGTERM, then SIGKILL after 10 s) and waits for it.

@@ -14,7 +14,10 @@ pub mod embedded;
 
 use std::sync::Arc;
 
+use natter_actors::auth_callout::Callout;
+use natter_actors::enrollment::Enrollment;
 use natter_actors::fleet::{FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSupervisor};
+use natter_actors::revoke::Revoker;
 use natter_actors::session::SessionContext;
 use natter_actors::sessions::{SessionSupervisor, SupervisorMsg};
 use natter_actors::store::{StoreConfig, Stores};
@@ -40,6 +43,12 @@ pub enum NodeError {
     Store(#[from] natter_actors::store::StoreError),
     #[error("starting an actor: {0}")]
     Actor(String),
+    #[error("opening the enrollment store: {0}")]
+    Enrollment(#[from] natter_actors::enrollment::EnrollError),
+    #[error("starting the auth callout: {0}")]
+    Callout(#[from] natter_actors::auth_callout::CalloutError),
+    #[error("starting the revoker: {0}")]
+    Revoke(#[from] natter_actors::revoke::RevokeError),
 }
 
 /// The store settings a configuration implies.
@@ -70,10 +79,61 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, NodeError> {
         })
 }
 
+/// The system-account user a node cuts off revoked agents with (`nats.conf`).
+pub const SYSTEM_USER: &str = "natter-system";
+
+/// Connects as the system-account user, if its password is configured.
+async fn connect_system(config: &Config) -> Result<Option<async_nats::Client>, NodeError> {
+    let password = config.system_password();
+    if password.is_empty() {
+        tracing::warn!(
+            "no nats.system_password: a suspended agent is cut off only at its next connect"
+        );
+        return Ok(None);
+    }
+    async_nats::ConnectOptions::new()
+        .name("natter-node system")
+        .user_and_password(SYSTEM_USER.into(), password)
+        .connect(&config.nats.url)
+        .await
+        .map(Some)
+        .map_err(|source| NodeError::Connect {
+            url: config.nats.url.clone(),
+            source,
+        })
+}
+
+/// Starts the auth callout (agents log in through it) and the revoker; either is `None` when
+/// its key or password is not configured.
+async fn start_agent_auth(
+    config: &Config,
+    client: &async_nats::Client,
+    stores: &Stores,
+    enrollment: &Enrollment,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, NodeError> {
+    let mut tasks = Vec::new();
+    let callout_seed = config.callout_seed();
+    if callout_seed.is_empty() {
+        tracing::warn!("no auth callout seed (nats.callout_seed): agents cannot connect");
+    } else {
+        let service = Callout::new(&callout_seed, enrollment.clone(), stores.machines.clone())?;
+        tasks.push(service.start(client.clone()).await?);
+    }
+    if let Some(system) = connect_system(config).await? {
+        let revoker = Revoker {
+            broker: client.clone(),
+            system,
+        };
+        tasks.push(revoker.start().await?);
+    }
+    Ok(tasks)
+}
+
 /// A running node.
 pub struct Node {
     shutdown: CancellationToken,
-    callout: Option<tokio::task::JoinHandle<()>>,
+    /// The auth callout and the revoker.
+    agent_auth: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     supervisor: ActorRef<SupervisorMsg>,
     fleet: ActorRef<FleetMsg>,
@@ -82,6 +142,7 @@ pub struct Node {
     /// The gateway's limits and their refusal counters.
     pub gateway_limits: Arc<natter_gateway::limits::Limits>,
     pub stores: Stores,
+    pub enrollment: Enrollment,
 }
 
 impl Node {
@@ -117,21 +178,10 @@ impl Node {
         )
         .await
         .map_err(|e| NodeError::Actor(e.to_string()))?;
-        let callout_seed = config.callout_seed();
-        let callout = if callout_seed.is_empty() {
-            tracing::warn!("no auth callout seed (nats.callout_seed): agents cannot connect");
-            None
-        } else {
-            let service =
-                natter_actors::auth_callout::Callout::new(&callout_seed, &config.agent_password())
-                    .map_err(|e| NodeError::Actor(e.to_string()))?;
-            Some(
-                service
-                    .start(client.clone())
-                    .await
-                    .map_err(|e| NodeError::Actor(e.to_string()))?,
-            )
-        };
+        // Boxed: these futures are large, and Node::start runs inside tests' futures on a
+        // thread's default stack.
+        let enrollment = Box::pin(Enrollment::ensure(client.clone())).await?;
+        let agent_auth = Box::pin(start_agent_auth(config, &client, &stores, &enrollment)).await?;
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();
@@ -155,7 +205,7 @@ impl Node {
         let server = tokio::spawn(natter_gateway::serve(listener, gateway));
         Ok(Node {
             shutdown,
-            callout,
+            agent_auth,
             server,
             supervisor,
             fleet,
@@ -163,6 +213,7 @@ impl Node {
             fleet_stats,
             gateway_limits,
             stores,
+            enrollment,
         })
     }
 
@@ -172,8 +223,8 @@ impl Node {
         let _ = self.server.await;
         let _ = self.supervisor.stop_and_wait(None, None).await;
         let _ = self.fleet.stop_and_wait(None, None).await;
-        if let Some(c) = self.callout {
-            c.abort();
+        for task in self.agent_auth {
+            task.abort();
         }
         let _ = self.client.flush().await;
     }

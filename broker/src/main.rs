@@ -4,9 +4,11 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod identity;
+
 use clap::{Parser, Subcommand};
 use natter::config::{Config, LogFormat};
-use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
+use natter::embedded::{DataDir, NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
 use natter_actors::directory;
 use natter_actors::machines::{MachineReply, MachineRequest};
 use natter_actors::store::Stores;
@@ -56,6 +58,20 @@ enum Admin {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// Issue an enrollment token: up to --uses agents of machines in --group may enroll with it
+    /// within --ttl. Printed once; only its hash is stored.
+    EnrollToken {
+        /// The organisation (acme) or group (sales.acme, with its subgroups) it enrolls.
+        #[arg(long)]
+        group: String,
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+    },
+    /// Forget a machine's key (re-enrollment, key rotation): its agent is cut off and must
+    /// enroll again with a new token.
+    ForgetKey { machine: String },
     /// Register a machine before its agent checks in ("never checked in").
     AddMachine { machine: String },
     /// Suspend an agent: its check-ins change nothing and nobody can chat with the machine.
@@ -90,7 +106,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => serve(config).await,
         Command::CheckConfig => {
-            println!("{config:#?}");
+            println!("{:#?}", redacted(&config));
             Ok(())
         }
         Command::Admin(admin) => run_admin(config, admin).await,
@@ -120,69 +136,163 @@ async fn stop_signal() {
     }
 }
 
+/// How long a node whose embedded server failed gets to shut down before it exits anyway.
+const FAILED_SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The embedded nats-server, and the data directory the node holds (locked) while it runs.
+struct Embedded {
+    server: NatsServer,
+    data_dir: DataDir,
+}
+
 async fn serve(mut config: Config) -> Result<(), BoxError> {
     // Bind first: a taken port is the most common start-up error, and it should be clear.
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .map_err(|e| format!("cannot listen on {} (http.listen): {e}", config.http.listen))?;
-    let mut embedded = None;
-    if config.nats.url.is_empty() {
-        let bin = find_server_bin(&config.nats.server_bin)?;
-        let data_dir = &config.storage.data_dir;
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| format!("storage.data_dir {}: {e}", data_dir.display()))?;
-        let broker_password = match config.nats_password() {
-            p if p.is_empty() => random_secret(),
-            p => p,
-        };
-        let agent_password = match config.agent_password() {
-            p if p.is_empty() => {
-                tracing::warn!(
-                    "{} is not set: agents cannot connect",
-                    ServerSecrets::AGENT_PASSWORD_VAR
-                );
-                random_secret()
-            }
-            p => p,
-        };
-        // The auth callout's issuer: the node signs agents' permissions with this key, and
-        // nats-server trusts only its public half.
-        let (callout_seed, issuer) = match config.callout_seed() {
-            seed if seed.is_empty() => natter_actors::auth_callout::Callout::generate_issuer(),
-            seed => {
-                let kp = nkeys::KeyPair::from_seed(&seed)
-                    .map_err(|e| format!("nats.callout_seed: {e}"))?;
-                (seed, kp.public_key())
-            }
-        };
-        let server = NatsServer::start(NatsServerOptions {
+    let embedded = match config.nats.url.is_empty() {
+        true => Some(start_embedded(&mut config).await?),
+        false => None,
+    };
+    let server_failure = embedded.as_ref().map(|e| e.server.failure());
+    let (failure_tx, mut failure_rx) = tokio::sync::oneshot::channel();
+    let shutdown = stop_requested(server_failure, failure_tx);
+    let result = natter::run(listener, &config, shutdown).await;
+    if let Some(Embedded { server, data_dir }) = embedded {
+        server.stop().await;
+        let _ = std::fs::remove_file(data_dir.path().join("nats.url"));
+    }
+    result?;
+    match failure_rx.try_recv() {
+        Ok(why) => Err(format!("the embedded nats-server stopped: {why}").into()),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Resolves when the node must stop: on Ctrl-C or SIGTERM, or when its embedded server failed
+/// for good (the reason goes to `failure`).
+async fn stop_requested(
+    server_failure: Option<impl std::future::Future<Output = String>>,
+    failure: tokio::sync::oneshot::Sender<String>,
+) {
+    let failed = async {
+        match server_failure {
+            Some(server_failure) => server_failure.await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = stop_signal() => {}
+        why = failed => {
+            // Without its NATS server, a step of the shutdown could wait for ever.
+            let last_words = format!(
+                "natter: the embedded nats-server stopped: {why} (shutdown cut short after {} s)",
+                FAILED_SHUTDOWN_LIMIT.as_secs()
+            );
+            tokio::spawn(async move {
+                tokio::time::sleep(FAILED_SHUTDOWN_LIMIT).await;
+                eprintln!("{last_words}");
+                std::process::exit(1);
+            });
+            let _ = failure.send(why);
+        }
+    }
+}
+
+/// Starts the embedded nats-server from the locked data directory and points `config` at it.
+async fn start_embedded(config: &mut Config) -> Result<Embedded, BoxError> {
+    let bin = find_server_bin(&config.nats.server_bin)?;
+    let data_dir = DataDir::lock(&config.storage.data_dir)?;
+    let broker_password = match config.nats_password() {
+        p if p.is_empty() => random_secret(),
+        p => p,
+    };
+    // The simulator is off unless a password for it is configured: nobody knows this one.
+    let simulator_password = match config.simulator_password() {
+        p if p.is_empty() => random_secret(),
+        p => p,
+    };
+    let system_password = match config.system_password() {
+        p if p.is_empty() => random_secret(),
+        p => p,
+    };
+    let (callout_seed, issuer) = callout_issuer(config, &data_dir)?;
+    let server = NatsServer::start_in(
+        NatsServerOptions {
             bin,
             config: config.nats.server_config.clone(),
             port: config.nats.embedded_port,
-            store_dir: data_dir.join("nats"),
-            log_file: Some(data_dir.join("nats-server.log")),
+            store_dir: data_dir.path().join("nats"),
+            log_file: Some(data_dir.path().join("nats-server.log")),
             secrets: ServerSecrets {
                 broker_password: broker_password.clone(),
-                agent_password: agent_password.clone(),
+                simulator_password: simulator_password.clone(),
+                system_password: system_password.clone(),
                 callout_issuer: issuer,
             },
-        })
-        .await?;
-        config.nats.url = server.url();
-        config.nats.password = broker_password;
-        config.nats.agent_password = agent_password;
-        config.nats.callout_seed = callout_seed;
-        // Admin commands and demo agents find the embedded server here.
-        std::fs::write(data_dir.join("nats.url"), server.url())?;
-        tracing::info!(url = %server.url(), "embedded nats-server is running");
-        embedded = Some(server);
+        },
+        &data_dir,
+    )
+    .await?;
+    config.nats.url = server.url();
+    config.nats.password = broker_password;
+    config.nats.simulator_password = simulator_password;
+    config.nats.system_password = system_password;
+    config.nats.callout_seed = callout_seed;
+    // Admin commands and demo agents find the embedded server here.
+    std::fs::write(data_dir.path().join("nats.url"), server.url())?;
+    tracing::info!(url = %server.url(), "embedded nats-server is running");
+    Ok(Embedded { server, data_dir })
+}
+
+/// The auth callout's issuer as (seed, public key): the node signs agents' permissions with the
+/// seed, and nats-server trusts only the public key. A configured seed wins; otherwise the data
+/// directory keeps one, so a restarted node and a server started earlier agree.
+fn callout_issuer(config: &Config, data_dir: &DataDir) -> Result<(String, String), BoxError> {
+    match config.callout_seed() {
+        seed if seed.is_empty() => Ok(data_dir.callout_seed()?),
+        seed => {
+            let key =
+                nkeys::KeyPair::from_seed(&seed).map_err(|e| format!("nats.callout_seed: {e}"))?;
+            Ok((seed, key.public_key()))
+        }
     }
-    let result = natter::run(listener, &config, stop_signal()).await;
-    if let Some(server) = embedded {
-        server.stop().await;
-        let _ = std::fs::remove_file(config.storage.data_dir.join("nats.url"));
-    }
-    Ok(result?)
+}
+
+/// The configuration as `check-config` prints it: each secret replaced by where it comes from.
+fn redacted(config: &Config) -> Config {
+    let embedded = config.nats.url.is_empty();
+    let describe = |value: String, otherwise: &str| match value.is_empty() {
+        true => otherwise.to_string(),
+        false => "(set)".to_string(),
+    };
+    let mut shown = config.clone();
+    shown.nats.password = describe(
+        config.nats_password(),
+        if embedded {
+            "(generated at start)"
+        } else {
+            "(not set)"
+        },
+    );
+    shown.nats.simulator_password = describe(config.simulator_password(), "(not set: off)");
+    shown.nats.system_password = describe(
+        config.system_password(),
+        if embedded {
+            "(generated at start)"
+        } else {
+            "(not set)"
+        },
+    );
+    let seed_file = DataDir::callout_seed_file_in(&config.storage.data_dir);
+    shown.nats.callout_seed = describe(
+        config.callout_seed(),
+        &match embedded {
+            true => format!("(generated, stored in {})", seed_file.display()),
+            false => "(not set)".to_string(),
+        },
+    );
+    shown
 }
 
 async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
@@ -228,6 +338,10 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
                 if record.admin { ", admin" } else { "" }
             );
         }
+        Admin::EnrollToken { group, uses, ttl } => {
+            identity::enroll_token(&client, &group, uses, ttl).await?
+        }
+        Admin::ForgetKey { machine } => identity::forget_key(&client, &machine).await?,
         Admin::AddMachine { machine } => {
             machine_request(&client, &machine, MachineRequest::Provision).await?
         }

@@ -1,97 +1,50 @@
 //! The `natter` binary itself: the embedded nats-server default (started, used, stopped with the
-//! node), and configuration errors that name the bad key.
+//! node), configuration errors that name the bad key, and `check-config` keeping secrets out.
 
-use std::io::{Read, Write};
+mod common;
+
 use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn nats_server() -> PathBuf {
-    match std::env::var("NATTER_NATS_SERVER") {
-        Ok(p) if !p.is_empty() => PathBuf::from(p),
-        _ => repo_root().join(".tools/nats/bin/nats-server"),
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
+use common::{free_port, repo_root, spawn_node};
 
 #[test]
 fn serve_starts_and_stops_its_own_nats_server() {
     let data = tempfile::tempdir().unwrap();
-    let http = free_port();
+    let logs = tempfile::tempdir().unwrap();
     let nats_port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_natter"))
-        .current_dir(repo_root())
-        .args(["--config", "natter.toml", "serve"])
-        .env("NATTER__HTTP__LISTEN", format!("127.0.0.1:{http}"))
-        .env("NATTER__STORAGE__DATA_DIR", data.path())
-        .env("NATTER__NATS__SERVER_BIN", nats_server())
-        .env("NATTER__NATS__EMBEDDED_PORT", nats_port.to_string())
-        .env("NATTER_NATS_BROKER_PASSWORD", "embedded-test")
-        .env("NATTER_NATS_AGENT_PASSWORD", "embedded-agent")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if http_get(http, "/readyz").is_some_and(|r| r.contains("200 OK")) {
-            break;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "natter exited during start"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "natter was not ready within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut node = spawn_node(
+        data.path(),
+        free_port(),
+        nats_port,
+        &logs.path().join("natter.log"),
+    );
+    node.wait_ready();
     // The embedded server is where the node says, and it has JetStream data in the data dir.
     let url = std::fs::read_to_string(data.path().join("nats.url")).unwrap();
-    assert_eq!(url.trim(), format!("nats://127.0.0.1:{nats_port}"));
+    assert_eq!(url.trim(), node.nats_url());
     assert!(TcpStream::connect(("127.0.0.1", nats_port)).is_ok());
     assert!(data.path().join("nats").is_dir());
 
+    // The admin CLI issues enrollment tokens through the running node's NATS.
+    let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .current_dir(repo_root())
+        .args(["--config", "natter.toml", "admin", "enroll-token"])
+        .args(["--group", "sales.acme", "--uses", "3", "--ttl", "1h"])
+        .env("NATTER__STORAGE__DATA_DIR", data.path())
+        .env("NATTER_NATS_BROKER_PASSWORD", common::BROKER_PASSWORD)
+        .output()
+        .unwrap();
+    let token = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(token.trim().starts_with("nenr_"), "{token}");
+
     // SIGTERM: the node drains and stops its nats-server.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "natter did not stop within 20 s");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status}");
+    node.stop();
     assert!(
         TcpStream::connect(("127.0.0.1", nats_port)).is_err(),
         "the embedded nats-server outlived the node"
@@ -118,4 +71,56 @@ fn a_bad_configuration_value_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does-not-exist"));
+}
+
+#[test]
+fn check_config_says_which_secrets_are_set_but_never_prints_them() {
+    let (seed, _) = natter_actors::auth_callout::Callout::generate_issuer();
+    let check = |envs: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+            .current_dir(repo_root())
+            .args(["--config", "natter.toml", "check-config"])
+            .env("NATTER__STORAGE__DATA_DIR", "/var/lib/natter-test")
+            .env_remove("NATTER_NATS_BROKER_PASSWORD")
+            .env_remove("NATTER_NATS_SIMULATOR_PASSWORD")
+            .env_remove("NATTER_NATS_SYSTEM_PASSWORD")
+            .env_remove("NATTER_NATS_CALLOUT_SEED")
+            .envs(envs.iter().copied())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let shown = check(&[
+        ("NATTER__NATS__PASSWORD", "broker-secret-in-config"),
+        (
+            "NATTER__NATS__SIMULATOR_PASSWORD",
+            "simulator-secret-in-config",
+        ),
+        ("NATTER__NATS__SYSTEM_PASSWORD", "system-secret-in-config"),
+        ("NATTER__NATS__CALLOUT_SEED", &seed),
+    ]);
+    for secret in [
+        "broker-secret-in-config",
+        "simulator-secret-in-config",
+        "system-secret-in-config",
+        &seed,
+    ] {
+        assert!(
+            !shown.contains(secret),
+            "check-config printed a secret:\n{shown}"
+        );
+    }
+    assert_eq!(shown.matches("\"(set)\"").count(), 4, "{shown}");
+
+    // Nothing configured in the embedded mode: the seed is generated and kept in the data dir.
+    let shown = check(&[]);
+    assert!(
+        shown.contains("(not set: off)"),
+        "the simulator is off: {shown}"
+    );
+    assert!(
+        shown.contains("(generated, stored in /var/lib/natter-test/callout.seed)"),
+        "{shown}"
+    );
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use natter_agent::{AgentConfig, AgentHandle, Presence, RecordingOpener};
+use natter_agent::{AgentHandle, Presence, RecordingOpener};
 use tokio_util::sync::CancellationToken;
 
 use crate::{TestNats, TestNode, eventually};
@@ -46,15 +46,7 @@ impl TestAgent {
         let handle = AgentHandle::new(presence);
         let opener = RecordingOpener::default();
         let stop = CancellationToken::new();
-        let config = AgentConfig {
-            nats_url: nats.url(),
-            nats_user: machine.into(),
-            nats_password: nats.agent_password.clone(),
-            machine: machine.into(),
-            interval,
-            os: "linux".into(),
-            ip: "127.0.0.1".into(),
-        };
+        let config = nats.agent_config(machine, interval).await;
         let task = tokio::spawn({
             let (handle, opener, stop) = (handle.clone(), opener.clone(), stop.clone());
             async move {

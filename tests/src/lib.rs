@@ -9,11 +9,13 @@
 //! - [`nats`]: [`TestNats`], a nats-server from the repository's `nats.conf`, killed on drop.
 //! - [`node`]: [`TestNode`], a node in-process on a free port, and its operators.
 //! - [`agent`]: [`TestAgent`], a real agent whose opener records the URLs it is asked to open.
+//! - `enroll`: each machine's key file and enrollment tokens ([`TestNats::agent_config`]).
 //! - [`browser`]: [`Browser`], the HTTP client of one browser profile.
 //! - [`sse`]: [`Sse`], an open event stream, and helpers to read chat messages from it.
 
 pub mod agent;
 pub mod browser;
+mod enroll;
 pub mod nats;
 pub mod node;
 pub mod scenario;

@@ -15,9 +15,12 @@ pub struct TestNats {
     options: NatsServerOptions,
     server: Option<NatsServer>,
     pub broker_password: String,
-    pub agent_password: String,
+    pub simulator_password: String,
+    pub system_password: String,
     /// Seed of the auth callout issuer (the node signs agents' permissions with it).
     pub callout_seed: String,
+    /// The agents' key files ([`TestNats::key_file`]).
+    pub(crate) keys: tempfile::TempDir,
     _dir: tempfile::TempDir,
 }
 
@@ -35,7 +38,8 @@ impl TestNats {
         init_logging();
         let dir = tempfile::tempdir().expect("temp dir");
         let broker_password = "broker-test-secret".to_string();
-        let agent_password = "agent-test-secret".to_string();
+        let simulator_password = "simulator-test-secret".to_string();
+        let system_password = "system-test-secret".to_string();
         let (callout_seed, issuer) = natter_actors::auth_callout::Callout::generate_issuer();
         let options = NatsServerOptions {
             bin: server_bin(),
@@ -45,7 +49,8 @@ impl TestNats {
             log_file: Some(dir.path().join("nats.log")),
             secrets: ServerSecrets {
                 broker_password: broker_password.clone(),
-                agent_password: agent_password.clone(),
+                simulator_password: simulator_password.clone(),
+                system_password: system_password.clone(),
                 callout_issuer: issuer,
             },
         };
@@ -54,7 +59,9 @@ impl TestNats {
             server: None,
             callout_seed,
             broker_password,
-            agent_password,
+            simulator_password,
+            system_password,
+            keys: tempfile::tempdir().expect("temp dir"),
             _dir: dir,
         }
     }
@@ -84,7 +91,8 @@ impl TestNats {
         let mut c = Config::defaults();
         c.nats.url = self.url();
         c.nats.password = self.broker_password.clone();
-        c.nats.agent_password = self.agent_password.clone();
+        c.nats.simulator_password = self.simulator_password.clone();
+        c.nats.system_password = self.system_password.clone();
         c.nats.callout_seed = self.callout_seed.clone();
         c.http.request_timeout = Duration::from_secs(3);
         c.http.drain_timeout = Duration::from_secs(1);
@@ -99,16 +107,6 @@ impl TestNats {
             .connect(self.url())
             .await
             .expect("connect as broker")
-    }
-
-    /// A client connected as the agent of `machine` (a node must be running: it answers the
-    /// auth callout).
-    pub async fn agent_client(&self, machine: &str) -> async_nats::Client {
-        async_nats::ConnectOptions::new()
-            .user_and_password(machine.into(), self.agent_password.clone())
-            .connect(self.url())
-            .await
-            .expect("connect as agent")
     }
 }
 

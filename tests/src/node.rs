@@ -26,7 +26,9 @@ impl TestNode {
         let mut config = config;
         config.http.listen = addr;
         config.http.public_url = format!("http://{addr}");
-        let node = natter::Node::start(listener, &config)
+        // Boxed: a node's start is a large future, and a test's future lives on its thread's
+        // stack (debug builds overflowed it).
+        let node = Box::pin(natter::Node::start(listener, &config))
             .await
             .expect("start node");
         TestNode {

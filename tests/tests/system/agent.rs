@@ -29,14 +29,19 @@ async fn checkins(nats: &TestNats) -> async_nats::Subscriber {
 struct RunningAgent {
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), natter_agent::AgentError>>,
+    /// Its enrollment token: made before the server may be running, stored by
+    /// [`RunningAgent::register_token`].
+    token: String,
 }
 
 impl RunningAgent {
     fn start(nats: &TestNats) -> RunningAgent {
+        let token = natter_actors::enrollment::new_token();
         let config = AgentConfig {
             nats_url: nats.url(),
             nats_user: MACHINE.into(),
-            nats_password: nats.agent_password.clone(),
+            nats_password: token.clone(),
+            nkey_seed: Some(nats.machine_seed(MACHINE)),
             machine: MACHINE.into(),
             interval: Duration::from_secs(1),
             os: "linux".into(),
@@ -49,7 +54,16 @@ impl RunningAgent {
             std::sync::Arc::new(RecordingOpener::default()),
             stop.clone(),
         ));
-        RunningAgent { stop, task }
+        RunningAgent { stop, task, token }
+    }
+
+    /// Stores the agent's token (one use, for its group) once the server runs.
+    async fn register_token(&self, nats: &TestNats) {
+        nats.enrollment()
+            .await
+            .register_token(&self.token, "sales.acme", 1, Duration::from_secs(3600))
+            .await
+            .expect("store the token");
     }
 
     async fn stop_within_limit(self) {
@@ -90,6 +104,7 @@ async fn an_agent_started_before_nats_goes_online_once_nats_and_the_node_are_up(
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
     nats.resume().await;
+    agent.register_token(&nats).await;
     let node = TestNode::start(nats.node_config()).await;
     eventually(WAIT, || async {
         machine_status(&node).await.as_deref() == Some("user")
@@ -108,6 +123,7 @@ async fn check_ins_resume_after_nats_restarts_under_a_running_agent() {
     nats.resume().await;
     let node = TestNode::start(nats.node_config()).await;
     let agent = RunningAgent::start(&nats);
+    agent.register_token(&nats).await;
     next_checkin_from_machine(&mut checkins(&nats).await).await;
 
     nats.stop().await;

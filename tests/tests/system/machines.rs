@@ -379,7 +379,7 @@ async fn nats_refuses_an_agent_that_acts_as_another_agent() {
     // A wrong secret, or a user name that is not a machine ID, does not connect at all.
     for (user, pass) in [
         ("pc2.sales.acme", "wrong"),
-        ("natter-agent", system.nats.agent_password.as_str()),
+        ("natter-agent", system.nats.simulator_password.as_str()),
     ] {
         let refused = async_nats::ConnectOptions::new()
             .user_and_password(user.into(), pass.into())

@@ -5,6 +5,7 @@ mod agent;
 mod bad_input;
 mod browser;
 mod chat;
+mod identity;
 mod limits;
 mod machines;
 mod recovery;
