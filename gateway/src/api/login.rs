@@ -81,21 +81,33 @@ pub fn me(l: Login) -> Response {
     json_reply(StatusCode::OK, &OperatorView::from(&l))
 }
 
-/// POST /m/{id}/api/login
+/// POST /m/{id}/api/login. Every failure is the same 401, whether the session exists or not.
 pub async fn machine_user_login(
     id: String,
     gw: Gateway,
     body: TokenRequest,
 ) -> Result<Response, ApiError> {
+    let invalid = || ApiError::new(ErrorKind::Unauthenticated, "this chat link is not valid");
     if body.token.is_empty() || body.token.len() > 128 {
-        return Err(ApiError::new(
-            ErrorKind::Unauthenticated,
-            "this chat link is not valid",
-        ));
+        return Err(invalid());
     }
-    let ack = gw
-        .command(&id, &SessionCommand::MachineLogin { token: body.token })
-        .await?;
+    // A session actor starts on its first command: ask the sessions bucket first, so that
+    // made-up session IDs start none.
+    let known = gw
+        .stores()
+        .sessions
+        .get(&id)
+        .await
+        .map_err(|_| ApiError::unavailable("could not check the chat link; try again"))?;
+    if known.is_none() {
+        return Err(invalid());
+    }
+    let login = SessionCommand::MachineLogin { token: body.token };
+    let ack = match gw.command(&id, &login).await {
+        // Gone between the two looks (expired): still the answer to a wrong link.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(invalid()),
+        answer => answer?,
+    };
     let who = ack
         .participant
         .ok_or_else(|| ApiError::unavailable("the session did not name the machine user"))?;

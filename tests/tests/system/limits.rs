@@ -144,9 +144,7 @@ async fn a_login_that_cannot_hash_in_time_is_answered_503_with_retry_after() {
     });
     let answers = futures::future::join_all(logins).await;
     assert!(
-        answers
-            .iter()
-            .any(|a| *a == (StatusCode::SERVICE_UNAVAILABLE, Some(1))),
+        answers.contains(&(StatusCode::SERVICE_UNAVAILABLE, Some(1))),
         "{answers:?}"
     );
     assert!(system.node.node.gateway_limits.stats().hashing_busy > 0);
@@ -319,5 +317,30 @@ async fn a_foreign_host_is_refused_an_array_body_stores_nothing_and_streams_say_
     let first = r.chunk().await.unwrap().expect("a first chunk");
     let first = String::from_utf8_lossy(&first);
     assert!(first.starts_with("retry:1000\n"), "{first:?}");
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_to_a_made_up_session_is_the_same_401_and_starts_no_actor() {
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .start()
+        .await;
+    let (session, _carol) = system.open_chat().await;
+    let stranger = Browser::new(&system.node.base);
+    let token = json!({"token": "0".repeat(48)});
+    let wrong_token = stranger
+        .post(&format!("/m/{session}/api/login"), &token)
+        .await;
+    assert_eq!(wrong_token.0, StatusCode::UNAUTHORIZED);
+
+    let made_up = ulid::Ulid::new().to_string();
+    let no_session = stranger
+        .post(&format!("/m/{made_up}/api/login"), &token)
+        .await;
+    assert_eq!(no_session, wrong_token, "no existence oracle");
+    let actor = natter_actors::sessions::actor_name(&made_up);
+    assert!(ractor::registry::where_is(actor).is_none());
     system.shutdown().await;
 }
