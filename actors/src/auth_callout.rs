@@ -42,7 +42,9 @@ const CONCURRENT_ANSWERS: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum CalloutError {
     #[error("the auth callout issuer seed is not an account seed: {0}")]
-    BadSeed(String),
+    BadSeed(#[source] nkeys::error::Error),
+    #[error("the auth callout issuer seed is not an account seed: not an account key")]
+    NotAnAccount,
     #[error("subscribing to {AUTH_SUBJECT}: {0}")]
     Subscribe(#[from] async_nats::SubscribeError),
 }
@@ -64,10 +66,9 @@ impl Callout {
         enrollment: Enrollment,
         machines: kv::Store,
     ) -> Result<Callout, CalloutError> {
-        let issuer =
-            KeyPair::from_seed(issuer_seed).map_err(|e| CalloutError::BadSeed(e.to_string()))?;
+        let issuer = KeyPair::from_seed(issuer_seed).map_err(CalloutError::BadSeed)?;
         if !issuer.public_key().starts_with('A') {
-            return Err(CalloutError::BadSeed("not an account key".into()));
+            return Err(CalloutError::NotAnAccount);
         }
         Ok(Callout {
             issuer: Arc::new(issuer),

@@ -39,7 +39,11 @@ pub enum DirectoryError {
     #[error("the password must have at least 8 characters")]
     WeakPassword,
     #[error("hashing the password: {0}")]
-    Hash(String),
+    Hash(#[source] argon2::password_hash::Error),
+    #[error("hashing the password: {0}")]
+    HashTask(#[source] tokio::task::JoinError),
+    #[error("encoding the operator: {0}")]
+    Encode(#[from] serde_json::Error),
     #[error("operators store: {0}")]
     Store(#[from] async_nats::Error),
 }
@@ -57,12 +61,11 @@ pub fn hash_password(password: &str) -> Result<String, DirectoryError> {
     if password.chars().count() < 8 {
         return Err(DirectoryError::WeakPassword);
     }
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
-        .map_err(|e| DirectoryError::Hash(e.to_string()))?;
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(DirectoryError::Hash)?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| DirectoryError::Hash(e.to_string()))
+        .map_err(DirectoryError::Hash)
 }
 
 /// Checks `password` against a stored PHC hash (CPU-heavy: call off the async threads).
@@ -94,7 +97,7 @@ pub async fn put_operator(
     let pw = password.to_string();
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&pw))
         .await
-        .map_err(|e| DirectoryError::Hash(e.to_string()))??;
+        .map_err(DirectoryError::HashTask)??;
     let record = OperatorRecord {
         username: username.into(),
         name: if name.trim().is_empty() {
@@ -106,7 +109,7 @@ pub async fn put_operator(
         scopes: scopes.to_vec(),
         password_hash,
     };
-    let json = serde_json::to_vec(&record).map_err(|e| DirectoryError::Hash(e.to_string()))?;
+    let json = serde_json::to_vec(&record)?;
     operators
         .put(username, json.into())
         .await

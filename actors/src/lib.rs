@@ -5,9 +5,8 @@
 //! - [`protocol`]: the JSON shapes on the wire: session commands and replies, chat events,
 //!   agent check-ins and agent commands. Shared by the gateway and the agent.
 //! - [`store`]: the JetStream stream and KV buckets, their configuration and replay helpers.
-//! - [`session`]: one [`ractor`] actor per chat session; the only writer of its events.
-//! - [`sessions`]: the supervisor that feeds session commands from NATS to session actors,
-//!   starting them on demand and restarting them when they fail.
+//! - [`session`]: one [`ractor`] actor per chat session, the only writer of its events, and
+//!   the supervisor that feeds session commands from NATS to them.
 //! - [`machines`]: the 8 check-in states, machine records, groups, scopes and the filter.
 //! - [`fleet`]: one actor per agent turning check-ins and timers into its machine's status, and
 //!   the fleet supervisor that feeds them.
@@ -15,6 +14,8 @@
 //! - [`enrollment`], [`agent_login`], [`auth_callout`], [`revoke`]: per-machine agent identity:
 //!   enrollment tokens and key bindings, what a connect must prove, the NATS auth callout that
 //!   admits agents, and cutting off a revoked machine's connections.
+//! - `supervision`: what both supervisors share: children started on demand, restarted when
+//!   they fail.
 //!
 //! Actors never block: all I/O is async NATS I/O, and slow waits (an agent answering) run in
 //! spawned tasks that report back with a message.
@@ -28,9 +29,9 @@ pub mod machines;
 pub mod protocol;
 pub mod revoke;
 pub mod session;
-pub mod sessions;
 pub mod store;
 pub mod subjects;
+mod supervision;
 
 /// Milliseconds since the Unix epoch, the timestamp of every event and record.
 pub fn now_ms() -> u64 {

@@ -49,7 +49,8 @@ pub enum SessionCommand {
     End { by: Participant },
     /// The session as `by` may see it (membership check included).
     View { by: Participant },
-    /// Exchange the machine user's one-time link token for the machine user's identity.
+    /// Exchange the token of the machine user's chat link (a bearer token, valid for the
+    /// session's life) for the machine user's identity.
     MachineLogin { token: String },
 }
 
@@ -173,9 +174,6 @@ pub enum EventBody {
         machine: String,
     },
     Joined {
-        who: Participant,
-    },
-    Left {
         who: Participant,
     },
     Message {

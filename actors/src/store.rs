@@ -272,10 +272,7 @@ impl Replay {
             Ok(i) => (i.stream_sequence, i.pending),
             Err(e) => {
                 self.messages = None;
-                return Some(Err(StoreError::new(
-                    "replaying events",
-                    std::io::Error::other(e.to_string()),
-                )));
+                return Some(Err(StoreError::new("replaying events", e)));
             }
         };
         let (seq, pending) = info;

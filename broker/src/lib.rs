@@ -13,16 +13,16 @@ pub mod config;
 pub mod embedded;
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use natter_actors::auth_callout::Callout;
+use natter_actors::auth_callout::{Callout, CalloutError};
 use natter_actors::enrollment::Enrollment;
 use natter_actors::fleet::{FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSupervisor};
 use natter_actors::revoke::Revoker;
-use natter_actors::session::SessionContext;
-use natter_actors::sessions::{SessionSupervisor, SupervisorMsg};
+use natter_actors::session::{SessionContext, SessionSupervisor, SupervisorMsg};
 use natter_actors::store::{StoreConfig, Stores};
 use natter_gateway::{Gateway, GatewayConfig};
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -41,12 +41,14 @@ pub enum NodeError {
     NoNatsUrl,
     #[error(transparent)]
     Store(#[from] natter_actors::store::StoreError),
-    #[error("starting an actor: {0}")]
-    Actor(String),
+    #[error("starting the session supervisor: {0}")]
+    Sessions(#[source] SpawnErr),
+    #[error("starting the fleet supervisor: {0}")]
+    Fleet(#[source] SpawnErr),
     #[error("opening the enrollment store: {0}")]
     Enrollment(#[from] natter_actors::enrollment::EnrollError),
     #[error("starting the auth callout: {0}")]
-    Callout(#[from] natter_actors::auth_callout::CalloutError),
+    Callout(#[from] CalloutError),
     #[error("starting the revoker: {0}")]
     Revoke(#[from] natter_actors::revoke::RevokeError),
 }
@@ -129,9 +131,13 @@ async fn start_agent_auth(
     Ok(tasks)
 }
 
+/// How long each shutdown step may take beyond its own timeouts.
+const SHUTDOWN_STEP: Duration = Duration::from_secs(2);
+
 /// A running node.
 pub struct Node {
     shutdown: CancellationToken,
+    drain_timeout: Duration,
     /// The auth callout and the revoker.
     agent_auth: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
@@ -151,33 +157,9 @@ impl Node {
     pub async fn start(listener: TcpListener, config: &Config) -> Result<Node, NodeError> {
         let client = connect(config).await?;
         let stores = Stores::ensure(client.clone(), store_config(config)).await?;
-        let ctx = Arc::new(SessionContext {
-            stores: stores.clone(),
-            public_url: config.http.public_url.clone(),
-            max_message_bytes: config.chat.max_message_bytes,
-            idle_timeout: config.chat.idle_actor_timeout,
-            agent_timeout: config.chat.agent_timeout,
-        });
-        let (supervisor, _) = Actor::spawn(None, SessionSupervisor, ctx)
-            .await
-            .map_err(|e| NodeError::Actor(e.to_string()))?;
+        let supervisor = start_sessions(&stores, config).await?;
         let fleet_stats = Arc::new(FleetStats::default());
-        let (fleet, _) = Actor::spawn(
-            None,
-            FleetSupervisor,
-            FleetArgs {
-                client: client.clone(),
-                machines: stores.machines.clone(),
-                stats: fleet_stats.clone(),
-                config: FleetConfig {
-                    offline_after: config.fleet.offline_after,
-                    refresh: config.fleet.refresh,
-                    sweep: config.fleet.sweep,
-                },
-            },
-        )
-        .await
-        .map_err(|e| NodeError::Actor(e.to_string()))?;
+        let fleet = start_fleet(&client, &stores, fleet_stats.clone(), config).await?;
         // Boxed: these futures are large, and Node::start runs inside tests' futures on a
         // thread's default stack.
         let enrollment = Box::pin(Enrollment::ensure(client.clone())).await?;
@@ -185,26 +167,12 @@ impl Node {
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();
-        // The gateway gets a NATS connection of its own: one async-nats connection is served by
-        // one task, and under load the actors' and the gateway's traffic then use both cores.
-        let gateway_stores = Stores::ensure(connect(config).await?, store_config(config)).await?;
-        let gateway = Gateway::start(
-            gateway_stores,
-            GatewayConfig {
-                request_timeout: config.http.request_timeout,
-                login_ttl: config.http.login_ttl,
-                secure_cookies: config.http.secure_cookies,
-                drain_timeout: config.http.drain_timeout,
-                public_origin: natter_gateway::origin::PublicOrigin::parse(&config.http.public_url),
-                limits: config.limits.clone(),
-            },
-            shutdown.clone(),
-        )
-        .await?;
+        let gateway = start_gateway(config, shutdown.clone()).await?;
         let gateway_limits = gateway.limits().clone();
         let server = tokio::spawn(natter_gateway::serve(listener, gateway));
         Ok(Node {
             shutdown,
+            drain_timeout: config.http.drain_timeout,
             agent_auth,
             server,
             supervisor,
@@ -218,16 +186,93 @@ impl Node {
     }
 
     /// Stops accepting, drains connections, stops the actors and flushes NATS.
+    ///
+    /// Every step has a deadline: with NATS gone, actors and flushes would wait forever.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
-        let _ = self.server.await;
-        let _ = self.supervisor.stop_and_wait(None, None).await;
-        let _ = self.fleet.stop_and_wait(None, None).await;
+        // The gateway ends its streams itself within `http.drain_timeout`.
+        let mut server = self.server;
+        if tokio::time::timeout(self.drain_timeout + SHUTDOWN_STEP, &mut server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the HTTP server did not drain in time; cutting it off");
+            server.abort();
+        }
+        if let Err(e) = self
+            .supervisor
+            .stop_and_wait(None, Some(SHUTDOWN_STEP))
+            .await
+        {
+            tracing::warn!(error = %e, "session actors did not stop in time");
+        }
+        if let Err(e) = self.fleet.stop_and_wait(None, Some(SHUTDOWN_STEP)).await {
+            tracing::warn!(error = %e, "agent actors did not stop in time");
+        }
         for task in self.agent_auth {
             task.abort();
         }
-        let _ = self.client.flush().await;
+        if tokio::time::timeout(SHUTDOWN_STEP, self.client.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!("NATS did not take the last writes in time");
+        }
     }
+}
+
+async fn start_sessions(
+    stores: &Stores,
+    config: &Config,
+) -> Result<ActorRef<SupervisorMsg>, NodeError> {
+    let ctx = Arc::new(SessionContext {
+        stores: stores.clone(),
+        public_url: config.http.public_url.clone(),
+        max_message_bytes: config.chat.max_message_bytes,
+        idle_timeout: config.chat.idle_actor_timeout,
+        agent_timeout: config.chat.agent_timeout,
+    });
+    let (supervisor, _) = Actor::spawn(None, SessionSupervisor, ctx)
+        .await
+        .map_err(NodeError::Sessions)?;
+    Ok(supervisor)
+}
+
+async fn start_fleet(
+    client: &async_nats::Client,
+    stores: &Stores,
+    stats: Arc<FleetStats>,
+    config: &Config,
+) -> Result<ActorRef<FleetMsg>, NodeError> {
+    let args = FleetArgs {
+        client: client.clone(),
+        machines: stores.machines.clone(),
+        stats,
+        config: FleetConfig {
+            offline_after: config.fleet.offline_after,
+            refresh: config.fleet.refresh,
+            sweep: config.fleet.sweep,
+        },
+    };
+    let (fleet, _) = Actor::spawn(None, FleetSupervisor, args)
+        .await
+        .map_err(NodeError::Fleet)?;
+    Ok(fleet)
+}
+
+/// The gateway, on a NATS connection of its own: one async-nats connection is served by one
+/// task, and under load the actors' and the gateway's traffic then use both cores.
+async fn start_gateway(config: &Config, shutdown: CancellationToken) -> Result<Gateway, NodeError> {
+    let stores = Stores::ensure(connect(config).await?, store_config(config)).await?;
+    let gateway_config = GatewayConfig {
+        request_timeout: config.http.request_timeout,
+        login_ttl: config.http.login_ttl,
+        secure_cookies: config.http.secure_cookies,
+        drain_timeout: config.http.drain_timeout,
+        public_origin: natter_gateway::origin::PublicOrigin::parse(&config.http.public_url),
+        limits: config.limits.clone(),
+    };
+    Ok(Gateway::start(stores, gateway_config, shutdown).await?)
 }
 
 /// Runs a node on `listener` until `shutdown` completes, then shuts it down cleanly.

@@ -340,7 +340,7 @@ async fn a_link_to_a_made_up_session_is_the_same_401_and_starts_no_actor() {
         .post(&format!("/m/{made_up}/api/login"), &token)
         .await;
     assert_eq!(no_session, wrong_token, "no existence oracle");
-    let actor = natter_actors::sessions::actor_name(&made_up);
+    let actor = natter_actors::session::actor_name(&made_up);
     assert!(ractor::registry::where_is(actor).is_none());
     system.shutdown().await;
 }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use natter_actors::sessions::actor_name;
+use natter_actors::session::actor_name;
 use natter_system_tests::*;
 
 fn session_actor(session: &str) -> Option<ractor::ActorCell> {

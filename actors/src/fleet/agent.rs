@@ -1,0 +1,230 @@
+//! One actor per agent: turns check-ins and timer ticks into the machine's status, answers
+//! machine requests, and is the only writer of its machine's record in KV.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use async_nats::jetstream::kv;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+
+use super::Shared;
+use super::supervisor::FleetMsg;
+use crate::machines::{MachineRecord, MachineReply, MachineRequest, MachineStatus};
+use crate::protocol::Checkin;
+
+/// The stop reason of an actor for a machine nobody provisioned (not a failure).
+pub(super) const UNKNOWN_MACHINE: &str = "unknown machine";
+
+pub struct AgentActor;
+
+pub struct AgentArgs {
+    pub(super) machine: String,
+    pub(super) shared: Arc<Shared>,
+    pub(super) supervisor: ActorRef<FleetMsg>,
+}
+
+pub enum AgentMsg {
+    Checkin(Checkin),
+    /// Re-evaluate the status against the clock (offline detection).
+    Tick,
+    Request {
+        request: MachineRequest,
+        reply: async_nats::Subject,
+    },
+}
+
+pub struct AgentState {
+    machine: String,
+    shared: Arc<Shared>,
+    supervisor: ActorRef<FleetMsg>,
+    loaded: bool,
+    record: Option<MachineRecord>,
+    /// What KV holds, to know whether a write is needed.
+    stored: Option<MachineRecord>,
+    stored_at: Instant,
+}
+
+impl Actor for AgentActor {
+    type Msg = AgentMsg;
+    type State = AgentState;
+    type Arguments = AgentArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<AgentMsg>,
+        args: AgentArgs,
+    ) -> Result<AgentState, ActorProcessingErr> {
+        // No I/O: the supervisor awaits this. The record is loaded by the first message.
+        Ok(AgentState {
+            machine: args.machine,
+            shared: args.shared,
+            supervisor: args.supervisor,
+            loaded: false,
+            record: None,
+            stored: None,
+            stored_at: Instant::now(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<AgentMsg>,
+        msg: AgentMsg,
+        state: &mut AgentState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.ensure_loaded().await?;
+        let now = crate::now_ms();
+        match msg {
+            AgentMsg::Checkin(c) => {
+                state.apply_checkin(c, now);
+                state.settle(now).await;
+            }
+            AgentMsg::Tick if state.record.is_none() => myself.stop(Some(UNKNOWN_MACHINE.into())),
+            AgentMsg::Tick => state.settle(now).await,
+            AgentMsg::Request { request, reply } => {
+                if !state.answer(request, reply, now).await? {
+                    myself.stop(Some(UNKNOWN_MACHINE.into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl AgentState {
+    /// Reads the machine's record from KV, once.
+    async fn ensure_loaded(&mut self) -> Result<(), kv::EntryError> {
+        if self.loaded {
+            return Ok(());
+        }
+        let entry = self.shared.machines.entry(&self.machine).await?;
+        self.record = entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| serde_json::from_slice::<MachineRecord>(&e.value).ok());
+        self.stored = self.record.clone();
+        self.loaded = true;
+        Ok(())
+    }
+
+    /// Takes the check-in's details into the record (a first check-in provisions the machine);
+    /// a suspended machine's check-in changes nothing.
+    fn apply_checkin(&mut self, c: Checkin, now: u64) {
+        let stats = &self.shared.stats;
+        let record = self
+            .record
+            .get_or_insert_with(|| MachineRecord::provisioned(&c.machine));
+        if record.suspended {
+            stats.ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
+        record.last_checkin = Some(now);
+        record.user = c.user.filter(|u| !u.trim().is_empty());
+        record.idle_secs = c.idle_secs;
+        record.os = c.os;
+        record.agent_version = c.agent_version;
+        record.ip = c.ip;
+        record.interval_secs = c.interval_secs.max(1);
+        record.audit_done = c.audit_done;
+        record.remote_control = c.remote_control;
+    }
+
+    /// Answers a machine request with the settled record. Returns whether the machine is known
+    /// (an actor for an unknown machine stops).
+    async fn answer(
+        &mut self,
+        request: MachineRequest,
+        reply: async_nats::Subject,
+        now: u64,
+    ) -> Result<bool, serde_json::Error> {
+        let revoke = matches!(request, MachineRequest::Suspend { suspended: true });
+        let answer: Result<(), String> = match request {
+            MachineRequest::Provision => {
+                let machine = &self.machine;
+                self.record
+                    .get_or_insert_with(|| MachineRecord::provisioned(machine));
+                Ok(())
+            }
+            MachineRequest::View => self.record.as_ref().map(|_| ()).ok_or_else(no_such_machine),
+            MachineRequest::Suspend { suspended } => match self.record.as_mut() {
+                Some(r) => {
+                    r.suspended = suspended;
+                    Ok(())
+                }
+                None => Err(no_such_machine()),
+            },
+        };
+        // The answer shows the record as settled: status derived, stored.
+        self.settle(now).await;
+        let known = answer.is_ok();
+        let answer: MachineReply = answer.map(|()| {
+            self.record
+                .clone()
+                .unwrap_or_else(|| MachineRecord::provisioned(&self.machine))
+        });
+        let body = serde_json::to_vec(&answer)?;
+        let _ = self.shared.client.publish(reply, body.into()).await;
+        if revoke && known {
+            // Stored as suspended above, so the agent's reconnect is refused.
+            crate::revoke::announce(&self.shared.client, &self.machine).await;
+        }
+        Ok(known)
+    }
+}
+
+impl AgentState {
+    /// Derives the status, stores the record if it changed (or is due a refresh), and tells
+    /// the supervisor when to look again.
+    async fn settle(&mut self, now: u64) {
+        let offline_after = self.shared.config.offline_after;
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        record.status = record.derive_status(now, offline_after);
+        let at = match record.status {
+            MachineStatus::Suspended | MachineStatus::Offline | MachineStatus::NeverCheckedIn => {
+                None
+            }
+            _ => record.offline_at(offline_after).map(|t| t + 1),
+        };
+        self.store_if_changed().await;
+        let machine = self.machine.clone();
+        let _ = self.supervisor.cast(FleetMsg::Deadline { machine, at });
+    }
+
+    /// Writes the record to KV if it differs from the stored one in more than the check-in
+    /// time and idle time, or if the stored one is due a refresh.
+    async fn store_if_changed(&mut self) {
+        let Some(record) = &self.record else { return };
+        let changed = self.stored.as_ref().is_none_or(|stored| {
+            let mut a = stored.clone();
+            a.last_checkin = record.last_checkin;
+            a.idle_secs = record.idle_secs;
+            // A change of idle time alone is not worth a write unless it changes the status.
+            &a != record
+        });
+        let due = self.stored_at.elapsed() >= self.shared.config.refresh;
+        if !(changed || due) {
+            return;
+        }
+        let json = match serde_json::to_vec(record) {
+            Ok(json) => json,
+            Err(e) => return tracing::warn!(error = %e, "could not encode the machine"),
+        };
+        match self.shared.machines.put(&self.machine, json.into()).await {
+            Ok(_) => {
+                self.shared.stats.writes.fetch_add(1, Ordering::Relaxed);
+                self.stored = Some(record.clone());
+                self.stored_at = Instant::now();
+            }
+            Err(e) => {
+                tracing::warn!(machine = %self.machine, error = %e, "could not store the machine")
+            }
+        }
+    }
+}
+
+fn no_such_machine() -> String {
+    "no such machine".to_string()
+}

@@ -1,0 +1,77 @@
+//! Asking the machine's agent to open the machine user's chat window.
+
+use ractor::ActorRef;
+
+use super::{SessionMsg, SessionState};
+use crate::protocol::{AgentCommand, AgentReply, AgentWindow};
+use crate::subjects;
+
+impl SessionState {
+    /// Sends the agent the chat link and returns at once: a spawned task waits for the answer
+    /// and reports it to the actor as [`SessionMsg::AgentAnswer`].
+    pub(super) fn ask_agent_to_open(
+        &self,
+        machine: String,
+        token: String,
+        myself: &ActorRef<SessionMsg>,
+    ) {
+        let cmd = AgentCommand::OpenChat {
+            session: self.id.clone(),
+            url: chat_link(&self.ctx.public_url, &self.id, &token),
+        };
+        let client = self.ctx.stores.client.clone();
+        let timeout = self.ctx.agent_timeout;
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let body = serde_json::to_vec(&cmd).unwrap_or_default();
+            let request = client.request(subjects::agent_command(&machine), body.into());
+            let (status, detail) = match tokio::time::timeout(timeout, request).await {
+                Ok(answer) => window_status(answer),
+                Err(_) => (
+                    AgentWindow::Failed,
+                    "the machine's agent did not answer".into(),
+                ),
+            };
+            let _ = myself.cast(SessionMsg::AgentAnswer { status, detail });
+        });
+    }
+}
+
+/// The machine user's chat link. The token rides in the fragment, which browsers never send to
+/// servers, so it stays out of logs.
+fn chat_link(public_url: &str, session: &str, token: &str) -> String {
+    format!(
+        "{}/m/{session}/#t={token}",
+        public_url.trim_end_matches('/')
+    )
+}
+
+/// What an agent's answer (or the lack of one) says about the chat window.
+fn window_status(
+    answer: Result<async_nats::Message, async_nats::RequestError>,
+) -> (AgentWindow, String) {
+    match answer {
+        Ok(msg) => match serde_json::from_slice::<AgentReply>(&msg.payload) {
+            Ok(r) if r.ok => (AgentWindow::Opened, r.detail),
+            Ok(r) => (AgentWindow::Failed, r.detail),
+            Err(e) => (AgentWindow::Failed, format!("unreadable agent answer: {e}")),
+        },
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            (AgentWindow::Failed, "the machine's agent is offline".into())
+        }
+        Err(e) => (AgentWindow::Failed, format!("agent request failed: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chat_link_carries_the_token_in_the_fragment() {
+        assert_eq!(
+            chat_link("https://chat.example/", "S1", "abc"),
+            "https://chat.example/m/S1/#t=abc"
+        );
+    }
+}

@@ -1,0 +1,382 @@
+//! The six session commands, checked against the caller's scope and membership, and the
+//! validation of message bodies.
+
+use async_nats::jetstream::kv;
+use ractor::ActorRef;
+use sha2::{Digest, Sha256};
+
+use super::persist::unavailable;
+use super::{SessionMsg, SessionState};
+use crate::machines::{MachineRecord, Scope};
+use crate::protocol::{
+    Ack, AgentWindow, EventBody, Participant, ParticipantKind, SessionCommand, SessionError,
+    SessionErrorKind, SessionRecord, valid_client_id, valid_machine_id,
+};
+
+type CmdResult = Result<Ack, SessionError>;
+
+impl SessionState {
+    /// Runs one command (the state is loaded).
+    pub(super) async fn execute(
+        &mut self,
+        cmd: SessionCommand,
+        scope: &Scope,
+        myself: &ActorRef<SessionMsg>,
+    ) -> CmdResult {
+        // A session with a machine outside the caller's scope does not exist for them.
+        let machine = match &cmd {
+            SessionCommand::Open { machine, .. } => Some(machine.as_str()),
+            _ => self.record.as_ref().map(|r| r.machine.as_str()),
+        };
+        if machine.is_some_and(|m| !scope.covers(m)) {
+            return Err(not_found());
+        }
+        match cmd {
+            SessionCommand::Open { by, machine } => self.open(by, machine, myself).await,
+            SessionCommand::Join { by } => self.join(by).await,
+            SessionCommand::Send {
+                by,
+                client_id,
+                text,
+            } => self.send(by, client_id, text).await,
+            SessionCommand::End { by } => self.end(by).await,
+            SessionCommand::View { by } => {
+                self.member_record(&by)?;
+                Ok(self.view_ack())
+            }
+            SessionCommand::MachineLogin { token } => self.machine_login(token).await,
+        }
+    }
+
+    /// The record, if `by` is one of its members.
+    fn member_record(&self, by: &Participant) -> Result<&SessionRecord, SessionError> {
+        let r = self.record.as_ref().ok_or_else(not_found)?;
+        if r.members.iter().any(|m| m.same(by)) {
+            Ok(r)
+        } else {
+            Err(SessionError::new(
+                SessionErrorKind::NotMember,
+                "you are not a member of this chat session",
+            ))
+        }
+    }
+
+    async fn open(
+        &mut self,
+        by: Participant,
+        machine: String,
+        myself: &ActorRef<SessionMsg>,
+    ) -> CmdResult {
+        if by.kind != ParticipantKind::Operator {
+            return Err(invalid("only operators open chats with machines"));
+        }
+        if !valid_machine_id(&machine) {
+            return Err(invalid(format!("{machine:?} is not a machine ID")));
+        }
+        if let Some(r) = &self.record {
+            // A retried open by its opener is answered as the first was.
+            if r.machine == machine && r.members.iter().any(|m| m.same(&by)) {
+                return Ok(self.view_ack());
+            }
+            return Err(SessionError::new(
+                SessionErrorKind::Conflict,
+                "this session already exists",
+            ));
+        }
+        self.claim_machine(&machine).await?;
+        let token = hex::encode(rand::random::<[u8; 24]>());
+        let opened = EventBody::Opened {
+            by: by.clone(),
+            machine: machine.clone(),
+        };
+        let opened_id = format!("{}.opened", self.id);
+        let (seq, _) = self.append(opened, Some(opened_id)).await?;
+        self.record = Some(SessionRecord {
+            id: self.id.clone(),
+            machine: machine.clone(),
+            created_at: crate::now_ms(),
+            members: vec![by],
+            ended: false,
+            token_sha256: sha256_hex(&token),
+            agent: AgentWindow::Pending,
+            seq,
+        });
+        self.save_record().await?;
+        self.ask_agent_to_open(machine, token, myself);
+        Ok(Ack {
+            seq: Some(seq),
+            ..self.view_ack()
+        })
+    }
+
+    /// One session in progress per machine: claims the machine for this session, or fails with
+    /// the session that holds it.
+    async fn claim_machine(&self, machine: &str) -> Result<(), SessionError> {
+        let index = &self.ctx.stores.machine_sessions;
+        let Err(e) = index.create(machine, self.id.clone().into()).await else {
+            return Ok(());
+        };
+        if e.kind() != kv::CreateErrorKind::AlreadyExists {
+            return Err(unavailable("claiming the machine", e));
+        }
+        let current = index
+            .get(machine)
+            .await
+            .map_err(|e| unavailable("reading the machine's session", e))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        if current.as_deref() == Some(self.id.as_str()) {
+            return Ok(());
+        }
+        let mut err = SessionError::new(
+            SessionErrorKind::Conflict,
+            "a chat with this machine is already in progress",
+        );
+        err.session = current;
+        Err(err)
+    }
+
+    async fn join(&mut self, by: Participant) -> CmdResult {
+        if by.kind != ParticipantKind::Operator {
+            return Err(invalid("machine users join with their chat link"));
+        }
+        let r = self.record.as_ref().ok_or_else(not_found)?;
+        let member = r.members.iter().any(|m| m.same(&by));
+        let mut seq = None;
+        if r.ended {
+            seq = Some(self.restart(&by).await?);
+        }
+        if !member {
+            let joined = EventBody::Joined { who: by.clone() };
+            seq = Some(self.append(joined, None).await?.0);
+            if let Some(r) = self.record.as_mut() {
+                r.members.push(by);
+            }
+        }
+        if seq.is_some() {
+            self.save_record().await?;
+        }
+        Ok(Ack {
+            seq,
+            ..self.view_ack()
+        })
+    }
+
+    /// Joining an ended session restarts it, with its history, and claims its machine again.
+    async fn restart(&mut self, by: &Participant) -> Result<u64, SessionError> {
+        let (seq, _) = self
+            .append(EventBody::Restarted { by: by.clone() }, None)
+            .await?;
+        let Some(r) = self.record.as_mut() else {
+            return Ok(seq);
+        };
+        r.ended = false;
+        let machine = r.machine.clone();
+        self.ctx
+            .stores
+            .machine_sessions
+            .put(&machine, self.id.clone().into())
+            .await
+            .map_err(|e| unavailable("claiming the machine", e))?;
+        Ok(seq)
+    }
+
+    async fn send(&mut self, by: Participant, client_id: String, text: String) -> CmdResult {
+        let r = self.member_record(&by)?;
+        if r.ended {
+            return Err(SessionError::new(
+                SessionErrorKind::Ended,
+                "this chat has ended; join it again to restart it",
+            ));
+        }
+        validate_message(&client_id, &text, self.ctx.max_message_bytes)?;
+        let msg_id = format!("{}.m.{}", self.id, client_id);
+        let message = EventBody::Message {
+            from: by,
+            text,
+            client_id,
+        };
+        let (seq, duplicate) = self.append(message, Some(msg_id)).await?;
+        self.refresh_record_if_stale().await;
+        Ok(Ack {
+            seq: Some(seq),
+            duplicate,
+            ..Ack::default()
+        })
+    }
+
+    async fn end(&mut self, by: Participant) -> CmdResult {
+        let r = self.member_record(&by)?;
+        if r.ended {
+            return Ok(self.view_ack());
+        }
+        let machine = r.machine.clone();
+        let (seq, _) = self.append(EventBody::Ended { by }, None).await?;
+        if let Some(r) = self.record.as_mut() {
+            r.ended = true;
+        }
+        self.save_record().await?;
+        // Free the machine for a new chat, unless it has moved on to another session.
+        let index = &self.ctx.stores.machine_sessions;
+        if let Ok(Some(entry)) = index.entry(&machine).await
+            && entry.value.as_ref() == self.id.as_bytes()
+        {
+            let _ = index
+                .delete_expect_revision(&machine, Some(entry.revision))
+                .await;
+        }
+        Ok(Ack {
+            seq: Some(seq),
+            ..self.view_ack()
+        })
+    }
+
+    /// Exchanges the chat link's token (a bearer token valid for the session's life) for the
+    /// machine user's identity; the first login adds the machine user to the members.
+    async fn machine_login(&mut self, token: String) -> CmdResult {
+        let r = self.record.as_ref().ok_or_else(not_found)?;
+        if !crate::constant_time_eq(sha256_hex(&token).as_bytes(), r.token_sha256.as_bytes()) {
+            return Err(SessionError::new(
+                SessionErrorKind::BadToken,
+                "this chat link is not valid",
+            ));
+        }
+        let machine = r.machine.clone();
+        let existing = r
+            .members
+            .iter()
+            .find(|m| m.kind == ParticipantKind::MachineUser)
+            .cloned();
+        let participant = match existing {
+            Some(p) => p,
+            None => {
+                let who = Participant {
+                    kind: ParticipantKind::MachineUser,
+                    name: self.logged_on_user(&machine).await,
+                    id: machine,
+                };
+                self.append(EventBody::Joined { who: who.clone() }, None)
+                    .await?;
+                if let Some(r) = self.record.as_mut() {
+                    r.members.push(who.clone());
+                }
+                self.save_record().await?;
+                who
+            }
+        };
+        Ok(Ack {
+            participant: Some(participant),
+            ..self.view_ack()
+        })
+    }
+
+    /// The name the machine's last check-in gave for its logged-on user.
+    async fn logged_on_user(&self, machine: &str) -> String {
+        let record = self.ctx.stores.machines.get(machine).await.ok().flatten();
+        record
+            .and_then(|b| serde_json::from_slice::<MachineRecord>(&b).ok())
+            .and_then(|m| m.user)
+            .unwrap_or_else(|| "Machine user".into())
+    }
+}
+
+fn not_found() -> SessionError {
+    SessionError::new(
+        SessionErrorKind::NotFound,
+        "no such chat session (it may have expired)",
+    )
+}
+
+fn invalid(message: impl Into<String>) -> SessionError {
+    SessionError::new(SessionErrorKind::Invalid, message)
+}
+
+/// Checks a message before it is appended: its client id, and a text that is not blank, fits
+/// in `max_bytes` and has no NUL character.
+pub(super) fn validate_message(
+    client_id: &str,
+    text: &str,
+    max_bytes: usize,
+) -> Result<(), SessionError> {
+    if !valid_client_id(client_id) {
+        return Err(invalid(
+            "the message id must be 1-64 letters, digits, '-' or '_'",
+        ));
+    }
+    if text.trim().is_empty() {
+        return Err(invalid("the message is empty"));
+    }
+    if text.len() > max_bytes {
+        return Err(SessionError::new(
+            SessionErrorKind::TooLarge,
+            format!(
+                "the message has {} bytes; the limit is {max_bytes}",
+                text.len()
+            ),
+        ));
+    }
+    if text.contains('\0') {
+        return Err(invalid("the message contains a NUL character"));
+    }
+    Ok(())
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(client_id: &str, text: &str) -> (SessionErrorKind, String) {
+        let e = validate_message(client_id, text, 10).unwrap_err();
+        (e.kind, e.message)
+    }
+
+    #[test]
+    fn a_plain_message_passes() {
+        assert!(validate_message("c-1_A", "hello", 10).is_ok());
+        assert!(validate_message("c1", "0123456789", 10).is_ok());
+    }
+
+    #[test]
+    fn blank_text_is_refused() {
+        assert_eq!(
+            refusal("c1", " \n\t"),
+            (SessionErrorKind::Invalid, "the message is empty".into())
+        );
+    }
+
+    #[test]
+    fn text_over_the_limit_is_too_large() {
+        assert_eq!(
+            refusal("c1", "01234567890"),
+            (
+                SessionErrorKind::TooLarge,
+                "the message has 11 bytes; the limit is 10".into()
+            )
+        );
+        // The limit counts bytes, not characters.
+        assert_eq!(refusal("c1", "ééééééé").0, SessionErrorKind::TooLarge);
+    }
+
+    #[test]
+    fn nul_characters_are_refused() {
+        assert_eq!(
+            refusal("c1", "a\0b"),
+            (
+                SessionErrorKind::Invalid,
+                "the message contains a NUL character".into()
+            )
+        );
+    }
+
+    #[test]
+    fn bad_client_ids_are_refused() {
+        for id in ["", "a.b", "with space", &"x".repeat(65)] {
+            let (kind, message) = refusal(id, "hello");
+            assert_eq!(kind, SessionErrorKind::Invalid, "{id:?}");
+            assert!(message.starts_with("the message id"), "{message}");
+        }
+    }
+}

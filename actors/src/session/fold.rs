@@ -1,0 +1,151 @@
+//! Rebuilding a session record from its events (after a crash between an append and the record
+//! write, or when the record is missing).
+
+use crate::protocol::{AgentWindow, Event, EventBody, SessionRecord};
+
+/// Applies one event, stored at stream sequence `seq`, to a session record. The record starts
+/// with the session's `opened` event; events before it change nothing.
+pub fn fold(record: &mut Option<SessionRecord>, seq: u64, event: &Event) {
+    if let EventBody::Opened { by, machine } = &event.body
+        && record.is_none()
+    {
+        *record = Some(SessionRecord {
+            id: event.session.clone(),
+            machine: machine.clone(),
+            created_at: event.at,
+            members: vec![by.clone()],
+            ended: false,
+            // The token is known only to the record written at open; a link cannot be
+            // rebuilt from events.
+            token_sha256: String::new(),
+            agent: AgentWindow::Pending,
+            seq,
+        });
+        return;
+    }
+    let Some(r) = record.as_mut() else { return };
+    r.seq = seq;
+    match &event.body {
+        EventBody::Joined { who } if !r.members.iter().any(|m| m.same(who)) => {
+            r.members.push(who.clone())
+        }
+        EventBody::Ended { .. } => r.ended = true,
+        EventBody::Restarted { .. } => r.ended = false,
+        EventBody::Agent { status, .. } => r.agent = *status,
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Participant, ParticipantKind};
+
+    fn operator(id: &str) -> Participant {
+        Participant {
+            kind: ParticipantKind::Operator,
+            id: id.into(),
+            name: id.to_uppercase(),
+        }
+    }
+
+    fn event(at: u64, body: EventBody) -> Event {
+        Event {
+            session: "S1".into(),
+            at,
+            body,
+        }
+    }
+
+    /// Folds `bodies` as events 1, 2, … written at times 1000, 1001, …
+    fn fold_all(bodies: Vec<EventBody>) -> Option<SessionRecord> {
+        let mut record = None;
+        for (i, body) in bodies.into_iter().enumerate() {
+            fold(&mut record, i as u64 + 1, &event(1000 + i as u64, body));
+        }
+        record
+    }
+
+    fn opened() -> EventBody {
+        EventBody::Opened {
+            by: operator("alice"),
+            machine: "pc1.acme".into(),
+        }
+    }
+
+    #[test]
+    fn opened_starts_the_record_at_the_event_time() {
+        let r = fold_all(vec![opened()]).unwrap();
+        assert_eq!(r.id, "S1");
+        assert_eq!(r.machine, "pc1.acme");
+        assert_eq!(r.created_at, 1000);
+        assert_eq!(r.members, vec![operator("alice")]);
+        assert!(!r.ended);
+        assert_eq!(r.agent, AgentWindow::Pending);
+        assert_eq!(r.seq, 1);
+    }
+
+    #[test]
+    fn joins_add_each_member_once() {
+        let bob = EventBody::Joined {
+            who: operator("bob"),
+        };
+        let r = fold_all(vec![opened(), bob.clone(), bob]).unwrap();
+        assert_eq!(r.members, vec![operator("alice"), operator("bob")]);
+        assert_eq!(r.seq, 3);
+    }
+
+    #[test]
+    fn messages_move_the_sequence_only() {
+        let message = EventBody::Message {
+            from: operator("alice"),
+            text: "hello".into(),
+            client_id: "c1".into(),
+        };
+        let r = fold_all(vec![opened(), message]).unwrap();
+        assert_eq!(r.members, vec![operator("alice")]);
+        assert!(!r.ended);
+        assert_eq!(r.seq, 2);
+    }
+
+    #[test]
+    fn end_and_restart_toggle_ended() {
+        let end = EventBody::Ended {
+            by: operator("alice"),
+        };
+        let r = fold_all(vec![opened(), end.clone()]).unwrap();
+        assert!(r.ended);
+        let restart = EventBody::Restarted {
+            by: operator("bob"),
+        };
+        let r = fold_all(vec![opened(), end, restart]).unwrap();
+        assert!(!r.ended);
+    }
+
+    #[test]
+    fn the_agent_answer_is_kept() {
+        let answer = EventBody::Agent {
+            status: AgentWindow::Opened,
+            detail: String::new(),
+        };
+        assert_eq!(
+            fold_all(vec![opened(), answer]).unwrap().agent,
+            AgentWindow::Opened
+        );
+    }
+
+    #[test]
+    fn events_before_the_opening_change_nothing() {
+        let join = EventBody::Joined {
+            who: operator("bob"),
+        };
+        assert_eq!(fold_all(vec![join]), None);
+    }
+
+    #[test]
+    fn a_second_opening_does_not_reset_the_record() {
+        let r = fold_all(vec![opened(), opened()]).unwrap();
+        assert_eq!(r.created_at, 1000);
+        assert_eq!(r.seq, 2);
+    }
+}

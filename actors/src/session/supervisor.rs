@@ -1,0 +1,154 @@
+//! The session supervisor: feeds session commands from NATS to session actors.
+//!
+//! It holds a queue subscription on every session's command subject (so each command reaches one
+//! node), starts the session's actor on demand, and restarts an actor that fails or is killed.
+//! Actors that stop because they were idle are forgotten and started again by their next command.
+
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::{IDLE_STOP, SessionActor, SessionArgs, SessionContext, SessionMsg};
+use crate::protocol::{SessionError, SessionErrorKind, SessionReply, SessionRequest};
+use crate::subjects;
+use crate::supervision::{ChildSpec, Children, pump};
+
+/// The ractor registry name of a session's actor (per process).
+pub fn actor_name(session: &str) -> String {
+    format!("session:{session}")
+}
+
+pub struct SessionSupervisor;
+
+pub enum SupervisorMsg {
+    Nats(async_nats::Message),
+}
+
+/// How a session actor is built.
+struct SessionSpec {
+    ctx: Arc<SessionContext>,
+}
+
+impl ChildSpec for SessionSpec {
+    type Child = SessionActor;
+    const KIND: &'static str = "session";
+    const CLEAN_STOPS: &'static [&'static str] = &[IDLE_STOP];
+
+    fn name(&self, session: &str) -> Option<String> {
+        Some(actor_name(session))
+    }
+
+    fn build(&self, session: &str) -> (SessionActor, SessionArgs) {
+        let args = SessionArgs {
+            id: session.to_string(),
+            ctx: self.ctx.clone(),
+        };
+        (SessionActor, args)
+    }
+}
+
+pub struct SupervisorState {
+    sessions: Children<SessionSpec>,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl Actor for SessionSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<SessionContext>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        ctx: Arc<SessionContext>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        let commands = ctx
+            .stores
+            .client
+            .queue_subscribe(subjects::SESSION_COMMANDS, subjects::SESSIONS_QUEUE.into())
+            .await?;
+        let pump = pump(commands, myself.clone(), SupervisorMsg::Nats);
+        Ok(SupervisorState {
+            sessions: Children::new(SessionSpec { ctx }, myself.get_cell()),
+            pump,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.pump.abort();
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        let SupervisorMsg::Nats(msg) = msg;
+        let reply = msg.reply.clone();
+        if let Err(err) = state.route(msg).await {
+            state.answer_error(reply, err).await;
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<SupervisorMsg>,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // A restarted actor rebuilds from the stream at once rather than on its next command.
+        if let Some(actor) = state.sessions.on_event(evt).await {
+            let _ = actor.cast(SessionMsg::Load);
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    /// Hands one command to its session's actor, started if needed.
+    async fn route(&mut self, msg: async_nats::Message) -> Result<(), SessionError> {
+        let Some(id) = subjects::session_of_command(msg.subject.as_str())
+            .filter(|id| crate::protocol::valid_session_id(id))
+        else {
+            return Err(SessionError::new(
+                SessionErrorKind::Invalid,
+                "not a session ID",
+            ));
+        };
+        let SessionRequest { cmd, scope } = serde_json::from_slice(&msg.payload).map_err(|e| {
+            SessionError::new(
+                SessionErrorKind::Invalid,
+                format!("invalid session command: {e}"),
+            )
+        })?;
+        let actor = self.sessions.get_or_start(id).await.map_err(|e| {
+            SessionError::new(
+                SessionErrorKind::Unavailable,
+                format!("could not start the session: {e}"),
+            )
+        })?;
+        let reply = msg.reply;
+        if actor
+            .cast(SessionMsg::Command { cmd, scope, reply })
+            .is_err()
+        {
+            // The actor is stopping; the caller's retry reaches its successor.
+            tracing::debug!(session = %id, "command reached a stopping actor");
+        }
+        Ok(())
+    }
+
+    async fn answer_error(&self, reply: Option<async_nats::Subject>, err: SessionError) {
+        let Some(reply) = reply else { return };
+        let body = serde_json::to_vec::<SessionReply>(&Err(err)).unwrap_or_default();
+        let client = &self.sessions.spec().ctx.stores.client;
+        let _ = client.publish(reply, body.into()).await;
+    }
+}

@@ -1,0 +1,241 @@
+//! `natter.toml`: every key with its default, environment overrides (`NATTER__SECTION__KEY`),
+//! checked at start with an error that names the bad key.
+//!
+//! - this module: the validated [`Config`] and how it is loaded;
+//! - `raw`: the file as written, with every default;
+//! - `validate`: the checks, one function per section.
+
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::embedded::ServerSecrets;
+use natter_gateway::limits::LimitsConfig;
+use raw::RawConfig;
+
+/// The node's whole configuration, validated.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub fleet: FleetConfig,
+    pub nats: NatsConfig,
+    pub storage: StorageConfig,
+    pub chat: ChatConfig,
+    pub log: LogConfig,
+    /// The gateway's limits (`[limits]`).
+    pub limits: LimitsConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Where the gateway listens.
+    pub listen: SocketAddr,
+    /// Base URL browsers reach the gateway at (links sent to agents). Default `http://<listen>`.
+    pub public_url: String,
+    /// Mark cookies `Secure` (behind an HTTPS proxy).
+    pub secure_cookies: bool,
+    pub login_ttl: Duration,
+    pub request_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct NatsConfig {
+    /// NATS server URL; empty = start the embedded nats-server.
+    pub url: String,
+    pub user: String,
+    /// Password; empty = the `NATTER_NATS_BROKER_PASSWORD` environment variable.
+    pub password: String,
+    /// nats-server binary for the embedded mode; empty = `nats-server` on PATH, then
+    /// `.tools/nats/bin/nats-server`.
+    pub server_bin: String,
+    /// Server configuration for the embedded mode.
+    pub server_config: PathBuf,
+    /// Client port of the embedded server (0 = any free port).
+    pub embedded_port: u16,
+    /// Seed of the account key that signs agent permissions (auth callout); empty =
+    /// `NATTER_NATS_CALLOUT_SEED` (embedded mode: generated once, kept in `<data_dir>/callout.seed`).
+    pub callout_seed: String,
+    /// Password of the `natter-simulator` user (a simulated fleet); empty =
+    /// `NATTER_NATS_SIMULATOR_PASSWORD`, and if that is empty too the simulator cannot log in.
+    pub simulator_password: String,
+    /// Password of the `natter-system` user (system account: cutting off revoked agents);
+    /// empty = `NATTER_NATS_SYSTEM_PASSWORD` (generated in the embedded mode).
+    pub system_password: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    /// Where the embedded nats-server keeps JetStream data (`<data_dir>/nats`).
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// How long messages are kept (F3).
+    pub retention: Duration,
+    pub max_message_bytes: usize,
+    pub duplicate_window: Duration,
+    pub idle_actor_timeout: Duration,
+    pub agent_timeout: Duration,
+    /// How long a session stays joinable after its last activity.
+    pub session_ttl: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct FleetConfig {
+    /// An agent is shown offline after this many missed check-in intervals.
+    pub offline_after: u32,
+    /// A machine record whose status did not change is rewritten at most this often.
+    pub refresh: Duration,
+    /// How often "offline" deadlines are checked.
+    pub sweep: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// A configuration that cannot be used; names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Loads `path` (if given; it must exist then) and the environment, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(p) = path {
+            builder = builder.add_source(config::File::from(p).required(true));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("NATTER")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let raw: RawConfig = builder.build()?.try_deserialize()?;
+        validate::config(raw)
+    }
+
+    /// The defaults (what an empty `natter.toml` gives).
+    pub fn defaults() -> Config {
+        validate::config(RawConfig::default()).expect("defaults are valid")
+    }
+
+    /// The auth callout issuer seed: the configured one, else the environment's.
+    pub fn callout_seed(&self) -> String {
+        env_or(&self.nats.callout_seed, "NATTER_NATS_CALLOUT_SEED")
+    }
+
+    /// The simulator's password: the configured one, else the environment's.
+    pub fn simulator_password(&self) -> String {
+        env_or(
+            &self.nats.simulator_password,
+            ServerSecrets::SIMULATOR_PASSWORD_VAR,
+        )
+    }
+
+    /// The system user's password: the configured one, else the environment's.
+    pub fn system_password(&self) -> String {
+        env_or(
+            &self.nats.system_password,
+            ServerSecrets::SYSTEM_PASSWORD_VAR,
+        )
+    }
+
+    /// The broker's NATS password: the configured one, else the environment's.
+    pub fn nats_password(&self) -> String {
+        if self.nats.password.is_empty() {
+            std::env::var(ServerSecrets::BROKER_PASSWORD_VAR).unwrap_or_default()
+        } else {
+            self.nats.password.clone()
+        }
+    }
+}
+
+fn env_or(configured: &str, var: &str) -> String {
+    if configured.is_empty() {
+        std::env::var(var).unwrap_or_default()
+    } else {
+        configured.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from_toml(s: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = config::Config::builder()
+            .add_source(config::File::from_str(s, config::FileFormat::Toml))
+            .build()?
+            .try_deserialize()?;
+        validate::config(raw)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = Config::defaults();
+        assert_eq!(c.chat.retention, Duration::from_secs(3600));
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.http.public_url, "http://127.0.0.1:8080");
+        assert!(c.nats.url.is_empty());
+        assert_eq!(c.chat.max_message_bytes, 4096);
+    }
+
+    #[test]
+    fn the_shipped_file_is_valid_and_matches_the_defaults() {
+        let shipped = include_str!("../../../natter.toml");
+        let c = from_toml(shipped).unwrap();
+        let d = Config::defaults();
+        assert_eq!(c.chat.retention, d.chat.retention);
+        assert_eq!(c.http.listen, d.http.listen);
+        assert_eq!(format!("{:?}", c.limits), format!("{:?}", d.limits));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let e = from_toml("[chat]\nretention = \"soon\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("chat.retention"), "{e}");
+        let e = from_toml("[http]\nlisten = \"nowhere\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.listen"), "{e}");
+        let e = from_toml("[chat]\nretenshun = \"1h\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("retenshun"), "{e}");
+        let e = from_toml("[log]\nformat = \"xml\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("log.format"), "{e}");
+        let e = from_toml("[limits]\nheader_timeout = \"0s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.header_timeout"), "{e}");
+    }
+}
