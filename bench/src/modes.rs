@@ -45,6 +45,12 @@ pub async fn node(nats_url: String) -> Result<(), BoxError> {
     config.http.listen = addr;
     config.http.public_url = format!("http://{addr}");
     config.http.drain_timeout = Duration::from_secs(1);
+    // The bench logs many operators in and holds tens of thousands of streams of one login,
+    // all from a few loopback addresses.
+    config.limits.logins_per_address = 0;
+    config.limits.max_connections = 0;
+    config.limits.connections_per_address = 0;
+    config.limits.streams_per_operator_login = 0;
     let node = natter::Node::start(listener, &config).await?;
     println!("READY {addr}");
     stdin_closed().await;

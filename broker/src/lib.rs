@@ -145,6 +145,8 @@ pub struct Node {
     fleet: ActorRef<FleetMsg>,
     client: async_nats::Client,
     pub fleet_stats: Arc<FleetStats>,
+    /// The gateway's limits and their refusal counters.
+    pub gateway_limits: Arc<natter_gateway::limits::Limits>,
     pub stores: Stores,
     pub enrollment: Enrollment,
 }
@@ -166,6 +168,7 @@ impl Node {
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();
         let gateway = start_gateway(config, shutdown.clone()).await?;
+        let gateway_limits = gateway.limits().clone();
         let server = tokio::spawn(natter_gateway::serve(listener, gateway));
         Ok(Node {
             shutdown,
@@ -176,6 +179,7 @@ impl Node {
             fleet,
             client,
             fleet_stats,
+            gateway_limits,
             stores,
             enrollment,
         })
@@ -265,6 +269,8 @@ async fn start_gateway(config: &Config, shutdown: CancellationToken) -> Result<G
         login_ttl: config.http.login_ttl,
         secure_cookies: config.http.secure_cookies,
         drain_timeout: config.http.drain_timeout,
+        public_origin: natter_gateway::origin::PublicOrigin::parse(&config.http.public_url),
+        limits: config.limits.clone(),
     };
     Ok(Gateway::start(stores, gateway_config, shutdown).await?)
 }

@@ -32,6 +32,10 @@ pub struct Login {
     /// For operators: the organisations and groups granted (for display).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// The SHA-256 of the login's cookie, which names the login (for its stream cap). Set when
+    /// the login is looked up; not stored.
+    #[serde(skip)]
+    pub key: String,
 }
 
 fn token_key(token: &str) -> String {
@@ -63,12 +67,15 @@ impl Gateway {
             if let Some((at, login)) = cache.get(&key)
                 && at.elapsed() < crate::LOGIN_CACHE_TTL
             {
-                return Ok(login.clone());
+                return Ok(Some(login.clone()));
             }
         }
         let unavailable = |_| ApiError::unavailable("could not check the login; try again");
         let value = self.stores().logins.get(&key).await.map_err(unavailable)?;
         let mut login: Option<Login> = value.and_then(|v| serde_json::from_slice(&v).ok());
+        if let Some(l) = login.as_mut() {
+            l.key = key.clone();
+        }
         if let Some(l) = login.as_mut()
             && l.who.kind == ParticipantKind::Operator
         {
@@ -86,11 +93,14 @@ impl Gateway {
                 None => login = None,
             }
         }
-        let mut cache = self.login_cache().lock();
-        if cache.len() > 100_000 {
-            cache.retain(|_, (at, _)| at.elapsed() < crate::LOGIN_CACHE_TTL);
+        // Only live logins are cached: random cookies must not fill the cache.
+        if let Some(l) = &login {
+            let mut cache = self.login_cache().lock();
+            if cache.len() > 100_000 {
+                cache.retain(|_, (at, _)| at.elapsed() < crate::LOGIN_CACHE_TTL);
+            }
+            cache.insert(key, (std::time::Instant::now(), l.clone()));
         }
-        cache.insert(key, (std::time::Instant::now(), login.clone()));
         Ok(login)
     }
 
@@ -116,8 +126,8 @@ pub fn login_cookie(
 }
 
 /// A `Set-Cookie` value that removes a login cookie.
-pub fn clear_cookie(name: &str, path: &str) -> String {
-    format!("{name}=; Path={path}; Max-Age=0; HttpOnly; SameSite=Strict")
+pub fn clear_cookie(name: &str, path: &str, secure: bool) -> String {
+    login_cookie(name, "", path, 0, secure)
 }
 
 /// The machine user logged in for `session`, or 401.

@@ -2,8 +2,11 @@
 //! ours or warp's, become one in `api::filters::recover`.
 
 use natter_actors::protocol::{SessionError, SessionErrorKind};
+use std::time::Duration;
+
 use serde::Serialize;
 use warp::http::StatusCode;
+use warp::http::header::{self, HeaderValue};
 use warp::reply::Reply;
 
 /// What kind of failure an API error is; each has one HTTP status.
@@ -15,9 +18,11 @@ pub enum ErrorKind {
     Forbidden,
     NotFound,
     MethodNotAllowed,
+    RequestTimeout,
     Conflict,
     TooLarge,
     UnsupportedMediaType,
+    RateLimited,
     Unavailable,
     Internal,
 }
@@ -30,9 +35,11 @@ impl ErrorKind {
             ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorKind::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorKind::Conflict => StatusCode::CONFLICT,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -47,6 +54,9 @@ pub struct ApiError {
     /// For a conflict with a session in progress: which one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// When trying again may succeed: sent as `Retry-After` (whole seconds, at least 1).
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -55,7 +65,13 @@ impl ApiError {
             error: kind,
             message: message.into(),
             session: None,
+            retry_after: None,
         }
+    }
+    /// The same error, telling the client when to try again.
+    pub fn retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
     pub fn kind(&self) -> ErrorKind {
         self.error
@@ -100,6 +116,7 @@ impl From<SessionError> for ApiError {
             error: kind,
             message: e.message,
             session: e.session,
+            retry_after: None,
         }
     }
 }
@@ -107,6 +124,13 @@ impl From<SessionError> for ApiError {
 impl Reply for ApiError {
     fn into_response(self) -> warp::reply::Response {
         let status = self.error.status();
-        warp::reply::with_status(warp::reply::json(&self), status).into_response()
+        let mut r = warp::reply::with_status(warp::reply::json(&self), status).into_response();
+        if let Some(wait) = self.retry_after {
+            // Rounded up: a client that waits the whole seconds is never early.
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        r
     }
 }

@@ -9,6 +9,8 @@
 //! - [`hub`]: the fan-out of live events from one consumer to every connection.
 //! - [`machines`]: the fleet as the gateway sees it (KV watchers), for lists and live status.
 //! - [`ui`]: the static web UI compiled into the binary.
+//! - [`limits`]: limits on every door (logins, hashing, connections, streams) and their counters;
+//!   [`origin`]: the Host and Origin checks against `public_url`; `server`: the accept loop.
 //! - [`error`]: the API's error type.
 //!
 //! This is the only crate that knows HTTP. It is stateless apart from open connections, and it
@@ -20,25 +22,28 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod machines;
+pub mod origin;
+mod server;
 pub mod sse;
 pub mod ui;
+
+pub use server::serve;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use natter_actors::machines::Scope;
 use natter_actors::protocol::{Ack, SessionCommand, SessionError, SessionReply, SessionRequest};
 use natter_actors::store::Stores;
 use natter_actors::subjects;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::limits::{Limits, LimitsConfig};
+use crate::origin::PublicOrigin;
 
 /// The gateway's settings.
 #[derive(Clone, Debug)]
@@ -47,10 +52,26 @@ pub struct GatewayConfig {
     pub request_timeout: Duration,
     /// How long a login lasts (also the KV bucket's max age).
     pub login_ttl: Duration,
-    /// Mark cookies `Secure` (when served over HTTPS by a proxy).
+    /// Mark cookies `Secure` (when served over HTTPS by a proxy); they are also when
+    /// `public_origin` is https.
     pub secure_cookies: bool,
     /// How long open connections get to finish on shutdown.
     pub drain_timeout: Duration,
+    /// Where browsers reach us (`http.public_url`): when set, every request must name it in
+    /// `Host` and state-changing ones in `Origin`.
+    pub public_origin: Option<PublicOrigin>,
+    pub limits: LimitsConfig,
+}
+
+impl GatewayConfig {
+    /// Whether login cookies carry `Secure`.
+    pub fn cookies_secure(&self) -> bool {
+        self.secure_cookies
+            || self
+                .public_origin
+                .as_ref()
+                .is_some_and(PublicOrigin::is_https)
+    }
 }
 
 impl Default for GatewayConfig {
@@ -60,6 +81,8 @@ impl Default for GatewayConfig {
             login_ttl: Duration::from_secs(12 * 3600),
             secure_cookies: false,
             drain_timeout: Duration::from_secs(5),
+            public_origin: None,
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -67,8 +90,8 @@ impl Default for GatewayConfig {
 /// How long a login read from KV is trusted before it is read again.
 pub const LOGIN_CACHE_TTL: Duration = Duration::from_secs(5);
 
-/// Cookie hash → (when read, the login, if it is live).
-type LoginCache = std::collections::HashMap<String, (std::time::Instant, Option<auth::Login>)>;
+/// Cookie hash → (when read, the live login).
+type LoginCache = std::collections::HashMap<String, (std::time::Instant, auth::Login)>;
 
 /// A gateway: cheap to clone, shared by every request.
 #[derive(Clone)]
@@ -83,6 +106,7 @@ struct Inner {
     /// Cookie hash → (when read, the login): spares a KV read per request. Entries live
     /// [`LOGIN_CACHE_TTL`], so a logout or scope change elsewhere applies within that time.
     logins: parking_lot::Mutex<LoginCache>,
+    limits: Arc<Limits>,
     config: GatewayConfig,
     shutdown: CancellationToken,
 }
@@ -101,12 +125,15 @@ impl Gateway {
             shutdown.clone(),
         )
         .await;
+        let limits = Arc::new(Limits::new(config.limits.clone()));
+        tokio::spawn(prune_login_limiters(limits.clone(), shutdown.clone()));
         Ok(Gateway {
             inner: Arc::new(Inner {
                 stores,
                 hub,
                 directory,
                 logins: Default::default(),
+                limits,
                 config,
                 shutdown,
             }),
@@ -127,6 +154,10 @@ impl Gateway {
 
     pub(crate) fn login_cache(&self) -> &parking_lot::Mutex<LoginCache> {
         &self.inner.logins
+    }
+
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.inner.limits
     }
 
     pub fn config(&self) -> &GatewayConfig {
@@ -190,47 +221,13 @@ impl Gateway {
     }
 }
 
-/// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open connections
-/// (SSE streams end themselves on shutdown) for at most the drain timeout.
-///
-/// Connections are served by hyper's HTTP/1 connection builder on our own accept loop: it costs
-/// less memory per idle SSE connection than warp's HTTP/1+2 server.
-pub async fn serve(listener: TcpListener, gateway: Gateway) {
-    let shutdown = gateway.shutdown_token().clone();
-    let drain = gateway.config().drain_timeout;
-    let routes = api::routes(gateway);
-    let service = TowerToHyperService::new(warp::service(routes));
-    let tracker = TaskTracker::new();
+/// Keeps the login limiters' memory to the recent attempts, until shutdown.
+async fn prune_login_limiters(limits: Arc<Limits>, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(limits::PRUNE_EVERY);
     loop {
-        let (stream, _peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let service = service.clone();
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(drain, conn).await;
-                }
-            }
-        });
+        tokio::select! {
+            _ = every.tick() => limits.logins.prune(),
+            _ = shutdown.cancelled() => return,
+        }
     }
-    tracker.close();
-    let _ = tokio::time::timeout(drain + Duration::from_secs(1), tracker.wait()).await;
 }

@@ -16,10 +16,17 @@ pub struct Browser {
 
 impl Browser {
     pub fn new(base: &str) -> Browser {
+        Browser::from_source(base, None)
+    }
+
+    /// A browser whose connections come from `source` (a loopback address such as 127.0.0.2),
+    /// so that the gateway sees another client address.
+    pub fn from_source(base: &str, source: impl Into<Option<std::net::IpAddr>>) -> Browser {
         Browser {
             client: reqwest::Client::builder()
                 .cookie_store(true)
                 .timeout(Duration::from_secs(20))
+                .local_address(source.into())
                 .build()
                 .expect("http client"),
             base: base.into(),

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::embedded::ServerSecrets;
+use natter_gateway::limits::LimitsConfig;
 use raw::RawConfig;
 
 /// The node's whole configuration, validated.
@@ -24,6 +25,8 @@ pub struct Config {
     pub storage: StorageConfig,
     pub chat: ChatConfig,
     pub log: LogConfig,
+    /// The gateway's limits (`[limits]`).
+    pub limits: LimitsConfig,
 }
 
 #[derive(Clone, Debug)]
@@ -209,6 +212,7 @@ mod tests {
         let d = Config::defaults();
         assert_eq!(c.chat.retention, d.chat.retention);
         assert_eq!(c.http.listen, d.http.listen);
+        assert_eq!(format!("{:?}", c.limits), format!("{:?}", d.limits));
     }
 
     #[test]
@@ -229,5 +233,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("log.format"), "{e}");
+        let e = from_toml("[limits]\nheader_timeout = \"0s\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("limits.header_timeout"), "{e}");
     }
 }

@@ -1,6 +1,9 @@
 //! `natter.toml` as written, with every key's default: strings where parsing needs a clear
 //! message (durations, addresses), checked in [`super::validate`].
 
+use std::time::Duration;
+
+use natter_gateway::limits::LimitsConfig;
 use serde::Deserialize;
 
 /// The file as written: strings where parsing needs a clear message.
@@ -13,6 +16,7 @@ pub(super) struct RawConfig {
     pub storage: RawStorage,
     pub chat: RawChat,
     pub log: RawLog,
+    pub limits: RawLimits,
 }
 
 #[derive(Deserialize)]
@@ -135,6 +139,41 @@ impl Default for RawLog {
     fn default() -> Self {
         RawLog {
             format: "human".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawLimits {
+    pub logins_per_address: u32,
+    pub logins_per_username: u32,
+    pub concurrent_hashes: usize,
+    pub hash_wait: String,
+    pub header_timeout: String,
+    pub body_timeout: String,
+    pub max_connections: usize,
+    pub connections_per_address: usize,
+    pub streams_per_operator_login: usize,
+    pub streams_per_machine_user_login: usize,
+}
+
+/// The gateway's own defaults, so that they are written once.
+impl Default for RawLimits {
+    fn default() -> Self {
+        let d = LimitsConfig::default();
+        let secs = |t: Duration| format!("{}s", t.as_secs());
+        RawLimits {
+            logins_per_address: d.logins_per_address,
+            logins_per_username: d.logins_per_username,
+            concurrent_hashes: d.concurrent_hashes,
+            hash_wait: secs(d.hash_wait),
+            header_timeout: secs(d.header_timeout),
+            body_timeout: secs(d.body_timeout),
+            max_connections: d.max_connections,
+            connections_per_address: d.connections_per_address,
+            streams_per_operator_login: d.streams_per_operator_login,
+            streams_per_machine_user_login: d.streams_per_machine_user_login,
         }
     }
 }

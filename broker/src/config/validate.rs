@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawChat, RawConfig, RawFleet, RawHttp, RawLog, RawNats, RawStorage};
+use natter_gateway::limits::LimitsConfig;
+
+use super::raw::{RawChat, RawConfig, RawFleet, RawHttp, RawLimits, RawLog, RawNats, RawStorage};
 use super::{
     ChatConfig, Config, ConfigError, FleetConfig, HttpConfig, LogConfig, LogFormat, NatsConfig,
     StorageConfig, invalid,
@@ -19,6 +21,7 @@ pub(super) fn config(raw: RawConfig) -> Result<Config, ConfigError> {
         nats: nats(raw.nats)?,
         storage: storage(raw.storage)?,
         fleet: fleet(raw.fleet)?,
+        limits: limits(raw.limits)?,
     })
 }
 
@@ -121,6 +124,21 @@ fn fleet(raw: RawFleet) -> Result<FleetConfig, ConfigError> {
         offline_after: raw.offline_after,
         refresh: duration("fleet.refresh", &raw.refresh)?,
         sweep: duration("fleet.sweep", &raw.sweep)?,
+    })
+}
+
+fn limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
+    Ok(LimitsConfig {
+        logins_per_address: raw.logins_per_address,
+        logins_per_username: raw.logins_per_username,
+        concurrent_hashes: raw.concurrent_hashes,
+        hash_wait: duration("limits.hash_wait", &raw.hash_wait)?,
+        header_timeout: duration("limits.header_timeout", &raw.header_timeout)?,
+        body_timeout: duration("limits.body_timeout", &raw.body_timeout)?,
+        max_connections: raw.max_connections,
+        connections_per_address: raw.connections_per_address,
+        streams_per_operator_login: raw.streams_per_operator_login,
+        streams_per_machine_user_login: raw.streams_per_machine_user_login,
     })
 }
 

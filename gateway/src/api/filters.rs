@@ -1,9 +1,13 @@
-//! Extractors shared by the routes: the gateway, logins, the CSRF check, JSON bodies, session
-//! IDs, and [`recover`], which turns every rejection into the JSON error of docs/api.md.
+//! Extractors shared by the routes: the gateway, the client's address, logins, the Host and
+//! CSRF checks, JSON bodies, session IDs, and [`recover`], which turns every rejection into the
+//! JSON error of docs/api.md.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::Buf;
+use futures::{Stream, TryStreamExt};
 use natter_actors::protocol::{ParticipantKind, valid_session_id};
 use serde::de::DeserializeOwned;
 use warp::reply::{Reply, Response};
@@ -12,6 +16,8 @@ use warp::{Filter, Rejection};
 use crate::Gateway;
 use crate::auth::{Login, MACHINE_USER_COOKIE, OPERATOR_COOKIE};
 use crate::error::{ApiError, ErrorKind};
+use crate::limits::{ClientAddr, Limits, count};
+use crate::origin::PublicOrigin;
 
 /// Largest request body.
 pub const BODY_LIMIT: u64 = 64 * 1024;
@@ -28,6 +34,11 @@ pub fn with_gw(gw: Gateway) -> impl Filter<Extract = (Gateway,), Error = Infalli
     warp::any().map(move || gw.clone())
 }
 
+/// The client's address (set by the server; absent in tests that do not set it).
+pub fn client_addr() -> impl Filter<Extract = (Option<IpAddr>,), Error = Infallible> + Clone {
+    warp::ext::optional::<ClientAddr>().map(|c: Option<ClientAddr>| c.map(|ClientAddr(ip)| ip))
+}
+
 /// A session ID path segment; anything else is an unknown session.
 pub fn session_id() -> impl Filter<Extract = (String,), Error = Rejection> + Clone {
     warp::path::param::<String>().and_then(|id: String| async move {
@@ -39,15 +50,47 @@ pub fn session_id() -> impl Filter<Extract = (String,), Error = Rejection> + Clo
     })
 }
 
-/// A JSON request body of type `T`, with clear errors for every way it can be wrong.
-pub fn json_body<T: DeserializeOwned + Send>()
--> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+/// A JSON request body of type `T`, with clear errors for every way it can be wrong. The whole
+/// body must arrive within the body timeout.
+pub fn json_body<T: DeserializeOwned + Send>(
+    limits: Arc<Limits>,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     warp::header::optional::<String>("content-type")
         .and(warp::body::content_length_limit(BODY_DRAIN_LIMIT))
-        .and(warp::body::bytes())
-        .and_then(|content_type: Option<String>, body: Bytes| async move {
-            parse_json_body(content_type.as_deref(), &body).map_err(reject)
+        .and(warp::body::stream())
+        .and_then(move |content_type: Option<String>, body| {
+            let limits = limits.clone();
+            async move {
+                let body = read_body(body, &limits).await.map_err(reject)?;
+                parse_json_body(content_type.as_deref(), &body).map_err(reject)
+            }
         })
+}
+
+/// Reads a whole body (its length is already bounded by `Content-Length`), or 408 when it does
+/// not arrive in time.
+async fn read_body(
+    body: impl Stream<Item = Result<impl Buf, warp::Error>>,
+    limits: &Limits,
+) -> Result<Vec<u8>, ApiError> {
+    let read = body.try_fold(Vec::new(), |mut out, mut chunk| async move {
+        out.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        Ok(out)
+    });
+    let timeout = limits.config.body_timeout;
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(e)) => Err(ApiError::bad_request(format!(
+            "could not read the body: {e}"
+        ))),
+        Err(_) => {
+            count(&limits.counters.body_timeouts);
+            Err(ApiError::new(
+                ErrorKind::RequestTimeout,
+                format!("the body did not arrive within {} s", timeout.as_secs_f32()),
+            ))
+        }
+    }
 }
 
 fn parse_json_body<T: DeserializeOwned>(
@@ -69,6 +112,10 @@ fn parse_json_body<T: DeserializeOwned>(
     }
     if std::str::from_utf8(body).is_err() {
         return Err(ApiError::bad_request("the body is not valid UTF-8"));
+    }
+    // serde would also read a struct from an array of its fields; we answer objects only.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
     }
     serde_json::from_slice::<T>(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
@@ -104,16 +151,51 @@ pub fn last_event_id() -> impl Filter<Extract = (Option<String>,), Error = Rejec
     warp::header::optional::<String>("last-event-id")
 }
 
+/// Refuses a request whose `Host` is not `public_url`'s (when set): a page on another site that
+/// rebinds its name to our address sends its own name (DNS rebinding).
+pub fn host(
+    public: Option<PublicOrigin>,
+    limits: Arc<Limits>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("host")
+        .and_then(move |host: Option<String>| {
+            let public = public.clone();
+            let limits = limits.clone();
+            async move {
+                match public {
+                    Some(p) if !host.as_deref().is_some_and(|h| p.accepts_host(h)) => {
+                        count(&limits.counters.hosts_refused);
+                        Err(reject(ApiError::bad_request(
+                            "the Host header does not name this server (http.public_url); \
+                             use its public address",
+                        )))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        })
+        .untuple_one()
+}
+
 /// Rejects a state-changing request that a cross-site page could have made: it must carry
 /// `X-Natter: 1` (which a cross-site form cannot set) and, when the browser sends `Origin`, our
-/// own origin.
-pub fn csrf() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+/// origin: `public_url`'s when set, else the request's own host.
+pub fn csrf(public: Option<PublicOrigin>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::optional::<String>("x-natter")
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
         .and_then(
-            |marker: Option<String>, origin: Option<String>, host: Option<String>| async move {
-                check_csrf(marker.as_deref(), origin.as_deref(), host.as_deref()).map_err(reject)
+            move |marker: Option<String>, origin: Option<String>, host: Option<String>| {
+                let public = public.clone();
+                async move {
+                    check_csrf(
+                        marker.as_deref(),
+                        origin.as_deref(),
+                        host.as_deref(),
+                        public,
+                    )
+                    .map_err(reject)
+                }
             },
         )
         .untuple_one()
@@ -123,20 +205,26 @@ fn check_csrf(
     marker: Option<&str>,
     origin: Option<&str>,
     host: Option<&str>,
+    public: Option<PublicOrigin>,
 ) -> Result<(), ApiError> {
     if marker != Some("1") {
         return Err(ApiError::forbidden(
             "missing the X-Natter: 1 header (CSRF protection)",
         ));
     }
-    if let (Some(origin), Some(host)) = (origin, host) {
-        let same = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            == Some(host);
-        if !same {
-            return Err(ApiError::forbidden("cross-origin request refused"));
+    let same = match (origin, host, public) {
+        (None, _, _) => true,
+        (Some(origin), _, Some(public)) => public.accepts_origin(origin),
+        (Some(origin), Some(host), None) => {
+            origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                == Some(host)
         }
+        (Some(_), None, None) => true,
+    };
+    if !same {
+        return Err(ApiError::forbidden("cross-origin request refused"));
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Logging in and out: operators with a password, machine users with their chat link's token.
 
+use std::net::IpAddr;
+
 use natter_actors::directory;
 use natter_actors::machines::Scope;
 use natter_actors::protocol::{Participant, ParticipantKind, SessionCommand};
@@ -20,8 +22,14 @@ fn dummy_hash() -> &'static str {
 }
 
 /// POST /api/login
-pub async fn login(gw: Gateway, body: LoginRequest) -> Result<Response, ApiError> {
-    let record = directory::get_operator(&gw.stores().operators, body.username.trim())
+pub async fn login(
+    gw: Gateway,
+    client: Option<IpAddr>,
+    body: LoginRequest,
+) -> Result<Response, ApiError> {
+    let username = body.username.trim();
+    gw.limits().check_login(client, username)?;
+    let record = directory::get_operator(&gw.stores().operators, username)
         .await
         .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let hash = record
@@ -29,9 +37,11 @@ pub async fn login(gw: Gateway, body: LoginRequest) -> Result<Response, ApiError
         .map(|r| r.password_hash.clone())
         .unwrap_or_else(|| dummy_hash().to_string());
     let password = body.password;
-    let ok = tokio::task::spawn_blocking(move || directory::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let ok = gw
+        .limits()
+        .hashes
+        .run(move || directory::verify_password(&password, &hash))
+        .await?;
     let Some(record) = record.filter(|_| ok) else {
         return Err(ApiError::new(
             ErrorKind::Unauthenticated,
@@ -48,6 +58,7 @@ pub async fn login(gw: Gateway, body: LoginRequest) -> Result<Response, ApiError
         session: None,
         scope: record.scope(),
         scopes: record.scopes.clone(),
+        key: String::new(),
     };
     let mut r = json_reply(StatusCode::OK, &OperatorView::from(&login));
     set_login_cookie(&gw, &mut r, &login, OPERATOR_COOKIE, "/").await?;
@@ -60,7 +71,8 @@ pub async fn logout(gw: Gateway, token: Option<String>) -> Result<Response, ApiE
         gw.delete_login(&t).await;
     }
     let mut r = StatusCode::NO_CONTENT.into_response();
-    set_cookie(&mut r, &auth::clear_cookie(OPERATOR_COOKIE, "/"));
+    let secure = gw.config().cookies_secure();
+    set_cookie(&mut r, &auth::clear_cookie(OPERATOR_COOKIE, "/", secure));
     Ok(r)
 }
 
@@ -69,21 +81,33 @@ pub fn me(l: Login) -> Response {
     json_reply(StatusCode::OK, &OperatorView::from(&l))
 }
 
-/// POST /m/{id}/api/login
+/// POST /m/{id}/api/login. Every failure is the same 401, whether the session exists or not.
 pub async fn machine_user_login(
     id: String,
     gw: Gateway,
     body: TokenRequest,
 ) -> Result<Response, ApiError> {
+    let invalid = || ApiError::new(ErrorKind::Unauthenticated, "this chat link is not valid");
     if body.token.is_empty() || body.token.len() > 128 {
-        return Err(ApiError::new(
-            ErrorKind::Unauthenticated,
-            "this chat link is not valid",
-        ));
+        return Err(invalid());
     }
-    let ack = gw
-        .command(&id, &SessionCommand::MachineLogin { token: body.token })
-        .await?;
+    // A session actor starts on its first command: ask the sessions bucket first, so that
+    // made-up session IDs start none.
+    let known = gw
+        .stores()
+        .sessions
+        .get(&id)
+        .await
+        .map_err(|_| ApiError::unavailable("could not check the chat link; try again"))?;
+    if known.is_none() {
+        return Err(invalid());
+    }
+    let login = SessionCommand::MachineLogin { token: body.token };
+    let ack = match gw.command(&id, &login).await {
+        // Gone between the two looks (expired): still the answer to a wrong link.
+        Err(e) if e.kind() == ErrorKind::NotFound => return Err(invalid()),
+        answer => answer?,
+    };
     let who = ack
         .participant
         .ok_or_else(|| ApiError::unavailable("the session did not name the machine user"))?;
@@ -94,6 +118,7 @@ pub async fn machine_user_login(
         // A machine user is confined to its session by the login itself.
         scope: Scope::All,
         scopes: Vec::new(),
+        key: String::new(),
     };
     let mut r = json_reply(StatusCode::OK, &ack.session);
     set_login_cookie(
@@ -124,7 +149,7 @@ async fn set_login_cookie(
             &token,
             path,
             config.login_ttl.as_secs(),
-            config.secure_cookies,
+            config.cookies_secure(),
         ),
     );
     Ok(())

@@ -12,6 +12,7 @@ use super::json_reply;
 use super::models::FilterQuery;
 use crate::auth::Login;
 use crate::error::ApiError;
+use crate::limits::StreamOwner;
 use crate::{Gateway, sse};
 
 /// How long Quick View waits for the agent actor's live record.
@@ -45,7 +46,8 @@ pub async fn list(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, Api
 /// GET /api/machines/events?filter=
 pub async fn events(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, ApiError> {
     let filter = checked_filter(q.filter)?;
-    let stream = sse::machine_stream(gw.directory(), l.scope, filter);
+    let slot = gw.limits().open_stream(&l.key, StreamOwner::Operator)?;
+    let stream = sse::machine_stream(gw.directory(), l.scope, filter).holding(slot);
     Ok(sse::response(stream, gw.shutdown_token()))
 }
 

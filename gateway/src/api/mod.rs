@@ -21,8 +21,7 @@ use warp::{Filter, Rejection};
 use crate::Gateway;
 use crate::error::ApiError;
 use filters::{
-    csrf, json_body, last_event_id, machine_user_token, operator, operator_token, session_id,
-    with_gw,
+    client_addr, last_event_id, machine_user_token, operator, operator_token, session_id, with_gw,
 };
 
 /// What every route filter is: a response, or a rejection for the next route to try.
@@ -36,16 +35,31 @@ macro_rules! any_of {
     };
 }
 
-/// Every route, with errors turned into JSON.
+/// Every route, with errors turned into JSON. Health checks answer whatever the `Host`
+/// (probes use the node's own address); everything else must be asked for by our public name.
 pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
-    any_of!(
-        pages(gw.clone()),
+    let host = filters::host(gw.config().public_origin.clone(), gw.limits().clone());
+    let api = any_of!(
+        pages(),
         operator_api(gw.clone()),
-        machine_user_api(gw)
-    )
-    .recover(filters::recover)
-    .unify()
-    .boxed()
+        machine_user_api(gw.clone())
+    );
+    any_of!(health(gw), host.and(api))
+        .recover(filters::recover)
+        .unify()
+        .boxed()
+}
+
+/// The CSRF check, against our public origin.
+fn csrf(gw: &Gateway) -> impl Filter<Extract = (), Error = Rejection> + Clone + use<> {
+    filters::csrf(gw.config().public_origin.clone())
+}
+
+/// A JSON body, within the body limits.
+fn json_body<T: serde::de::DeserializeOwned + Send>(
+    gw: &Gateway,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone + use<T> {
+    filters::json_body(gw.limits().clone())
 }
 
 /// Runs a handler and turns its error into the JSON error response.
@@ -78,7 +92,16 @@ fn machine_user_session() -> impl Filter<Extract = (String,), Error = Rejection>
     warp::path("m").and(session_id()).and(warp::path("api"))
 }
 
-fn pages(gw: Gateway) -> impl Route {
+fn health(gw: Gateway) -> impl Route {
+    let healthz = warp::path!("healthz").and(warp::get()).map(pages::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_gw(gw))
+        .map(pages::readyz);
+    any_of!(healthz, readyz)
+}
+
+fn pages() -> impl Route {
     let index = warp::path::end().and(warp::get()).map(pages::index);
     let chat = warp::path!("chat" / String)
         .and(warp::get())
@@ -91,12 +114,7 @@ fn pages(gw: Gateway) -> impl Route {
     let static_file = warp::path!("static" / String)
         .and(warp::get())
         .and_then(pages::static_file);
-    let healthz = warp::path!("healthz").and(warp::get()).map(pages::healthz);
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
-        .and(with_gw(gw))
-        .map(pages::readyz);
-    any_of!(index, chat, machine_user_chat, static_file, healthz, readyz)
+    any_of!(index, chat, machine_user_chat, static_file)
 }
 
 fn operator_api(gw: Gateway) -> impl Route {
@@ -129,16 +147,17 @@ fn machine_user_api(gw: Gateway) -> impl Route {
 fn login(gw: Gateway) -> impl Route {
     warp::path!("api" / "login")
         .and(warp::post())
-        .and(csrf())
+        .and(csrf(&gw))
+        .and(client_addr())
+        .and(json_body(&gw))
         .and(with_gw(gw))
-        .and(json_body())
-        .and_then(|gw, body| respond(login::login(gw, body)))
+        .and_then(|client, body, gw| respond(login::login(gw, client, body)))
 }
 
 fn logout(gw: Gateway) -> impl Route {
     warp::path!("api" / "logout")
         .and(warp::post())
-        .and(csrf())
+        .and(csrf(&gw))
         .and(with_gw(gw))
         .and(operator_token())
         .and_then(|gw, token| respond(login::logout(gw, token)))
@@ -180,10 +199,10 @@ fn machine_details(gw: Gateway) -> impl Route {
 fn start_chat(gw: Gateway) -> impl Route {
     warp::path!("api" / "chats")
         .and(warp::post())
-        .and(csrf())
+        .and(csrf(&gw))
         .and(operator(gw.clone()))
-        .and(with_gw(gw))
-        .and(json_body())
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
         .and_then(|l, gw, body| respond(sessions::start_chat(l, gw, body)))
 }
 
@@ -200,7 +219,7 @@ fn session_join(gw: Gateway) -> impl Route {
     operator_session()
         .and(warp::path!("join"))
         .and(warp::post())
-        .and(csrf())
+        .and(csrf(&gw))
         .and(operator(gw.clone()))
         .and(with_gw(gw))
         .and_then(|id, l, gw| respond(sessions::join(id, l, gw)))
@@ -210,10 +229,10 @@ fn session_send(gw: Gateway) -> impl Route {
     operator_session()
         .and(warp::path!("messages"))
         .and(warp::post())
-        .and(csrf())
+        .and(csrf(&gw))
         .and(operator(gw.clone()))
-        .and(with_gw(gw))
-        .and(json_body())
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
         .and_then(|id, l, gw, body| respond(sessions::send(id, l, gw, body)))
 }
 
@@ -221,7 +240,7 @@ fn session_end(gw: Gateway) -> impl Route {
     operator_session()
         .and(warp::path!("end"))
         .and(warp::post())
-        .and(csrf())
+        .and(csrf(&gw))
         .and(operator(gw.clone()))
         .and(with_gw(gw))
         .and_then(|id, l, gw| respond(sessions::end(id, l, gw)))
@@ -241,9 +260,9 @@ fn mu_login(gw: Gateway) -> impl Route {
     machine_user_session()
         .and(warp::path!("login"))
         .and(warp::post())
-        .and(csrf())
-        .and(with_gw(gw))
-        .and(json_body())
+        .and(csrf(&gw))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
         .and_then(|id, gw, body| respond(login::machine_user_login(id, gw, body)))
 }
 
@@ -260,10 +279,10 @@ fn mu_send(gw: Gateway) -> impl Route {
     machine_user_session()
         .and(warp::path!("messages"))
         .and(warp::post())
-        .and(csrf())
+        .and(csrf(&gw))
         .and(machine_user_token())
-        .and(with_gw(gw))
-        .and(json_body())
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
         .and_then(|id, token, gw, body| respond(sessions::mu_send(id, token, gw, body)))
 }
 
@@ -271,7 +290,7 @@ fn mu_end(gw: Gateway) -> impl Route {
     machine_user_session()
         .and(warp::path!("end"))
         .and(warp::post())
-        .and(csrf())
+        .and(csrf(&gw))
         .and(machine_user_token())
         .and(with_gw(gw))
         .and_then(|id, token, gw| respond(sessions::mu_end(id, token, gw)))

@@ -2,7 +2,7 @@
 //! machine user under `/m/{id}/api`).
 
 use natter_actors::machines::Scope;
-use natter_actors::protocol::{Participant, SessionCommand, valid_machine_id};
+use natter_actors::protocol::{Participant, ParticipantKind, SessionCommand, valid_machine_id};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -12,6 +12,7 @@ use super::models::{
 };
 use crate::auth::{self, Login};
 use crate::error::{ApiError, ErrorKind};
+use crate::limits::StreamOwner;
 use crate::{Gateway, sse};
 
 /// POST /api/chats
@@ -105,7 +106,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let cursors = sse::parse_cursors(q.sessions.as_deref().unwrap_or(""), q.since.unwrap_or(0))?;
     let last = sse::parse_last_event_id(last_event_id.as_deref())?;
-    event_stream(&gw, &l.who, &l.scope, cursors, last).await
+    event_stream(&gw, &l, cursors, last).await
 }
 
 /// GET /m/{id}/api/session
@@ -142,7 +143,7 @@ pub async fn mu_events(
     let l = auth::machine_user(&gw, token, &id).await?;
     let last = sse::parse_last_event_id(last_event_id.as_deref())?;
     let cursors = vec![(id, q.since.unwrap_or(0))];
-    event_stream(&gw, &l.who, &l.scope, cursors, last).await
+    event_stream(&gw, &l, cursors, last).await
 }
 
 /// Runs a command and answers with the session it returns (`<SessionView>`).
@@ -188,13 +189,18 @@ async fn end_session(
     Ok(json_reply(StatusCode::OK, &SessionEnded { seq: ack.seq }))
 }
 
+/// The event stream of `l`'s sessions, within the login's cap of open streams.
 async fn event_stream(
     gw: &Gateway,
-    who: &Participant,
-    scope: &Scope,
+    l: &Login,
     cursors: Vec<(String, u64)>,
     last_event_id: u64,
 ) -> Result<Response, ApiError> {
-    let stream = sse::open(gw, who, scope, cursors, last_event_id).await?;
-    Ok(sse::response(stream, gw.shutdown_token()))
+    let owner = match l.who.kind {
+        ParticipantKind::Operator => StreamOwner::Operator,
+        ParticipantKind::MachineUser => StreamOwner::MachineUser,
+    };
+    let slot = gw.limits().open_stream(&l.key, owner)?;
+    let stream = sse::open(gw, &l.who, &l.scope, cursors, last_event_id).await?;
+    Ok(sse::response(stream.holding(slot), gw.shutdown_token()))
 }

@@ -22,6 +22,7 @@ use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
 use crate::error::ApiError;
+use crate::limits::Slot;
 
 pub use machines::machine_stream;
 pub use sessions::open;
@@ -35,14 +36,31 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 type SseItem = Result<Event, Infallible>;
 
+/// How long a browser waits before it reconnects a dropped stream (EventSource's default is about
+/// 3 s; a node restart should cost less). Sent as `retry:` first on every stream.
+pub const RECONNECT_AFTER: Duration = Duration::from_millis(1000);
+
 /// An event stream: `Send + Sync` as `warp::sse::reply` needs, although what it wraps (a replay's
 /// ordered consumer, a broadcast receive) is not `Sync`. The stream is only ever reached through
 /// `&mut` ([`Mutex::get_mut`], no locking), which is what makes sharing it between threads sound.
-pub struct SseStream(Mutex<Pin<Box<dyn Stream<Item = SseItem> + Send>>>);
+pub struct SseStream {
+    events: Mutex<Pin<Box<dyn Stream<Item = SseItem> + Send>>>,
+    /// The login's stream slot, freed when the stream ends or the client goes away.
+    _slot: Option<Slot<String>>,
+}
 
 impl SseStream {
     fn new(stream: impl Stream<Item = SseItem> + Send + 'static) -> Self {
-        SseStream(Mutex::new(Box::pin(stream)))
+        SseStream {
+            events: Mutex::new(Box::pin(stream)),
+            _slot: None,
+        }
+    }
+
+    /// The same stream, holding `slot` for as long as it lives.
+    pub fn holding(mut self, slot: Slot<String>) -> Self {
+        self._slot = Some(slot);
+        self
     }
 }
 
@@ -50,14 +68,15 @@ impl Stream for SseStream {
     type Item = SseItem;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SseItem>> {
-        self.get_mut().0.get_mut().as_mut().poll_next(cx)
+        self.get_mut().events.get_mut().as_mut().poll_next(cx)
     }
 }
 
-/// An SSE response: keep-alive comments, no caching, no proxy buffering. The stream ends on
-/// `shutdown`, so graceful drain does not wait for it forever.
+/// An SSE response: a reconnect delay first, keep-alive comments, no caching, no proxy
+/// buffering. The stream ends on `shutdown`, so graceful drain does not wait for it forever.
 pub fn response(stream: SseStream, shutdown: &CancellationToken) -> Response {
-    let stream = stream.take_until(shutdown.clone().cancelled_owned());
+    let retry = futures::stream::iter([Ok(Event::default().retry(RECONNECT_AFTER))]);
+    let stream = retry.chain(stream.take_until(shutdown.clone().cancelled_owned()));
     let reply = warp::sse::reply(warp::sse::keep_alive().interval(KEEP_ALIVE).stream(stream));
     let mut r = reply.into_response();
     r.headers_mut().insert(

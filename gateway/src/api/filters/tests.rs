@@ -1,5 +1,6 @@
 //! The filters as a browser meets them: status and `{error, message}` body, no server, no NATS.
 
+use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 use warp::http::StatusCode;
@@ -14,9 +15,19 @@ struct Greeting {
 
 /// A POST route guarded like ours: CSRF check, then a JSON body; echoes the text.
 fn guarded_post() -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    warp::post()
-        .and(csrf())
-        .and(json_body::<Greeting>())
+    guarded_post_for(None)
+}
+
+/// [`guarded_post`] of a gateway whose public URL is `public`.
+fn guarded_post_for(
+    public: Option<&str>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let public = public.map(|p| PublicOrigin::parse(p).expect("a public URL"));
+    let limits = Arc::new(Limits::new(Default::default()));
+    host(public.clone(), limits.clone())
+        .and(warp::post())
+        .and(csrf(public))
+        .and(json_body::<Greeting>(limits))
         .map(|g: Greeting| g.text.into_response())
         .recover(recover)
         .unify()
@@ -246,4 +257,122 @@ async fn session_id_rejects_what_is_not_a_session_as_not_found() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.body().as_ref(), id.as_bytes());
+}
+
+#[tokio::test]
+async fn json_body_refuses_arrays_and_other_non_objects() {
+    for body in [r#"["hi"]"#, r#""hi""#, "42", "null", " \n[\"hi\"]"] {
+        let res = json_post().body(body).reply(&guarded_post()).await;
+        assert_eq!(
+            error_of(&res),
+            (StatusCode::BAD_REQUEST, "bad_request".into()),
+            "{body}"
+        );
+    }
+    let res = json_post()
+        .body(" \n{\"text\":\"hi\"}")
+        .reply(&guarded_post())
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn with_a_public_url_the_host_must_name_it() {
+    let routes = guarded_post_for(Some("https://natter.example"));
+    // `post()` says Host: natter.example:8080, which is not the public origin.
+    let res = json_post().body(r#"{"text":"hi"}"#).reply(&routes).await;
+    assert_eq!(
+        error_of(&res),
+        (StatusCode::BAD_REQUEST, "bad_request".into())
+    );
+
+    let res = json_post()
+        .header("host", "natter.example")
+        .body(r#"{"text":"hi"}"#)
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn with_a_public_url_the_origin_must_be_it_even_if_the_host_agrees() {
+    let routes = guarded_post_for(Some("https://natter.example"));
+    let post_from = |origin: &'static str| {
+        json_post()
+            .header("host", "natter.example")
+            .header("origin", origin)
+            .body(r#"{"text":"hi"}"#)
+    };
+    let res = post_from("https://natter.example").reply(&routes).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    for foreign in ["http://natter.example", "https://evil.example", "null"] {
+        let res = post_from(foreign).reply(&routes).await;
+        assert_eq!(
+            error_of(&res),
+            (StatusCode::FORBIDDEN, "forbidden".into()),
+            "{foreign}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_loopback_public_url_accepts_the_other_loopback_names() {
+    let routes = guarded_post_for(Some("http://127.0.0.1:8080"));
+    let res = json_post()
+        .header("host", "localhost:8080")
+        .header("origin", "http://localhost:8080")
+        .body(r#"{"text":"hi"}"#)
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = json_post()
+        .header("host", "rebound.example:8080")
+        .body(r#"{"text":"hi"}"#)
+        .reply(&routes)
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_rate_limited_answer_says_when_to_retry() {
+    let routes = warp::any()
+        .and_then(|| async {
+            let e = ApiError::new(ErrorKind::RateLimited, "too many login attempts")
+                .retry_after(std::time::Duration::from_millis(2300));
+            Err::<Response, _>(reject(e))
+        })
+        .recover(recover)
+        .unify();
+    let res = warp::test::request().reply(&routes).await;
+    assert_eq!(
+        error_of(&res),
+        (StatusCode::TOO_MANY_REQUESTS, "rate_limited".into())
+    );
+    assert_eq!(res.headers()["retry-after"], "3");
+}
+
+#[tokio::test]
+async fn the_client_address_is_the_one_the_server_tagged() {
+    let routes = client_addr().map(|ip: Option<IpAddr>| format!("{ip:?}").into_response());
+    let res = warp::test::request()
+        .extension(ClientAddr(IpAddr::from([10, 1, 2, 3])))
+        .reply(&routes)
+        .await;
+    assert_eq!(res.body().as_ref(), b"Some(10.1.2.3)");
+}
+
+#[test]
+fn cookies_are_secure_when_asked_or_when_the_public_url_is_https() {
+    let config = |secure_cookies, url: Option<&str>| crate::GatewayConfig {
+        secure_cookies,
+        public_origin: url.and_then(PublicOrigin::parse),
+        ..Default::default()
+    };
+    assert!(!config(false, Some("http://127.0.0.1:8080")).cookies_secure());
+    assert!(!config(false, None).cookies_secure());
+    assert!(config(true, None).cookies_secure());
+    assert!(config(false, Some("https://natter.example")).cookies_secure());
+    let cookie = crate::auth::login_cookie("natter_op", "t", "/", 60, true);
+    assert!(cookie.ends_with("; Secure"), "{cookie}");
+    assert!(crate::auth::clear_cookie("natter_op", "/", true).contains("; Secure"));
 }

@@ -1,0 +1,104 @@
+//! The accept loop: connection caps at accept, hyper's HTTP/1 per connection with a header
+//! timeout, each request tagged with its client address, and a bounded drain on shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::Service;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::limits::{ClientAddr, ConnectionSlot, Limits, count};
+use crate::{Gateway, api};
+
+type Routes = warp::filters::BoxedFilter<(warp::reply::Response,)>;
+
+/// Serves HTTP on `listener` until `shutdown` is cancelled, then drains open connections
+/// (SSE streams end themselves on shutdown) for at most the drain timeout.
+///
+/// Connections are served by hyper's HTTP/1 connection builder on our own accept loop: it costs
+/// less memory per idle SSE connection than warp's HTTP/1+2 server, and it is where connections
+/// are capped.
+pub async fn serve(listener: TcpListener, gateway: Gateway) {
+    let shutdown = gateway.shutdown_token().clone();
+    let drain = gateway.config().drain_timeout;
+    let limits = gateway.limits().clone();
+    let routes = api::routes(gateway);
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        // Over a cap: dropping the stream closes it before a byte is read.
+        let Some(slot) = limits.admit_connection(peer.ip()) else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            routes: routes.clone(),
+            limits: limits.clone(),
+            shutdown: shutdown.clone(),
+            drain,
+            _slot: slot,
+        };
+        tracker.spawn(connection.serve(stream, peer));
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(drain + Duration::from_secs(1), tracker.wait()).await;
+    tracing::info!(limits = ?limits.stats(), "gateway stopped");
+}
+
+/// One accepted connection and what it holds while open.
+struct Connection {
+    routes: Routes,
+    limits: Arc<Limits>,
+    shutdown: CancellationToken,
+    drain: Duration,
+    _slot: ConnectionSlot,
+}
+
+impl Connection {
+    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+        let client = ClientAddr(peer.ip());
+        let routes = TowerToHyperService::new(warp::service(self.routes.clone()));
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(client);
+            routes.call(req)
+        });
+        // The header timeout runs from the moment hyper waits for a request head: it bounds a
+        // half-sent request and an idle keep-alive alike, never a response (an SSE stream) in
+        // progress. Without a timer hyper ignores it.
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.limits.config.header_timeout)
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            _ = self.shutdown.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::time::timeout(self.drain, conn).await.unwrap_or(Ok(()))
+            }
+        };
+        if let Err(e) = result
+            && e.is_timeout()
+        {
+            count(&self.limits.counters.connection_timeouts);
+        }
+    }
+}
