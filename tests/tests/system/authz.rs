@@ -15,6 +15,8 @@ const PC2: &str = "pc2.sales.acme";
 const SRV1: &str = "srv1.dc.globex";
 /// A message in session A that only its members may read.
 const SECRET: &str = "the-secret-of-session-a";
+/// A message in session B.
+const SECRET_B: &str = "the-secret-of-session-b";
 /// A well-formed session ID that names no session.
 const UNKNOWN: &str = "01JD0000000000000000000000";
 /// A request's expected status, or "not asked" for a cell that means nothing (a cross-site GET:
@@ -107,6 +109,7 @@ fn all(status: u16, crosssite: u16) -> [u16; 10] {
 }
 
 /// Reads, requests and streams that change nothing, then the changes, the ends and the logout.
+#[rustfmt::skip]
 fn http_rows() -> Vec<Row> {
     let machines = |r: Row| {
         r.sees("admin", &[PC1, PC2, SRV1], &[])
@@ -114,81 +117,50 @@ fn http_rows() -> Vec<Row> {
             .sees("nonmember", &[PC1, PC2], &[SRV1, "frank"])
             .sees("otherorg", &[SRV1], &[PC1, PC2, "carol", "erin"])
     };
+    let page = |path| row("GET", path, all(200, NA)).sees("anonymous", &[], &[SECRET, "carol"]);
     let message = json!({"id": "authz-1", "text": "hello"});
     let bad_token = json!({"token": "not-the-token"});
     vec![
-        row("GET", "/", all(200, NA)).sees("anonymous", &[], &[SECRET, "carol"]),
-        row("GET", "/chat/{A}", all(200, NA)).sees("anonymous", &[], &[SECRET, "carol"]),
-        row("GET", "/m/{A}", all(200, NA)).sees("anonymous", &[], &[SECRET, "carol"]),
+        page("/"),
+        page("/chat/{A}"),
+        page("/m/{A}"),
         row("GET", "/static/index.js", all(200, NA)),
         row("GET", "/healthz", all(200, NA)),
         row("GET", "/readyz", all(200, NA)),
         row("GET", "/api/me", op([200; 4], NA)).sees("scoped", &["sales.acme"], &[]),
         machines(row("GET", "/api/machines", op([200; 4], NA))),
-        row("GET", "/api/machines?filter=acme", op([200; 4], NA)).sees(
-            "otherorg",
-            &[],
-            &[PC1, PC2],
-        ),
-        row(
-            "GET",
-            "/api/machines/pc1.sales.acme",
-            op([200, 200, 200, 404], NA),
-        )
-        .sees("scoped", &["carol"], &[]),
-        row(
-            "GET",
-            "/api/machines/srv1.dc.globex",
-            op([200, 404, 404, 200], NA),
-        )
-        .sees("otherorg", &["frank"], &[]),
+        // A filter narrows within the scope, never widens it.
+        row("GET", "/api/machines?filter=acme", op([200; 4], NA)).sees("otherorg", &[], &[PC1, PC2]),
+        row("GET", "/api/machines?filter=*globex", op([200; 4], NA)).sees("scoped", &[], &[SRV1]),
+        row("GET", "/api/machines/pc1.sales.acme", op([200, 200, 200, 404], NA)).sees("scoped", &["carol"], &[]),
+        row("GET", "/api/machines/srv1.dc.globex", op([200, 404, 404, 200], NA)).sees("otherorg", &["frank"], &[]),
         row("GET", "/api/machines/pc7.sales.acme", op([404; 4], NA)),
-        row("GET", "/api/sessions/{A}", op([200, 200, 403, 404], NA)).sees(
-            "scoped",
-            &[PC1, "carol"],
-            &[],
-        ),
+        row("GET", "/api/sessions/{A}", op([200, 200, 403, 404], NA)).sees("scoped", &[PC1, "carol"], &[]),
         row("GET", "/api/sessions/{U}", op([404; 4], NA)),
         machines(row("GET", "/api/machines/events", op([200; 4], NA))),
-        row(
-            "GET",
-            "/api/events?sessions={A}",
-            op([200, 200, 403, 404], NA),
-        )
-        .sees("admin", &[SECRET], &[])
-        .sees("scoped", &[SECRET], &[]),
-        row(
-            "GET",
-            "/api/events?sessions={A},{B}",
-            op([200, 403, 403, 404], NA),
-        ),
+        machines(row("GET", "/api/machines/events?filter=*", op([200; 4], NA))),
+        row("GET", "/api/events?sessions={A}", op([200, 200, 403, 404], NA))
+            .sees("admin", &[SECRET], &[SECRET_B])
+            .sees("scoped", &[SECRET], &[SECRET_B]),
+        row("GET", "/api/events?sessions={A},{B}", op([200, 403, 403, 404], NA)).sees("admin", &[SECRET, SECRET_B], &[]),
         row("GET", "/api/events?sessions={U}", op([404; 4], NA)),
-        row("GET", "/m/{A}/api/session", mu(200, 401, NA)).sees("mu", &[PC1], &[]),
+        row("GET", "/m/{A}/api/session", mu(200, 401, NA)).sees("mu", &[PC1], &[PC2]),
         row("GET", "/m/{U}/api/session", mu(401, 401, NA)),
-        row("GET", "/m/{A}/api/events", mu(200, 401, NA)).sees("mu", &[SECRET], &[]),
-        row("GET", "/m/{B}/api/events", mu(401, 200, NA)).sees("othermu", &[], &[SECRET]),
-        row("POST", "/api/login", all(401, 403))
-            .body(json!({"username": "alice", "password": "wrong"})),
+        row("GET", "/m/{A}/api/events", mu(200, 401, NA)).sees("mu", &[SECRET], &[SECRET_B]),
+        // The machine user's stream carries its own session only, whatever the query says.
+        row("GET", "/m/{A}/api/events?sessions={B}", mu(200, 401, NA)).sees("mu", &[SECRET], &[SECRET_B]),
+        row("GET", "/m/{B}/api/events", mu(401, 200, NA)).sees("othermu", &[SECRET_B], &[SECRET]),
+        row("GET", "/m/{U}/api/events", mu(401, 401, NA)),
+        row("POST", "/api/login", all(401, 403)).body(json!({"username": "alice", "password": "wrong"})),
         row("POST", "/m/{A}/api/login", all(401, 403)).body(bad_token.clone()),
         row("POST", "/m/{U}/api/login", all(401, 403)).body(bad_token),
-        row(
-            "POST",
-            "/api/sessions/{A}/messages",
-            op([201, 201, 403, 404], 403),
-        )
-        .body(message.clone()),
+        row("POST", "/api/sessions/{A}/messages", op([201, 201, 403, 404], 403)).body(message.clone()),
         row("POST", "/m/{A}/api/messages", mu(201, 401, 403)).body(message),
+        // Asking for a chat with a machine outside the scope (an in-scope one would join A).
+        row("POST", "/api/chats", op([NA, NA, NA, 404], 403)).body(json!({"machine": PC1})),
         row("POST", "/api/chats", op([201, 404, 404, 200], 403)).body(json!({"machine": SRV1})),
-        row(
-            "POST",
-            "/api/sessions/{A}/join",
-            op([200, 200, 200, 404], 403),
-        ),
-        row(
-            "POST",
-            "/api/sessions/{B}/end",
-            op([200, 403, 403, 404], 403),
-        ),
+        row("POST", "/api/sessions/{A}/join", op([200, 200, 200, 404], 403)),
+        row("POST", "/api/sessions/{B}/end", op([200, 403, 403, 404], 403)),
         row("POST", "/m/{A}/api/end", mu(200, 401, 403)),
         row("POST", "/api/logout", all(204, 403)),
     ]
@@ -212,6 +184,8 @@ async fn world(s: &Fixture) -> World {
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = alice.send(&a, "secret-1", SECRET).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = alice.send(&b, "secret-2", SECRET_B).await;
     assert_eq!(status, StatusCode::CREATED);
     let olga = s.node.operator("olga").await;
     let olga_cookie = op_cookie(&olga);
@@ -283,6 +257,7 @@ impl World {
     fn secrets(&self) -> Vec<String> {
         let names = [
             SECRET,
+            SECRET_B,
             "carol",
             "erin",
             "frank",
