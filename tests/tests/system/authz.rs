@@ -1,8 +1,10 @@
 //! The authorization matrix (issue 9): every role × every HTTP route and event stream of
-//! docs/api.md, and every NATS identity × every subject an agent can name. Each row of a table
+//! docs/api.md (here), and every NATS identity × every subject an agent can name ([`nats`]). Each row of a table
 //! is one request, each column one role. A refusal leaks nothing: its body is exactly
 //! `{error, message}` and names no member, message, user, machine or session the request did
 //! not name itself; outside an operator's scope a session or machine does not exist (404).
+
+mod nats;
 
 use std::time::Duration;
 
@@ -195,7 +197,7 @@ async fn world(s: &Fixture) -> World {
     // Every login's token goes in both cookies: an operator's must not pass as a machine
     // user's, nor the other way round.
     let both = |t: &str| format!("natter_op={t}; natter_mu={t}");
-    let mu = |b: &Browser, session: &str| {
+    let mu_token = |b: &Browser, session: &str| {
         b.cookie(&format!("/m/{session}/"), "natter_mu")
             .expect("a machine-user cookie")
     };
@@ -207,12 +209,12 @@ async fn world(s: &Fixture) -> World {
         None,
         Some(both(&"ab".repeat(32))),
         Some(both(&olga_cookie)),
-        Some(both(&mu(&mu_a, &a))),
-        Some(both(&mu(&mu_b, &b))),
+        Some(both(&mu_token(&mu_a, &a))),
+        Some(both(&mu_token(&mu_b, &b))),
         Some(format!(
             "natter_op={}; natter_mu={}",
             op_cookie(&alice),
-            mu(&mu_a, &a)
+            mu_token(&mu_a, &a)
         )),
     ];
     let roles = ROLES
@@ -404,319 +406,6 @@ async fn every_role_gets_exactly_its_share_of_every_route_and_stream() {
     for role in &world.roles[..4] {
         let r = row("GET", "/api/me", op([401; 4], NA));
         world.check_cell(&r, role, 401).await;
-    }
-    s.shutdown().await;
-}
-
-/// A NATS client whose server errors (permission violations) are kept for the test to read.
-struct Watched {
-    client: async_nats::Client,
-    errors: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Watched {
-    async fn connect(options: async_nats::ConnectOptions, nats: &TestNats) -> Watched {
-        let errors = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let kept = errors.clone();
-        let client = options
-            .event_callback(move |event| {
-                let kept = kept.clone();
-                async move {
-                    if let async_nats::Event::ServerError(e) = event {
-                        kept.lock()
-                            .expect("errors")
-                            .push(e.to_string().to_lowercase());
-                    }
-                }
-            })
-            .connect(nats.url())
-            .await
-            .expect("connect");
-        Watched { client, errors }
-    }
-
-    /// Whether the server refused `action` ("publish" or "subscription") on `subject`.
-    fn refused(&self, action: &str, subject: &str) -> bool {
-        let violation =
-            format!("permissions violation for {action} to \"{subject}\"").to_lowercase();
-        self.errors
-            .lock()
-            .expect("errors")
-            .iter()
-            .any(|e| e.contains(&violation))
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Nats {
-    Allowed,
-    Refused,
-}
-use Nats::{Allowed, Refused};
-
-/// Publishes or subscribes as each identity; returns the subscriptions, to check later that the
-/// refused ones never deliver anything.
-async fn try_subject(
-    who: &Watched,
-    action: &str,
-    subject: &str,
-    payload: &[u8],
-) -> Option<async_nats::Subscriber> {
-    if action == "publish" {
-        who.client
-            .publish(subject.to_string(), payload.to_vec().into())
-            .await
-            .expect("a publish is queued");
-        None
-    } else {
-        who.client.subscribe(subject.to_string()).await.ok()
-    }
-}
-
-fn checkin(machine: &str, user: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({
-        "v": 1, "machine": machine, "agent_version": "x", "os": "linux", "ip": "10.0.0.9",
-        "user": user, "idle_secs": 0, "interval_secs": 30
-    }))
-    .expect("json")
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_nats_identity_reaches_only_its_own_subjects() {
-    use natter_actors::subjects;
-    let s = Scenario::new()
-        .machine(PC1, "carol")
-        .machine(PC2, "erin")
-        .operator("alice")
-        .start()
-        .await;
-    let alice = s.operator("alice");
-    let (a, _carol) = s.open_chat().await;
-    let agent = Watched::connect(s.nats.agent_options(PC1).await, &s.nats).await;
-    let simulator = Watched::connect(
-        async_nats::ConnectOptions::new()
-            .user_and_password("natter-simulator".into(), s.nats.simulator_password.clone()),
-        &s.nats,
-    )
-    .await;
-
-    // Columns: the enrolled agent of pc1, the simulator (with its right password).
-    let (pc1_checkin, pc2_checkin) = (checkin(PC1, "mallory"), checkin(PC2, "simuser"));
-    let rows: Vec<(&str, String, &[u8], [Nats; 2])> = vec![
-        (
-            "publish",
-            subjects::agent_checkin(PC1),
-            &pc1_checkin,
-            [Allowed, Allowed],
-        ),
-        (
-            "subscription",
-            subjects::agent_command(PC1),
-            b"",
-            [Allowed, Allowed],
-        ),
-        (
-            "publish",
-            subjects::agent_checkin(PC2),
-            &pc2_checkin,
-            [Refused, Allowed],
-        ),
-        (
-            "subscription",
-            subjects::agent_command(PC2),
-            b"",
-            [Refused, Allowed],
-        ),
-        (
-            "subscription",
-            "natter.agent.*.cmd".into(),
-            b"",
-            [Refused, Allowed],
-        ),
-        (
-            "subscription",
-            "natter.agent.>".into(),
-            b"",
-            [Refused, Refused],
-        ),
-        (
-            "publish",
-            subjects::session_command(&a),
-            b"{}",
-            [Refused, Refused],
-        ),
-        (
-            "subscription",
-            "natter.session.*.cmd".into(),
-            b"",
-            [Refused, Refused],
-        ),
-        (
-            "publish",
-            subjects::session_events(&a),
-            b"{}",
-            [Refused, Refused],
-        ),
-        (
-            "subscription",
-            "natter.events.>".into(),
-            b"",
-            [Refused, Refused],
-        ),
-        (
-            "publish",
-            subjects::machine_request(PC2),
-            b"{}",
-            [Refused, Refused],
-        ),
-        (
-            "subscription",
-            "natter.machine.*.req".into(),
-            b"",
-            [Refused, Refused],
-        ),
-        ("publish", "$JS.API.INFO".into(), b"", [Refused, Refused]),
-        ("subscription", "$JS.API.>".into(), b"", [Refused, Refused]),
-        (
-            "publish",
-            "$KV.natter_sessions.x".into(),
-            b"{}",
-            [Refused, Refused],
-        ),
-        ("subscription", "$KV.>".into(), b"", [Refused, Refused]),
-        (
-            "publish",
-            "$SYS.REQ.SERVER.PING.CONNZ".into(),
-            b"",
-            [Refused, Refused],
-        ),
-        ("subscription", "$SYS.>".into(), b"", [Refused, Refused]),
-        ("subscription", "_INBOX.>".into(), b"", [Refused, Refused]),
-        ("subscription", ">".into(), b"", [Refused, Refused]),
-    ];
-    let identities = [("agent", &agent), ("simulator", &simulator)];
-    let mut subscriptions = Vec::new();
-    for (action, subject, payload, expect) in &rows {
-        for ((name, who), expected) in identities.iter().zip(expect) {
-            let sub = try_subject(who, action, subject, payload).await;
-            if let Some(sub) = sub {
-                subscriptions.push((*name, subject.clone(), *expected, sub));
-            }
-        }
-    }
-    for (_, who) in &identities {
-        who.client.flush().await.expect("flush");
-    }
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    for (action, subject, _, expect) in &rows {
-        for ((name, who), expected) in identities.iter().zip(expect) {
-            let outcome = if who.refused(action, subject) {
-                Refused
-            } else {
-                Allowed
-            };
-            assert_eq!(outcome, *expected, "{name}: {action} to {subject}");
-        }
-    }
-
-    // What was allowed works: both check-ins count, and each reads the chat links it may.
-    alice
-        .wait_for(&format!("/api/machines/{PC1}"), |v| v["user"] == "mallory")
-        .await;
-    alice
-        .wait_for(&format!("/api/machines/{PC2}"), |v| v["user"] == "simuser")
-        .await;
-    let (status, _) = alice
-        .post(&format!("/api/sessions/{a}/end"), &json!({}))
-        .await;
-    assert_eq!(status, StatusCode::OK);
-    alice.new_chat(PC1).await;
-    alice.new_chat(PC2).await;
-    alice.send(&a, "after", "traffic on the session").await;
-    let mut delivered = Vec::new();
-    for (name, subject, expected, mut sub) in subscriptions {
-        let got = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
-        if let Ok(Some(m)) = got {
-            delivered.push((name, subject.clone(), m.subject.to_string()));
-            assert_eq!(
-                expected, Allowed,
-                "{name} read {} through {subject}",
-                m.subject
-            );
-        }
-    }
-    for wanted in [
-        ("agent", subjects::agent_command(PC1)),
-        ("simulator", subjects::agent_command(PC2)),
-    ] {
-        assert!(
-            delivered
-                .iter()
-                .any(|(n, s, _)| (*n, s) == (wanted.0, &wanted.1)),
-            "{wanted:?} got no chat link: {delivered:?}"
-        );
-    }
-    s.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nobody_connects_without_a_credential_of_their_own() {
-    let s = Scenario::new()
-        .machine(PC1, "carol")
-        .machine(PC2, "erin")
-        .start()
-        .await;
-    let token = s.nats.enroll_token("sales.acme", 5).await;
-    let pc1_seed = s.nats.machine_seed(PC1);
-    let refused: [(&str, &str, Option<&str>, &str); 9] = [
-        (
-            "pc9.sales.acme",
-            "fleet-secret",
-            None,
-            "unenrolled, old shared secret",
-        ),
-        ("pc9.sales.acme", &token, None, "a valid token but no key"),
-        (
-            "natter-agent",
-            "fleet-secret",
-            None,
-            "the old shared agent user",
-        ),
-        (
-            "natter-simulator",
-            "wrong",
-            None,
-            "the simulator, wrong password",
-        ),
-        (
-            "natter-simulator",
-            "",
-            Some(&pc1_seed),
-            "the simulator with an agent's key",
-        ),
-        ("natter-broker", "wrong", None, "the broker, wrong password"),
-        (
-            "natter-system",
-            "wrong",
-            None,
-            "the system user, wrong password",
-        ),
-        (PC2, "", Some(&pc1_seed), "another enrolled machine's key"),
-        (
-            PC2,
-            &token,
-            Some(&pc1_seed),
-            "another machine's key and a token",
-        ),
-    ];
-    for (user, password, seed, what) in refused {
-        let mut options =
-            async_nats::ConnectOptions::new().user_and_password(user.into(), password.into());
-        if let Some(seed) = seed {
-            options = options.nkey(seed.into());
-        }
-        let connected = options.connect(s.nats.url()).await;
-        assert!(connected.is_err(), "{what} ({user}) connected");
     }
     s.shutdown().await;
 }
