@@ -1,8 +1,9 @@
 //! The authorization matrix (issue 9): every role × every HTTP route and event stream of
-//! docs/api.md (here), and every NATS identity × every subject an agent can name ([`nats`]). Each row of a table
-//! is one request, each column one role. A refusal leaks nothing: its body is exactly
-//! `{error, message}` and names no member, message, user, machine or session the request did
-//! not name itself; outside an operator's scope a session or machine does not exist (404).
+//! docs/api.md (here), and every NATS identity × every subject an agent can name ([`nats`]).
+//! Each row of a table is one request, each column one role. A refusal leaks nothing: its body
+//! is exactly `{error, message}` and names no member, message, user, machine or session the
+//! request did not name itself; outside an operator's scope a session or machine does not exist
+//! (404).
 
 mod nats;
 
