@@ -1,7 +1,9 @@
 //! An HTTP client that behaves like one browser profile on the gateway's origin.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::cookie::{CookieStore, Jar};
 use serde_json::{Value, json};
 
 use crate::{Sse, StatusCode, WAIT, eventually};
@@ -12,6 +14,8 @@ use crate::{Sse, StatusCode, WAIT, eventually};
 pub struct Browser {
     pub client: reqwest::Client,
     pub base: String,
+    /// The cookie jar, readable so a test can replay a login's cookie by hand.
+    jar: Arc<Jar>,
 }
 
 impl Browser {
@@ -22,15 +26,29 @@ impl Browser {
     /// A browser whose connections come from `source` (a loopback address such as 127.0.0.2),
     /// so that the gateway sees another client address.
     pub fn from_source(base: &str, source: impl Into<Option<std::net::IpAddr>>) -> Browser {
+        let jar = Arc::new(Jar::default());
         Browser {
             client: reqwest::Client::builder()
-                .cookie_store(true)
+                .cookie_provider(jar.clone())
                 .timeout(Duration::from_secs(20))
                 .local_address(source.into())
                 .build()
                 .expect("http client"),
             base: base.into(),
+            jar,
         }
+    }
+
+    /// The value of the cookie `name` this browser would send to `path`, if it has one.
+    pub fn cookie(&self, path: &str, name: &str) -> Option<String> {
+        let url = self.url(path).parse().expect("a URL");
+        let header = self.jar.cookies(&url)?;
+        let prefix = format!("{name}=");
+        header
+            .to_str()
+            .ok()?
+            .split("; ")
+            .find_map(|c| c.strip_prefix(&prefix).map(str::to_string))
     }
 
     fn url(&self, path: &str) -> String {

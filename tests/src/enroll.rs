@@ -61,12 +61,19 @@ impl TestNats {
     /// answers the auth callout).
     pub async fn agent_client(&self, machine: &str) -> async_nats::Client {
         // One attempt (natter_agent::connect retries forever): a refusal fails the test.
+        self.agent_options(machine)
+            .await
+            .connect(self.url())
+            .await
+            .expect("connect as agent")
+    }
+
+    /// What the enrolled agent of `machine` connects with (machine ID, token, its key), for a
+    /// test that adds its own options (an event callback) before connecting.
+    pub async fn agent_options(&self, machine: &str) -> async_nats::ConnectOptions {
         let config = self.agent_config(machine, Duration::from_secs(30)).await;
         async_nats::ConnectOptions::new()
             .user_and_password(config.nats_user, config.nats_password)
             .nkey(config.nkey_seed.expect("an agent key"))
-            .connect(self.url())
-            .await
-            .expect("connect as agent")
     }
 }

@@ -2,6 +2,7 @@
 //! on a free port) and its own node in-process, mostly through `natter_system_tests::Scenario`.
 
 mod agent;
+mod authz;
 mod bad_input;
 mod browser;
 mod chat;
