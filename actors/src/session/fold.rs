@@ -143,7 +143,10 @@ mod tests {
         if let Some(r) = record.as_mut() {
             r.token_sha256 = "ab".repeat(32);
         }
-        for (i, body) in [end.clone(), restart.clone(), end, restart].into_iter().enumerate() {
+        for (i, body) in [end.clone(), restart.clone(), end, restart]
+            .into_iter()
+            .enumerate()
+        {
             fold(&mut record, i as u64 + 2, &event(2000, body));
         }
         let r = record.unwrap();

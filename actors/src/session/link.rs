@@ -127,7 +127,10 @@ mod tests {
         let now = crate::now_ms();
         assert!(link_accepts(&r, &token, now));
         assert!(!link_accepts(&r, "0".repeat(48).as_str(), now));
-        assert!(!r.token_sha256.contains(&token), "the record keeps only a hash");
+        assert!(
+            !r.token_sha256.contains(&token),
+            "the record keeps only a hash"
+        );
     }
 
     #[test]
