@@ -112,6 +112,10 @@ async fn a_restart_issues_a_new_link_and_cuts_off_the_old_login() {
     let alice = system.operator("alice");
     let (session, carol) = system.open_chat().await;
     let old_token = token_of(&nth_chat_url(&system, MACHINE, 1).await);
+    let mut open_stream = carol
+        .events(&format!("/m/{session}/api/events"), None)
+        .await;
+    assert_eq!(open_stream.status, StatusCode::OK);
     for step in ["end", "join"] {
         let (status, body) = alice
             .post(&format!("/api/sessions/{session}/{step}"), &json!({}))
@@ -122,6 +126,23 @@ async fn a_restart_issues_a_new_link_and_cuts_off_the_old_login() {
     // The restart sent the machine's agent a fresh link.
     let new_token = token_of(&nth_chat_url(&system, MACHINE, 2).await);
     assert_ne!(new_token, old_token);
+
+    // A stream opened in the earlier epoch shows the restart, then ends.
+    let restarted = loop {
+        let event = open_stream
+            .next(WAIT)
+            .await
+            .expect("the restart on the open stream");
+        if event.data["type"] == "restarted" {
+            break event;
+        }
+    };
+    let since = std::time::Instant::now();
+    assert!(open_stream.next(Duration::from_secs(5)).await.is_none());
+    assert!(
+        since.elapsed() < Duration::from_secs(4),
+        "the stream stayed open after {restarted:?}"
+    );
 
     // The login of the earlier epoch is refused everywhere, and so is the old token.
     let (status, body) = carol.send_as_machine_user(&session, "c1", "old").await;
