@@ -49,8 +49,8 @@ pub enum SessionCommand {
     End { by: Participant },
     /// The session as `by` may see it (membership check included).
     View { by: Participant },
-    /// Exchange the token of the machine user's chat link (a bearer token, valid for the
-    /// session's life) for the machine user's identity.
+    /// Exchange the token of the machine user's chat link for the machine user's identity.
+    /// The token works once, until it expires, and only while the chat is not ended.
     MachineLogin { token: String },
 }
 
@@ -81,6 +81,9 @@ pub struct Ack {
     /// For `MachineLogin`: who the token belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participant: Option<Participant>,
+    /// For `MachineLogin`: the session's epoch the login belongs to (see [`SessionRecord`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
 }
 
 /// Why a session command failed.
@@ -203,8 +206,15 @@ pub struct SessionRecord {
     pub created_at: u64,
     pub members: Vec<Participant>,
     pub ended: bool,
-    /// Hex SHA-256 of the machine user's link token.
+    /// Hex SHA-256 of the machine user's live link token; empty when there is none (used, or
+    /// lost with a restart whose record was rebuilt from events).
     pub token_sha256: String,
+    /// When the live link token expires unused (milliseconds since the epoch).
+    #[serde(default)]
+    pub token_expires_at: u64,
+    /// Bumped by every restart: machine-user logins of an earlier epoch are refused.
+    #[serde(default)]
+    pub epoch: u32,
     pub agent: AgentWindow,
     pub seq: u64,
 }

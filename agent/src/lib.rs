@@ -61,10 +61,17 @@ pub struct PrintOpener;
 
 impl Opener for PrintOpener {
     fn open(&self, machine: &str, url: &str) -> Result<(), String> {
-        // Plain stdout, one line: a person copies the URL from here.
+        // Plain stdout, one line: a person copies the URL from here. Log lines get the link
+        // without its token: a log is kept and shipped, and a link is a login until used.
         println!("open chat on {machine}: {url}");
+        tracing::info!(machine, link = %without_token(url), "chat link printed on stdout");
         Ok(())
     }
+}
+
+/// A chat link without its token (the `#t=…` fragment), fit for a log line.
+pub fn without_token(url: &str) -> &str {
+    url.split_once('#').map_or(url, |(page, _)| page)
 }
 
 /// Records the URLs it is asked to open (tests); can be told to fail.
@@ -375,4 +382,20 @@ pub async fn run_on(
         bounded_step(&config.machine, "flush", client.flush()).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::without_token;
+
+    #[test]
+    fn a_logged_link_has_no_token() {
+        let url = "http://127.0.0.1:8080/m/01J0000000000000000000000/#t=secret";
+        assert_eq!(
+            without_token(url),
+            "http://127.0.0.1:8080/m/01J0000000000000000000000/"
+        );
+        assert!(!without_token(url).contains("#t="));
+        assert_eq!(without_token("http://x/m/S/"), "http://x/m/S/");
+    }
 }

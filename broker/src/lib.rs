@@ -231,6 +231,7 @@ async fn start_sessions(
         max_message_bytes: config.chat.max_message_bytes,
         idle_timeout: config.chat.idle_actor_timeout,
         agent_timeout: config.chat.agent_timeout,
+        link_ttl: config.chat.link_ttl,
     });
     let (supervisor, _) = Actor::spawn(None, SessionSupervisor, ctx)
         .await

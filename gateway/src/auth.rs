@@ -1,4 +1,5 @@
-//! Logins: operators with a password, machine users with their chat link's token.
+//! Logins: operators with a password, machine users with their chat link's token (once; the
+//! login then lasts while the session stays in the epoch it was made in).
 //!
 //! A login is a random token in an HttpOnly SameSite=Strict cookie; the gateway keeps only its
 //! SHA-256 in the logins KV bucket, so every gateway of every node knows every login and a leaked
@@ -6,7 +7,7 @@
 //! `api::filters`.
 
 use natter_actors::machines::Scope;
-use natter_actors::protocol::{Participant, ParticipantKind};
+use natter_actors::protocol::{Participant, ParticipantKind, SessionRecord};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -32,6 +33,10 @@ pub struct Login {
     /// For operators: the organisations and groups granted (for display).
     #[serde(default)]
     pub scopes: Vec<String>,
+    /// For a machine user: the session's epoch at login. A restart of the chat starts a new
+    /// epoch, and the login dies with the old one.
+    #[serde(default)]
+    pub epoch: u32,
     /// The SHA-256 of the login's cookie, which names the login (for its stream cap). Set when
     /// the login is looked up; not stored.
     #[serde(skip)]
@@ -130,7 +135,7 @@ pub fn clear_cookie(name: &str, path: &str, secure: bool) -> String {
     login_cookie(name, "", path, 0, secure)
 }
 
-/// The machine user logged in for `session`, or 401.
+/// The machine user logged in for `session` in its current epoch, or 401.
 pub async fn machine_user(
     gw: &Gateway,
     token: Option<String>,
@@ -140,10 +145,27 @@ pub async fn machine_user(
     match gw.find_login(&token).await? {
         Some(l)
             if l.who.kind == ParticipantKind::MachineUser
-                && l.session.as_deref() == Some(session) =>
+                && l.session.as_deref() == Some(session)
+                && gw.in_current_epoch(session, l.epoch).await? =>
         {
             Ok(l)
         }
         _ => Err(ApiError::unauthenticated()),
+    }
+}
+
+impl Gateway {
+    /// Whether `epoch` is the session's current one. Read from the session record on every
+    /// request (not cached), so a restart cuts earlier machine-user logins off at once. A
+    /// session without a record is left to its actor, which answers that it does not exist.
+    async fn in_current_epoch(&self, session: &str, epoch: u32) -> Result<bool, ApiError> {
+        let record = self
+            .stores()
+            .sessions
+            .get(session)
+            .await
+            .map_err(|_| ApiError::unavailable("could not check the login; try again"))?;
+        let current = record.and_then(|b| serde_json::from_slice::<SessionRecord>(&b).ok());
+        Ok(current.is_none_or(|r| r.epoch == epoch))
     }
 }

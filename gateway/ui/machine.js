@@ -9,14 +9,16 @@ const base = '/m/' + encodeURIComponent(sessionId) + '/api';
 async function login() {
   const token = new URLSearchParams(location.hash.slice(1)).get('t');
   if (token) {
+    // The token is the chat link's secret: never leave it in the address bar or history.
+    history.replaceState(null, '', location.pathname + location.search);
     try {
       return await postJSON(base + '/login', { token });
-    } finally {
-      // The token is the chat link's secret: never leave it in the address bar or history.
-      history.replaceState(null, '', location.pathname + location.search);
+    } catch (e) {
+      // A link works once: opened again (a restored tab), the cookie carries the login.
+      if (e.status !== 401) throw e;
     }
   }
-  return getJSON(base + '/session'); // the cookie may exist already (reload)
+  return getJSON(base + '/session'); // the cookie of the first login (reload)
 }
 
 async function main() {

@@ -3,11 +3,11 @@
 
 use async_nats::jetstream::kv;
 use ractor::ActorRef;
-use sha2::{Digest, Sha256};
 
+use super::link::issue_link;
 use super::persist::unavailable;
 use super::{SessionMsg, SessionState};
-use crate::machines::{MachineRecord, Scope};
+use crate::machines::Scope;
 use crate::protocol::{
     Ack, AgentWindow, EventBody, Participant, ParticipantKind, SessionCommand, SessionError,
     SessionErrorKind, SessionRecord, valid_client_id, valid_machine_id,
@@ -33,7 +33,7 @@ impl SessionState {
         }
         match cmd {
             SessionCommand::Open { by, machine } => self.open(by, machine, myself).await,
-            SessionCommand::Join { by } => self.join(by).await,
+            SessionCommand::Join { by } => self.join(by, myself).await,
             SessionCommand::Send {
                 by,
                 client_id,
@@ -84,23 +84,25 @@ impl SessionState {
             ));
         }
         self.claim_machine(&machine).await?;
-        let token = hex::encode(rand::random::<[u8; 24]>());
         let opened = EventBody::Opened {
             by: by.clone(),
             machine: machine.clone(),
         };
         let opened_id = format!("{}.opened", self.id);
         let (seq, _) = self.append(opened, Some(opened_id)).await?;
-        self.record = Some(SessionRecord {
+        let record = self.record.insert(SessionRecord {
             id: self.id.clone(),
             machine: machine.clone(),
             created_at: crate::now_ms(),
             members: vec![by],
             ended: false,
-            token_sha256: sha256_hex(&token),
+            token_sha256: String::new(),
+            token_expires_at: 0,
+            epoch: 0,
             agent: AgentWindow::Pending,
             seq,
         });
+        let token = issue_link(record, self.ctx.link_ttl);
         self.save_record().await?;
         self.ask_agent_to_open(machine, token, myself);
         Ok(Ack {
@@ -135,15 +137,19 @@ impl SessionState {
         Err(err)
     }
 
-    async fn join(&mut self, by: Participant) -> CmdResult {
+    async fn join(&mut self, by: Participant, myself: &ActorRef<SessionMsg>) -> CmdResult {
         if by.kind != ParticipantKind::Operator {
             return Err(invalid("machine users join with their chat link"));
         }
         let r = self.record.as_ref().ok_or_else(not_found)?;
         let member = r.members.iter().any(|m| m.same(&by));
+        let machine = r.machine.clone();
         let mut seq = None;
+        let mut link = None;
         if r.ended {
-            seq = Some(self.restart(&by).await?);
+            let (restarted, token) = self.restart(&by).await?;
+            seq = Some(restarted);
+            link = Some(token);
         }
         if !member {
             let joined = EventBody::Joined { who: by.clone() };
@@ -155,6 +161,10 @@ impl SessionState {
         if seq.is_some() {
             self.save_record().await?;
         }
+        // Only once the new link is stored: the agent must never get a link that does not work.
+        if let Some(token) = link {
+            self.ask_agent_to_open(machine, token, myself);
+        }
         Ok(Ack {
             seq,
             ..self.view_ack()
@@ -162,14 +172,17 @@ impl SessionState {
     }
 
     /// Joining an ended session restarts it, with its history, and claims its machine again.
-    async fn restart(&mut self, by: &Participant) -> Result<u64, SessionError> {
+    /// The restart starts a new epoch (earlier machine-user logins are refused) with a fresh
+    /// chat link, returned for the machine's agent.
+    async fn restart(&mut self, by: &Participant) -> Result<(u64, String), SessionError> {
         let (seq, _) = self
             .append(EventBody::Restarted { by: by.clone() }, None)
             .await?;
-        let Some(r) = self.record.as_mut() else {
-            return Ok(seq);
-        };
+        let r = self.record.as_mut().ok_or_else(not_found)?;
         r.ended = false;
+        r.epoch += 1;
+        r.agent = AgentWindow::Pending;
+        let token = issue_link(r, self.ctx.link_ttl);
         let machine = r.machine.clone();
         self.ctx
             .stores
@@ -177,7 +190,7 @@ impl SessionState {
             .put(&machine, self.id.clone().into())
             .await
             .map_err(|e| unavailable("claiming the machine", e))?;
-        Ok(seq)
+        Ok((seq, token))
     }
 
     async fn send(&mut self, by: Participant, client_id: String, text: String) -> CmdResult {
@@ -229,57 +242,9 @@ impl SessionState {
             ..self.view_ack()
         })
     }
-
-    /// Exchanges the chat link's token (a bearer token valid for the session's life) for the
-    /// machine user's identity; the first login adds the machine user to the members.
-    async fn machine_login(&mut self, token: String) -> CmdResult {
-        let r = self.record.as_ref().ok_or_else(not_found)?;
-        if !crate::constant_time_eq(sha256_hex(&token).as_bytes(), r.token_sha256.as_bytes()) {
-            return Err(SessionError::new(
-                SessionErrorKind::BadToken,
-                "this chat link is not valid",
-            ));
-        }
-        let machine = r.machine.clone();
-        let existing = r
-            .members
-            .iter()
-            .find(|m| m.kind == ParticipantKind::MachineUser)
-            .cloned();
-        let participant = match existing {
-            Some(p) => p,
-            None => {
-                let who = Participant {
-                    kind: ParticipantKind::MachineUser,
-                    name: self.logged_on_user(&machine).await,
-                    id: machine,
-                };
-                self.append(EventBody::Joined { who: who.clone() }, None)
-                    .await?;
-                if let Some(r) = self.record.as_mut() {
-                    r.members.push(who.clone());
-                }
-                self.save_record().await?;
-                who
-            }
-        };
-        Ok(Ack {
-            participant: Some(participant),
-            ..self.view_ack()
-        })
-    }
-
-    /// The name the machine's last check-in gave for its logged-on user.
-    async fn logged_on_user(&self, machine: &str) -> String {
-        let record = self.ctx.stores.machines.get(machine).await.ok().flatten();
-        record
-            .and_then(|b| serde_json::from_slice::<MachineRecord>(&b).ok())
-            .and_then(|m| m.user)
-            .unwrap_or_else(|| "Machine user".into())
-    }
 }
 
-fn not_found() -> SessionError {
+pub(super) fn not_found() -> SessionError {
     SessionError::new(
         SessionErrorKind::NotFound,
         "no such chat session (it may have expired)",
@@ -318,10 +283,6 @@ pub(super) fn validate_message(
         return Err(invalid("the message contains a NUL character"));
     }
     Ok(())
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@ pub fn fold(record: &mut Option<SessionRecord>, seq: u64, event: &Event) {
             // The token is known only to the record written at open; a link cannot be
             // rebuilt from events.
             token_sha256: String::new(),
+            token_expires_at: 0,
+            epoch: 0,
             agent: AgentWindow::Pending,
             seq,
         });
@@ -30,7 +32,14 @@ pub fn fold(record: &mut Option<SessionRecord>, seq: u64, event: &Event) {
             r.members.push(who.clone())
         }
         EventBody::Ended { .. } => r.ended = true,
-        EventBody::Restarted { .. } => r.ended = false,
+        EventBody::Restarted { .. } => {
+            // As the live restart: a new epoch. Its link is not in the events, so a record
+            // rebuilt here has none (the operator restarts the chat again for a new one).
+            r.ended = false;
+            r.epoch += 1;
+            r.agent = AgentWindow::Pending;
+            super::link::use_up_link(r);
+        }
         EventBody::Agent { status, .. } => r.agent = *status,
         _ => {}
     }
@@ -120,6 +129,29 @@ mod tests {
         };
         let r = fold_all(vec![opened(), end, restart]).unwrap();
         assert!(!r.ended);
+    }
+
+    #[test]
+    fn every_restart_starts_a_new_epoch_without_a_link() {
+        let end = EventBody::Ended {
+            by: operator("alice"),
+        };
+        let restart = EventBody::Restarted {
+            by: operator("bob"),
+        };
+        let mut record = fold_all(vec![opened()]);
+        if let Some(r) = record.as_mut() {
+            r.token_sha256 = "ab".repeat(32);
+        }
+        for (i, body) in [end.clone(), restart.clone(), end, restart]
+            .into_iter()
+            .enumerate()
+        {
+            fold(&mut record, i as u64 + 2, &event(2000, body));
+        }
+        let r = record.unwrap();
+        assert_eq!(r.epoch, 2);
+        assert!(r.token_sha256.is_empty());
     }
 
     #[test]

@@ -10,12 +10,14 @@
 //! - [`commands`]: the six commands and message validation;
 //! - [`persist`]: rebuilding, the fenced and de-duplicated append, the record in KV;
 //! - [`agent`]: asking the machine's agent to open the chat window;
+//! - [`link`]: the machine user's chat link (single use, expiry, epochs) and its login;
 //! - [`fold`]: rebuilding a record from events (pure);
 //! - [`supervisor`]: the [`SessionSupervisor`] feeding commands from NATS to the actors.
 
 mod agent;
 mod commands;
 mod fold;
+mod link;
 mod persist;
 pub mod supervisor;
 
@@ -44,6 +46,8 @@ pub struct SessionContext {
     pub idle_timeout: Duration,
     /// How long to wait for an agent to answer "open chat".
     pub agent_timeout: Duration,
+    /// How long a chat link's token works if unused.
+    pub link_ttl: Duration,
 }
 
 pub struct SessionActor;

@@ -83,6 +83,8 @@ pub struct ChatConfig {
     pub agent_timeout: Duration,
     /// How long a session stays joinable after its last activity.
     pub session_ttl: Duration,
+    /// How long a chat link works if unused (it works once).
+    pub link_ttl: Duration,
 }
 
 #[derive(Clone, Debug)]

@@ -114,6 +114,7 @@ pub(super) struct RawChat {
     pub idle_actor_timeout: String,
     pub agent_timeout: String,
     pub session_ttl: String,
+    pub link_ttl: String,
 }
 
 impl Default for RawChat {
@@ -125,6 +126,7 @@ impl Default for RawChat {
             idle_actor_timeout: "5m".into(),
             agent_timeout: "10s".into(),
             session_ttl: "24h".into(),
+            link_ttl: "5m".into(),
         }
     }
 }

@@ -69,6 +69,7 @@ fn chat(raw: RawChat) -> Result<ChatConfig, ConfigError> {
         idle_actor_timeout: duration("chat.idle_actor_timeout", &raw.idle_actor_timeout)?,
         agent_timeout: duration("chat.agent_timeout", &raw.agent_timeout)?,
         session_ttl: duration("chat.session_ttl", &raw.session_ttl)?,
+        link_ttl: duration("chat.link_ttl", &raw.link_ttl)?,
     })
 }
 

@@ -58,6 +58,7 @@ pub async fn login(
         session: None,
         scope: record.scope(),
         scopes: record.scopes.clone(),
+        epoch: 0,
         key: String::new(),
     };
     let mut r = json_reply(StatusCode::OK, &OperatorView::from(&login));
@@ -81,7 +82,9 @@ pub fn me(l: Login) -> Response {
     json_reply(StatusCode::OK, &OperatorView::from(&l))
 }
 
-/// POST /m/{id}/api/login. Every failure is the same 401, whether the session exists or not.
+/// POST /m/{id}/api/login. The link's token works once: the login it gives (a cookie for this
+/// session and its current epoch) carries the machine user from then on. Every failure is the
+/// same 401: a wrong, used or expired token, an ended chat, a session that does not exist.
 pub async fn machine_user_login(
     id: String,
     gw: Gateway,
@@ -118,6 +121,7 @@ pub async fn machine_user_login(
         // A machine user is confined to its session by the login itself.
         scope: Scope::All,
         scopes: Vec::new(),
+        epoch: ack.epoch.unwrap_or_default(),
         key: String::new(),
     };
     let mut r = json_reply(StatusCode::OK, &ack.session);

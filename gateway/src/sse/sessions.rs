@@ -14,7 +14,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use natter_actors::machines::Scope;
-use natter_actors::protocol::{Participant, SessionCommand};
+use natter_actors::protocol::{EventBody, Participant, ParticipantKind, SessionCommand};
 use natter_actors::store::{Replay, StoredEvent};
 use warp::sse::Event;
 
@@ -71,6 +71,10 @@ pub async fn open(
         ReplayState::Done
     };
     cursors.shrink_to_fit();
+    // A restart after this point starts a new epoch, in which this machine user's login is no
+    // longer valid: the stream ends there, and the browser's reconnect is checked anew.
+    let restart_ends_after = (who.kind == ParticipantKind::MachineUser)
+        .then(|| last_seqs.values().copied().max().unwrap_or(0));
     let feed = Feed {
         _registration: registration,
         live,
@@ -79,6 +83,7 @@ pub async fn open(
         preamble,
         replay,
         ended: false,
+        restart_ends_after,
     };
     Ok(SseStream::new(futures::stream::unfold(
         Box::new(feed),
@@ -161,6 +166,8 @@ struct Feed {
     replay: ReplayState,
     /// An error event was sent: end the stream (the browser reconnects and resumes).
     ended: bool,
+    /// For a machine user: a `restarted` event above this sequence ends the stream after it.
+    restart_ends_after: Option<u64>,
 }
 
 impl Feed {
@@ -199,7 +206,7 @@ impl Feed {
                         feed.replay = ReplayState::Running(replay);
                         feed.delivered_to = feed.delivered_to.max(event.seq);
                         if event.seq > feed.cursor(&event.session) {
-                            return Some((Ok(chat_event(&event)), feed));
+                            return Some((Ok(feed.deliver(&event)), feed));
                         }
                     }
                     Some(Err(e)) => return Some((Ok(feed.fail(&e.to_string())), feed)),
@@ -211,11 +218,25 @@ impl Feed {
                     let event = feed.live.recv().await?;
                     let floor = feed.cursor(&event.session).max(feed.delivered_to);
                     if event.seq > floor {
-                        return Some((Ok(chat_event(&event)), feed));
+                        return Some((Ok(feed.deliver(&event)), feed));
                     }
                 }
             }
         }
+    }
+
+    /// `event` for the browser; a restart that ends a machine user's epoch ends the stream
+    /// after it.
+    fn deliver(&mut self, event: &StoredEvent) -> Event {
+        if let Some(after) = self.restart_ends_after
+            && event.seq > after
+            && event
+                .decode()
+                .is_ok_and(|e| matches!(e.body, EventBody::Restarted { .. }))
+        {
+            self.ended = true;
+        }
+        chat_event(event)
     }
 
     /// The replay failed: an `error` event, after which the stream ends.

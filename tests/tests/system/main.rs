@@ -8,6 +8,7 @@ mod browser;
 mod chat;
 mod identity;
 mod limits;
+mod links;
 mod machines;
 mod recovery;
 mod resume;
