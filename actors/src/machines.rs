@@ -67,6 +67,10 @@ impl MachineStatus {
 /// A user counts as idle after this many seconds without input.
 pub const IDLE_AFTER_SECS: u64 = 600;
 
+/// The range an agent's check-in interval is clamped to. Below it the machine would only go
+/// offline sooner; above it a machine that stopped checking in would look online for hours.
+pub const INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
+
 /// A machine as its agent actor keeps it (in the machines KV bucket, written only by that
 /// actor).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -114,8 +118,7 @@ impl MachineRecord {
         let Some(last) = self.last_checkin else {
             return MachineStatus::NeverCheckedIn;
         };
-        let allowed = self.interval_secs.max(1) * 1000 * u64::from(offline_after.max(1));
-        if now.saturating_sub(last) > allowed {
+        if now.saturating_sub(last) > self.allowed_silence_ms(offline_after) {
             return MachineStatus::Offline;
         }
         if !self.audit_done {
@@ -134,7 +137,17 @@ impl MachineRecord {
     /// When (ms) the agent turns offline if it does not check in again.
     pub fn offline_at(&self, offline_after: u32) -> Option<u64> {
         let last = self.last_checkin?;
-        Some(last + self.interval_secs.max(1) * 1000 * u64::from(offline_after.max(1)))
+        Some(last.saturating_add(self.allowed_silence_ms(offline_after)))
+    }
+
+    /// How long (ms) the agent may stay silent before it is offline. The interval comes from
+    /// the machine (and a record written before check-ins were clamped may hold any number), so
+    /// it is clamped here too: no interval makes a machine "online forever".
+    fn allowed_silence_ms(&self, offline_after: u32) -> u64 {
+        self.interval_secs
+            .clamp(*INTERVAL_SECS.start(), *INTERVAL_SECS.end())
+            .saturating_mul(1000)
+            .saturating_mul(u64::from(offline_after.max(1)))
     }
 }
 
@@ -283,6 +296,16 @@ mod tests {
         assert_eq!(
             at(t, |r| r.remote_control = false),
             MachineStatus::RemoteDisabled
+        );
+        assert_eq!(
+            at(t + 3 * 3_600_000, |r| r.interval_secs = u64::MAX),
+            MachineStatus::Online,
+            "an interval counts as at most an hour"
+        );
+        assert_eq!(
+            at(t + 3 * 3_600_000 + 1, |r| r.interval_secs = u64::MAX),
+            MachineStatus::Offline,
+            "no interval makes a machine online forever"
         );
         assert_eq!(
             at(t + 10_000_000, |r| r.suspended = true),

@@ -125,7 +125,7 @@ impl AgentState {
         record.os = c.os;
         record.agent_version = c.agent_version;
         record.ip = c.ip;
-        record.interval_secs = c.interval_secs.max(1);
+        record.interval_secs = c.interval_secs;
         record.audit_done = c.audit_done;
         record.remote_control = c.remote_control;
     }
@@ -186,7 +186,9 @@ impl AgentState {
             MachineStatus::Suspended | MachineStatus::Offline | MachineStatus::NeverCheckedIn => {
                 None
             }
-            _ => record.offline_at(offline_after).map(|t| t + 1),
+            _ => record
+                .offline_at(offline_after)
+                .map(|t| t.saturating_add(1)),
         };
         self.store_if_changed().await;
         let machine = self.machine.clone();

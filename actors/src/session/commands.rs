@@ -5,7 +5,7 @@ use async_nats::jetstream::kv;
 use ractor::ActorRef;
 use sha2::{Digest, Sha256};
 
-use super::persist::unavailable;
+use super::persist::{message_id, unavailable};
 use super::{SessionMsg, SessionState};
 use crate::machines::{MachineRecord, Scope};
 use crate::protocol::{
@@ -189,7 +189,7 @@ impl SessionState {
             ));
         }
         validate_message(&client_id, &text, self.ctx.max_message_bytes)?;
-        let msg_id = format!("{}.m.{}", self.id, client_id);
+        let msg_id = message_id(&self.id, &by, &client_id);
         let message = EventBody::Message {
             from: by,
             text,
@@ -207,7 +207,12 @@ impl SessionState {
     async fn end(&mut self, by: Participant) -> CmdResult {
         let r = self.member_record(&by)?;
         if r.ended {
-            return Ok(self.view_ack());
+            // The same answer for operators and the machine user, and the same as a send to an
+            // ended chat: the caller's window shows it ended.
+            return Err(SessionError::new(
+                SessionErrorKind::Ended,
+                "the chat has already ended",
+            ));
         }
         let machine = r.machine.clone();
         let (seq, _) = self.append(EventBody::Ended { by }, None).await?;
@@ -377,6 +382,35 @@ mod tests {
             let (kind, message) = refusal(id, "hello");
             assert_eq!(kind, SessionErrorKind::Invalid, "{id:?}");
             assert!(message.starts_with("the message id"), "{message}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any id and text is accepted within the documented bounds or refused as invalid or
+        /// too large, never with a panic.
+        #[test]
+        fn any_message_is_accepted_within_bounds_or_refused(
+            client_id in prop_oneof![".{0,70}", "[A-Za-z0-9_-]{1,64}"],
+            text in prop_oneof![".{0,40}", "\\PC{0,40}"],
+        ) {
+            match validate_message(&client_id, &text, 32) {
+                Ok(()) => {
+                    prop_assert!(valid_client_id(&client_id));
+                    prop_assert!(!text.trim().is_empty() && text.len() <= 32 && !text.contains('\0'));
+                }
+                Err(e) => prop_assert!(matches!(
+                    e.kind,
+                    SessionErrorKind::Invalid | SessionErrorKind::TooLarge
+                )),
+            }
         }
     }
 }
