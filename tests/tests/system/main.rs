@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod chat;
 mod identity;
+mod input;
 mod limits;
 mod machines;
 mod recovery;
