@@ -261,6 +261,10 @@ pub const MAX_AGENT_DETAIL_CHARS: usize = 200;
 /// store and show ([`clean_text`], at most [`MAX_AGENT_DETAIL_CHARS`]). An unreadable answer
 /// is a failure.
 pub fn agent_window(payload: &[u8]) -> (AgentWindow, String) {
+    if !is_json_object(payload) {
+        let detail = "unreadable agent answer: not a JSON object".to_string();
+        return (AgentWindow::Failed, detail);
+    }
     let (status, detail) = match serde_json::from_slice::<AgentReply>(payload) {
         Ok(r) if r.ok => (AgentWindow::Opened, r.detail),
         Ok(r) => (AgentWindow::Failed, r.detail),
@@ -268,6 +272,12 @@ pub fn agent_window(payload: &[u8]) -> (AgentWindow, String) {
         Err(e) => (AgentWindow::Failed, format!("unreadable agent answer: {e}")),
     };
     (status, clean_text(&detail, MAX_AGENT_DETAIL_CHARS))
+}
+
+/// Whether a payload is a JSON object (or is not JSON at all, which the decoder then refuses).
+/// serde reads a struct from an array of its fields too; input from outside must be an object.
+pub fn is_json_object(payload: &[u8]) -> bool {
+    payload.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
 /// `text` made safe to show: whitespace controls (newlines, tabs) become spaces, other
@@ -391,6 +401,14 @@ mod tests {
         assert_eq!(status, AgentWindow::Failed);
         assert!(detail.starts_with("unreadable agent answer"), "{detail}");
         assert!(detail.chars().count() <= MAX_AGENT_DETAIL_CHARS);
+    }
+
+    #[test]
+    fn an_agent_answer_must_be_an_object() {
+        assert_eq!(agent_window(br#" {"ok":true}"#).0, AgentWindow::Opened);
+        let (status, detail) = agent_window(br#"[true, "opened"]"#);
+        assert_eq!(status, AgentWindow::Failed);
+        assert_eq!(detail, "unreadable agent answer: not a JSON object");
     }
 
     #[test]

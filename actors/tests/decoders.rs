@@ -194,3 +194,37 @@ proptest! {
         prop_assert!(valid_machine_id(&segments.join(".")));
     }
 }
+
+/// Strict shapes: a session command on the wire is a JSON object; serde would read an internally
+/// tagged enum from an array too, so this holds only because the wire type is a flattened struct.
+#[test]
+fn an_array_is_never_a_session_request() {
+    let by = json!({"kind": "operator", "id": "alice", "name": "Alice"});
+    let object = json!({"cmd": "send", "by": by, "client_id": "c1", "text": "hi"});
+    assert!(serde_json::from_value::<SessionRequest>(object).is_ok());
+    for array in [
+        json!(["send", by, "c1", "hi"]),
+        json!([{"cmd": "send", "by": by, "client_id": "c1", "text": "hi"}]),
+        json!([]),
+    ] {
+        assert!(
+            serde_json::from_value::<SessionRequest>(array.clone()).is_err(),
+            "{array}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn no_array_is_a_checkin(items in prop::collection::vec(any_json(), 0..12)) {
+        let body = serde_json::to_vec(&Value::Array(items)).unwrap();
+        prop_assert!(parse_checkin(&subjects::agent_checkin(MACHINE), &body).is_err());
+    }
+
+    #[test]
+    fn no_array_decodes_as_a_session_request(items in prop::collection::vec(any_json(), 0..6)) {
+        prop_assert!(serde_json::from_value::<SessionRequest>(Value::Array(items)).is_err());
+    }
+}

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::machines::INTERVAL_SECS;
-use crate::protocol::{Checkin, is_unprintable, valid_machine_id};
+use crate::protocol::{Checkin, is_json_object, is_unprintable, valid_machine_id};
 use crate::subjects;
 
 /// The longest logged-on user name, in characters (it becomes the machine user's display name).
@@ -21,6 +21,9 @@ pub const MAX_IDLE_SECS: u64 = 366 * 24 * 3600;
 pub enum CheckinError {
     #[error("not a check-in subject")]
     NotACheckinSubject,
+    /// serde would read a check-in from an array of its fields; only objects are check-ins.
+    #[error("not a JSON object")]
+    NotAnObject,
     #[error("invalid JSON: {0}")]
     Json(#[source] serde_json::Error),
     #[error("unsupported check-in version {0}")]
@@ -40,6 +43,9 @@ pub enum CheckinError {
 /// numbers into their ranges.
 pub fn parse_checkin(subject: &str, payload: &[u8]) -> Result<Checkin, CheckinError> {
     let machine = subjects::machine_of_checkin(subject).ok_or(CheckinError::NotACheckinSubject)?;
+    if !is_json_object(payload) {
+        return Err(CheckinError::NotAnObject);
+    }
     let mut c: Checkin = serde_json::from_slice(payload).map_err(CheckinError::Json)?;
     if c.v != 1 {
         return Err(CheckinError::Version(c.v));
@@ -122,6 +128,8 @@ mod tests {
             CheckinError::NotACheckinSubject
         ));
         assert!(matches!(err(&subject, b"{"), CheckinError::Json(_)));
+        let array = br#"[1,"pc1.acme","1.0","linux","10.0.0.1","bob",0,30,true,true]"#;
+        assert!(matches!(err(&subject, array), CheckinError::NotAnObject));
         assert!(matches!(
             err(&subject, &body(|v| v["v"] = json!(2))),
             CheckinError::Version(2)

@@ -60,7 +60,7 @@ async fn a_checkin_with_a_huge_user_name_is_refused_and_never_becomes_a_display_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_ins_with_control_characters_or_a_bad_ip_are_refused() {
+async fn check_ins_with_control_characters_a_bad_ip_or_an_array_shape_are_refused() {
     let system = Scenario::new()
         .machine("pc1.sales.acme", "carol")
         .operator("alice")
@@ -76,23 +76,51 @@ async fn check_ins_with_control_characters_or_a_bad_ip_are_refused() {
         c[field] = value;
         serde_json::to_vec(&c).unwrap()
     };
+    let accepted = || {
+        system
+            .node
+            .node
+            .fleet_stats
+            .accepted
+            .load(Ordering::Relaxed)
+    };
+    let accepted_before = accepted();
     for body in [
         checkin("user", json!("root\n\u{1b}[2J")),
         checkin("user", json!("\u{202e}lorollam")),
         checkin("ip", json!("10.0.0.7<script>")),
         checkin("os", json!("x".repeat(65))),
         checkin("agent_version", json!("1".repeat(33))),
+        // serde would read a check-in from an array of its fields: only objects count.
+        serde_json::to_vec(&json!([
+            1,
+            "pc1.sales.acme",
+            "1.0",
+            "linux",
+            "10.0.0.7",
+            "mallory",
+            0,
+            30,
+            true,
+            true
+        ]))
+        .unwrap(),
     ] {
         client.publish(subject.clone(), body.into()).await.unwrap();
     }
     client.flush().await.unwrap();
-    wait_rejected(&system, 5).await;
+    wait_rejected(&system, 6).await;
     let (_, view) = system
         .operator("alice")
         .get("/api/machines/pc1.sales.acme")
         .await;
     assert_eq!(view["user"], "carol", "{view}");
     assert_eq!(view["ip"], "127.0.0.1", "{view}");
+    assert_eq!(
+        accepted(),
+        accepted_before,
+        "none of them counted as a check-in"
+    );
     system.shutdown().await;
 }
 
