@@ -109,6 +109,27 @@ impl MachineRecord {
         }
     }
 
+    /// The record with what its machine said held to the check-in bounds: a record stored
+    /// before check-ins were checked may hold anything (text cleaned and cut, numbers clamped,
+    /// an IP that is none dropped).
+    pub fn bounded(mut self) -> MachineRecord {
+        use crate::fleet::checkin::{
+            MAX_AGENT_VERSION_CHARS, MAX_IDLE_SECS, MAX_OS_CHARS, MAX_USER_CHARS,
+        };
+        use crate::untrusted::clean_text;
+        self.user = self.user.map(|u| clean_text(&u, MAX_USER_CHARS));
+        self.os = clean_text(&self.os, MAX_OS_CHARS);
+        self.agent_version = clean_text(&self.agent_version, MAX_AGENT_VERSION_CHARS);
+        if self.ip.parse::<std::net::IpAddr>().is_err() {
+            self.ip.clear();
+        }
+        self.interval_secs = self
+            .interval_secs
+            .clamp(*INTERVAL_SECS.start(), *INTERVAL_SECS.end());
+        self.idle_secs = self.idle_secs.min(MAX_IDLE_SECS);
+        self
+    }
+
     /// The status these facts imply at `now` (ms), with the agent offline after
     /// `offline_after` missed intervals.
     pub fn derive_status(&self, now: u64, offline_after: u32) -> MachineStatus {
@@ -312,6 +333,22 @@ mod tests {
             MachineStatus::Suspended,
             "suspension beats everything"
         );
+    }
+
+    #[test]
+    fn a_record_from_before_the_checks_is_bounded() {
+        let mut r = MachineRecord::provisioned("pc1.acme");
+        r.user = Some(format!("\u{202e}{}", "M".repeat(100_000)));
+        r.os = "linux\n".into();
+        r.ip = "x".into();
+        r.interval_secs = u64::MAX;
+        r.idle_secs = u64::MAX;
+        let b = r.bounded();
+        assert_eq!(b.user, Some("M".repeat(64)));
+        assert_eq!((b.os.as_str(), b.ip.as_str()), ("linux ", ""));
+        assert_eq!((b.interval_secs, b.idle_secs), (3600, 366 * 24 * 3600));
+        let good = MachineRecord::provisioned("pc1.acme");
+        assert_eq!(good.clone().bounded(), good, "a good record stays as it is");
     }
 
     #[test]

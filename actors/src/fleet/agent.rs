@@ -99,10 +99,11 @@ impl AgentState {
             return Ok(());
         }
         let entry = self.shared.machines.entry(&self.machine).await?;
-        self.record = entry
+        self.stored = entry
             .filter(|e| e.operation == kv::Operation::Put)
             .and_then(|e| serde_json::from_slice::<MachineRecord>(&e.value).ok());
-        self.stored = self.record.clone();
+        // A record written before check-ins were bounded is bounded now, and rewritten so.
+        self.record = self.stored.clone().map(MachineRecord::bounded);
         self.loaded = true;
         Ok(())
     }

@@ -263,3 +263,35 @@ async fn ending_an_ended_chat_is_409_for_both_sides_and_adds_nothing() {
     sees.expect_quiet(Duration::from_millis(500)).await;
     system.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_stored_before_the_checks_is_bounded_when_a_node_starts() {
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .operator("alice")
+        .start()
+        .await;
+    // What a node without the checks stored for a machine that sent a 100 KB user name and an
+    // endless interval.
+    let m = "pc2.sales.acme";
+    let mut old = MachineRecord::provisioned(m);
+    old.user = Some("M".repeat(100_000));
+    old.last_checkin = Some(natter_actors::now_ms());
+    old.audit_done = true;
+    old.interval_secs = u64::MAX;
+    let machines = system.node.node.stores.machines.clone();
+    machines
+        .put(m, serde_json::to_vec(&old).unwrap().into())
+        .await
+        .unwrap();
+    let system = system.restart_node().await;
+    let alice = system.operator("alice");
+    let bounded = "M".repeat(64);
+    alice
+        .wait_for(&format!("/api/machines/{m}"), |v| v["user"] == bounded)
+        .await;
+    let record = stored_record(&system, m).await.expect("a record");
+    assert_eq!(record.user.as_deref(), Some(bounded.as_str()));
+    assert_eq!(record.interval_secs, 3600);
+    system.shutdown().await;
+}
