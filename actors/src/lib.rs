@@ -4,6 +4,7 @@
 //! - [`subjects`]: every NATS subject name, built in this one module.
 //! - [`protocol`]: the JSON shapes on the wire: session commands and replies, chat events,
 //!   agent check-ins and agent commands. Shared by the gateway and the agent.
+//! - [`untrusted`]: text and JSON from machines made safe (bounded, printable, objects only).
 //! - [`store`]: the JetStream stream and KV buckets, their configuration and replay helpers.
 //! - [`session`]: one [`ractor`] actor per chat session, the only writer of its events, and
 //!   the supervisor that feeds session commands from NATS to them.
@@ -32,6 +33,7 @@ pub mod session;
 pub mod store;
 pub mod subjects;
 mod supervision;
+pub mod untrusted;
 
 /// Milliseconds since the Unix epoch, the timestamp of every event and record.
 pub fn now_ms() -> u64 {

@@ -67,6 +67,10 @@ impl MachineStatus {
 /// A user counts as idle after this many seconds without input.
 pub const IDLE_AFTER_SECS: u64 = 600;
 
+/// The range an agent's check-in interval is clamped to. Below it the machine would only go
+/// offline sooner; above it a machine that stopped checking in would look online for hours.
+pub const INTERVAL_SECS: std::ops::RangeInclusive<u64> = 1..=3600;
+
 /// A machine as its agent actor keeps it (in the machines KV bucket, written only by that
 /// actor).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -105,6 +109,27 @@ impl MachineRecord {
         }
     }
 
+    /// The record with what its machine said held to the check-in bounds: a record stored
+    /// before check-ins were checked may hold anything (text cleaned and cut, numbers clamped,
+    /// an IP that is none dropped).
+    pub fn bounded(mut self) -> MachineRecord {
+        use crate::fleet::checkin::{
+            MAX_AGENT_VERSION_CHARS, MAX_IDLE_SECS, MAX_OS_CHARS, MAX_USER_CHARS,
+        };
+        use crate::untrusted::clean_text;
+        self.user = self.user.map(|u| clean_text(&u, MAX_USER_CHARS));
+        self.os = clean_text(&self.os, MAX_OS_CHARS);
+        self.agent_version = clean_text(&self.agent_version, MAX_AGENT_VERSION_CHARS);
+        if self.ip.parse::<std::net::IpAddr>().is_err() {
+            self.ip.clear();
+        }
+        self.interval_secs = self
+            .interval_secs
+            .clamp(*INTERVAL_SECS.start(), *INTERVAL_SECS.end());
+        self.idle_secs = self.idle_secs.min(MAX_IDLE_SECS);
+        self
+    }
+
     /// The status these facts imply at `now` (ms), with the agent offline after
     /// `offline_after` missed intervals.
     pub fn derive_status(&self, now: u64, offline_after: u32) -> MachineStatus {
@@ -114,8 +139,7 @@ impl MachineRecord {
         let Some(last) = self.last_checkin else {
             return MachineStatus::NeverCheckedIn;
         };
-        let allowed = self.interval_secs.max(1) * 1000 * u64::from(offline_after.max(1));
-        if now.saturating_sub(last) > allowed {
+        if now.saturating_sub(last) > self.allowed_silence_ms(offline_after) {
             return MachineStatus::Offline;
         }
         if !self.audit_done {
@@ -134,7 +158,17 @@ impl MachineRecord {
     /// When (ms) the agent turns offline if it does not check in again.
     pub fn offline_at(&self, offline_after: u32) -> Option<u64> {
         let last = self.last_checkin?;
-        Some(last + self.interval_secs.max(1) * 1000 * u64::from(offline_after.max(1)))
+        Some(last.saturating_add(self.allowed_silence_ms(offline_after)))
+    }
+
+    /// How long (ms) the agent may stay silent before it is offline. The interval comes from
+    /// the machine (and a record written before check-ins were clamped may hold any number), so
+    /// it is clamped here too: no interval makes a machine "online forever".
+    fn allowed_silence_ms(&self, offline_after: u32) -> u64 {
+        self.interval_secs
+            .clamp(*INTERVAL_SECS.start(), *INTERVAL_SECS.end())
+            .saturating_mul(1000)
+            .saturating_mul(u64::from(offline_after.max(1)))
     }
 }
 
@@ -285,10 +319,36 @@ mod tests {
             MachineStatus::RemoteDisabled
         );
         assert_eq!(
+            at(t + 3 * 3_600_000, |r| r.interval_secs = u64::MAX),
+            MachineStatus::Online,
+            "an interval counts as at most an hour"
+        );
+        assert_eq!(
+            at(t + 3 * 3_600_000 + 1, |r| r.interval_secs = u64::MAX),
+            MachineStatus::Offline,
+            "no interval makes a machine online forever"
+        );
+        assert_eq!(
             at(t + 10_000_000, |r| r.suspended = true),
             MachineStatus::Suspended,
             "suspension beats everything"
         );
+    }
+
+    #[test]
+    fn a_record_from_before_the_checks_is_bounded() {
+        let mut r = MachineRecord::provisioned("pc1.acme");
+        r.user = Some(format!("\u{202e}{}", "M".repeat(100_000)));
+        r.os = "linux\n".into();
+        r.ip = "x".into();
+        r.interval_secs = u64::MAX;
+        r.idle_secs = u64::MAX;
+        let b = r.bounded();
+        assert_eq!(b.user, Some("M".repeat(64)));
+        assert_eq!((b.os.as_str(), b.ip.as_str()), ("linux ", ""));
+        assert_eq!((b.interval_secs, b.idle_secs), (3600, 366 * 24 * 3600));
+        let good = MachineRecord::provisioned("pc1.acme");
+        assert_eq!(good.clone().bounded(), good, "a good record stays as it is");
     }
 
     #[test]

@@ -6,6 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::untrusted::{
+    MAX_AGENT_DETAIL_CHARS, agent_window, clean_text, is_json_object, is_unprintable,
+};
+
 /// Who takes part in a chat.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]

@@ -39,6 +39,16 @@ impl Browser {
         }
     }
 
+    /// The same browser (client and cookies) talking to another base URL, e.g. a restarted
+    /// node on another port (cookies do not depend on ports).
+    pub fn at(&self, base: &str) -> Browser {
+        Browser {
+            client: self.client.clone(),
+            base: base.to_string(),
+            jar: self.jar.clone(),
+        }
+    }
+
     /// The value of the cookie `name` this browser would send to `path`, if it has one.
     pub fn cookie(&self, path: &str, name: &str) -> Option<String> {
         let url = self.url(path).parse().expect("a URL");

@@ -99,10 +99,11 @@ impl AgentState {
             return Ok(());
         }
         let entry = self.shared.machines.entry(&self.machine).await?;
-        self.record = entry
+        self.stored = entry
             .filter(|e| e.operation == kv::Operation::Put)
             .and_then(|e| serde_json::from_slice::<MachineRecord>(&e.value).ok());
-        self.stored = self.record.clone();
+        // A record written before check-ins were bounded is bounded now, and rewritten so.
+        self.record = self.stored.clone().map(MachineRecord::bounded);
         self.loaded = true;
         Ok(())
     }
@@ -125,7 +126,7 @@ impl AgentState {
         record.os = c.os;
         record.agent_version = c.agent_version;
         record.ip = c.ip;
-        record.interval_secs = c.interval_secs.max(1);
+        record.interval_secs = c.interval_secs;
         record.audit_done = c.audit_done;
         record.remote_control = c.remote_control;
     }
@@ -186,7 +187,9 @@ impl AgentState {
             MachineStatus::Suspended | MachineStatus::Offline | MachineStatus::NeverCheckedIn => {
                 None
             }
-            _ => record.offline_at(offline_after).map(|t| t + 1),
+            _ => record
+                .offline_at(offline_after)
+                .map(|t| t.saturating_add(1)),
         };
         self.store_if_changed().await;
         let machine = self.machine.clone();

@@ -3,7 +3,7 @@
 use ractor::ActorRef;
 
 use super::{SessionMsg, SessionState};
-use crate::protocol::{AgentCommand, AgentReply, AgentWindow};
+use crate::protocol::{AgentCommand, AgentWindow, agent_window};
 use crate::subjects;
 
 impl SessionState {
@@ -51,11 +51,7 @@ fn window_status(
     answer: Result<async_nats::Message, async_nats::RequestError>,
 ) -> (AgentWindow, String) {
     match answer {
-        Ok(msg) => match serde_json::from_slice::<AgentReply>(&msg.payload) {
-            Ok(r) if r.ok => (AgentWindow::Opened, r.detail),
-            Ok(r) => (AgentWindow::Failed, r.detail),
-            Err(e) => (AgentWindow::Failed, format!("unreadable agent answer: {e}")),
-        },
+        Ok(msg) => agent_window(&msg.payload),
         Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
             (AgentWindow::Failed, "the machine's agent is offline".into())
         }

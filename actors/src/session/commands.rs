@@ -5,7 +5,7 @@ use async_nats::jetstream::kv;
 use ractor::ActorRef;
 
 use super::link::issue_link;
-use super::persist::unavailable;
+use super::persist::{message_id, unavailable};
 use super::{SessionMsg, SessionState};
 use crate::machines::Scope;
 use crate::protocol::{
@@ -202,7 +202,7 @@ impl SessionState {
             ));
         }
         validate_message(&client_id, &text, self.ctx.max_message_bytes)?;
-        let msg_id = format!("{}.m.{}", self.id, client_id);
+        let msg_id = message_id(&self.id, &by, &client_id);
         let message = EventBody::Message {
             from: by,
             text,
@@ -220,7 +220,12 @@ impl SessionState {
     async fn end(&mut self, by: Participant) -> CmdResult {
         let r = self.member_record(&by)?;
         if r.ended {
-            return Ok(self.view_ack());
+            // The same answer for operators and the machine user, and the same as a send to an
+            // ended chat: the caller's window shows it ended.
+            return Err(SessionError::new(
+                SessionErrorKind::Ended,
+                "the chat has already ended",
+            ));
         }
         let machine = r.machine.clone();
         let (seq, _) = self.append(EventBody::Ended { by }, None).await?;
@@ -341,3 +346,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties;

@@ -9,12 +9,25 @@ use async_nats::jetstream::message::PublishMessage;
 
 use super::SessionState;
 use super::fold::fold;
-use crate::protocol::{Event, EventBody, SessionError, SessionErrorKind, SessionRecord};
+use crate::protocol::{
+    Event, EventBody, Participant, ParticipantKind, SessionError, SessionErrorKind, SessionRecord,
+};
 
 /// A storage failure as the caller sees it (retryable); the cause goes to the log.
 pub(super) fn unavailable(what: &str, e: impl std::fmt::Display) -> SessionError {
     tracing::warn!(error = %e, "{what}");
     SessionError::new(SessionErrorKind::Unavailable, format!("{what}; try again"))
+}
+
+/// The de-duplication key (`Nats-Msg-Id`) of a message: per session, sender and client id, so
+/// a retry by the same sender lands once while two members who pick the same client id both
+/// land. The sender is `operator:<username>` or `machine-user` (a session has one machine user;
+/// usernames have no `:`, so the two never meet).
+pub(super) fn message_id(session: &str, from: &Participant, client_id: &str) -> String {
+    match from.kind {
+        ParticipantKind::Operator => format!("{session}.operator:{}.{client_id}", from.id),
+        ParticipantKind::MachineUser => format!("{session}.machine-user.{client_id}"),
+    }
 }
 
 impl SessionState {
@@ -165,5 +178,43 @@ impl SessionState {
             let index = &self.ctx.stores.machine_sessions;
             let _ = index.put(&r.machine, self.id.clone().into()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(kind: ParticipantKind, id: &str) -> Participant {
+        Participant {
+            kind,
+            id: id.into(),
+            name: "Shown Name".into(),
+        }
+    }
+
+    #[test]
+    fn the_message_id_tells_senders_apart() {
+        let alice = member(ParticipantKind::Operator, "alice");
+        let bob = member(ParticipantKind::Operator, "bob");
+        let user = member(ParticipantKind::MachineUser, "pc1.acme");
+        assert_eq!(message_id("S", &alice, "c1"), "S.operator:alice.c1");
+        assert_eq!(message_id("S", &user, "c1"), "S.machine-user.c1");
+        assert_ne!(message_id("S", &alice, "c1"), message_id("S", &bob, "c1"));
+        // An operator whose username looks like the machine user's key is still another sender.
+        let lookalike = member(ParticipantKind::Operator, "machine-user");
+        assert_ne!(
+            message_id("S", &lookalike, "c1"),
+            message_id("S", &user, "c1")
+        );
+        // A name change is not a new sender: a retry after it still lands once.
+        let renamed = Participant {
+            name: "Alice A.".into(),
+            ..alice.clone()
+        };
+        assert_eq!(
+            message_id("S", &alice, "c1"),
+            message_id("S", &renamed, "c1")
+        );
     }
 }

@@ -64,10 +64,7 @@ async fn a_chat_link_logs_in_once_even_after_a_node_restart() {
     assert_eq!(log_in(&mallory, &session, &token).await, refused);
     // The refused attempts did not log carol out: her cookie still carries her login (the new
     // node listens on another port; cookies do not depend on ports).
-    let carol = Browser {
-        client: carol.client.clone(),
-        base: system.node.base.clone(),
-    };
+    let carol = carol.at(&system.node.base);
     let (status, view) = carol.get(&format!("/m/{session}/api/session")).await;
     assert_eq!(status, StatusCode::OK, "{view}");
     system.shutdown().await;

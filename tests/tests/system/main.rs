@@ -7,6 +7,7 @@ mod bad_input;
 mod browser;
 mod chat;
 mod identity;
+mod input;
 mod limits;
 mod links;
 mod machines;
