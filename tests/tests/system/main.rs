@@ -8,6 +8,7 @@ mod chat;
 mod identity;
 mod limits;
 mod machines;
+mod ops;
 mod recovery;
 mod resume;
 mod retention;
