@@ -12,10 +12,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use natter_actors::machines::MachineStatus;
-use natter_actors::store::Stores;
 use parking_lot::Mutex;
 use prometheus::core::Collector;
 use prometheus::{
@@ -27,11 +26,10 @@ use tokio_util::sync::CancellationToken;
 use crate::Gateway;
 use crate::error::{ApiError, ErrorKind};
 use crate::limits::LimitStats;
+use crate::readiness::stores_round_trip;
 
 /// How often the NATS round trip is measured.
 pub const RTT_EVERY: Duration = Duration::from_secs(5);
-/// A round trip slower than this counts as failed.
-pub const RTT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the node outside the gateway reports at each scrape (the broker provides it).
 #[derive(Clone, Copy, Debug, Default)]
@@ -301,17 +299,6 @@ fn wire_name(value: impl serde::Serialize) -> String {
 /// Compares without stopping at the first difference, so timing does not reveal the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// One JetStream round trip: the events stream's info (which also proves the stream exists).
-pub async fn stores_round_trip(stores: &Stores) -> Result<Duration, String> {
-    let started = Instant::now();
-    let mut events = stores.events.clone();
-    match tokio::time::timeout(RTT_TIMEOUT, events.info()).await {
-        Ok(Ok(_)) => Ok(started.elapsed()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {} s", RTT_TIMEOUT.as_secs())),
-    }
 }
 
 /// Measures the NATS round trip every [`RTT_EVERY`] until shutdown.

@@ -1,9 +1,14 @@
 //! `GET /readyz`: whether this node can serve now, and if not, why.
 
+use std::time::{Duration, Instant};
+
 use async_nats::connection::State;
+use natter_actors::store::Stores;
 
 use crate::Gateway;
-use crate::metrics::stores_round_trip;
+
+/// A JetStream round trip slower than this counts as failed.
+pub const RTT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the node is not ready: a sentence for the operator reading the probe's answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,5 +40,16 @@ pub async fn check(gw: &Gateway) -> Result<(), NotReady> {
         Err(e) => not_ready(format!(
             "JetStream does not answer for the events stream: {e}"
         )),
+    }
+}
+
+/// One JetStream round trip: the events stream's info (which also proves the stream exists).
+pub async fn stores_round_trip(stores: &Stores) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut events = stores.events.clone();
+    match tokio::time::timeout(RTT_TIMEOUT, events.info()).await {
+        Ok(Ok(_)) => Ok(started.elapsed()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {} s", RTT_TIMEOUT.as_secs())),
     }
 }
