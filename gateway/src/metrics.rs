@@ -130,10 +130,17 @@ impl Metrics {
             "Round trip of a JetStream request (the events stream's info)",
         )
         .buckets(prometheus::exponential_buckets(0.0001, 4.0, 8).expect("valid buckets"));
+        let sse_events = counters(&r, "sse_events_total", "SSE events written", "stream");
+        let sse_clients = gauges(&r, "sse_clients", "Open event streams", "stream");
+        // Both kinds are shown from the start, at 0, rather than appearing with the first stream.
+        for kind in [StreamKind::Sessions, StreamKind::Machines] {
+            sse_events.with_label_values(&[kind.label()]);
+            sse_clients.with_label_values(&[kind.label()]);
+        }
         Metrics {
             messages_in: counter(&r, "messages_in_total", "Chat messages accepted"),
-            sse_events: counters(&r, "sse_events_total", "SSE events written", "stream"),
-            sse_clients: gauges(&r, "sse_clients", "Open event streams", "stream"),
+            sse_events,
+            sse_clients,
             errors: counters(&r, "http_errors_total", "API errors answered", "kind"),
             refusals: counters(&r, "limit_refusals_total", "Limit refusals", "kind"),
             hashes_running: gauge(&r, "password_hashes_running", "Password hashes running"),
