@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod embedded;
+pub mod logging;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use natter_actors::fleet::{FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSu
 use natter_actors::revoke::Revoker;
 use natter_actors::session::{SessionContext, SessionSupervisor, SupervisorMsg};
 use natter_actors::store::{StoreConfig, Stores};
+use natter_gateway::metrics::{NodeProbe, NodeReadings};
 use natter_gateway::{Gateway, GatewayConfig};
 use ractor::{Actor, ActorRef, SpawnErr};
 use tokio::net::TcpListener;
@@ -149,6 +151,8 @@ pub struct Node {
     pub gateway_limits: Arc<natter_gateway::limits::Limits>,
     pub stores: Stores,
     pub enrollment: Enrollment,
+    /// This node's id (`node.id`), in its logs and metrics.
+    pub node_id: String,
 }
 
 impl Node {
@@ -168,6 +172,8 @@ impl Node {
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();
         let gateway = start_gateway(config, shutdown.clone()).await?;
+        let probe = node_probe(&client, &supervisor, &fleet, &fleet_stats);
+        gateway.metrics().set_node_probe(probe);
         let gateway_limits = gateway.limits().clone();
         let server = tokio::spawn(natter_gateway::serve(listener, gateway));
         Ok(Node {
@@ -182,6 +188,7 @@ impl Node {
             gateway_limits,
             stores,
             enrollment,
+            node_id: config.node.id.clone(),
         })
     }
 
@@ -272,8 +279,36 @@ async fn start_gateway(config: &Config, shutdown: CancellationToken) -> Result<G
         drain_timeout: config.http.drain_timeout,
         public_origin: natter_gateway::origin::PublicOrigin::parse(&config.http.public_url),
         limits: config.limits.clone(),
+        node_id: config.node.id.clone(),
+        metrics_token: config.metrics.token.clone(),
     };
     Ok(Gateway::start(stores, gateway_config, shutdown).await?)
+}
+
+/// What the gateway's metrics and readiness read from the rest of the node: the actors running
+/// here, the check-in counters and the actors' NATS connection.
+fn node_probe(
+    client: &async_nats::Client,
+    sessions: &ActorRef<SupervisorMsg>,
+    fleet: &ActorRef<FleetMsg>,
+    stats: &Arc<FleetStats>,
+) -> NodeProbe {
+    let (client, sessions, fleet, stats) = (
+        client.clone(),
+        sessions.clone(),
+        fleet.clone(),
+        stats.clone(),
+    );
+    let read =
+        |counter: &std::sync::atomic::AtomicU64| counter.load(std::sync::atomic::Ordering::Relaxed);
+    Box::new(move || NodeReadings {
+        session_actors: sessions.get_children().len(),
+        agent_actors: fleet.get_children().len(),
+        checkins_accepted: read(&stats.accepted),
+        checkins_rejected: read(&stats.rejected),
+        checkins_ignored: read(&stats.ignored),
+        actors_connected: client.connection_state() == async_nats::connection::State::Connected,
+    })
 }
 
 /// Runs a node on `listener` until `shutdown` completes, then shuts it down cleanly.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 mod identity;
 
 use clap::{Parser, Subcommand};
-use natter::config::{Config, LogFormat};
+use natter::config::Config;
 use natter::embedded::{DataDir, NatsServer, NatsServerOptions, ServerSecrets, find_server_bin};
 use natter_actors::directory;
 use natter_actors::machines::{MachineReply, MachineRequest};
@@ -80,18 +80,6 @@ enum Admin {
     Resume { machine: String },
 }
 
-fn init_logging(format: &LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Human => builder.init(),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -102,7 +90,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log.format);
+    natter::logging::init(&config.log.format, &config.node.id);
     let result = match cli.command {
         Command::Serve => serve(config).await,
         Command::CheckConfig => {
@@ -292,6 +280,9 @@ fn redacted(config: &Config) -> Config {
             false => "(not set)".to_string(),
         },
     );
+    if shown.metrics.token.is_some() {
+        shown.metrics.token = Some("(set)".into());
+    }
     shown
 }
 

@@ -125,6 +125,8 @@ impl Reply for ApiError {
     fn into_response(self) -> warp::reply::Response {
         let status = self.error.status();
         let mut r = warp::reply::with_status(warp::reply::json(&self), status).into_response();
+        // For the metrics: the routes count answered errors by kind.
+        r.extensions_mut().insert(self.error);
         if let Some(wait) = self.retry_after {
             // Rounded up: a client that waits the whole seconds is never early.
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

@@ -11,6 +11,7 @@
 //! - [`ui`]: the static web UI compiled into the binary.
 //! - [`limits`]: limits on every door (logins, hashing, connections, streams) and their counters;
 //!   [`origin`]: the Host and Origin checks against `public_url`; `server`: the accept loop.
+//! - [`metrics`]: `GET /metrics` (Prometheus); [`readiness`]: what `GET /readyz` checks.
 //! - [`error`]: the API's error type.
 //!
 //! This is the only crate that knows HTTP. It is stateless apart from open connections, and it
@@ -24,7 +25,9 @@ pub mod error;
 pub mod hub;
 pub mod limits;
 pub mod machines;
+pub mod metrics;
 pub mod origin;
+pub mod readiness;
 mod server;
 pub mod sse;
 pub mod ui;
@@ -43,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::ApiError;
 use crate::hub::Hub;
 use crate::limits::{Limits, LimitsConfig};
+use crate::metrics::Metrics;
 use crate::origin::PublicOrigin;
 
 /// The gateway's settings.
@@ -61,6 +65,10 @@ pub struct GatewayConfig {
     /// `Host` and state-changing ones in `Origin`.
     pub public_origin: Option<PublicOrigin>,
     pub limits: LimitsConfig,
+    /// This node's id (`node.id`): the `node` label of every metric.
+    pub node_id: String,
+    /// The bearer token `/metrics` asks for (`metrics.token`); `None`: loopback clients only.
+    pub metrics_token: Option<String>,
 }
 
 impl GatewayConfig {
@@ -83,6 +91,8 @@ impl Default for GatewayConfig {
             drain_timeout: Duration::from_secs(5),
             public_origin: None,
             limits: LimitsConfig::default(),
+            node_id: "natter".into(),
+            metrics_token: None,
         }
     }
 }
@@ -107,6 +117,7 @@ struct Inner {
     /// [`LOGIN_CACHE_TTL`], so a logout or scope change elsewhere applies within that time.
     logins: parking_lot::Mutex<LoginCache>,
     limits: Arc<Limits>,
+    metrics: Metrics,
     config: GatewayConfig,
     shutdown: CancellationToken,
 }
@@ -127,17 +138,20 @@ impl Gateway {
         .await;
         let limits = Arc::new(Limits::new(config.limits.clone()));
         tokio::spawn(prune_login_limiters(limits.clone(), shutdown.clone()));
-        Ok(Gateway {
+        let gateway = Gateway {
             inner: Arc::new(Inner {
                 stores,
                 hub,
                 directory,
                 logins: Default::default(),
                 limits,
+                metrics: Metrics::new(&config.node_id),
                 config,
-                shutdown,
+                shutdown: shutdown.clone(),
             }),
-        })
+        };
+        tokio::spawn(metrics::measure_nats(gateway.clone(), shutdown));
+        Ok(gateway)
     }
 
     pub fn stores(&self) -> &Stores {
@@ -160,19 +174,16 @@ impl Gateway {
         &self.inner.limits
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
     pub fn config(&self) -> &GatewayConfig {
         &self.inner.config
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
-    }
-
-    /// Whether the gateway can serve: NATS connected and the hub following events.
-    pub fn is_ready(&self) -> bool {
-        self.inner.stores.client.connection_state() == async_nats::connection::State::Connected
-            && self.inner.hub.is_live()
-            && self.inner.directory.is_ready()
     }
 
     /// Sends a command to a session's actor over NATS and waits for its answer. Every command is
@@ -208,7 +219,12 @@ impl Gateway {
                                 "unreadable answer from the session: {e}"
                             ))
                         })?;
-                    return reply.map_err(|e: SessionError| e.into());
+                    let ack = reply.map_err(|e: SessionError| ApiError::from(e))?;
+                    // A retried send that landed before is not a new message.
+                    if matches!(cmd, SessionCommand::Send { .. }) && !ack.duplicate {
+                        self.inner.metrics.message_in();
+                    }
+                    return Ok(ack);
                 }
                 Ok(Err(e)) => last_error = e.to_string(),
                 Err(_) => last_error = "timed out".into(),

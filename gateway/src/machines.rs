@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt;
-use natter_actors::machines::{MachineRecord, Scope, filter_matches};
+use natter_actors::machines::{MachineRecord, MachineStatus, Scope, filter_matches};
 use parking_lot::RwLock;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -162,6 +162,16 @@ impl Directory {
         };
         records.sort_by(|a, b| a.id.cmp(&b.id));
         records.iter().map(|r| self.view(r)).collect()
+    }
+
+    /// How many machines are in each status.
+    pub fn status_counts(&self) -> HashMap<MachineStatus, usize> {
+        let map = self.inner.machines.read();
+        let mut counts = HashMap::new();
+        for record in map.values() {
+            *counts.entry(record.status).or_default() += 1;
+        }
+        counts
     }
 
     /// Machine IDs as they change.

@@ -31,6 +31,9 @@ impl Browser {
             client: reqwest::Client::builder()
                 .cookie_provider(jar.clone())
                 .timeout(Duration::from_secs(20))
+                // Drop idle connections before a test's short server idle timeout (1 s) can
+                // close one just as it is reused (a POST on it would fail, not be retried).
+                .pool_idle_timeout(Duration::from_millis(500))
                 .local_address(source.into())
                 .build()
                 .expect("http client"),

@@ -27,6 +27,21 @@ pub struct Config {
     pub log: LogConfig,
     /// The gateway's limits (`[limits]`).
     pub limits: LimitsConfig,
+    pub node: NodeConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This node's name in logs and metrics (`node.id`). Default `<hostname>-<http port>`:
+    /// the same across restarts, and distinct for nodes sharing a host.
+    pub id: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct MetricsConfig {
+    /// The bearer token `/metrics` asks for; `None`: only loopback clients may read it.
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -205,6 +220,23 @@ mod tests {
         assert_eq!(c.http.public_url, "http://127.0.0.1:8080");
         assert!(c.nats.url.is_empty());
         assert_eq!(c.chat.max_message_bytes, 4096);
+        assert!(c.node.id.ends_with("-8080"), "{}", c.node.id);
+        assert!(c.metrics.token.is_none());
+    }
+
+    #[test]
+    fn the_default_node_id_is_the_host_and_port() {
+        assert_eq!(
+            validate::default_node_id("box1.example.com", 8081),
+            "box1-example-com-8081"
+        );
+        let c = from_toml("[node]\nid = \"eu-1\"\n[metrics]\ntoken = \"t\"").unwrap();
+        assert_eq!(
+            (c.node.id.as_str(), c.metrics.token.as_deref()),
+            ("eu-1", Some("t"))
+        );
+        let e = from_toml("[node]\nid = \"a b\"").unwrap_err().to_string();
+        assert!(e.contains("node.id"), "{e}");
     }
 
     #[test]

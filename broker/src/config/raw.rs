@@ -17,6 +17,8 @@ pub(super) struct RawConfig {
     pub chat: RawChat,
     pub log: RawLog,
     pub limits: RawLimits,
+    pub node: RawNode,
+    pub metrics: RawMetrics,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +145,20 @@ impl Default for RawLog {
             format: "human".into(),
         }
     }
+}
+
+/// `[node]`: an empty id is replaced by the default (`<hostname>-<http port>`).
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawNode {
+    pub id: String,
+}
+
+/// `[metrics]`: an empty token serves `/metrics` to loopback clients only.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct RawMetrics {
+    pub token: String,
 }
 
 #[derive(Deserialize)]

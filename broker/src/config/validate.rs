@@ -6,16 +6,22 @@ use std::time::Duration;
 
 use natter_gateway::limits::LimitsConfig;
 
-use super::raw::{RawChat, RawConfig, RawFleet, RawHttp, RawLimits, RawLog, RawNats, RawStorage};
+use super::raw::{
+    RawChat, RawConfig, RawFleet, RawHttp, RawLimits, RawLog, RawMetrics, RawNats, RawNode,
+    RawStorage,
+};
 use super::{
-    ChatConfig, Config, ConfigError, FleetConfig, HttpConfig, LogConfig, LogFormat, NatsConfig,
-    StorageConfig, invalid,
+    ChatConfig, Config, ConfigError, FleetConfig, HttpConfig, LogConfig, LogFormat, MetricsConfig,
+    NatsConfig, NodeConfig, StorageConfig, invalid,
 };
 
 /// Checks every section.
 pub(super) fn config(raw: RawConfig) -> Result<Config, ConfigError> {
+    let http = http(raw.http)?;
     Ok(Config {
-        http: http(raw.http)?,
+        node: node(raw.node, &http)?,
+        metrics: metrics(raw.metrics),
+        http,
         chat: chat(raw.chat)?,
         log: log(raw.log)?,
         nats: nats(raw.nats)?,
@@ -141,6 +147,59 @@ fn limits(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
         streams_per_operator_login: raw.streams_per_operator_login,
         streams_per_machine_user_login: raw.streams_per_machine_user_login,
     })
+}
+
+/// Longest node id.
+const NODE_ID_MAX: usize = 64;
+
+fn node(raw: RawNode, http: &HttpConfig) -> Result<NodeConfig, ConfigError> {
+    let id = raw.id.trim();
+    if id.is_empty() {
+        return Ok(NodeConfig {
+            id: default_node_id(&hostname(), http.listen.port()),
+        });
+    }
+    // No dots: an id may become a NATS subject token or a KV key.
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_');
+    if id.len() > NODE_ID_MAX || !id.chars().all(allowed) {
+        return Err(invalid(
+            "node.id",
+            format!("{id:?}: use up to {NODE_ID_MAX} letters, digits, '-' or '_'"),
+        ));
+    }
+    Ok(NodeConfig { id: id.to_string() })
+}
+
+/// The machine's host name, or `natter` if it has none we can read.
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "natter".into())
+}
+
+/// `<host>-<port>`, the host name cut to what a node id may hold.
+pub(super) fn default_node_id(host: &str, port: u16) -> String {
+    let host: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(NODE_ID_MAX - 6)
+        .collect();
+    format!("{host}-{port}")
+}
+
+fn metrics(raw: RawMetrics) -> MetricsConfig {
+    let token = raw.token.trim();
+    MetricsConfig {
+        token: (!token.is_empty()).then(|| token.to_string()),
+    }
 }
 
 fn duration(key: &'static str, value: &str) -> Result<Duration, ConfigError> {

@@ -13,6 +13,7 @@ use super::models::FilterQuery;
 use crate::auth::Login;
 use crate::error::ApiError;
 use crate::limits::StreamOwner;
+use crate::metrics::StreamKind;
 use crate::{Gateway, sse};
 
 /// How long Quick View waits for the agent actor's live record.
@@ -48,7 +49,7 @@ pub async fn events(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, A
     let filter = checked_filter(q.filter)?;
     let slot = gw.limits().open_stream(&l.key, StreamOwner::Operator)?;
     let stream = sse::machine_stream(gw.directory(), l.scope, filter).holding(slot);
-    Ok(sse::response(stream, gw.shutdown_token()))
+    Ok(sse::response(stream, &gw, StreamKind::Machines))
 }
 
 /// GET /api/machines/{id}: Quick View, the machine's live record from its agent actor (the

@@ -19,7 +19,7 @@ use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
 use crate::Gateway;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 use filters::{
     client_addr, last_event_id, machine_user_token, operator, operator_token, session_id, with_gw,
 };
@@ -35,8 +35,9 @@ macro_rules! any_of {
     };
 }
 
-/// Every route, with errors turned into JSON. Health checks answer whatever the `Host`
-/// (probes use the node's own address); everything else must be asked for by our public name.
+/// Every route, with errors turned into JSON (and counted). Health checks and metrics answer
+/// whatever the `Host` (probes and scrapers use the node's own address); everything else must be
+/// asked for by our public name.
 pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
     let host = filters::host(gw.config().public_origin.clone(), gw.limits().clone());
     let api = any_of!(
@@ -44,9 +45,16 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
         operator_api(gw.clone()),
         machine_user_api(gw.clone())
     );
+    let counted = gw.clone();
     any_of!(health(gw), host.and(api))
         .recover(filters::recover)
         .unify()
+        .map(move |r: Response| {
+            if let Some(kind) = r.extensions().get::<ErrorKind>() {
+                counted.metrics().error_answered(*kind);
+            }
+            r
+        })
         .boxed()
 }
 
@@ -96,9 +104,18 @@ fn health(gw: Gateway) -> impl Route {
     let healthz = warp::path!("healthz").and(warp::get()).map(pages::healthz);
     let readyz = warp::path!("readyz")
         .and(warp::get())
+        .and(with_gw(gw.clone()))
+        .then(pages::readyz);
+    any_of!(healthz, readyz, metrics(gw))
+}
+
+fn metrics(gw: Gateway) -> impl Route {
+    warp::path!("metrics")
+        .and(warp::get())
         .and(with_gw(gw))
-        .map(pages::readyz);
-    any_of!(healthz, readyz)
+        .and(client_addr())
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(|gw, client, auth| respond(async move { pages::metrics(gw, client, auth) }))
 }
 
 fn pages() -> impl Route {

@@ -1,10 +1,14 @@
 //! The web UI's pages and the health checks.
 
+use std::net::IpAddr;
+
 use warp::Rejection;
-use warp::http::StatusCode;
+use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use crate::{Gateway, ui};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::{Gateway, readiness, ui};
 
 /// GET /: the operator's console.
 pub fn index() -> Response {
@@ -35,11 +39,29 @@ pub fn healthz() -> Response {
     "ok".into_response()
 }
 
-/// GET /readyz
-pub fn readyz(gw: Gateway) -> Response {
-    if gw.is_ready() {
-        "ready".into_response()
-    } else {
-        warp::reply::with_status("not ready", StatusCode::SERVICE_UNAVAILABLE).into_response()
+/// GET /readyz: `ready`, or 503 `not ready: <why>`.
+pub async fn readyz(gw: Gateway) -> Response {
+    match readiness::check(&gw).await {
+        Ok(()) => "ready".into_response(),
+        Err(why) => {
+            warp::reply::with_status(format!("not ready: {why}"), StatusCode::SERVICE_UNAVAILABLE)
+                .into_response()
+        }
     }
+}
+
+/// GET /metrics (Prometheus text format), for loopback clients or bearers of the token.
+pub fn metrics(
+    gw: Gateway,
+    client: Option<IpAddr>,
+    authorization: Option<String>,
+) -> Result<Response, ApiError> {
+    let token = gw.config().metrics_token.as_deref();
+    Metrics::check_access(token, client, authorization.as_deref())?;
+    let mut r = gw.metrics().render(&gw).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(r)
 }

@@ -13,6 +13,7 @@ use super::models::{
 use crate::auth::{self, Login};
 use crate::error::{ApiError, ErrorKind};
 use crate::limits::StreamOwner;
+use crate::metrics::StreamKind;
 use crate::{Gateway, sse};
 
 /// POST /api/chats
@@ -202,5 +203,9 @@ async fn event_stream(
     };
     let slot = gw.limits().open_stream(&l.key, owner)?;
     let stream = sse::open(gw, &l.who, &l.scope, cursors, last_event_id).await?;
-    Ok(sse::response(stream.holding(slot), gw.shutdown_token()))
+    Ok(sse::response(
+        stream.holding(slot),
+        gw,
+        StreamKind::Sessions,
+    ))
 }

@@ -16,13 +16,14 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
 use warp::http::header;
 use warp::reply::{Reply, Response};
 use warp::sse::Event;
 
+use crate::Gateway;
 use crate::error::ApiError;
 use crate::limits::Slot;
+use crate::metrics::{StreamKind, StreamMeter};
 
 pub use machines::machine_stream;
 pub use sessions::open;
@@ -47,6 +48,8 @@ pub struct SseStream {
     events: Mutex<Pin<Box<dyn Stream<Item = SseItem> + Send>>>,
     /// The login's stream slot, freed when the stream ends or the client goes away.
     _slot: Option<Slot<String>>,
+    /// Counts the events written; the stream is an open one (metrics) while it lives.
+    meter: Option<StreamMeter>,
 }
 
 impl SseStream {
@@ -54,6 +57,7 @@ impl SseStream {
         SseStream {
             events: Mutex::new(Box::pin(stream)),
             _slot: None,
+            meter: None,
         }
     }
 
@@ -68,15 +72,23 @@ impl Stream for SseStream {
     type Item = SseItem;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SseItem>> {
-        self.get_mut().events.get_mut().as_mut().poll_next(cx)
+        let this = self.get_mut();
+        let polled = this.events.get_mut().as_mut().poll_next(cx);
+        if let (Poll::Ready(Some(_)), Some(meter)) = (&polled, &this.meter) {
+            meter.event_written();
+        }
+        polled
     }
 }
 
 /// An SSE response: a reconnect delay first, keep-alive comments, no caching, no proxy
-/// buffering. The stream ends on `shutdown`, so graceful drain does not wait for it forever.
-pub fn response(stream: SseStream, shutdown: &CancellationToken) -> Response {
+/// buffering, counted in the gateway's metrics as a stream of `kind`. The stream ends on
+/// shutdown, so graceful drain does not wait for it forever.
+pub fn response(mut stream: SseStream, gw: &Gateway, kind: StreamKind) -> Response {
+    stream.meter = Some(gw.metrics().stream_opened(kind));
+    let shutdown = gw.shutdown_token().clone();
     let retry = futures::stream::iter([Ok(Event::default().retry(RECONNECT_AFTER))]);
-    let stream = retry.chain(stream.take_until(shutdown.clone().cancelled_owned()));
+    let stream = retry.chain(stream.take_until(shutdown.cancelled_owned()));
     let reply = warp::sse::reply(warp::sse::keep_alive().interval(KEEP_ALIVE).stream(stream));
     let mut r = reply.into_response();
     r.headers_mut().insert(

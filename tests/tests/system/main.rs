@@ -11,6 +11,7 @@ mod input;
 mod limits;
 mod links;
 mod machines;
+mod ops;
 mod recovery;
 mod resume;
 mod retention;
