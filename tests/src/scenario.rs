@@ -41,6 +41,14 @@ impl Scenario {
         Scenario::default()
     }
 
+    /// The scenario most tests start from: machine `pc1.sales.acme` with `carol` logged on, and
+    /// the admin operator `alice`.
+    pub fn alice_and_carol_on_pc1() -> Scenario {
+        Scenario::new()
+            .machine("pc1.sales.acme", "carol")
+            .operator("alice")
+    }
+
     /// Changes the node's configuration (it starts from [`TestNats::node_config`]).
     pub fn config(mut self, edit: impl FnOnce(&mut Config) + 'static) -> Scenario {
         self.config_edits.push(Box::new(edit));

@@ -16,9 +16,7 @@ fn assert_error(status: StatusCode, body: &Value, want: StatusCode, kind: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clean_errors_and_lose_nothing() {
-    let mut system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
+    let mut system = Scenario::alice_and_carol_on_pc1()
         .operator("mallory")
         .start()
         .await;

@@ -28,11 +28,7 @@ async fn stored_record(system: &Fixture, machine: &str) -> Option<MachineRecord>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_checkin_with_a_huge_user_name_is_refused_and_never_becomes_a_display_name() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let huge = "M".repeat(100_000);
     system
         .agent("pc1.sales.acme")
@@ -61,11 +57,7 @@ async fn a_checkin_with_a_huge_user_name_is_refused_and_never_becomes_a_display_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_ins_with_control_characters_a_bad_ip_or_an_array_shape_are_refused() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let client = system.nats.agent_client("pc1.sales.acme").await;
     let subject = natter_actors::subjects::agent_checkin("pc1.sales.acme");
     let checkin = |field: &str, value: Value| {
@@ -126,11 +118,7 @@ async fn check_ins_with_control_characters_a_bad_ip_or_an_array_shape_are_refuse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absurd_interval_is_clamped_to_an_hour_instead_of_online_forever() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     // A machine of its own (no running agent to overwrite what it said).
     let m = "pc2.sales.acme";
     let client = system.nats.agent_client(m).await;
@@ -169,11 +157,7 @@ async fn an_absurd_interval_is_clamped_to_an_hour_instead_of_online_forever() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agents_detail_is_cut_and_stripped_of_control_characters() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let agent = system.agent("pc1.sales.acme");
     agent.fail_to_open(&"no browser\n\u{1b}[31m".repeat(10_000));
     let alice = system.operator("alice");
@@ -197,11 +181,7 @@ async fn the_agents_detail_is_cut_and_stripped_of_control_characters() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_members_with_the_same_client_id_both_land_and_retries_land_once() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let alice = system.operator("alice");
     let (session, carol) = system.open_chat().await;
     let mut sees = alice.session_events(&session).await;
@@ -232,11 +212,7 @@ async fn two_members_with_the_same_client_id_both_land_and_retries_land_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ending_an_ended_chat_is_409_for_both_sides_and_adds_nothing() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let alice = system.operator("alice");
     let (session, carol) = system.open_chat().await;
     let mut sees = alice.session_events(&session).await;
@@ -266,11 +242,7 @@ async fn ending_an_ended_chat_is_409_for_both_sides_and_adds_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_stored_before_the_checks_is_bounded_when_a_node_starts() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     // What a node without the checks stored for a machine that sent a 100 KB user name and an
     // endless interval.
     let m = "pc2.sales.acme";

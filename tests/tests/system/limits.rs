@@ -269,11 +269,7 @@ async fn event_streams_per_login_are_capped_and_a_closed_one_frees_its_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_host_is_refused_an_array_body_stores_nothing_and_streams_say_retry() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let alice = system.operator("alice");
     let base = &system.node.base;
 
@@ -322,11 +318,7 @@ async fn a_foreign_host_is_refused_an_array_body_stores_nothing_and_streams_say_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_to_a_made_up_session_is_the_same_401_and_starts_no_actor() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let (session, _carol) = system.open_chat().await;
     let stranger = Browser::new(&system.node.base);
     let token = json!({"token": "0".repeat(48)});

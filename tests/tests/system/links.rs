@@ -43,13 +43,9 @@ async fn nth_chat_url(fixture: &Fixture, machine: &str, n: usize) -> String {
     urls[n - 1].1.clone()
 }
 
-fn one_machine() -> Scenario {
-    Scenario::new().machine(MACHINE, "carol").operator("alice")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_link_logs_in_once_even_after_a_node_restart() {
-    let system = one_machine().start().await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let (session, carol) = system.open_chat().await;
     let token = token_of(&nth_chat_url(&system, MACHINE, 1).await);
     let refused = wrong_token_answer(&system, &session).await;
@@ -72,7 +68,7 @@ async fn a_chat_link_logs_in_once_even_after_a_node_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unused_chat_link_expires_after_link_ttl() {
-    let system = one_machine()
+    let system = Scenario::alice_and_carol_on_pc1()
         .config(|c| c.chat.link_ttl = Duration::from_secs(1))
         .start()
         .await;
@@ -88,7 +84,7 @@ async fn an_unused_chat_link_expires_after_link_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_link_is_refused_after_the_chat_ended() {
-    let system = one_machine().start().await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let alice = system.operator("alice");
     let session = alice.new_chat(MACHINE).await;
     let token = token_of(&nth_chat_url(&system, MACHINE, 1).await);
@@ -105,7 +101,7 @@ async fn a_chat_link_is_refused_after_the_chat_ended() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_issues_a_new_link_and_cuts_off_the_old_login() {
-    let system = one_machine().start().await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let alice = system.operator("alice");
     let (session, carol) = system.open_chat().await;
     let old_token = token_of(&nth_chat_url(&system, MACHINE, 1).await);
@@ -170,7 +166,7 @@ async fn a_restart_issues_a_new_link_and_cuts_off_the_old_login() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_link_works_only_for_its_own_session() {
-    let mut system = one_machine().start().await;
+    let mut system = Scenario::alice_and_carol_on_pc1().start().await;
     system.add_machine("pc2.sales.acme", "dave").await;
     let alice = system.operator("alice");
     let first = alice.new_chat(MACHINE).await;
@@ -200,7 +196,7 @@ async fn a_chat_link_works_only_for_its_own_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_the_machine_user_logged_in_by_the_cookie() {
-    let system = one_machine().start().await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let (session, carol) = system.open_chat().await;
     let token = token_of(&nth_chat_url(&system, MACHINE, 1).await);
 

@@ -258,11 +258,7 @@ async fn operators_see_only_their_scope_everywhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_check_ins_are_counted_and_dropped_and_the_fleet_keeps_working() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let client = system.nats.agent_client("pc1.sales.acme").await;
     let subject = natter_actors::subjects::agent_checkin("pc1.sales.acme");
     let bad: Vec<Vec<u8>> = vec![
@@ -330,11 +326,7 @@ async fn machine_status_survives_a_node_restart_and_goes_offline_on_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_refuses_an_agent_that_acts_as_another_agent() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let mallory = system.nats.agent_client("pc1.sales.acme").await;
     let mut errors = Vec::new();
     // A forged check-in for pc2, and an attempt to read pc2's commands.

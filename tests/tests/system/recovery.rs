@@ -13,11 +13,7 @@ fn session_actor(session: &str) -> Option<ractor::ActorCell> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_session_actor_is_restarted_with_its_history() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let alice = system.operator("alice");
     let (session, carol) = system.open_chat().await;
     for i in 0..3 {
@@ -77,11 +73,7 @@ async fn an_idle_actor_stops_and_is_rebuilt_on_demand() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_session_is_restarted_from_the_join_link_with_its_messages() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let alice = system.operator("alice");
     let (session, _carol) = system.open_chat().await;
     alice.send(&session, "m0", "kept").await;

@@ -100,11 +100,7 @@ async fn a_first_connect_can_start_after_a_known_sequence() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_sent_while_a_stream_is_opening_are_neither_lost_nor_doubled() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .operator("alice")
-        .start()
-        .await;
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
     let alice = system.operator("alice");
     let (s1, _) = system.open_chat().await;
     let sender = {
