@@ -72,6 +72,9 @@ fn die_with_parent(_command: &mut Command) {}
 /// runtime.
 pub async fn spawn_tied(mut command: Command) -> io::Result<Child> {
     die_with_parent(&mut command);
+    // A process group of its own: a terminal's Ctrl-C reaches the node only, which drains its
+    // connections and then stops the server, instead of the server dying first under it.
+    command.process_group(0);
     let queue = spawner().ok_or_else(|| io::Error::other("cannot start the spawner thread"))?;
     let (reply, answer) = oneshot::channel();
     queue
