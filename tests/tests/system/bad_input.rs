@@ -22,13 +22,32 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
         .await;
     let alice = system.operator("alice");
     let (session, carol) = system.open_chat().await;
-    let msgs = format!("/api/sessions/{session}/messages");
 
+    bad_bodies_are_refused(&alice, &session).await;
+    unknown_sessions_are_not_found(&alice).await;
+    non_members_learn_nothing(&system.operator("mallory"), &session).await;
+    anonymous_requests_are_refused(&Browser::new(&system.node.base), &session).await;
+    forged_requests_are_refused(&alice, &session).await;
+    machine_user_mistakes_are_refused(&mut system, &carol, &session).await;
+    bad_stream_parameters_are_refused(&alice, &session).await;
+
+    // Through all of that the session kept working and holds exactly the good messages.
+    let (s, _) = alice.send(&session, "good", "still fine").await;
+    assert_eq!(s, StatusCode::CREATED);
+    let mut sse = alice.session_events(&session).await;
+    let got = sse.read_messages(2).await;
+    assert_eq!(texts(&got), ["é".repeat(2048), "still fine".to_string()]);
+    sse.expect_quiet(Duration::from_millis(300)).await;
+    system.shutdown().await;
+}
+
+async fn bad_bodies_are_refused(alice: &Browser, session: &str) {
+    let msgs = format!("/api/sessions/{session}/messages");
     // Oversized message (limit 4096 bytes).
-    let (s, b) = alice.send(&session, "big", &"x".repeat(4097)).await;
+    let (s, b) = alice.send(session, "big", &"x".repeat(4097)).await;
     assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "too_large");
     // Exactly at the limit is fine.
-    let (s, _) = alice.send(&session, "ok-limit", &"é".repeat(2048)).await;
+    let (s, _) = alice.send(session, "ok-limit", &"é".repeat(2048)).await;
     assert_eq!(s, StatusCode::CREATED);
     // Body over the body limit.
     let (s, b) = alice
@@ -58,13 +77,15 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
         .await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
     // Empty text, bad client ids.
-    let (s, b) = alice.send(&session, "empty", "   \n ").await;
+    let (s, b) = alice.send(session, "empty", "   \n ").await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    let (s, b) = alice.send(&session, "has space", "x").await;
+    let (s, b) = alice.send(session, "has space", "x").await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
-    let (s, b) = alice.send(&session, &"i".repeat(65), "x").await;
+    let (s, b) = alice.send(session, &"i".repeat(65), "x").await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "bad_request");
+}
 
+async fn unknown_sessions_are_not_found(alice: &Browser) {
     // Unknown sessions: a well-formed id nobody opened, and garbage.
     let unknown = ulid::Ulid::new().to_string();
     let (s, b) = alice.send(&unknown, "u1", "hello?").await;
@@ -73,10 +94,11 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
     let (s, b) = alice.get(&format!("/api/sessions/{unknown}")).await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
+}
 
-    // Not a member: another operator can neither read, stream nor write the session.
-    let mallory = system.operator("mallory");
-    let (s, b) = mallory.send(&session, "m1", "let me in").await;
+/// Another operator can neither read, stream nor write the session.
+async fn non_members_learn_nothing(mallory: &Browser, session: &str) {
+    let (s, b) = mallory.send(session, "m1", "let me in").await;
     assert_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
     let (s, b) = mallory.get(&format!("/api/sessions/{session}")).await;
     assert_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
@@ -84,7 +106,7 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
         b.get("members").is_none() && b.get("machine").is_none(),
         "leaks nothing: {b}"
     );
-    let sse = mallory.session_events(&session).await;
+    let sse = mallory.session_events(session).await;
     assert_eq!(sse.status, StatusCode::FORBIDDEN);
     assert!(
         !sse.error_body.contains("pc1") && !sse.error_body.contains("carol"),
@@ -95,14 +117,14 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
         .post(&format!("/api/sessions/{session}/end"), &json!({}))
         .await;
     assert_error(s, &b, StatusCode::FORBIDDEN, "forbidden");
+}
 
-    // Not logged in.
-    let anonymous = Browser::new(&system.node.base);
-    let (s, b) = anonymous.send(&session, "a1", "hi").await;
+async fn anonymous_requests_are_refused(anonymous: &Browser, session: &str) {
+    let (s, b) = anonymous.send(session, "a1", "hi").await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
     let (s, b) = anonymous.get("/api/machines").await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
-    let sse = anonymous.session_events(&session).await;
+    let sse = anonymous.session_events(session).await;
     assert_eq!(sse.status, StatusCode::UNAUTHORIZED);
     let (s, b) = anonymous
         .post(
@@ -111,11 +133,14 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
         )
         .await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
+}
 
-    // CSRF: no marker header, or a foreign origin.
+/// CSRF: no marker header, or a foreign origin.
+async fn forged_requests_are_refused(alice: &Browser, session: &str) {
+    let msgs = format!("/api/sessions/{session}/messages");
     let r = alice
         .client
-        .post(format!("{}{msgs}", system.node.base))
+        .post(format!("{}{msgs}", alice.base))
         .json(&json!({"id": "csrf1", "text": "forged"}))
         .send()
         .await
@@ -123,7 +148,7 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     let r = alice
         .client
-        .post(format!("{}{msgs}", system.node.base))
+        .post(format!("{}{msgs}", alice.base))
         .header("x-natter", "1")
         .header("origin", "http://evil.example")
         .json(&json!({"id": "csrf2", "text": "forged"}))
@@ -131,8 +156,11 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
 
-    // Machine user: a wrong token, and a login used for another session.
+/// A wrong token, and a machine user's login used for another session.
+async fn machine_user_mistakes_are_refused(system: &mut Fixture, carol: &Browser, session: &str) {
+    let anonymous = Browser::new(&system.node.base);
     let (s, b) = anonymous
         .post(
             &format!("/m/{session}/api/login"),
@@ -146,8 +174,9 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
         .send_as_machine_user(&other_session, "x1", "wrong session")
         .await;
     assert_error(s, &b, StatusCode::UNAUTHORIZED, "unauthenticated");
+}
 
-    // Bad SSE parameters.
+async fn bad_stream_parameters_are_refused(alice: &Browser, session: &str) {
     let sse = alice.events("/api/events", None).await;
     assert_eq!(sse.status, StatusCode::BAD_REQUEST);
     let sse = alice
@@ -156,10 +185,7 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     assert_eq!(sse.status, StatusCode::BAD_REQUEST);
     let r = alice
         .client
-        .get(format!(
-            "{}/api/events?sessions={session}",
-            system.node.base
-        ))
+        .get(format!("{}/api/events?sessions={session}", alice.base))
         .header("last-event-id", "yesterday")
         .send()
         .await
@@ -169,15 +195,6 @@ async fn bad_requests_get_clean_errors_and_lose_nothing() {
     // Unknown endpoint and wrong method: JSON errors too.
     let (s, b) = alice.get("/api/nope").await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found");
-
-    // Through all of that the session kept working and holds exactly the good messages.
-    let (s, _) = alice.send(&session, "good", "still fine").await;
-    assert_eq!(s, StatusCode::CREATED);
-    let mut sse = alice.session_events(&session).await;
-    let got = sse.read_messages(2).await;
-    assert_eq!(texts(&got), ["é".repeat(2048), "still fine".to_string()]);
-    sse.expect_quiet(Duration::from_millis(300)).await;
-    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
