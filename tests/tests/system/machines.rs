@@ -51,6 +51,9 @@ async fn admin_request(nats: &TestNats, machine: &str, request: Value) -> Value 
     serde_json::from_slice(&answer.payload).unwrap()
 }
 
+/// The check-in interval of the agent in the state walk.
+const WALK_INTERVAL: Duration = Duration::from_millis(1000);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_check_in_state_and_transition_reaches_the_browser_live() {
     let mut system = Scenario::new()
@@ -74,8 +77,15 @@ async fn every_check_in_state_and_transition_reaches_the_browser_live() {
     assert_eq!(sse.status, StatusCode::OK, "{}", sse.error_body);
     wait_status(&mut sse, m, "never_checked_in").await;
 
-    // Online, first audit pending.
-    let interval = Duration::from_millis(1000);
+    presence_states_reach_the_browser(&mut system, &mut sse, m).await;
+    no_check_in_means_offline_and_no_chat(&mut system, &alice, &mut sse, m).await;
+    suspended_machines_ignore_check_ins_until_resumed(&system, &alice, &mut sse, m).await;
+    quick_view_has_the_details(&alice, m).await;
+    system.shutdown().await;
+}
+
+/// Online, first audit pending, then each presence state in turn.
+async fn presence_states_reach_the_browser(system: &mut Fixture, sse: &mut Sse, m: &str) {
     system
         .add_machine_with(
             m,
@@ -83,30 +93,37 @@ async fn every_check_in_state_and_transition_reaches_the_browser_live() {
                 audit_done: false,
                 ..Presence::user(None)
             },
-            interval,
+            WALK_INTERVAL,
         )
         .await;
-    wait_status(&mut sse, m, "waiting_first_audit").await;
+    wait_status(sse, m, "waiting_first_audit").await;
     let agent = system.agent(m);
     agent.check_in(Presence::user(None));
-    wait_status(&mut sse, m, "online").await;
+    wait_status(sse, m, "online").await;
     agent.check_in(Presence::user(Some("carol")));
-    let v = wait_status(&mut sse, m, "user").await;
+    let v = wait_status(sse, m, "user").await;
     assert_eq!(v["user"], "carol");
     agent.check_in(Presence {
         idle_secs: 601,
         ..Presence::user(Some("carol"))
     });
-    wait_status(&mut sse, m, "idle").await;
+    wait_status(sse, m, "idle").await;
     agent.check_in(Presence {
         remote_control: false,
         ..Presence::user(Some("carol"))
     });
-    wait_status(&mut sse, m, "remote_disabled").await;
+    wait_status(sse, m, "remote_disabled").await;
+}
 
-    // No check-in for 2 intervals: offline, by the fleet's timer alone.
+/// No check-in for 2 intervals: offline, by the fleet's timer alone; then back with a user.
+async fn no_check_in_means_offline_and_no_chat(
+    system: &mut Fixture,
+    alice: &Browser,
+    sse: &mut Sse,
+    m: &str,
+) {
     system.stop_agent(m).await;
-    wait_status(&mut sse, m, "offline").await;
+    wait_status(sse, m, "offline").await;
     let (status, body) = alice.chat_with(m).await;
     assert_eq!(
         status,
@@ -116,16 +133,23 @@ async fn every_check_in_state_and_transition_reaches_the_browser_live() {
 
     // Back online with a user.
     system
-        .add_machine_with(m, Presence::user(Some("carol")), interval)
+        .add_machine_with(m, Presence::user(Some("carol")), WALK_INTERVAL)
         .await;
-    let agent = system.agent(m);
-    wait_status(&mut sse, m, "user").await;
+    wait_status(sse, m, "user").await;
+}
 
-    // Suspended: check-ins change nothing, no chat.
+/// Suspended: check-ins change nothing and nobody can chat; resumed: the next one counts.
+async fn suspended_machines_ignore_check_ins_until_resumed(
+    system: &Fixture,
+    alice: &Browser,
+    sse: &mut Sse,
+    m: &str,
+) {
+    let agent = system.agent(m);
     let suspended =
         admin_request(&system.nats, m, json!({"op": "suspend", "suspended": true})).await;
     assert_eq!(suspended["Ok"]["status"], "suspended", "{suspended}");
-    wait_status(&mut sse, m, "suspended").await;
+    wait_status(sse, m, "suspended").await;
     agent.check_in(Presence::user(Some("somebody-else")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, view) = alice.get(&format!("/api/machines/{m}")).await;
@@ -155,9 +179,11 @@ async fn every_check_in_state_and_transition_reaches_the_browser_live() {
     .await;
     agent.handle.checkin_now();
     // (Resuming re-derives "user" from the last counted check-in first; then the new one lands.)
-    while wait_status(&mut sse, m, "user").await["user"] != "somebody-else" {}
+    while wait_status(sse, m, "user").await["user"] != "somebody-else" {}
+}
 
-    // Quick View has the details.
+/// Quick View has the details.
+async fn quick_view_has_the_details(alice: &Browser, m: &str) {
     let (status, view) = alice.get(&format!("/api/machines/{m}")).await;
     assert_eq!(status, StatusCode::OK);
     for key in [
@@ -172,7 +198,6 @@ async fn every_check_in_state_and_transition_reaches_the_browser_live() {
     ] {
         assert!(!view[key].is_null(), "Quick View lacks {key}: {view}");
     }
-    system.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
