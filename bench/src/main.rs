@@ -10,6 +10,7 @@
 mod chat;
 mod conns;
 mod http;
+mod idle_phases;
 mod modes;
 mod phases;
 mod procs;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::Results;
 use crate::chat::{JoinResult, Step};
 use crate::conns::ConnPoint;
-use crate::phases::STORM_MESSAGES;
+use crate::idle_phases::STORM_MESSAGES;
 use crate::raw::RawResults;
 use crate::report::{Row, fmt_d, fmt_rate, row};
 
