@@ -304,54 +304,27 @@ impl Senders {
         from_schedule: bool,
         drain: Duration,
     ) -> Step {
-        let s = self.sessions.len();
-        let total = (rate * duration.as_secs_f64()).round() as usize;
-        let t0 = tokio::time::Instant::now() + Duration::from_millis(20);
-        let t0_ns = now_ns() + 20_000_000;
-        let interval_ns = 1e9 / rate;
-        let sent = Arc::new(AtomicU64::new(0));
-        let errors = Arc::new(AtomicU64::new(0));
-        let max_lag = Arc::new(AtomicU64::new(0));
-        let first_error: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        let schedule = Schedule {
+            step,
+            tag: self.tag,
+            stride: self.sessions.len(),
+            total: (rate * duration.as_secs_f64()).round() as usize,
+            t0: tokio::time::Instant::now() + Duration::from_millis(20),
+            t0_ns: now_ns() + 20_000_000,
+            interval_ns: 1e9 / rate,
+            from_schedule,
+        };
+        let stats = Arc::new(SendStats::default());
         let mut tasks = Vec::new();
-        let tag = self.tag;
-        for (j, mut client) in self.clients.drain(..).enumerate() {
+        for (j, client) in self.clients.drain(..).enumerate() {
             let session = self.sessions[j].clone();
-            let (sent, errors, max_lag, first_error) = (
-                sent.clone(),
-                errors.clone(),
-                max_lag.clone(),
-                first_error.clone(),
-            );
-            tasks.push(tokio::spawn(async move {
-                let path = format!("/api/sessions/{session}/messages");
-                let mut k = j;
-                while k < total {
-                    let due_ns = t0_ns + (k as f64 * interval_ns) as u64;
-                    tokio::time::sleep_until(t0 + Duration::from_nanos(due_ns - t0_ns)).await;
-                    let start = now_ns();
-                    max_lag.fetch_max(start.saturating_sub(due_ns), Ordering::Relaxed);
-                    let stamp = if from_schedule { due_ns.min(start) } else { start };
-                    let body = serde_json::json!({"id": format!("p{tag}-s{step}-{k}"), "text": text(step, stamp)});
-                    match client.post_json(&path, &body).await {
-                        Ok(r) if r.status == 201 && http::find(&r.body, b"\"duplicate\":true").is_none() => {
-                            sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            first_error.lock().unwrap().get_or_insert_with(|| {
-                                format!("{} {}", r.status, String::from_utf8_lossy(&r.body))
-                            });
-                        }
-                        Err(e) => {
-                            errors.fetch_add(1, Ordering::Relaxed);
-                            first_error.lock().unwrap().get_or_insert_with(|| e.to_string());
-                        }
-                    }
-                    k += s;
-                }
-                client
-            }));
+            tasks.push(tokio::spawn(send_session(
+                client,
+                session,
+                j,
+                schedule,
+                stats.clone(),
+            )));
         }
         for t in tasks {
             if let Ok(c) = t.await {
@@ -360,7 +333,7 @@ impl Senders {
         }
         // Keep the session order stable for the next step.
         let send_end = now_ns();
-        let sent = sent.load(Ordering::Relaxed);
+        let sent = stats.sent.load(Ordering::Relaxed);
         let expected = sent * readers.per_session as u64;
         let deadline = Instant::now() + drain;
         while readers.recorder.delivered[step].load(Ordering::Relaxed) < expected
@@ -368,28 +341,110 @@ impl Senders {
         {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let delivered = readers.recorder.delivered[step].load(Ordering::Relaxed);
-        let last = readers.recorder.last_ns[step]
-            .load(Ordering::Relaxed)
-            .max(send_end);
-        let hist = readers.recorder.hists.lock().unwrap()[step].clone();
-        let per_reader = delivered as f64 / readers.per_session as f64;
-        let send_secs = (send_end.saturating_sub(t0_ns)) as f64 / 1e9;
-        let errors_n = errors.load(Ordering::Relaxed);
-        let first_error = first_error.lock().unwrap().clone();
-        Step {
-            offered: rate,
-            sent,
-            send_errors: errors_n,
-            first_error,
-            accepted_per_s: sent as f64 / send_secs.max(1e-9),
-            delivered_per_s: per_reader / ((last.saturating_sub(t0_ns)) as f64 / 1e9).max(1e-9),
-            expected,
-            delivered,
-            latency: Lat::from(&hist),
-            max_lag: Duration::from_nanos(max_lag.load(Ordering::Relaxed)),
-            reader_drops: readers.errors.load(Ordering::Relaxed),
+        measured(readers, &schedule, rate, send_end, expected, &stats)
+    }
+}
+
+/// When and what one step sends.
+#[derive(Clone, Copy)]
+struct Schedule {
+    step: usize,
+    /// The senders' tag (see [`Senders`]).
+    tag: u64,
+    /// Sessions: message `k` goes to session `k % stride`.
+    stride: usize,
+    total: usize,
+    /// The moment message 0 is due, on both clocks.
+    t0: tokio::time::Instant,
+    t0_ns: u64,
+    interval_ns: f64,
+    from_schedule: bool,
+}
+
+/// What the senders of one step count.
+#[derive(Default)]
+struct SendStats {
+    sent: AtomicU64,
+    errors: AtomicU64,
+    max_lag: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl SendStats {
+    fn failed(&self, error: impl FnOnce() -> String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.first_error.lock().unwrap().get_or_insert_with(error);
+    }
+}
+
+/// Sends session `j`'s share of the step (messages `j`, `j + stride`, …), each when it is due;
+/// hands the client back for the next step.
+async fn send_session(
+    mut client: Client,
+    session: String,
+    j: usize,
+    sc: Schedule,
+    stats: Arc<SendStats>,
+) -> Client {
+    let path = format!("/api/sessions/{session}/messages");
+    let mut k = j;
+    while k < sc.total {
+        let due_ns = sc.t0_ns + (k as f64 * sc.interval_ns) as u64;
+        tokio::time::sleep_until(sc.t0 + Duration::from_nanos(due_ns - sc.t0_ns)).await;
+        let start = now_ns();
+        stats
+            .max_lag
+            .fetch_max(start.saturating_sub(due_ns), Ordering::Relaxed);
+        let stamp = if sc.from_schedule {
+            due_ns.min(start)
+        } else {
+            start
+        };
+        let body = serde_json::json!({"id": format!("p{}-s{}-{k}", sc.tag, sc.step), "text": text(sc.step, stamp)});
+        match client.post_json(&path, &body).await {
+            Ok(r) if r.status == 201 && http::find(&r.body, b"\"duplicate\":true").is_none() => {
+                stats.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(r) => {
+                stats.failed(|| format!("{} {}", r.status, String::from_utf8_lossy(&r.body)));
+            }
+            Err(e) => stats.failed(|| e.to_string()),
         }
+        k += sc.stride;
+    }
+    client
+}
+
+/// The step's outcome from what the senders counted and the readers recorded.
+fn measured(
+    readers: &Readers,
+    sc: &Schedule,
+    rate: f64,
+    send_end: u64,
+    expected: u64,
+    stats: &SendStats,
+) -> Step {
+    let step = sc.step;
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let delivered = readers.recorder.delivered[step].load(Ordering::Relaxed);
+    let last = readers.recorder.last_ns[step]
+        .load(Ordering::Relaxed)
+        .max(send_end);
+    let hist = readers.recorder.hists.lock().unwrap()[step].clone();
+    let per_reader = delivered as f64 / readers.per_session as f64;
+    let send_secs = (send_end.saturating_sub(sc.t0_ns)) as f64 / 1e9;
+    Step {
+        offered: rate,
+        sent,
+        send_errors: stats.errors.load(Ordering::Relaxed),
+        first_error: stats.first_error.lock().unwrap().clone(),
+        accepted_per_s: sent as f64 / send_secs.max(1e-9),
+        delivered_per_s: per_reader / ((last.saturating_sub(sc.t0_ns)) as f64 / 1e9).max(1e-9),
+        expected,
+        delivered,
+        latency: Lat::from(&hist),
+        max_lag: Duration::from_nanos(stats.max_lag.load(Ordering::Relaxed)),
+        reader_drops: readers.errors.load(Ordering::Relaxed),
     }
 }
 

@@ -91,13 +91,12 @@ pub async fn clients(args: ClientsArgs) -> Result<(), BoxError> {
     if args.sessions.is_empty() {
         return Err("no sessions".into());
     }
-    let opened = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
+    let counts = Arc::new(Counts::default());
     let permits = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let sessions: Arc<Vec<String>> = Arc::new(args.sessions);
     let sources: Arc<Vec<IpAddr>> = Arc::new(args.sources);
     for i in 0..args.count {
-        let (opened, failed, permits) = (opened.clone(), failed.clone(), permits.clone());
+        let (counts, permits) = (counts.clone(), permits.clone());
         let (sessions, sources, cookie) = (sessions.clone(), sources.clone(), cookie.clone());
         let (addr, expect) = (args.addr, args.expect);
         tokio::spawn(async move {
@@ -106,69 +105,92 @@ pub async fn clients(args: ClientsArgs) -> Result<(), BoxError> {
             };
             let path = format!("/api/events?sessions={}", sessions[i % sessions.len()]);
             let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
-            let mut stream = None;
-            for attempt in 0..3u64 {
-                let open = async {
-                    let mut sse = http::open_sse(addr, source, &cookie, &path).await?;
-                    let hello = sse.next().await?;
-                    if hello.event != "hello" {
-                        return Err(std::io::Error::other("no hello"));
-                    }
-                    let mut got = 0;
-                    while got < expect {
-                        let e = sse.next().await?;
-                        match e.event.as_str() {
-                            "" => got += 1,
-                            "error" => return Err(std::io::Error::other(e.data)),
-                            _ => {}
-                        }
-                    }
-                    Ok::<_, std::io::Error>(sse.into_stream())
-                };
-                match tokio::time::timeout(Duration::from_secs(20), open).await {
-                    Ok(Ok(s)) => {
-                        stream = Some(s);
-                        break;
-                    }
-                    Ok(Err(e)) if attempt == 2 => eprintln!("client {i}: {e}"),
-                    _ => tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await,
-                }
-            }
+            let stream = open_idle(i, addr, source, &cookie, &path, expect).await;
             drop(permit);
-            let Some(mut stream) = stream else {
-                failed.fetch_add(1, Ordering::Relaxed);
+            let Some(stream) = stream else {
+                counts.failed.fetch_add(1, Ordering::Relaxed);
                 return;
             };
-            opened.fetch_add(1, Ordering::Relaxed);
-            // Idle: read (and drop) keep-alive comments until the server goes away.
-            let mut buf = [0u8; 256];
-            while let Ok(n) = stream.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-            }
+            counts.opened.fetch_add(1, Ordering::Relaxed);
+            hold(stream).await;
         });
     }
-    let total = args.count as u64;
-    let report = async {
-        loop {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let (o, f) = (
-                opened.load(Ordering::Relaxed),
-                failed.load(Ordering::Relaxed),
-            );
-            if o + f >= total {
-                println!("DONE {o} {f}");
-                break;
-            }
-            println!("PROGRESS {o} {f}");
-        }
-    };
     tokio::select! {
-        _ = report => {}
+        _ = report(&counts, args.count as u64) => {}
         _ = stdin_closed() => std::process::exit(0),
     }
     stdin_closed().await;
     // Exit without tearing thousands of tasks down one by one.
     std::process::exit(0)
+}
+
+/// Connections opened and failed so far.
+#[derive(Default)]
+struct Counts {
+    opened: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Opens client `i`'s SSE connection (at most 3 tries, 20 s each): its `hello`, then `expect`
+/// chat events. Returns the stream, or none when every try failed.
+async fn open_idle(
+    i: usize,
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    cookie: &str,
+    path: &str,
+    expect: usize,
+) -> Option<tokio::net::TcpStream> {
+    for attempt in 0..3u64 {
+        let open = async {
+            let mut sse = http::open_sse(addr, source, cookie, path).await?;
+            let hello = sse.next().await?;
+            if hello.event != "hello" {
+                return Err(std::io::Error::other("no hello"));
+            }
+            let mut got = 0;
+            while got < expect {
+                let e = sse.next().await?;
+                match e.event.as_str() {
+                    "" => got += 1,
+                    "error" => return Err(std::io::Error::other(e.data)),
+                    _ => {}
+                }
+            }
+            Ok::<_, std::io::Error>(sse.into_stream())
+        };
+        match tokio::time::timeout(Duration::from_secs(20), open).await {
+            Ok(Ok(s)) => return Some(s),
+            Ok(Err(e)) if attempt == 2 => eprintln!("client {i}: {e}"),
+            _ => tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await,
+        }
+    }
+    None
+}
+
+/// Idle: reads (and drops) keep-alive comments until the server goes away.
+async fn hold(mut stream: tokio::net::TcpStream) {
+    let mut buf = [0u8; 256];
+    while let Ok(n) = stream.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Prints `PROGRESS <open> <failed>` every second until all `total` are open or failed, then
+/// `DONE <open> <failed>`.
+async fn report(counts: &Counts, total: u64) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (o, f) = (
+            counts.opened.load(Ordering::Relaxed),
+            counts.failed.load(Ordering::Relaxed),
+        );
+        if o + f >= total {
+            println!("DONE {o} {f}");
+            break;
+        }
+        println!("PROGRESS {o} {f}");
+    }
 }

@@ -40,8 +40,38 @@ pub async fn run(
     } else {
         (10_000, 200_000)
     };
+    let core = core_rtt(&requester, &responder, rounds).await?;
 
-    // Core request/reply: a responder on its own connection echoes the payload.
+    // JetStream publish with ack, one at a time, on a file stream of its own (like the events).
+    let js = jetstream::new(requester.clone());
+    js.create_stream(stream::Config {
+        name: "BENCH_RAW".into(),
+        subjects: vec!["bench.raw.>".into()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| format!("creating the raw stream: {e}"))?;
+    let ack = js_ack(&js, rounds / 2).await?;
+    let rate = js_pipelined(&js, pipelined).await?;
+    js.delete_stream("BENCH_RAW").await?;
+    Ok(RawResults {
+        core_rtt: Lat::from(&core),
+        js_ack: Lat::from(&ack),
+        js_pipelined_per_s: rate,
+    })
+}
+
+/// Requests not measured at the start of a latency series (warm-up).
+const WARM_UP: usize = 500;
+
+/// Core request/reply: a responder on its own connection echoes the payload; `rounds` round
+/// trips are measured.
+async fn core_rtt(
+    requester: &async_nats::Client,
+    responder: &async_nats::Client,
+    rounds: usize,
+) -> Result<Histogram<u64>, BoxError> {
     let mut sub = responder.subscribe("bench.rr").await?;
     let echo = tokio::spawn({
         let responder = responder.clone();
@@ -63,44 +93,43 @@ pub async fn run(
     }
     let body = payload();
     let mut core = new_hist();
-    for i in 0..rounds + 500 {
+    for i in 0..rounds + WARM_UP {
         let t = Instant::now();
         requester
             .request("bench.rr", body.clone())
             .await
             .map_err(|e| format!("core request/reply: {e}"))?;
-        if i >= 500 {
+        if i >= WARM_UP {
             record(&mut core, t.elapsed());
         }
     }
     echo.abort();
+    Ok(core)
+}
 
-    // JetStream publish with ack, one at a time, on a file stream of its own (like the events).
-    let js = jetstream::new(requester.clone());
-    js.create_stream(stream::Config {
-        name: "BENCH_RAW".into(),
-        subjects: vec!["bench.raw.>".into()],
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("creating the raw stream: {e}"))?;
+/// `rounds` JetStream publishes, each awaiting its ack before the next.
+async fn js_ack(js: &jetstream::Context, rounds: usize) -> Result<Histogram<u64>, BoxError> {
+    let body = payload();
     let mut ack = new_hist();
-    for i in 0..rounds / 2 + 500 {
+    for i in 0..rounds + WARM_UP {
         let t = Instant::now();
         js.publish(format!("bench.raw.{}", i % 100), body.clone())
             .await?
             .await?;
-        if i >= 500 {
+        if i >= WARM_UP {
             record(&mut ack, t.elapsed());
         }
     }
+    Ok(ack)
+}
 
-    // Pipelined: keep a window of acks outstanding.
+/// `count` JetStream publishes keeping a window of acks outstanding; returns messages/s.
+async fn js_pipelined(js: &jetstream::Context, count: usize) -> Result<f64, BoxError> {
+    let body = payload();
     let window = 4096;
     let mut outstanding = VecDeque::with_capacity(window);
     let t = Instant::now();
-    for i in 0..pipelined {
+    for i in 0..count {
         if outstanding.len() >= window {
             let f: jetstream::context::PublishAckFuture =
                 outstanding.pop_front().expect("non-empty");
@@ -114,13 +143,7 @@ pub async fn run(
     while let Some(f) = outstanding.pop_front() {
         f.await?;
     }
-    let rate = pipelined as f64 / t.elapsed().as_secs_f64();
-    js.delete_stream("BENCH_RAW").await?;
-    Ok(RawResults {
-        core_rtt: Lat::from(&core),
-        js_ack: Lat::from(&ack),
-        js_pipelined_per_s: rate,
-    })
+    Ok(count as f64 / t.elapsed().as_secs_f64())
 }
 
 pub fn record(h: &mut Histogram<u64>, d: Duration) {

@@ -1,0 +1,274 @@
+//! The phases of a run, one function each, in the order they run.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use natter_actors::store::Stores;
+
+use crate::chat::{self, Operator, Step};
+use crate::idle_phases::{phase_conns, phase_many, phase_storm};
+use crate::procs::{BoxError, NodeProc};
+use crate::raw::{self, RawResults};
+use crate::report::fmt_d;
+use crate::{Results, RunArgs, pause, say};
+
+/// Where the phases run: the server, its broker password and the children's log.
+pub struct Target<'a> {
+    pub url: &'a str,
+    pub password: &'a str,
+    pub log: &'a Path,
+}
+
+/// The chat phases' set-up: a node, operators logged in to it, and sessions they are all in.
+struct Chat {
+    node: NodeProc,
+    client: async_nats::Client,
+    stores: Stores,
+    ops: Vec<Operator>,
+    sessions: Vec<String>,
+}
+
+pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Result<(), BoxError> {
+    if args.has("raw") {
+        res.raw = Some(phase_raw(at, args.quick).await?);
+    }
+    let chat_phases = args.has("latency") || args.has("throughput") || args.has("join");
+    let conn_phases = args.has("conns") || args.has("many") || args.has("storm");
+    if !chat_phases && !conn_phases {
+        return Ok(());
+    }
+    let chat = Chat::start(at).await?;
+    if args.has("latency") {
+        pause(args, &chat.node, "latency").await;
+        res.latency = Some(phase_latency(&chat, args.quick, &mut res.notes).await?);
+    }
+    if args.has("throughput") {
+        pause(args, &chat.node, "throughput").await;
+        res.throughput = Some(phase_throughput(&chat, args.quick, &mut res.notes).await?);
+    }
+    if args.has("join") {
+        pause(args, &chat.node, "join").await;
+        res.join = Some(phase_join(&chat).await?);
+    }
+    let Chat {
+        node,
+        client,
+        stores,
+        ops,
+        sessions,
+    } = chat;
+    node.proc.stop(Duration::from_secs(5)).await;
+
+    let cookie = ops[1].cookie.clone();
+    // Idle clients resume from the stream's end (as a browser that has seen everything): a
+    // connect that needs a replay costs a JetStream consumer, which the server caps per stream.
+    let since = tail(&stores).await;
+    let sessions: Vec<String> = sessions.iter().map(|s| format!("{s}:{since}")).collect();
+    if args.has("conns") {
+        res.conns = Some(phase_conns(at, &cookie, &sessions, args.quick).await?);
+    }
+    if args.has("many") {
+        phase_many(args, at, &cookie, &sessions, &mut res.many).await?;
+    }
+    if args.has("storm") {
+        phase_storm(at, &client, &stores, &ops, args.quick, &mut res.storm).await?;
+    }
+    Ok(())
+}
+
+/// The events stream's last sequence (0 when unknown).
+pub(crate) async fn tail(stores: &Stores) -> u64 {
+    let mut events = stores.events.clone();
+    events
+        .info()
+        .await
+        .map(|i| i.state.last_sequence)
+        .unwrap_or(0)
+}
+
+impl Chat {
+    async fn start(at: &Target<'_>) -> Result<Chat, BoxError> {
+        let node = NodeProc::start(at.url, at.password, at.log).await?;
+        say(format!("node (pid {}) on {}", node.pid(), node.addr));
+        let client = async_nats::ConnectOptions::new()
+            .user_and_password("natter-broker".into(), at.password.into())
+            .connect(at.url)
+            .await?;
+        let stores = Stores::ensure(
+            client.clone(),
+            natter::store_config(&natter::Config::defaults()),
+        )
+        .await?;
+        let ops = chat::operators(
+            &stores,
+            node.addr,
+            &["bench-a", "bench-b", "bench-c", "bench-d"],
+        )
+        .await?;
+        let sessions = chat::sessions(&client, node.addr, &ops[0], &ops[1..], 100, "s").await?;
+        say(format!("{} sessions, 4 operators", sessions.len()));
+        Ok(Chat {
+            node,
+            client,
+            stores,
+            ops,
+            sessions,
+        })
+    }
+}
+
+async fn phase_raw(at: &Target<'_>, quick: bool) -> Result<RawResults, BoxError> {
+    say("raw NATS: request/reply, JetStream publish+ack, pipelined publish");
+    let r = raw::run(at.url, "natter-broker", at.password, quick).await?;
+    say(format!(
+        "  core RTT p50 {} p99 {}; publish+ack p50 {} p99 {}; pipelined {:.0} msg/s",
+        fmt_d(r.core_rtt.p50),
+        fmt_d(r.core_rtt.p99),
+        fmt_d(r.js_ack.p50),
+        fmt_d(r.js_ack.p99),
+        r.js_pipelined_per_s
+    ));
+    Ok(r)
+}
+
+async fn phase_latency(
+    chat: &Chat,
+    quick: bool,
+    notes: &mut Vec<String>,
+) -> Result<Step, BoxError> {
+    say("latency: 1k msg/s over 100 sessions, one reader each");
+    let addr = chat.node.addr;
+    let since = tail(&chat.stores).await;
+    let readers = chat::Readers::open(addr, &chat.sessions, &chat.ops[1..2], since).await?;
+    let mut senders = chat::Senders::new(addr, &chat.ops[0], &chat.sessions);
+    let secs = if quick { 4 } else { 12 };
+    let warm = senders
+        .step(
+            &readers,
+            0,
+            1000.0,
+            Duration::from_secs(2),
+            false,
+            Duration::from_secs(2),
+        )
+        .await;
+    if !warm.complete() {
+        say(format!("  warm-up incomplete: {:?}", warm.first_error));
+    }
+    let s = senders
+        .step(
+            &readers,
+            1,
+            1000.0,
+            Duration::from_secs(secs),
+            false,
+            Duration::from_secs(3),
+        )
+        .await;
+    say(format!(
+        "  {} sent, {} delivered: p50 {} p99 {} p99.9 {} max {}",
+        s.sent,
+        s.delivered,
+        fmt_d(s.latency.p50),
+        fmt_d(s.latency.p99),
+        fmt_d(s.latency.p999),
+        fmt_d(s.latency.max)
+    ));
+    if !s.complete() {
+        notes.push(format!(
+            "Latency run incomplete: {} send errors (first: {}), {} of {} delivered.",
+            s.send_errors,
+            s.first_error.clone().unwrap_or_default(),
+            s.delivered,
+            s.expected
+        ));
+    }
+    Ok(s)
+}
+
+/// The offered rates of the throughput steps, messages/s.
+const RATES: &[f64] = &[
+    1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 6000.0, 8000.0, 10000.0, 13000.0, 17000.0, 22000.0,
+    30000.0, 40000.0, 55000.0,
+];
+
+/// The best sustained step, and the first one that was not sustained.
+type Throughput = (Option<Step>, Option<Step>);
+
+async fn phase_throughput(
+    chat: &Chat,
+    quick: bool,
+    notes: &mut Vec<String>,
+) -> Result<Throughput, BoxError> {
+    say("throughput: stepping the offered rate up, 3 readers per session");
+    let addr = chat.node.addr;
+    let since = tail(&chat.stores).await;
+    let readers = chat::Readers::open(addr, &chat.sessions, &chat.ops[1..4], since).await?;
+    let mut senders = chat::Senders::new(addr, &chat.ops[0], &chat.sessions);
+    let secs = if quick { 2 } else { 4 };
+    let budget = Instant::now() + Duration::from_secs(if quick { 40 } else { 100 });
+    let (mut best, mut failed) = (None, None);
+    for (i, &rate) in RATES.iter().enumerate() {
+        let s = senders
+            .step(
+                &readers,
+                i,
+                rate,
+                Duration::from_secs(secs),
+                true,
+                Duration::from_secs(3),
+            )
+            .await;
+        let ok = s.complete()
+            && s.latency.p99 <= Duration::from_millis(50)
+            && s.accepted_per_s >= 0.95 * rate;
+        say_throughput_step(rate, &s, ok);
+        if ok {
+            best = Some(s);
+        } else {
+            failed = Some(s);
+            break;
+        }
+        if Instant::now() > budget {
+            notes.push("Throughput: the time budget ended the steps.".into());
+            break;
+        }
+    }
+    Ok((best, failed))
+}
+
+fn say_throughput_step(rate: f64, s: &Step, ok: bool) {
+    say(format!(
+        "  offered {rate:.0}/s: accepted {:.0}/s, delivered {:.0}/s ({} of {}), p50 {} p99 {}, max send lag {}{}",
+        s.accepted_per_s,
+        s.delivered_per_s,
+        s.delivered,
+        s.expected,
+        fmt_d(s.latency.p50),
+        fmt_d(s.latency.p99),
+        fmt_d(s.max_lag),
+        if ok { "" } else { "  ← not sustained" }
+    ));
+}
+
+async fn phase_join(chat: &Chat) -> Result<Vec<chat::JoinResult>, BoxError> {
+    say("join: 10k-message history to a new SSE client");
+    let j = chat::join(
+        &chat.client,
+        chat.node.addr,
+        &chat.ops[0],
+        &chat.ops[1],
+        10_000,
+        3,
+    )
+    .await?;
+    for r in &j {
+        say(format!(
+            "  {} messages: first byte {} then last event after {}",
+            r.messages,
+            fmt_d(r.to_first_byte),
+            fmt_d(r.first_byte_to_last)
+        ));
+    }
+    Ok(j)
+}
