@@ -172,6 +172,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
             // nats.conf names the auth callout issuer; the bench runs no real agents.
             callout_issuer: natter_actors::auth_callout::Callout::generate_issuer().1,
         },
+        tls: None,
     })
     .await?;
     let url = server.url();

@@ -80,6 +80,10 @@ pub struct NatsConfig {
     /// Password of the `natter-system` user (system account: cutting off revoked agents);
     /// empty = `NATTER_NATS_SYSTEM_PASSWORD` (generated in the embedded mode).
     pub system_password: String,
+    /// The embedded server's certificate and key (PEM): every client must then use TLS.
+    pub tls: Option<crate::embedded::ServerTls>,
+    /// CA (PEM) the node's own NATS connections trust; set = they require TLS.
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
