@@ -254,6 +254,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_files_are_read_and_checked() {
+        let c = from_toml("[nats]\ntls_cert = \"s.pem\"\ntls_key = \"k.pem\"\ntls_ca = \"ca.pem\"")
+            .unwrap();
+        let tls = c.nats.tls.expect("server TLS");
+        assert_eq!((tls.cert, tls.key), ("s.pem".into(), "k.pem".into()));
+        assert_eq!(c.nats.tls_ca, Some("ca.pem".into()));
+        assert!(Config::defaults().nats.tls.is_none());
+        let e = from_toml("[nats]\ntls_cert = \"s.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nats.tls_key"), "{e}");
+        let e = from_toml("[nats]\nurl = \"tls://h:4222\"\ntls_cert = \"s\"\ntls_key = \"k\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nats.tls_cert"), "{e}");
+    }
+
+    #[test]
     fn bad_values_name_their_key() {
         let e = from_toml("[chat]\nretention = \"soon\"")
             .unwrap_err()
