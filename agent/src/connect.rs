@@ -62,6 +62,9 @@ fn options(config: &AgentConfig, name: &str) -> async_nats::ConnectOptions {
         // machine's binding. async-nats signs the nonce anew at every reconnect.
         options = options.nkey(seed.clone());
     }
+    if let Some(ca) = &config.nats_ca {
+        options = options.require_tls(true).add_root_certificates(ca.clone());
+    }
     options
         .name(name)
         .user_and_password(config.nats_user.clone(), config.nats_password.clone())

@@ -132,6 +132,9 @@ impl Presence {
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
     pub nats_url: String,
+    /// CA (PEM) to trust for the NATS server's certificate; set = TLS is required. A `tls://`
+    /// URL requires TLS too, trusting the system's roots.
+    pub nats_ca: Option<std::path::PathBuf>,
     /// The machine ID for a real agent; `natter-simulator` for the simulator.
     pub nats_user: String,
     /// A real agent's enrollment token (empty once enrolled: its key is enough), or the

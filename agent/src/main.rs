@@ -18,6 +18,10 @@ struct Cli {
     /// NATS server URL.
     #[arg(long, env = "NATTER_NATS_URL", default_value = "nats://127.0.0.1:4222")]
     nats_url: String,
+    /// CA certificate (PEM) that signed the NATS server's certificate: trust it and require
+    /// TLS. Without it a `tls://` URL trusts the system's roots.
+    #[arg(long, env = "NATTER_AGENT_NATS_CA")]
+    nats_ca: Option<std::path::PathBuf>,
     /// Where this machine's secret key lives (created on first start, mode 600). With several
     /// --machine, include `{machine}` in the path: each machine has its own key.
     #[arg(
@@ -117,6 +121,7 @@ async fn run(cli: Cli) -> ExitCode {
         tasks.spawn(natter_agent::simulate::simulate(
             natter_agent::simulate::Simulation {
                 nats_url: cli.nats_url.clone(),
+                nats_ca: cli.nats_ca.clone(),
                 nats_user: "natter-simulator".into(),
                 nats_password: cli.simulator_password.clone(),
                 agents,
@@ -182,6 +187,7 @@ fn agent_config(cli: &Cli, spec: &str) -> Result<(AgentConfig, Presence), String
     let seed = machine_key(cli, &machine)?;
     let config = AgentConfig {
         nats_url: cli.nats_url.clone(),
+        nats_ca: cli.nats_ca.clone(),
         nats_user: machine.clone(),
         nats_password: cli.enroll_token.clone(),
         nkey_seed: Some(seed),

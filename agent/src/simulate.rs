@@ -13,6 +13,8 @@ use crate::{AgentConfig, AgentError, AgentHandle, Opener, Presence, PrintOpener}
 #[derive(Clone, Debug)]
 pub struct Simulation {
     pub nats_url: String,
+    /// CA (PEM) to trust for TLS, as [`AgentConfig::nats_ca`].
+    pub nats_ca: Option<std::path::PathBuf>,
     pub nats_user: String,
     pub nats_password: String,
     pub agents: usize,
@@ -65,6 +67,7 @@ pub async fn simulate(sim: Simulation, shutdown: CancellationToken) -> Result<()
     for i in 0..sim.agents {
         let config = AgentConfig {
             nats_url: sim.nats_url.clone(),
+            nats_ca: sim.nats_ca.clone(),
             nats_user: sim.nats_user.clone(),
             nats_password: sim.nats_password.clone(),
             nkey_seed: None,

@@ -217,6 +217,7 @@ async fn start_server(
             // nats.conf names the auth callout issuer; the bench runs no real agents.
             callout_issuer: natter_actors::auth_callout::Callout::generate_issuer().1,
         },
+        tls: None,
     })
     .await?;
     Ok((server, nats_version, password))

@@ -36,6 +36,15 @@ pub struct NatsServerOptions {
     pub log_file: Option<PathBuf>,
     /// The secrets `nats.conf` reads from the child's environment.
     pub secrets: ServerSecrets,
+    /// Serve TLS only (`--tls`): every client must then use TLS.
+    pub tls: Option<ServerTls>,
+}
+
+/// The server's certificate and private key, PEM files.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The secrets `nats.conf` reads from its environment. Their variable names are spelled here
@@ -217,6 +226,12 @@ fn command(opts: &NatsServerOptions, port: u16) -> Result<Command, EmbeddedError
         .kill_on_drop(true);
     if let Some(tz) = std::env::var_os("TZ") {
         cmd.env("TZ", tz);
+    }
+    if let Some(tls) = &opts.tls {
+        cmd.args(["--tls", "--tlscert"])
+            .arg(&tls.cert)
+            .arg("--tlskey")
+            .arg(&tls.key);
     }
     match &opts.log_file {
         Some(path) => {

@@ -65,12 +65,21 @@ pub fn store_config(config: &Config) -> StoreConfig {
     }
 }
 
+/// Options every node connection shares: TLS with the configured CA, if any.
+fn connect_options(config: &Config) -> async_nats::ConnectOptions {
+    let opts = async_nats::ConnectOptions::new();
+    match &config.nats.tls_ca {
+        Some(ca) => opts.require_tls(true).add_root_certificates(ca.clone()),
+        None => opts,
+    }
+}
+
 /// Connects to the configured NATS server as the broker.
 pub async fn connect(config: &Config) -> Result<async_nats::Client, NodeError> {
     if config.nats.url.is_empty() {
         return Err(NodeError::NoNatsUrl);
     }
-    let mut opts = async_nats::ConnectOptions::new().name("natter-node");
+    let mut opts = connect_options(config).name("natter-node");
     let password = config.nats_password();
     if !config.nats.user.is_empty() {
         opts = opts.user_and_password(config.nats.user.clone(), password);
@@ -95,7 +104,7 @@ async fn connect_system(config: &Config) -> Result<Option<async_nats::Client>, N
         );
         return Ok(None);
     }
-    async_nats::ConnectOptions::new()
+    connect_options(config)
         .name("natter-node system")
         .user_and_password(SYSTEM_USER.into(), password)
         .connect(&config.nats.url)

@@ -218,6 +218,7 @@ async fn start_embedded(config: &mut Config) -> Result<Embedded, BoxError> {
                 system_password: system_password.clone(),
                 callout_issuer: issuer,
             },
+            tls: config.nats.tls.clone(),
         },
         &data_dir,
     )

@@ -47,6 +47,7 @@ impl TestNats {
         let token = Box::pin(self.enroll_token(group_of(machine), 1)).await;
         AgentConfig {
             nats_url: self.url(),
+            nats_ca: self.tls_ca.clone(),
             nats_user: machine.into(),
             nats_password: token,
             nkey_seed: Some(self.machine_seed(machine)),
@@ -72,7 +73,7 @@ impl TestNats {
     /// test that adds its own options (an event callback) before connecting.
     pub async fn agent_options(&self, machine: &str) -> async_nats::ConnectOptions {
         let config = self.agent_config(machine, Duration::from_secs(30)).await;
-        async_nats::ConnectOptions::new()
+        self.client_options()
             .user_and_password(config.nats_user, config.nats_password)
             .nkey(config.nkey_seed.expect("an agent key"))
     }

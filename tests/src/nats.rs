@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use natter::Config;
-use natter::embedded::{NatsServer, NatsServerOptions, ServerSecrets, find_server_bin, free_port};
+use natter::embedded::{
+    NatsServer, NatsServerOptions, ServerSecrets, ServerTls, find_server_bin, free_port,
+};
 
 use crate::{init_logging, repo_root};
 
@@ -21,6 +23,8 @@ pub struct TestNats {
     pub callout_seed: String,
     /// The agents' key files ([`TestNats::key_file`]).
     pub(crate) keys: tempfile::TempDir,
+    /// TLS mode: the test CA (PEM) that signed the server's certificate.
+    pub tls_ca: Option<PathBuf>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,6 +32,17 @@ impl TestNats {
     /// A server on a free port, running.
     pub async fn start() -> TestNats {
         let mut nats = TestNats::prepare();
+        nats.resume().await;
+        nats
+    }
+
+    /// A server that accepts TLS connections only, with a certificate for 127.0.0.1 and
+    /// localhost signed by a CA made now ([`TestNats::tls_ca`]); running.
+    pub async fn start_tls() -> TestNats {
+        let mut nats = TestNats::prepare();
+        let (ca, server) = write_test_ca(nats._dir.path());
+        nats.options.tls = Some(server);
+        nats.tls_ca = Some(ca);
         nats.resume().await;
         nats
     }
@@ -53,6 +68,7 @@ impl TestNats {
                 system_password: system_password.clone(),
                 callout_issuer: issuer,
             },
+            tls: None,
         };
         TestNats {
             options,
@@ -62,6 +78,7 @@ impl TestNats {
             simulator_password,
             system_password,
             keys: tempfile::tempdir().expect("temp dir"),
+            tls_ca: None,
             _dir: dir,
         }
     }
@@ -94,6 +111,7 @@ impl TestNats {
         c.nats.simulator_password = self.simulator_password.clone();
         c.nats.system_password = self.system_password.clone();
         c.nats.callout_seed = self.callout_seed.clone();
+        c.nats.tls_ca = self.tls_ca.clone();
         c.http.request_timeout = Duration::from_secs(3);
         c.http.drain_timeout = Duration::from_secs(1);
         c.chat.agent_timeout = Duration::from_secs(2);
@@ -102,12 +120,53 @@ impl TestNats {
 
     /// A client connected as the broker (full access), for setting up state.
     pub async fn broker_client(&self) -> async_nats::Client {
-        async_nats::ConnectOptions::new()
+        self.client_options()
             .user_and_password("natter-broker".into(), self.broker_password.clone())
             .connect(self.url())
             .await
             .expect("connect as broker")
     }
+}
+
+impl TestNats {
+    /// Connect options that trust the test CA in TLS mode.
+    pub fn client_options(&self) -> async_nats::ConnectOptions {
+        let options = async_nats::ConnectOptions::new();
+        match &self.tls_ca {
+            Some(ca) => options.require_tls(true).add_root_certificates(ca.clone()),
+            None => options,
+        }
+    }
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1 and localhost signed by it, writes them
+/// (PEM) under `dir`, and returns the CA's path and the server's files.
+fn write_test_ca(dir: &std::path::Path) -> (PathBuf, ServerTls) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "Natter test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let server_key = KeyPair::generate().expect("server key");
+    let server_params = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+        .expect("server params");
+    let server_cert = server_params
+        .signed_by(&server_key, &Issuer::new(ca_params, ca_key))
+        .expect("server certificate");
+    let write = |name: &str, pem: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("write a PEM file");
+        path
+    };
+    let ca = write("ca.pem", ca_cert.pem());
+    let tls = ServerTls {
+        cert: write("server.pem", server_cert.pem()),
+        key: write("server-key.pem", server_key.serialize_pem()),
+    };
+    (ca, tls)
 }
 
 /// `NATTER_NATS_SERVER`, else the one `scripts/setup` installs, else one on the `PATH`.

@@ -80,6 +80,10 @@ pub struct NatsConfig {
     /// Password of the `natter-system` user (system account: cutting off revoked agents);
     /// empty = `NATTER_NATS_SYSTEM_PASSWORD` (generated in the embedded mode).
     pub system_password: String,
+    /// The embedded server's certificate and key (PEM): every client must then use TLS.
+    pub tls: Option<crate::embedded::ServerTls>,
+    /// CA (PEM) the node's own NATS connections trust; set = they require TLS.
+    pub tls_ca: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug)]
@@ -247,6 +251,24 @@ mod tests {
         assert_eq!(c.chat.retention, d.chat.retention);
         assert_eq!(c.http.listen, d.http.listen);
         assert_eq!(format!("{:?}", c.limits), format!("{:?}", d.limits));
+    }
+
+    #[test]
+    fn tls_files_are_read_and_checked() {
+        let c = from_toml("[nats]\ntls_cert = \"s.pem\"\ntls_key = \"k.pem\"\ntls_ca = \"ca.pem\"")
+            .unwrap();
+        let tls = c.nats.tls.expect("server TLS");
+        assert_eq!((tls.cert, tls.key), ("s.pem".into(), "k.pem".into()));
+        assert_eq!(c.nats.tls_ca, Some("ca.pem".into()));
+        assert!(Config::defaults().nats.tls.is_none());
+        let e = from_toml("[nats]\ntls_cert = \"s.pem\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nats.tls_key"), "{e}");
+        let e = from_toml("[nats]\nurl = \"tls://h:4222\"\ntls_cert = \"s\"\ntls_key = \"k\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nats.tls_cert"), "{e}");
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub(super) struct RawNats {
     pub callout_seed: String,
     pub simulator_password: String,
     pub system_password: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub tls_ca: String,
 }
 
 impl Default for RawNats {
@@ -89,6 +92,9 @@ impl Default for RawNats {
             callout_seed: String::new(),
             simulator_password: String::new(),
             system_password: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            tls_ca: String::new(),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::embedded::ServerTls;
 use natter_gateway::limits::LimitsConfig;
 
 use super::raw::{
@@ -101,7 +102,22 @@ fn nats(raw: RawNats) -> Result<NatsConfig, ConfigError> {
             "must start with nats:// or tls:// (or be empty)",
         ));
     }
+    let path = |s: String| Some(PathBuf::from(s.trim())).filter(|p| !p.as_os_str().is_empty());
+    let tls = match (path(raw.tls_cert), path(raw.tls_key)) {
+        (None, None) => None,
+        (Some(cert), Some(key)) if url.is_empty() => Some(ServerTls { cert, key }),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "nats.tls_cert",
+                "is for the embedded server only (nats.url must be empty)",
+            ));
+        }
+        (Some(_), None) => return Err(invalid("nats.tls_key", "must be set with nats.tls_cert")),
+        (None, Some(_)) => return Err(invalid("nats.tls_cert", "must be set with nats.tls_key")),
+    };
     Ok(NatsConfig {
+        tls,
+        tls_ca: path(raw.tls_ca),
         url,
         user: raw.user,
         password: raw.password,

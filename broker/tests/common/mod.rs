@@ -179,6 +179,7 @@ pub async fn agent_config(nats_url: &str, machine: &str) -> natter_agent::AgentC
     };
     natter_agent::AgentConfig {
         nats_url: nats_url.to_string(),
+        nats_ca: None,
         nats_user: machine.to_string(),
         nats_password: token,
         nkey_seed: Some(nkeys::KeyPair::new_user().seed().unwrap()),

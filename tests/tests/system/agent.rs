@@ -39,6 +39,7 @@ impl RunningAgent {
         let token = natter_actors::enrollment::new_token();
         let config = AgentConfig {
             nats_url: nats.url(),
+            nats_ca: None,
             nats_user: MACHINE.into(),
             nats_password: token.clone(),
             nkey_seed: Some(nats.machine_seed(MACHINE)),

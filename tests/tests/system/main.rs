@@ -15,3 +15,4 @@ mod ops;
 mod recovery;
 mod resume;
 mod retention;
+mod tls;
