@@ -197,7 +197,7 @@ async fn event_stream(
         ParticipantKind::MachineUser => StreamOwner::MachineUser,
     };
     let slot = gw.limits().open_stream(&l.key, owner)?;
-    let stream = sse::open(gw, &l.who, &l.scope, cursors, last_event_id).await?;
+    let stream = sse::open(gw, l, cursors, last_event_id).await?;
     Ok(sse::response(
         stream.holding(slot),
         gw,
