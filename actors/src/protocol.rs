@@ -58,6 +58,20 @@ pub enum SessionCommand {
     MachineLogin { token: String },
 }
 
+impl SessionCommand {
+    /// Who sends the command; `None` for the machine-user login, which has no caller yet.
+    pub fn by(&self) -> Option<&Participant> {
+        match self {
+            SessionCommand::Open { by, .. }
+            | SessionCommand::Join { by }
+            | SessionCommand::Send { by, .. }
+            | SessionCommand::End { by }
+            | SessionCommand::View { by } => Some(by),
+            SessionCommand::MachineLogin { .. } => None,
+        }
+    }
+}
+
 /// A command as sent on the wire: the command plus the caller's scope (an operator who may see
 /// only some organisations and groups gets `not_found` for sessions with machines outside it).
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -66,6 +80,11 @@ pub struct SessionRequest {
     pub cmd: SessionCommand,
     #[serde(default)]
     pub scope: crate::machines::Scope,
+    /// For a machine user's command: the session epoch its login was made in. The session
+    /// actor refuses the command (`BadToken`) unless that is still the session's epoch, so a
+    /// restart landing after the gateway's own check still cuts the old login off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u32>,
 }
 
 /// The answer to a [`SessionCommand`].

@@ -79,6 +79,11 @@ impl<S: ChildSpec> Children<S> {
         &self.spec
     }
 
+    /// The child for `key`, if it is running.
+    pub fn running(&self, key: &str) -> Option<ChildRef<S>> {
+        self.by_key.get(key).cloned()
+    }
+
     /// The child for `key`, started if it is not running.
     pub async fn get_or_start(&mut self, key: &str) -> Result<ChildRef<S>, SpawnErr> {
         if let Some(child) = self.by_key.get(key) {

@@ -38,7 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use natter_actors::machines::Scope;
-use natter_actors::protocol::{Ack, SessionCommand, SessionError, SessionReply, SessionRequest};
+use natter_actors::protocol::{
+    Ack, ParticipantKind, SessionCommand, SessionError, SessionReply, SessionRequest,
+};
 use natter_actors::store::Stores;
 use natter_actors::subjects;
 use tokio_util::sync::CancellationToken;
@@ -202,8 +204,40 @@ impl Gateway {
         let request = SessionRequest {
             cmd: cmd.clone(),
             scope: scope.clone(),
+            epoch: None,
         };
-        let body: bytes::Bytes = serde_json::to_vec(&request)
+        self.request(session, &request).await
+    }
+
+    /// [`Gateway::command`] on behalf of a logged-in caller. A machine user's command carries
+    /// its login's epoch, which the session actor checks again (a restart may land after the
+    /// gateway's check); its session being gone is the same 401 as a stale login.
+    pub async fn command_for(
+        &self,
+        session: &str,
+        cmd: &SessionCommand,
+        l: &auth::Login,
+    ) -> Result<Ack, ApiError> {
+        if l.who.kind != ParticipantKind::MachineUser {
+            return self.command_as(session, cmd, &l.scope).await;
+        }
+        let request = SessionRequest {
+            cmd: cmd.clone(),
+            scope: Scope::All,
+            epoch: Some(l.epoch),
+        };
+        self.request(session, &request)
+            .await
+            .map_err(|e| match e.kind() {
+                error::ErrorKind::NotFound => ApiError::unauthenticated(),
+                _ => e,
+            })
+    }
+
+    /// Sends one request to a session's actor, retried once on a timeout.
+    async fn request(&self, session: &str, request: &SessionRequest) -> Result<Ack, ApiError> {
+        let cmd = &request.cmd;
+        let body: bytes::Bytes = serde_json::to_vec(request)
             .map_err(|e| ApiError::bad_request(e.to_string()))?
             .into();
         let subject = subjects::session_command(session);

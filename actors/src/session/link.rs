@@ -11,10 +11,32 @@ use super::SessionState;
 use super::commands::not_found;
 use crate::machines::MachineRecord;
 use crate::protocol::{
-    Ack, EventBody, Participant, ParticipantKind, SessionError, SessionErrorKind, SessionRecord,
+    Ack, EventBody, Participant, ParticipantKind, SessionCommand, SessionError, SessionErrorKind,
+    SessionRecord,
 };
 
 impl SessionState {
+    /// Refuses a machine user's command unless it carries the session's current epoch: the
+    /// gateway checks the login's epoch too, but a restart can land between that check and the
+    /// command, and this actor is the one that orders the two.
+    pub(super) fn check_epoch(
+        &self,
+        cmd: &SessionCommand,
+        epoch: Option<u32>,
+    ) -> Result<(), SessionError> {
+        let by_machine_user = cmd
+            .by()
+            .is_some_and(|by| by.kind == ParticipantKind::MachineUser);
+        let current = self.record.as_ref().map(|r| r.epoch);
+        if by_machine_user && current.is_some() && epoch != current {
+            return Err(SessionError::new(
+                SessionErrorKind::BadToken,
+                "this login ended with a restart of the chat; open the chat link again",
+            ));
+        }
+        Ok(())
+    }
+
     /// Exchanges the chat link's token for the machine user's identity and the session's epoch.
     /// The first login adds the machine user to the members; every login uses the token up,
     /// in the stored record before the answer, so neither this actor nor a rebuilt one takes it

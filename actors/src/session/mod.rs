@@ -63,6 +63,8 @@ pub enum SessionMsg {
     Command {
         cmd: SessionCommand,
         scope: Scope,
+        /// The machine-user caller's login epoch (see [`crate::protocol::SessionRequest`]).
+        epoch: Option<u32>,
         reply: Option<async_nats::Subject>,
     },
     /// Rebuild the state now (sent after a restart).
@@ -136,9 +138,12 @@ impl Actor for SessionActor {
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SessionMsg::Command { cmd, scope, reply } => {
-                state.on_command(cmd, &scope, reply, &myself).await?
-            }
+            SessionMsg::Command {
+                cmd,
+                scope,
+                epoch,
+                reply,
+            } => state.on_command(cmd, &scope, epoch, reply, &myself).await?,
             SessionMsg::Load => {
                 if let Err(e) = state.ensure_loaded().await {
                     tracing::warn!(session = %state.id, error = %e, "rebuild failed; retrying on demand");
@@ -181,12 +186,16 @@ impl SessionState {
         &mut self,
         cmd: SessionCommand,
         scope: &Scope,
+        epoch: Option<u32>,
         reply: Option<async_nats::Subject>,
         myself: &ActorRef<SessionMsg>,
     ) -> Result<(), serde_json::Error> {
         self.last_activity = Instant::now();
         let result: SessionReply = match self.ensure_loaded().await {
-            Ok(()) => self.execute(cmd, scope, myself).await,
+            Ok(()) => match self.check_epoch(&cmd, epoch) {
+                Ok(()) => self.execute(cmd, scope, myself).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         if let Some(reply) = reply {

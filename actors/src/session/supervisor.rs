@@ -8,8 +8,11 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
+use super::persist::unavailable;
 use super::{IDLE_STOP, SessionActor, SessionArgs, SessionContext, SessionMsg};
-use crate::protocol::{SessionError, SessionErrorKind, SessionReply, SessionRequest};
+use crate::protocol::{
+    SessionCommand, SessionError, SessionErrorKind, SessionReply, SessionRequest,
+};
 use crate::subjects;
 use crate::supervision::{ChildSpec, Children, pump};
 
@@ -122,27 +125,70 @@ impl SupervisorState {
                 "not a session ID",
             ));
         };
-        let SessionRequest { cmd, scope } = serde_json::from_slice(&msg.payload).map_err(|e| {
-            SessionError::new(
-                SessionErrorKind::Invalid,
-                format!("invalid session command: {e}"),
-            )
-        })?;
-        let actor = self.sessions.get_or_start(id).await.map_err(|e| {
-            SessionError::new(
-                SessionErrorKind::Unavailable,
-                format!("could not start the session: {e}"),
-            )
-        })?;
+        let SessionRequest { cmd, scope, epoch } =
+            serde_json::from_slice(&msg.payload).map_err(|e| {
+                SessionError::new(
+                    SessionErrorKind::Invalid,
+                    format!("invalid session command: {e}"),
+                )
+            })?;
+        let actor = match self.sessions.running(id) {
+            Some(actor) => actor,
+            None => self.start(id, &cmd).await?,
+        };
         let reply = msg.reply;
-        if actor
-            .cast(SessionMsg::Command { cmd, scope, reply })
-            .is_err()
-        {
+        let command = SessionMsg::Command {
+            cmd,
+            scope,
+            epoch,
+            reply,
+        };
+        if actor.cast(command).is_err() {
             // The actor is stopping; the caller's retry reaches its successor.
             tracing::debug!(session = %id, "command reached a stopping actor");
         }
         Ok(())
+    }
+
+    /// Starts the actor of a session that exists. Only `Open` creates a session: any other
+    /// command on an unknown ID is `NotFound` without an actor, so made-up IDs cannot fill the
+    /// node with actors idling for `idle_actor_timeout`.
+    async fn start(
+        &mut self,
+        id: &str,
+        cmd: &SessionCommand,
+    ) -> Result<ActorRef<SessionMsg>, SessionError> {
+        if !matches!(cmd, SessionCommand::Open { .. }) && !self.exists(id).await? {
+            return Err(SessionError::new(
+                SessionErrorKind::NotFound,
+                "no such session",
+            ));
+        }
+        self.sessions.get_or_start(id).await.map_err(|e| {
+            SessionError::new(
+                SessionErrorKind::Unavailable,
+                format!("could not start the session: {e}"),
+            )
+        })
+    }
+
+    /// Whether the session has a record or, failing that (a crash between its first event and
+    /// its record), events: either way its actor can rebuild it.
+    async fn exists(&self, id: &str) -> Result<bool, SessionError> {
+        let stores = &self.sessions.spec().ctx.stores;
+        let record = stores
+            .sessions
+            .get(id)
+            .await
+            .map_err(|e| unavailable("reading the session record", e))?;
+        if record.is_some() {
+            return Ok(true);
+        }
+        let last_seq = stores
+            .last_event_seq(id)
+            .await
+            .map_err(|e| unavailable("reading the session's events", e))?;
+        Ok(last_seq > 0)
     }
 
     async fn answer_error(&self, reply: Option<async_nats::Subject>, err: SessionError) {

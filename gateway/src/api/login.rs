@@ -94,8 +94,8 @@ pub async fn machine_user_login(
     if body.token.is_empty() || body.token.len() > 128 {
         return Err(invalid());
     }
-    // A session actor starts on its first command: ask the sessions bucket first, so that
-    // made-up session IDs start none.
+    // Made-up session IDs are refused here without a round trip to the session supervisor
+    // (which would refuse them too, without starting an actor).
     let known = gw
         .stores()
         .sessions

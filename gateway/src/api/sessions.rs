@@ -1,8 +1,7 @@
 //! Chat sessions: starting one, and what its members do in it (operators under `/api`, the
 //! machine user under `/m/{id}/api`).
 
-use natter_actors::machines::Scope;
-use natter_actors::protocol::{Participant, ParticipantKind, SessionCommand, valid_machine_id};
+use natter_actors::protocol::{ParticipantKind, SessionCommand, valid_machine_id};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -75,12 +74,14 @@ pub async fn start_chat(
 
 /// GET /api/sessions/{id}
 pub async fn view(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
-    session_reply(&gw, &id, SessionCommand::View { by: l.who }, &l.scope).await
+    let cmd = SessionCommand::View { by: l.who.clone() };
+    session_reply(&gw, &id, cmd, &l).await
 }
 
 /// POST /api/sessions/{id}/join
 pub async fn join(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
-    session_reply(&gw, &id, SessionCommand::Join { by: l.who }, &l.scope).await
+    let cmd = SessionCommand::Join { by: l.who.clone() };
+    session_reply(&gw, &id, cmd, &l).await
 }
 
 /// POST /api/sessions/{id}/messages
@@ -90,12 +91,12 @@ pub async fn send(
     gw: Gateway,
     body: MessageRequest,
 ) -> Result<Response, ApiError> {
-    send_message(&gw, &id, l.who, &l.scope, body).await
+    send_message(&gw, &id, &l, body).await
 }
 
 /// POST /api/sessions/{id}/end
 pub async fn end(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
-    end_session(&gw, &id, l.who, &l.scope).await
+    end_session(&gw, &id, &l).await
 }
 
 /// GET /api/events?sessions=A,B:17&since=N
@@ -113,7 +114,8 @@ pub async fn events(
 /// GET /m/{id}/api/session
 pub async fn mu_view(id: String, token: Option<String>, gw: Gateway) -> Result<Response, ApiError> {
     let l = auth::machine_user(&gw, token, &id).await?;
-    session_reply(&gw, &id, SessionCommand::View { by: l.who }, &Scope::All).await
+    let cmd = SessionCommand::View { by: l.who.clone() };
+    session_reply(&gw, &id, cmd, &l).await
 }
 
 /// POST /m/{id}/api/messages
@@ -124,13 +126,13 @@ pub async fn mu_send(
     body: MessageRequest,
 ) -> Result<Response, ApiError> {
     let l = auth::machine_user(&gw, token, &id).await?;
-    send_message(&gw, &id, l.who, &Scope::All, body).await
+    send_message(&gw, &id, &l, body).await
 }
 
 /// POST /m/{id}/api/end
 pub async fn mu_end(id: String, token: Option<String>, gw: Gateway) -> Result<Response, ApiError> {
     let l = auth::machine_user(&gw, token, &id).await?;
-    end_session(&gw, &id, l.who, &Scope::All).await
+    end_session(&gw, &id, &l).await
 }
 
 /// GET /m/{id}/api/events
@@ -152,25 +154,24 @@ async fn session_reply(
     gw: &Gateway,
     id: &str,
     cmd: SessionCommand,
-    scope: &Scope,
+    l: &Login,
 ) -> Result<Response, ApiError> {
-    let ack = gw.command_as(id, &cmd, scope).await?;
+    let ack = gw.command_for(id, &cmd, l).await?;
     Ok(json_reply(StatusCode::OK, &ack.session))
 }
 
 async fn send_message(
     gw: &Gateway,
     id: &str,
-    by: Participant,
-    scope: &Scope,
+    l: &Login,
     body: MessageRequest,
 ) -> Result<Response, ApiError> {
     let cmd = SessionCommand::Send {
-        by,
+        by: l.who.clone(),
         client_id: body.id,
         text: body.text,
     };
-    let ack = gw.command_as(id, &cmd, scope).await?;
+    let ack = gw.command_for(id, &cmd, l).await?;
     let sent = MessageSent {
         duplicate: ack.duplicate,
         seq: ack.seq,
@@ -178,15 +179,9 @@ async fn send_message(
     Ok(json_reply(StatusCode::CREATED, &sent))
 }
 
-async fn end_session(
-    gw: &Gateway,
-    id: &str,
-    by: Participant,
-    scope: &Scope,
-) -> Result<Response, ApiError> {
-    let ack = gw
-        .command_as(id, &SessionCommand::End { by }, scope)
-        .await?;
+async fn end_session(gw: &Gateway, id: &str, l: &Login) -> Result<Response, ApiError> {
+    let cmd = SessionCommand::End { by: l.who.clone() };
+    let ack = gw.command_for(id, &cmd, l).await?;
     Ok(json_reply(StatusCode::OK, &SessionEnded { seq: ack.seq }))
 }
 
@@ -202,7 +197,7 @@ async fn event_stream(
         ParticipantKind::MachineUser => StreamOwner::MachineUser,
     };
     let slot = gw.limits().open_stream(&l.key, owner)?;
-    let stream = sse::open(gw, &l.who, &l.scope, cursors, last_event_id).await?;
+    let stream = sse::open(gw, l, cursors, last_event_id).await?;
     Ok(sse::response(
         stream.holding(slot),
         gw,

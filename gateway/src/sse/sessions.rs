@@ -13,8 +13,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use natter_actors::machines::Scope;
-use natter_actors::protocol::{EventBody, Participant, ParticipantKind, SessionCommand};
+use natter_actors::protocol::{EventBody, ParticipantKind, SessionCommand};
 use natter_actors::store::{Replay, StoredEvent};
 use warp::sse::Event;
 
@@ -24,12 +23,11 @@ use crate::api::models::{Hello, Reset, StreamError};
 use crate::error::ApiError;
 use crate::hub::{LiveEvents, Registration};
 
-/// Opens the event stream for `who` (who may see `scope`) over `cursors`. Fails before any byte
-/// is sent if `who` may not see one of the sessions.
+/// Opens the event stream of login `l` over `cursors`. Fails before any byte is sent if `l`
+/// may not see one of the sessions.
 pub async fn open(
     gw: &Gateway,
-    who: &Participant,
-    scope: &Scope,
+    l: &crate::auth::Login,
     mut cursors: Vec<(String, u64)>,
     last_event_id: u64,
 ) -> Result<SseStream, ApiError> {
@@ -40,7 +38,8 @@ pub async fn open(
     }
     let ids: Vec<String> = cursors.iter().map(|(s, _)| s.clone()).collect();
     let (registration, live) = gw.hub().register(&ids);
-    let last_seqs = last_seqs(gw, who, scope, &ids).await?;
+    let who = &l.who;
+    let last_seqs = last_seqs(gw, l, &ids).await?;
     for (_, cursor) in cursors.iter_mut() {
         *cursor = (*cursor).max(last_event_id);
     }
@@ -91,17 +90,17 @@ pub async fn open(
     )))
 }
 
-/// Each session's last sequence, from its actor (which checks that `who` is a member).
+/// Each session's last sequence, from its actor (which checks that `l` is a member, and a
+/// machine user's epoch).
 async fn last_seqs(
     gw: &Gateway,
-    who: &Participant,
-    scope: &Scope,
+    l: &crate::auth::Login,
     ids: &[String],
 ) -> Result<HashMap<String, u64>, ApiError> {
     let mut last_seqs = HashMap::new();
     for id in ids {
         let ack = gw
-            .command_as(id, &SessionCommand::View { by: who.clone() }, scope)
+            .command_for(id, &SessionCommand::View { by: l.who.clone() }, l)
             .await?;
         let view = ack
             .session

@@ -336,3 +336,28 @@ async fn a_link_to_a_made_up_session_is_the_same_401_and_starts_no_actor() {
     assert!(ractor::registry::where_is(actor).is_none());
     system.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_on_made_up_sessions_are_404_and_start_no_actor() {
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
+    let alice = system.operator("alice");
+    let made_up: Vec<String> = (0..200).map(|_| ulid::Ulid::new().to_string()).collect();
+    for (i, id) in made_up.iter().enumerate() {
+        let path = format!("/api/sessions/{id}");
+        let (status, body) = match i % 3 {
+            0 => alice.get(&path).await,
+            1 => alice.post(&format!("{path}/join"), &json!({})).await,
+            _ => {
+                let message = json!({"id": "c1", "text": "hello?"});
+                alice.post(&format!("{path}/messages"), &message).await
+            }
+        };
+        assert_eq!(status, StatusCode::NOT_FOUND, "{id}: {body}");
+    }
+    let started = made_up
+        .iter()
+        .filter(|id| ractor::registry::where_is(natter_actors::session::actor_name(id)).is_some())
+        .count();
+    assert_eq!(started, 0, "actors were started for made-up sessions");
+    system.shutdown().await;
+}

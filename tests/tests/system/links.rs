@@ -218,3 +218,60 @@ async fn a_reload_keeps_the_machine_user_logged_in_by_the_cookie() {
     assert_eq!(texts(&stream.read_messages(1).await), vec!["after reload"]);
     system.shutdown().await;
 }
+
+/// A machine user's command as the gateway sends it, straight to the session actor over NATS.
+async fn machine_user_send(
+    system: &Fixture,
+    session: &str,
+    epoch: u32,
+    client_id: &str,
+) -> natter_actors::protocol::SessionReply {
+    use natter_actors::protocol::{Participant, ParticipantKind, SessionCommand, SessionRequest};
+    let request = SessionRequest {
+        cmd: SessionCommand::Send {
+            by: Participant {
+                kind: ParticipantKind::MachineUser,
+                id: MACHINE.into(),
+                name: "carol".into(),
+            },
+            client_id: client_id.into(),
+            text: "from an old login".into(),
+        },
+        scope: Default::default(),
+        epoch: Some(epoch),
+    };
+    let client = system.nats.broker_client().await;
+    let subject = natter_actors::subjects::session_command(session);
+    let body = serde_json::to_vec(&request).unwrap();
+    let answer = client
+        .request(subject, body.into())
+        .await
+        .expect("an answer");
+    serde_json::from_slice(&answer.payload).expect("a session reply")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_actor_refuses_a_machine_user_command_of_an_earlier_epoch() {
+    use natter_actors::protocol::SessionErrorKind;
+    // The gateway checks the epoch too: going around it shows the actor's own check, which
+    // is what holds when a restart lands between the gateway's check and the command.
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
+    let alice = system.operator("alice");
+    let (session, _carol) = system.open_chat().await;
+    let path = format!("/api/sessions/{session}");
+    // The first login's epoch is accepted…
+    let sent = machine_user_send(&system, &session, 0, "m1").await;
+    assert!(sent.is_ok(), "{sent:?}");
+    for step in ["end", "join"] {
+        let (status, body) = alice.post(&format!("{path}/{step}"), &json!({})).await;
+        assert_eq!(status, StatusCode::OK, "{step}: {body}");
+    }
+    let before = alice.get(&path).await.1["last_seq"].clone();
+
+    // …and after the restart it is refused, with nothing stored.
+    let refused = machine_user_send(&system, &session, 0, "m2").await;
+    let kind = refused.expect_err("a stale epoch is refused").kind;
+    assert_eq!(kind, SessionErrorKind::BadToken);
+    assert_eq!(alice.get(&path).await.1["last_seq"], before);
+    system.shutdown().await;
+}
