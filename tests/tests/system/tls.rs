@@ -86,7 +86,10 @@ async fn a_client_without_tls_is_refused() {
     let read = tokio::time::timeout(Duration::from_secs(5), lines.read_line(&mut answer)).await;
     // nats-server closes the connection without a word: no PONG, no error line.
     assert!(read.is_ok(), "the server neither answered nor closed");
-    assert!(answer.is_empty(), "a plain-text client got an answer: {answer}");
+    assert!(
+        answer.is_empty(),
+        "a plain-text client got an answer: {answer}"
+    );
 
     let trusted = nats
         .client_options()
