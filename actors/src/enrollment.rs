@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::machines::Scope;
 
@@ -117,7 +116,7 @@ pub fn token_key(token: &str) -> Option<String> {
     if body.len() != 64 || !body.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
-    Some(hex::encode(Sha256::digest(token.as_bytes())))
+    Some(crate::sha256_hex(token))
 }
 
 /// The enrollment buckets. Cheap to clone.

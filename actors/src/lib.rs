@@ -44,6 +44,13 @@ pub fn now_ms() -> u64 {
 }
 
 /// Compares secrets without leaking, through timing, how much of them matched.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The SHA-256 of a secret, in hex: what the stores keep instead of login cookies, chat-link
+/// tokens and enrollment tokens.
+pub fn sha256_hex(secret: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(secret.as_bytes()))
 }

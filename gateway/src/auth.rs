@@ -9,7 +9,6 @@
 use natter_actors::machines::Scope;
 use natter_actors::protocol::{Participant, ParticipantKind, SessionRecord};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::Gateway;
 use crate::error::ApiError;
@@ -44,7 +43,7 @@ pub struct Login {
 }
 
 fn token_key(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    natter_actors::sha256_hex(token)
 }
 
 impl Gateway {

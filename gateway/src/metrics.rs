@@ -237,7 +237,9 @@ impl Metrics {
         match token {
             Some(token) => {
                 let bearer = authorization.and_then(|a| a.strip_prefix("Bearer "));
-                if bearer.is_some_and(|b| constant_time_eq(b.as_bytes(), token.as_bytes())) {
+                if bearer.is_some_and(|b| {
+                    natter_actors::constant_time_eq(b.as_bytes(), token.as_bytes())
+                }) {
                     Ok(())
                 } else {
                     Err(ApiError::new(
@@ -301,11 +303,6 @@ fn wire_name(value: impl serde::Serialize) -> String {
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default()
-}
-
-/// Compares without stopping at the first difference, so timing does not reveal the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Measures the NATS round trip every [`RTT_EVERY`] until shutdown.

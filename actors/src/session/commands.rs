@@ -4,13 +4,13 @@
 use async_nats::jetstream::kv;
 use ractor::ActorRef;
 
-use super::link::issue_link;
+use super::link::{begin_epoch, issue_link};
 use super::persist::{message_id, unavailable};
 use super::{SessionMsg, SessionState};
 use crate::machines::Scope;
 use crate::protocol::{
-    Ack, AgentWindow, EventBody, Participant, ParticipantKind, SessionCommand, SessionError,
-    SessionErrorKind, SessionRecord, valid_client_id, valid_machine_id,
+    Ack, EventBody, Participant, ParticipantKind, SessionCommand, SessionError, SessionErrorKind,
+    SessionRecord, valid_client_id, valid_machine_id,
 };
 
 type CmdResult = Result<Ack, SessionError>;
@@ -90,18 +90,13 @@ impl SessionState {
         };
         let opened_id = format!("{}.opened", self.id);
         let (seq, _) = self.append(opened, Some(opened_id)).await?;
-        let record = self.record.insert(SessionRecord {
-            id: self.id.clone(),
-            machine: machine.clone(),
-            created_at: crate::now_ms(),
-            members: vec![by],
-            ended: false,
-            token_sha256: String::new(),
-            token_expires_at: 0,
-            epoch: 0,
-            agent: AgentWindow::Pending,
+        let record = self.record.insert(super::fold::opened(
+            &self.id,
+            &machine,
+            &by,
+            crate::now_ms(),
             seq,
-        });
+        ));
         let token = issue_link(record, self.ctx.link_ttl);
         self.save_record().await?;
         self.ask_agent_to_open(machine, token, myself);
@@ -179,9 +174,7 @@ impl SessionState {
             .append(EventBody::Restarted { by: by.clone() }, None)
             .await?;
         let r = self.record.as_mut().ok_or_else(not_found)?;
-        r.ended = false;
-        r.epoch += 1;
-        r.agent = AgentWindow::Pending;
+        begin_epoch(r);
         let token = issue_link(r, self.ctx.link_ttl);
         let machine = r.machine.clone();
         self.ctx

@@ -1,7 +1,7 @@
 //! Rebuilding a session record from its events (after a crash between an append and the record
 //! write, or when the record is missing).
 
-use crate::protocol::{AgentWindow, Event, EventBody, SessionRecord};
+use crate::protocol::{AgentWindow, Event, EventBody, Participant, SessionRecord};
 
 /// Applies one event, stored at stream sequence `seq`, to a session record. The record starts
 /// with the session's `opened` event; events before it change nothing.
@@ -9,20 +9,7 @@ pub fn fold(record: &mut Option<SessionRecord>, seq: u64, event: &Event) {
     if let EventBody::Opened { by, machine } = &event.body
         && record.is_none()
     {
-        *record = Some(SessionRecord {
-            id: event.session.clone(),
-            machine: machine.clone(),
-            created_at: event.at,
-            members: vec![by.clone()],
-            ended: false,
-            // The token is known only to the record written at open; a link cannot be
-            // rebuilt from events.
-            token_sha256: String::new(),
-            token_expires_at: 0,
-            epoch: 0,
-            agent: AgentWindow::Pending,
-            seq,
-        });
+        *record = Some(opened(&event.session, machine, by, event.at, seq));
         return;
     }
     let Some(r) = record.as_mut() else { return };
@@ -32,16 +19,35 @@ pub fn fold(record: &mut Option<SessionRecord>, seq: u64, event: &Event) {
             r.members.push(who.clone())
         }
         EventBody::Ended { .. } => r.ended = true,
-        EventBody::Restarted { .. } => {
-            // As the live restart: a new epoch. Its link is not in the events, so a record
-            // rebuilt here has none (the operator restarts the chat again for a new one).
-            r.ended = false;
-            r.epoch += 1;
-            r.agent = AgentWindow::Pending;
-            super::link::use_up_link(r);
-        }
+        // As the live restart: a new epoch. Its link is not in the events, so a record rebuilt
+        // here has none (the operator restarts the chat again for a new one).
+        EventBody::Restarted { .. } => super::link::begin_epoch(r),
         EventBody::Agent { status, .. } => r.agent = *status,
         _ => {}
+    }
+}
+
+/// The record of a session `by` opened with `machine` at `at` (ms), its `opened` event at
+/// stream sequence `seq`: epoch 0, no link yet (the live open issues one; a link cannot be rebuilt
+/// from events), the agent's window pending.
+pub(super) fn opened(
+    id: &str,
+    machine: &str,
+    by: &Participant,
+    at: u64,
+    seq: u64,
+) -> SessionRecord {
+    SessionRecord {
+        id: id.into(),
+        machine: machine.into(),
+        created_at: at,
+        members: vec![by.clone()],
+        ended: false,
+        token_sha256: String::new(),
+        token_expires_at: 0,
+        epoch: 0,
+        agent: AgentWindow::Pending,
+        seq,
     }
 }
 

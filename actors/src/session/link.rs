@@ -5,15 +5,14 @@
 
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use super::SessionState;
 use super::commands::not_found;
 use crate::machines::MachineRecord;
 use crate::protocol::{
-    Ack, EventBody, Participant, ParticipantKind, SessionCommand, SessionError, SessionErrorKind,
-    SessionRecord,
+    Ack, AgentWindow, EventBody, Participant, ParticipantKind, SessionCommand, SessionError,
+    SessionErrorKind, SessionRecord,
 };
+use crate::sha256_hex;
 
 impl SessionState {
     /// Refuses a machine user's command unless it carries the session's current epoch: the
@@ -104,6 +103,15 @@ pub(super) fn issue_link(record: &mut SessionRecord, ttl: Duration) -> String {
     token
 }
 
+/// A restart of the chat: a new epoch (older machine-user logins end), not ended, the agent's
+/// window pending again, and no live link until [`issue_link`] makes one.
+pub(super) fn begin_epoch(record: &mut SessionRecord) {
+    record.ended = false;
+    record.epoch += 1;
+    record.agent = AgentWindow::Pending;
+    use_up_link(record);
+}
+
 /// Forgets the live link: no token logs in any more.
 pub(super) fn use_up_link(record: &mut SessionRecord) {
     record.token_sha256.clear();
@@ -118,14 +126,9 @@ fn link_accepts(record: &SessionRecord, token: &str, now_ms: u64) -> bool {
     matches && !record.token_sha256.is_empty() && now_ms < record.token_expires_at && !record.ended
 }
 
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::AgentWindow;
 
     fn record() -> SessionRecord {
         SessionRecord {
