@@ -225,6 +225,15 @@ impl Fixture {
         (session, user)
     }
 
+    /// Checks that `machine`'s agent still counts after whatever a test threw at the fleet: it
+    /// checks in with user `dave`, and `operator` sees him.
+    pub async fn assert_check_ins_still_count(&self, machine: &str, operator: &str) {
+        self.agent(machine).check_in(Presence::user(Some("dave")));
+        self.operator(operator)
+            .wait_for(&format!("/api/machines/{machine}"), |v| v["user"] == "dave")
+            .await;
+    }
+
     /// Stops every agent, then the node.
     pub async fn shutdown(self) {
         for agent in self.agents {
