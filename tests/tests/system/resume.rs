@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use natter_system_tests::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resume_by_last_event_id_has_no_gap_and_no_duplicate() {
+/// Alice in two chats, with pc1 (carol) and pc2 (dave).
+async fn two_chats() -> (Fixture, Browser, String, String) {
     let system = Scenario::new()
         .machine("pc1.sales.acme", "carol")
         .machine("pc2.sales.acme", "dave")
@@ -16,6 +16,12 @@ async fn resume_by_last_event_id_has_no_gap_and_no_duplicate() {
     let alice = system.operator("alice");
     let (s1, _) = system.open_chat_between("alice", "pc1.sales.acme").await;
     let (s2, _) = system.open_chat_between("alice", "pc2.sales.acme").await;
+    (system, alice, s1, s2)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_by_last_event_id_has_no_gap_and_no_duplicate() {
+    let (system, alice, s1, s2) = two_chats().await;
 
     // One connection carries both sessions.
     let path = format!("/api/events?sessions={s1},{s2}");
@@ -68,15 +74,7 @@ async fn resume_by_last_event_id_has_no_gap_and_no_duplicate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_connect_can_start_after_a_known_sequence() {
-    let system = Scenario::new()
-        .machine("pc1.sales.acme", "carol")
-        .machine("pc2.sales.acme", "dave")
-        .operator("alice")
-        .start()
-        .await;
-    let alice = system.operator("alice");
-    let (s1, _) = system.open_chat_between("alice", "pc1.sales.acme").await;
-    let (s2, _) = system.open_chat_between("alice", "pc2.sales.acme").await;
+    let (system, alice, s1, s2) = two_chats().await;
     let (_, first) = alice.send(&s1, "x1", "old").await;
     alice.send(&s2, "y1", "s2 old").await;
     let (_, _) = alice.send(&s1, "x2", "new").await;
