@@ -201,10 +201,22 @@ impl Readers {
         readers: &[Operator],
         since: u64,
     ) -> Result<Readers, BoxError> {
+        Readers::open_on(&[addr], sessions, readers, since).await
+    }
+
+    /// [`Readers::open`] over several gateways: session `i`'s readers follow it on gateway
+    /// `i % addrs.len()`.
+    pub async fn open_on(
+        addrs: &[SocketAddr],
+        sessions: &[String],
+        readers: &[Operator],
+        since: u64,
+    ) -> Result<Readers, BoxError> {
         let recorder = Recorder::new();
         let errors = Arc::new(AtomicU64::new(0));
         let mut tasks = Vec::new();
-        for s in sessions {
+        for (i, s) in sessions.iter().enumerate() {
+            let addr = addrs[i % addrs.len()];
             for r in readers {
                 // Resume from the stream's current end: earlier history is not measured.
                 let path = format!("/api/events?sessions={s}:{since}");
@@ -281,10 +293,20 @@ static SENDERS: AtomicU64 = AtomicU64::new(0);
 
 impl Senders {
     pub fn new(addr: SocketAddr, sender: &Operator, sessions: &[String]) -> Senders {
+        Senders::new_on(&[addr], 0, sender, sessions)
+    }
+
+    /// [`Senders::new`] over several gateways: session `i` is sent to through gateway
+    /// `(i + shift) % addrs.len()`.
+    pub fn new_on(
+        addrs: &[SocketAddr],
+        shift: usize,
+        sender: &Operator,
+        sessions: &[String],
+    ) -> Senders {
         Senders {
-            clients: sessions
-                .iter()
-                .map(|_| Client::new(addr, &sender.cookie))
+            clients: (0..sessions.len())
+                .map(|i| Client::new(addrs[(i + shift) % addrs.len()], &sender.cookie))
                 .collect(),
             sessions: sessions.to_vec(),
             tag: SENDERS.fetch_add(1, Ordering::Relaxed),

@@ -12,6 +12,7 @@ mod conns;
 mod http;
 mod idle_phases;
 mod modes;
+mod nodes;
 mod phases;
 mod procs;
 mod raw;
@@ -51,7 +52,7 @@ enum Cmd {
     Clients(modes::ClientsArgs),
 }
 
-const ALL_PHASES: &str = "raw,latency,throughput,join,conns,many,storm";
+const ALL_PHASES: &str = "raw,latency,throughput,join,nodes,conns,many,storm";
 
 #[derive(clap::Args, Clone)]
 struct RunArgs {
@@ -70,8 +71,9 @@ struct RunArgs {
     /// Shorter phases (smoke runs, profiling).
     #[arg(long)]
     quick: bool,
-    /// Phases to run: raw, latency, throughput, join, conns (10k and 19k on one gateway), many
-    /// (across several gateway processes), storm (many connects at once that need a replay).
+    /// Phases to run: raw, latency, throughput, join, nodes (throughput, fan-out share and
+    /// failover with 1 and 3 nodes), conns (10k and 19k on one gateway), many (across several
+    /// gateway processes), storm (many connects at once that need a replay).
     #[arg(long, value_delimiter = ',', default_value = ALL_PHASES)]
     phases: Vec<String>,
     /// Connections for the `many` phase.
@@ -134,6 +136,7 @@ struct Results {
     latency: Option<chat::Step>,
     throughput: Option<(Option<chat::Step>, Option<chat::Step>)>,
     join: Option<Vec<chat::JoinResult>>,
+    nodes: Option<Vec<nodes::NodesPoint>>,
     conns: Option<Vec<conns::ConnPoint>>,
     many: Option<conns::ConnPoint>,
     storm: Option<conns::ConnPoint>,

@@ -32,7 +32,8 @@ pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Resul
     if args.has("raw") {
         res.raw = Some(phase_raw(at, args.quick).await?);
     }
-    let chat_phases = args.has("latency") || args.has("throughput") || args.has("join");
+    let chat_phases =
+        args.has("latency") || args.has("throughput") || args.has("join") || args.has("nodes");
     let conn_phases = args.has("conns") || args.has("many") || args.has("storm");
     if !chat_phases && !conn_phases {
         return Ok(());
@@ -58,6 +59,9 @@ pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Resul
         sessions,
     } = chat;
     node.proc.stop(Duration::from_secs(5)).await;
+    if args.has("nodes") {
+        res.nodes = Some(crate::nodes::phase_nodes(at, args.quick).await?);
+    }
 
     let cookie = ops[1].cookie.clone();
     // Idle clients resume from the stream's end (as a browser that has seen everything): a

@@ -6,6 +6,7 @@ use crate::Results;
 use crate::chat::{JoinResult, Step};
 use crate::conns::ConnPoint;
 use crate::idle_phases::STORM_MESSAGES;
+use crate::nodes::NodesPoint;
 use crate::raw::RawResults;
 use crate::report::{Row, fmt_d, fmt_rate, row};
 
@@ -20,6 +21,9 @@ pub fn rows(res: &Results) -> Vec<Row> {
     }
     if let Some((best, failed)) = &res.throughput {
         rows.push(row_throughput(best.as_ref(), failed.as_ref(), raw));
+    }
+    if let Some(points) = &res.nodes {
+        rows.extend(rows_nodes(points));
     }
     if let Some(points) = &res.conns {
         rows.extend(points.iter().map(row_conns));
@@ -121,6 +125,74 @@ fn row_throughput(best: Option<&Step>, failed: Option<&Step>, raw: Option<&RawRe
         "≥ 20% of pipelined publish",
         share.map(|x| x >= 0.20),
     )
+}
+
+/// Per node count: sustained throughput, each gateway's share of the events, failover.
+fn rows_nodes(points: &[NodesPoint]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for p in points {
+        let nodes = if p.nodes == 1 {
+            "1 node".to_string()
+        } else {
+            format!("{} nodes", p.nodes)
+        };
+        let value = match &p.best {
+            Some(b) => format!(
+                "{} msg/s, p99 {}{}",
+                fmt_rate(b.delivered_per_s),
+                fmt_d(b.latency.p99),
+                p.failed.as_ref().map_or(String::new(), |f| format!(
+                    "; at {} offered: p99 {}",
+                    fmt_rate(f.offered),
+                    fmt_d(f.latency.p99)
+                ))
+            ),
+            None => "below 1k msg/s".into(),
+        };
+        rows.push(row(
+            &format!("{nodes}, one nats-server: sustained messages, 60 sessions, 3 readers each spread over the gateways, sent through another gateway"),
+            value,
+            "–".into(),
+            "grows with nodes (2 cores here: see notes)",
+            None,
+        ));
+        let shares: Vec<String> = p
+            .received
+            .iter()
+            .map(|r| format!("{:.0}%", 100.0 * *r as f64 / p.total_events.max(1) as f64))
+            .collect();
+        let fair = p
+            .received
+            .iter()
+            .all(|r| (*r as f64) <= 1.2 * p.total_events as f64 / p.nodes as f64 + 50.0);
+        rows.push(row(
+            &format!("{nodes}: events each gateway received from NATS, of all sessions' events"),
+            format!("{} of {}", shares.join(" · "), p.total_events),
+            "–".into(),
+            "its followed sessions only (≈ 1/n each)",
+            Some(fair),
+        ));
+        rows.push(row(
+            &format!(
+                "{nodes}: kill -9 of a node → every session accepts sends again{}",
+                if p.nodes == 1 {
+                    " (node restarted)"
+                } else {
+                    ""
+                }
+            ),
+            match (p.failover, p.failover_p50) {
+                (Some(all), Some(median)) => {
+                    format!("{} (median session {})", fmt_d(all), fmt_d(median))
+                }
+                _ => "not within 30 s".into(),
+            },
+            "–".into(),
+            if p.nodes == 1 { "–" } else { "≤ 2 s" },
+            (p.nodes > 1).then(|| p.failover.is_some_and(|d| d <= Duration::from_secs(2))),
+        ));
+    }
+    rows
 }
 
 fn row_conns(p: &ConnPoint) -> Row {
