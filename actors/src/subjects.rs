@@ -146,6 +146,9 @@ pub const AGENT_REVOKE: &str = "natter.fleet.revoke";
 /// Queue group of every node's revoker: one node carries out each revocation.
 pub const REVOKE_QUEUE: &str = "natter-revoke";
 
+/// Queue group of every node's auth callout service: one node answers each agent's connect.
+pub const AUTH_CALLOUT_QUEUE: &str = "natter-auth-callout";
+
 /// Queue group of the session supervisors subscribed to one partition's commands: if two nodes
 /// briefly both hold a partition (a hand-over), each command still reaches one of them.
 pub const SESSIONS_QUEUE: &str = "natter-sessions";
