@@ -178,8 +178,8 @@ impl Node {
     /// Returns once the node is ready.
     pub async fn start(listener: TcpListener, config: &Config) -> Result<Node, NodeError> {
         let client = connect(config).await?;
-        let stores = Stores::ensure(client.clone(), store_config(config)).await?;
-        let partitions = Partitions::start(&config.node.id, stores.partitions.clone())
+        let stores = Box::pin(Stores::ensure(client.clone(), store_config(config))).await?;
+        let partitions = Box::pin(Partitions::start(&config.node.id, stores.partitions.clone()))
             .await
             .map_err(NodeError::Partitions)?;
         let supervisor = start_sessions(&stores, &partitions, config).await?;
@@ -197,7 +197,7 @@ impl Node {
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();
-        let gateway = start_gateway(config, shutdown.clone()).await?;
+        let gateway = Box::pin(start_gateway(config, shutdown.clone())).await?;
         let probe = node_probe(&client, &partitions, &supervisor, &fleet, &fleet_stats);
         gateway.metrics().set_node_probe(probe);
         let gateway_limits = gateway.limits().clone();
