@@ -90,7 +90,11 @@ impl Callout {
         self,
         client: async_nats::Client,
     ) -> Result<tokio::task::JoinHandle<()>, CalloutError> {
-        let requests = client.subscribe(AUTH_SUBJECT).await?;
+        // One node answers each connect: with every node answering, the ones that lose the race
+        // for a single-use enrollment token refuse, and the server may take that answer.
+        let requests = client
+            .queue_subscribe(AUTH_SUBJECT, crate::subjects::AUTH_CALLOUT_QUEUE.into())
+            .await?;
         Ok(tokio::spawn(self.serve(client, requests)))
     }
 

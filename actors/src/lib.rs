@@ -9,6 +9,8 @@
 //! - [`session`]: one [`ractor`] actor per chat session, the only writer of its events, and
 //!   the supervisor that feeds session commands from NATS to them.
 //! - [`machines`]: the 8 check-in states, machine records, groups, scopes and the filter.
+//! - [`partitions`]: which node owns which of the fixed partitions of sessions and machines
+//!   (leases in KV), so every session and agent actor runs on one node at a time.
 //! - [`fleet`]: one actor per agent turning check-ins and timers into its machine's status, and
 //!   the fleet supervisor that feeds them.
 //! - [`directory`]: operators and their argon2 password hashes.
@@ -27,6 +29,7 @@ pub mod directory;
 pub mod enrollment;
 pub mod fleet;
 pub mod machines;
+pub mod partitions;
 pub mod protocol;
 pub mod revoke;
 pub mod session;

@@ -8,6 +8,7 @@
 //! - KV [`MACHINES_BUCKET`]: machine ID → its last check-in.
 //! - KV [`OPERATORS_BUCKET`]: operator accounts.
 //! - KV [`LOGINS_BUCKET`]: browser logins (cookie hash → who), with the login lifetime as max age.
+//! - KV [`PARTITIONS_BUCKET`]: partition leases and node heartbeats ([`crate::partitions`]).
 
 use std::time::Duration;
 
@@ -21,6 +22,9 @@ pub const MACHINE_SESSIONS_BUCKET: &str = "natter_machine_sessions";
 pub const MACHINES_BUCKET: &str = "natter_machines";
 pub const OPERATORS_BUCKET: &str = "natter_operators";
 pub const LOGINS_BUCKET: &str = "natter_logins";
+pub const PARTITIONS_BUCKET: &str = "natter_partitions";
+/// Leases are renewed every few hundred ms; the max age only collects what dead nodes left.
+const PARTITIONS_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// How the stores are configured (from `natter.toml`).
 #[derive(Clone, Debug)]
@@ -76,6 +80,7 @@ pub struct Stores {
     pub machines: kv::Store,
     pub operators: kv::Store,
     pub logins: kv::Store,
+    pub partitions: kv::Store,
     pub config: StoreConfig,
 }
 
@@ -126,6 +131,7 @@ impl Stores {
             machines: bucket(MACHINES_BUCKET, forever, 1).await?,
             operators: bucket(OPERATORS_BUCKET, forever, 1).await?,
             logins: bucket(LOGINS_BUCKET, config.login_ttl, 1).await?,
+            partitions: bucket(PARTITIONS_BUCKET, PARTITIONS_MAX_AGE, 1).await?,
             client,
             js,
             events,

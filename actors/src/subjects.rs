@@ -4,20 +4,43 @@
 //! becomes one token with `:` in place of `.` ([`machine_token`]). Session IDs are ULIDs and are
 //! tokens as they are.
 
-/// Commands to a session actor (request/reply). One token: the session ID.
-pub fn session_command(session: &str) -> String {
-    format!("natter.session.{session}.cmd")
+/// How many partitions sessions and machines are spread over. Each partition is owned by one
+/// node at a time (leases in the `natter_partitions` bucket, [`crate::partitions`]).
+/// *Stable forever*: changing it moves every key to another partition.
+pub const PARTITIONS: u32 = 32;
+
+/// The partition of a session (key: its ID) or a machine (key: its machine ID): FNV-1a 32-bit
+/// of the key's bytes, mod [`PARTITIONS`]. *Stable forever* (gateways, nodes and the admin CLI of
+/// different versions must agree).
+pub fn partition_of(key: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in key.as_bytes() {
+        hash ^= u32::from(*b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash % PARTITIONS
 }
 
-/// What the session supervisor subscribes to.
-pub const SESSION_COMMANDS: &str = "natter.session.*.cmd";
+/// Commands to a session actor (request/reply): `natter.session.<partition>.<session>.cmd`, so
+/// only the node owning the session's partition receives them.
+pub fn session_command(session: &str) -> String {
+    format!("natter.session.{}.{session}.cmd", partition_of(session))
+}
 
-/// The session ID in a [`session_command`] subject.
+/// What the owner of partition `p` subscribes to (in [`SESSIONS_QUEUE`]).
+pub fn session_commands_of(p: u32) -> String {
+    format!("natter.session.{p}.*.cmd")
+}
+
+/// The session ID in a [`session_command`] subject; `None` when the subject is not one, or names
+/// a partition that is not the session's (it would reach the wrong owner).
 pub fn session_of_command(subject: &str) -> Option<&str> {
-    subject
+    let (p, session) = subject
         .strip_prefix("natter.session.")?
-        .strip_suffix(".cmd")
-        .filter(|s| !s.contains('.'))
+        .strip_suffix(".cmd")?
+        .split_once('.')?;
+    let p: u32 = p.parse().ok()?;
+    Some(session).filter(|s| !s.contains('.') && partition_of(s) == p)
 }
 
 /// A session's events in the events stream.
@@ -66,21 +89,55 @@ pub fn agent_command(machine: &str) -> String {
 }
 
 /// Requests to a machine's agent actor (view, provision, suspend), from gateways and the admin
-/// CLI. Agents may not publish here.
+/// CLI: `natter.machine.<partition>.<token>.req`. Agents may not publish here.
 pub fn machine_request(machine: &str) -> String {
-    format!("natter.machine.{}.req", machine_token(machine))
+    format!(
+        "natter.machine.{}.{}.req",
+        partition_of(machine),
+        machine_token(machine)
+    )
 }
 
-/// What the fleet supervisor subscribes to for machine requests.
-pub const ALL_MACHINE_REQUESTS: &str = "natter.machine.*.req";
+/// What the owner of partition `p` subscribes to for machine requests (in [`FLEET_QUEUE`]).
+pub fn machine_requests_of(p: u32) -> String {
+    format!("natter.machine.{p}.*.req")
+}
 
-/// The machine ID in a [`machine_request`] subject.
+/// The machine ID in a [`machine_request`] subject; `None` when the subject is not one or names
+/// a partition that is not the machine's.
 pub fn machine_of_request(subject: &str) -> Option<String> {
-    subject
+    let (p, token) = subject
         .strip_prefix("natter.machine.")?
-        .strip_suffix(".req")
+        .strip_suffix(".req")?
+        .split_once('.')?;
+    let p: u32 = p.parse().ok()?;
+    Some(token)
         .filter(|t| !t.contains('.'))
         .map(machine_from_token)
+        .filter(|m| partition_of(m) == p)
+}
+
+/// The key of partition `p`'s lease in the partitions bucket (value: the owning node's id).
+pub fn partition_lease_key(p: u32) -> String {
+    format!("p.{p}")
+}
+
+/// The partition a lease key names.
+pub fn partition_of_lease_key(key: &str) -> Option<u32> {
+    key.strip_prefix("p.")?
+        .parse()
+        .ok()
+        .filter(|p| *p < PARTITIONS)
+}
+
+/// The key of a node's membership heartbeat in the partitions bucket (node ids have no dots).
+pub fn node_member_key(node: &str) -> String {
+    format!("node.{node}")
+}
+
+/// The node id a membership key names.
+pub fn node_of_member_key(key: &str) -> Option<&str> {
+    key.strip_prefix("node.")
 }
 
 /// Revocations (payload: a machine ID): cut off that machine's connected agents. Published by a
@@ -89,9 +146,13 @@ pub const AGENT_REVOKE: &str = "natter.fleet.revoke";
 /// Queue group of every node's revoker: one node carries out each revocation.
 pub const REVOKE_QUEUE: &str = "natter-revoke";
 
-/// Queue group shared by every node's session supervisor: each command reaches one node.
+/// Queue group of every node's auth callout service: one node answers each agent's connect.
+pub const AUTH_CALLOUT_QUEUE: &str = "natter-auth-callout";
+
+/// Queue group of the session supervisors subscribed to one partition's commands: if two nodes
+/// briefly both hold a partition (a hand-over), each command still reaches one of them.
 pub const SESSIONS_QUEUE: &str = "natter-sessions";
-/// Queue group shared by every node's fleet actor.
+/// Queue group of the fleet supervisors subscribed to one partition's machine requests.
 pub const FLEET_QUEUE: &str = "natter-fleet";
 
 #[cfg(test)]
@@ -112,8 +173,41 @@ mod tests {
     #[test]
     fn session_ids_parse_back() {
         let s = session_command("01JDX");
+        assert_eq!(s, format!("natter.session.{}.01JDX.cmd", partition_of("01JDX")));
         assert_eq!(session_of_command(&s), Some("01JDX"));
         assert_eq!(session_of_command("natter.session.a.b.cmd"), None);
+        assert_eq!(session_of_command("natter.session.01JDX.cmd"), None);
+        // The wrong partition for the session: refused, it would reach the wrong owner.
+        let wrong = (partition_of("01JDX") + 1) % PARTITIONS;
+        assert_eq!(
+            session_of_command(&format!("natter.session.{wrong}.01JDX.cmd")),
+            None
+        );
         assert_eq!(session_of_events(&session_events("01JDX")), Some("01JDX"));
+    }
+
+    #[test]
+    fn machine_requests_parse_back() {
+        let s = machine_request("pc1.sales.acme");
+        let p = partition_of("pc1.sales.acme");
+        assert_eq!(s, format!("natter.machine.{p}.pc1:sales:acme.req"));
+        assert_eq!(machine_of_request(&s).as_deref(), Some("pc1.sales.acme"));
+        let wrong = format!("natter.machine.{}.pc1:sales:acme.req", (p + 1) % PARTITIONS);
+        assert_eq!(machine_of_request(&wrong), None);
+        assert_eq!(machine_of_request("natter.machine.pc1:sales:acme.req"), None);
+    }
+
+    #[test]
+    fn partitions_are_stable_fnv1a() {
+        // Fixed forever: FNV-1a 32-bit of the key's bytes, mod 32.
+        assert_eq!(partition_of(""), 0x811c_9dc5 % 32);
+        assert_eq!(partition_of("a"), 0xe40c_292c % 32);
+        assert_eq!(partition_of("foobar"), 0xbf9c_f968 % 32);
+        assert_eq!(partition_of("pc1.sales.acme"), partition_of("pc1.sales.acme"));
+        assert!((0..1000).all(|i| partition_of(&format!("s{i}")) < PARTITIONS));
+        assert_eq!(partition_lease_key(7), "p.7");
+        assert_eq!(partition_of_lease_key("p.7"), Some(7));
+        assert_eq!(partition_of_lease_key("p.32"), None);
+        assert_eq!(node_of_member_key(&node_member_key("n-1")), Some("n-1"));
     }
 }

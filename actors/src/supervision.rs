@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use ractor::{Actor, ActorCell, ActorId, ActorRef, Message, SpawnErr, SupervisionEvent};
 
+use crate::partitions::{Owned, Partitions};
+
 /// Feeds a NATS subscription to an actor, each message wrapped by `wrap`; ends when the actor
 /// is gone. The caller keeps the handle and aborts it when the actor stops.
 pub(crate) fn pump<M: Message>(
@@ -21,6 +23,28 @@ pub(crate) fn pump<M: Message>(
         while let Some(msg) = subscription.next().await {
             if actor.cast(wrap(msg)).is_err() {
                 break;
+            }
+        }
+    })
+}
+
+/// Casts the owned partitions to `actor` now and after every change, until the actor is gone; an
+/// ended lease task (the node is shutting down) owns nothing.
+pub(crate) fn follow_partitions<M: Message>(
+    partitions: &Partitions,
+    actor: ActorRef<M>,
+    wrap: fn(Owned) -> M,
+) -> tokio::task::JoinHandle<()> {
+    let mut owned = partitions.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let now = owned.borrow_and_update().clone();
+            if actor.cast(wrap(now)).is_err() {
+                return;
+            }
+            if owned.changed().await.is_err() {
+                let _ = actor.cast(wrap(Owned::new()));
+                return;
             }
         }
     })
@@ -84,6 +108,11 @@ impl<S: ChildSpec> Children<S> {
         self.by_key.get(key).cloned()
     }
 
+    /// The keys of the running children.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.by_key.keys().map(String::as_str)
+    }
+
     /// The child for `key`, started if it is not running.
     pub async fn get_or_start(&mut self, key: &str) -> Result<ChildRef<S>, SpawnErr> {
         if let Some(child) = self.by_key.get(key) {
@@ -102,7 +131,9 @@ impl<S: ChildSpec> Children<S> {
     pub async fn on_event(&mut self, evt: SupervisionEvent) -> Option<ChildRef<S>> {
         let (id, why) = stopped_child(&evt)?;
         let key = self.by_actor.remove(&id)?;
-        self.by_key.remove(&key);
+        if self.by_key.get(&key).is_some_and(|c| c.get_id() == id) {
+            self.by_key.remove(&key);
+        }
         if S::CLEAN_STOPS.contains(&why.as_str()) {
             return None;
         }

@@ -3,8 +3,8 @@
 //! Layout:
 //! - [`config`]: `natter.toml` + `NATTER__…` environment overrides, validated.
 //! - [`embedded`]: the nats-server child process (embedded default; also used by tests).
-//! - [`Node`]: one node: NATS connection, stores, the session supervisor and fleet actors, and
-//!   the gateway serving HTTP on a listener. [`run`] is the seam every test and `main` use.
+//! - [`Node`]: one node: NATS connection, stores, its partition leases, the session supervisor
+//!   and fleet actors, and the gateway serving HTTP on a listener. [`run`] is the seam every test and `main` use.
 //!
 //! NATS is the only fabric between the parts: the gateway reaches the actors through NATS
 //! subjects even though both live in this process.
@@ -19,6 +19,7 @@ use std::time::Duration;
 use natter_actors::auth_callout::{Callout, CalloutError};
 use natter_actors::enrollment::Enrollment;
 use natter_actors::fleet::{FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSupervisor};
+use natter_actors::partitions::Partitions;
 use natter_actors::revoke::Revoker;
 use natter_actors::session::{SessionContext, SessionSupervisor, SupervisorMsg};
 use natter_actors::store::{StoreConfig, Stores};
@@ -43,6 +44,8 @@ pub enum NodeError {
     NoNatsUrl,
     #[error(transparent)]
     Store(#[from] natter_actors::store::StoreError),
+    #[error("following the partition leases: {0}")]
+    Partitions(#[source] async_nats::jetstream::kv::WatchError),
     #[error("starting the session supervisor: {0}")]
     Sessions(#[source] SpawnErr),
     #[error("starting the fleet supervisor: {0}")]
@@ -145,6 +148,10 @@ async fn start_agent_auth(
 /// How long each shutdown step may take beyond its own timeouts.
 const SHUTDOWN_STEP: Duration = Duration::from_secs(2);
 
+/// How long a starting node waits for every partition to have an owner (itself alone: all 32
+/// within its first ticks) before it reports ready anyway.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A running node.
 pub struct Node {
     shutdown: CancellationToken,
@@ -155,6 +162,8 @@ pub struct Node {
     supervisor: ActorRef<SupervisorMsg>,
     fleet: ActorRef<FleetMsg>,
     client: async_nats::Client,
+    /// The partitions this node owns (leases in KV).
+    pub partitions: Partitions,
     pub fleet_stats: Arc<FleetStats>,
     /// The gateway's limits and their refusal counters.
     pub gateway_limits: Arc<natter_gateway::limits::Limits>,
@@ -169,19 +178,27 @@ impl Node {
     /// Returns once the node is ready.
     pub async fn start(listener: TcpListener, config: &Config) -> Result<Node, NodeError> {
         let client = connect(config).await?;
-        let stores = Stores::ensure(client.clone(), store_config(config)).await?;
-        let supervisor = start_sessions(&stores, config).await?;
+        let stores = Box::pin(Stores::ensure(client.clone(), store_config(config))).await?;
+        let partitions = Box::pin(Partitions::start(&config.node.id, stores.partitions.clone()))
+            .await
+            .map_err(NodeError::Partitions)?;
+        let supervisor = start_sessions(&stores, &partitions, config).await?;
         let fleet_stats = Arc::new(FleetStats::default());
-        let fleet = start_fleet(&client, &stores, fleet_stats.clone(), config).await?;
+        let fleet = start_fleet(&client, &stores, &partitions, fleet_stats.clone(), config).await?;
         // Boxed: these futures are large, and Node::start runs inside tests' futures on a
         // thread's default stack.
         let enrollment = Box::pin(Enrollment::ensure(client.clone())).await?;
         let agent_auth = Box::pin(start_agent_auth(config, &client, &stores, &enrollment)).await?;
+        // A lone node takes every partition within its first ticks; a joining one finds them
+        // held by the others (it takes its share over the next seconds).
+        if !partitions.settle(SETTLE_TIMEOUT).await {
+            tracing::warn!("some partitions have no live owner yet");
+        }
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
         let shutdown = CancellationToken::new();
-        let gateway = start_gateway(config, shutdown.clone()).await?;
-        let probe = node_probe(&client, &supervisor, &fleet, &fleet_stats);
+        let gateway = Box::pin(start_gateway(config, shutdown.clone())).await?;
+        let probe = node_probe(&client, &partitions, &supervisor, &fleet, &fleet_stats);
         gateway.metrics().set_node_probe(probe);
         let gateway_limits = gateway.limits().clone();
         let server = tokio::spawn(natter_gateway::serve(listener, gateway));
@@ -193,6 +210,7 @@ impl Node {
             supervisor,
             fleet,
             client,
+            partitions,
             fleet_stats,
             gateway_limits,
             stores,
@@ -201,10 +219,17 @@ impl Node {
         })
     }
 
-    /// Stops accepting, drains connections, stops the actors and flushes NATS.
+    /// Hands every partition over (other nodes take them at once), stops accepting, drains
+    /// connections, stops the actors and flushes NATS.
     ///
     /// Every step has a deadline: with NATS gone, actors and flushes would wait forever.
     pub async fn shutdown(self) {
+        if tokio::time::timeout(SHUTDOWN_STEP, self.partitions.release_all())
+            .await
+            .is_err()
+        {
+            tracing::warn!("could not hand the partitions over in time; they lapse by themselves");
+        }
         self.shutdown.cancel();
         // The gateway ends its streams itself within `http.drain_timeout`.
         let mut server = self.server;
@@ -237,12 +262,31 @@ impl Node {
     }
 }
 
+impl Node {
+    /// Dies as a crashed node would (tests): stops renewing its leases without releasing them,
+    /// stops its actors and HTTP server and closes its actors' NATS connection. Other nodes take
+    /// its partitions once the leases lapse.
+    pub async fn kill_for_test(self) {
+        self.partitions.abandon();
+        self.shutdown.cancel();
+        self.server.abort();
+        for task in self.agent_auth {
+            task.abort();
+        }
+        self.supervisor.kill();
+        self.fleet.kill();
+        let _ = self.client.drain().await;
+    }
+}
+
 async fn start_sessions(
     stores: &Stores,
+    partitions: &Partitions,
     config: &Config,
 ) -> Result<ActorRef<SupervisorMsg>, NodeError> {
     let ctx = Arc::new(SessionContext {
         stores: stores.clone(),
+        partitions: partitions.clone(),
         public_url: config.http.public_url.clone(),
         max_message_bytes: config.chat.max_message_bytes,
         idle_timeout: config.chat.idle_actor_timeout,
@@ -258,11 +302,13 @@ async fn start_sessions(
 async fn start_fleet(
     client: &async_nats::Client,
     stores: &Stores,
+    partitions: &Partitions,
     stats: Arc<FleetStats>,
     config: &Config,
 ) -> Result<ActorRef<FleetMsg>, NodeError> {
     let args = FleetArgs {
         client: client.clone(),
+        partitions: partitions.clone(),
         machines: stores.machines.clone(),
         stats,
         config: FleetConfig {
@@ -298,12 +344,14 @@ async fn start_gateway(config: &Config, shutdown: CancellationToken) -> Result<G
 /// here, the check-in counters and the actors' NATS connection.
 fn node_probe(
     client: &async_nats::Client,
+    partitions: &Partitions,
     sessions: &ActorRef<SupervisorMsg>,
     fleet: &ActorRef<FleetMsg>,
     stats: &Arc<FleetStats>,
 ) -> NodeProbe {
-    let (client, sessions, fleet, stats) = (
+    let (client, partitions, sessions, fleet, stats) = (
         client.clone(),
+        partitions.clone(),
         sessions.clone(),
         fleet.clone(),
         stats.clone(),
@@ -317,6 +365,8 @@ fn node_probe(
         checkins_rejected: read(&stats.rejected),
         checkins_ignored: read(&stats.ignored),
         actors_connected: client.connection_state() == async_nats::connection::State::Connected,
+        partitions_owned: partitions.count(),
+        partitions_all_held: partitions.all_held(),
     })
 }
 

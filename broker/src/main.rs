@@ -368,15 +368,16 @@ async fn machine_request(
         return Err(format!("{machine:?} is not a machine ID (like pc1.sales.acme)").into());
     }
     let body = serde_json::to_vec(&request)?;
-    let answer = tokio::time::timeout(
+    // Retried while the machine's partition changes hands between nodes.
+    let answer = natter_actors::partitions::request_owner(
+        client,
+        natter_actors::subjects::machine_request(machine),
+        body.into(),
         std::time::Duration::from_secs(5),
-        client.request(
-            natter_actors::subjects::machine_request(machine),
-            body.into(),
-        ),
+        natter_actors::partitions::machine_moved,
     )
     .await
-    .map_err(|_| "the node did not answer within 5 s")??;
+    .map_err(|e| format!("no node answered: {e}"))?;
     let record = serde_json::from_slice::<MachineReply>(&answer.payload)?
         .map_err(|e| format!("{machine}: {e}"))?;
     println!("{}: {}", record.id, record.status.describe());

@@ -39,7 +39,8 @@ use std::time::Duration;
 
 use natter_actors::machines::Scope;
 use natter_actors::protocol::{
-    Ack, ParticipantKind, SessionCommand, SessionError, SessionReply, SessionRequest,
+    Ack, ParticipantKind, SessionCommand, SessionError, SessionErrorKind, SessionReply,
+    SessionRequest,
 };
 use natter_actors::store::Stores;
 use natter_actors::subjects;
@@ -54,7 +55,7 @@ use crate::origin::PublicOrigin;
 /// The gateway's settings.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
-    /// How long to wait for a session actor's answer before retrying once.
+    /// How long to wait for one answer of a session actor (a timed-out attempt is retried once).
     pub request_timeout: Duration,
     /// How long a login lasts (also the KV bucket's max age).
     pub login_ttl: Duration,
@@ -234,41 +235,54 @@ impl Gateway {
             })
     }
 
-    /// Sends one request to a session's actor, retried once on a timeout.
+    /// Sends one request to a session's actor. While the session's partition changes hands
+    /// (nobody subscribed, or a former owner answers "unavailable") it is retried with a short
+    /// back-off for up to [`natter_actors::partitions::RETRY_FOR`]; a timed-out attempt is
+    /// retried once. Every command is idempotent (sends carry a client id), so a retry lands once.
     async fn request(&self, session: &str, request: &SessionRequest) -> Result<Ack, ApiError> {
         let cmd = &request.cmd;
         let body: bytes::Bytes = serde_json::to_vec(request)
             .map_err(|e| ApiError::bad_request(e.to_string()))?
             .into();
-        let subject = subjects::session_command(session);
-        let client = &self.inner.stores.client;
-        let mut last_error = String::new();
-        for _ in 0..2 {
-            let request = client.request(subject.clone(), body.clone());
-            match tokio::time::timeout(self.inner.config.request_timeout, request).await {
-                Ok(Ok(msg)) => {
-                    let reply: SessionReply =
-                        serde_json::from_slice(&msg.payload).map_err(|e| {
-                            ApiError::unavailable(format!(
-                                "unreadable answer from the session: {e}"
-                            ))
-                        })?;
-                    let ack = reply.map_err(|e: SessionError| ApiError::from(e))?;
-                    // A retried send that landed before is not a new message.
-                    if matches!(cmd, SessionCommand::Send { .. }) && !ack.duplicate {
-                        self.inner.metrics.message_in();
-                    }
-                    return Ok(ack);
-                }
-                Ok(Err(e)) => last_error = e.to_string(),
-                Err(_) => last_error = "timed out".into(),
+        let answer = natter_actors::partitions::request_owner(
+            &self.inner.stores.client,
+            subjects::session_command(session),
+            body,
+            self.inner.config.request_timeout,
+            retry_session_answer,
+        )
+        .await;
+        let msg = match answer {
+            Ok(msg) => msg,
+            Err(error) => {
+                tracing::warn!(%session, %error, "session did not answer");
+                return Err(ApiError::unavailable(
+                    "the chat service did not answer; try again",
+                ));
             }
+        };
+        let reply: SessionReply = serde_json::from_slice(&msg.payload).map_err(|e| {
+            ApiError::unavailable(format!("unreadable answer from the session: {e}"))
+        })?;
+        let ack = reply.map_err(|e: SessionError| ApiError::from(e))?;
+        // A retried send that landed before is not a new message.
+        if matches!(cmd, SessionCommand::Send { .. }) && !ack.duplicate {
+            self.inner.metrics.message_in();
         }
-        tracing::warn!(%session, error = %last_error, "session did not answer");
-        Err(ApiError::unavailable(
-            "the chat service did not answer; try again",
-        ))
+        Ok(ack)
     }
+}
+
+/// Whether a session's answer is worth retrying: "unavailable" (it moved to another node, or
+/// its storage hiccupped), which every command may safely retry.
+fn retry_session_answer(payload: &[u8]) -> bool {
+    matches!(
+        serde_json::from_slice::<SessionReply>(payload),
+        Ok(Err(SessionError {
+            kind: SessionErrorKind::Unavailable,
+            ..
+        }))
+    )
 }
 
 /// Keeps the login limiters' memory to the recent attempts, until shutdown.

@@ -41,6 +41,10 @@ pub struct NodeReadings {
     pub checkins_ignored: u64,
     /// Whether the actors' NATS connection (the gateway has its own) is up.
     pub actors_connected: bool,
+    /// Partitions of sessions and machines this node owns now.
+    pub partitions_owned: usize,
+    /// Whether every partition was held by a live node at the last look (this one or others).
+    pub partitions_all_held: bool,
 }
 
 /// Reads [`NodeReadings`] on demand.
@@ -74,6 +78,7 @@ pub struct Metrics {
     agents: IntGaugeVec,
     session_actors: IntGauge,
     agent_actors: IntGauge,
+    partitions_owned: IntGauge,
     checkins: IntCounterVec,
     nats_connected: IntGaugeVec,
     nats_rtt: Histogram,
@@ -147,6 +152,7 @@ impl Metrics {
             agents: gauges(&r, "agents", "Machines by state (whole fleet)", "state"),
             session_actors: gauge(&r, "session_actors", "Session actors on this node"),
             agent_actors: gauge(&r, "agent_actors", "Agent actors on this node"),
+            partitions_owned: gauge(&r, "partitions_owned", "Partitions this node owns"),
             checkins: counters(&r, "checkins_total", "Agent check-ins", "result"),
             nats_connected: gauges(&r, "nats_connected", "NATS connection up", "connection"),
             nats_rtt: registered(&r, Histogram::with_opts(rtt).expect("valid histogram")),
@@ -196,6 +202,7 @@ impl Metrics {
         let node = self.node_readings().unwrap_or_default();
         self.session_actors.set(node.session_actors as i64);
         self.agent_actors.set(node.agent_actors as i64);
+        self.partitions_owned.set(node.partitions_owned as i64);
         for (result, total) in [
             ("accepted", node.checkins_accepted),
             ("rejected", node.checkins_rejected),

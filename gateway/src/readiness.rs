@@ -15,8 +15,10 @@ pub const RTT_TIMEOUT: Duration = Duration::from_secs(2);
 #[error("{0}")]
 pub struct NotReady(pub String);
 
-/// Ready when both NATS connections are up, the gateway follows the events, the machine
-/// directory is loaded and JetStream answers for the events stream (so the stores exist).
+/// Ready when both NATS connections are up, the node owns at least one partition or every
+/// partition is held by a live node (a node beyond the 32nd may own none and still serve), the
+/// gateway follows the events, the machine directory is loaded and JetStream answers for the
+/// events stream (so the stores exist).
 /// The cheap checks come first: a node cut off from NATS answers at once.
 pub async fn check(gw: &Gateway) -> Result<(), NotReady> {
     let not_ready = |why: String| Err(NotReady(why));
@@ -24,10 +26,13 @@ pub async fn check(gw: &Gateway) -> Result<(), NotReady> {
     if gateway_state != State::Connected {
         return not_ready(format!("NATS is not connected ({gateway_state})"));
     }
-    if let Some(node) = gw.metrics().node_readings()
-        && !node.actors_connected
-    {
-        return not_ready("NATS is not connected (the actors' connection)".into());
+    if let Some(node) = gw.metrics().node_readings() {
+        if !node.actors_connected {
+            return not_ready("NATS is not connected (the actors' connection)".into());
+        }
+        if node.partitions_owned == 0 && !node.partitions_all_held {
+            return not_ready("no partition is owned here and some have no live owner yet".into());
+        }
     }
     if !gw.hub().is_live() {
         return not_ready("the event feed is not following the stream yet".into());

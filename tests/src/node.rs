@@ -24,6 +24,11 @@ impl TestNode {
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let mut config = config;
+        // Nodes on one nats-server need their own ids (their partition leases): the default
+        // names the configured port, which every test node shares.
+        if config.node.id == Config::defaults().node.id {
+            config.node.id = format!("test-node-{}", addr.port());
+        }
         config.http.listen = addr;
         config.http.public_url = format!("http://{addr}");
         // Boxed: a node's start is a large future, and a test's future lives on its thread's
@@ -97,5 +102,10 @@ impl TestNode {
 
     pub async fn shutdown(self) {
         self.node.shutdown().await;
+    }
+
+    /// Dies without draining, as a crashed node would ([`natter::Node::kill_for_test`]).
+    pub async fn kill(self) {
+        self.node.kill_for_test().await;
     }
 }

@@ -15,6 +15,8 @@ use crate::protocol::Checkin;
 
 /// The stop reason of an actor for a machine nobody provisioned (not a failure).
 pub(super) const UNKNOWN_MACHINE: &str = "unknown machine";
+/// The stop reason of an actor whose machine's partition moved to another node.
+pub(super) const MOVED_STOP: &str = "moved";
 
 pub struct AgentActor;
 
@@ -32,6 +34,8 @@ pub enum AgentMsg {
         request: MachineRequest,
         reply: async_nats::Subject,
     },
+    /// The node lost the machine's partition: stop (after the messages queued before this).
+    Moved,
 }
 
 pub struct AgentState {
@@ -73,6 +77,20 @@ impl Actor for AgentActor {
         msg: AgentMsg,
         state: &mut AgentState,
     ) -> Result<(), ActorProcessingErr> {
+        if let AgentMsg::Moved = msg {
+            myself.stop(Some(MOVED_STOP.into()));
+            return Ok(());
+        }
+        // Only the owner of the machine's partition writes its record; a request that reached
+        // a former owner is answered so the caller retries at once.
+        if !state.shared.partitions.owns_key(&state.machine) {
+            if let AgentMsg::Request { reply, .. } = msg {
+                let answer: MachineReply = Err(crate::partitions::MACHINE_MOVED.into());
+                let body = serde_json::to_vec(&answer)?;
+                let _ = state.shared.client.publish(reply, body.into()).await;
+            }
+            return Ok(());
+        }
         state.ensure_loaded().await?;
         let now = crate::now_ms();
         match msg {
@@ -87,6 +105,7 @@ impl Actor for AgentActor {
                     myself.stop(Some(UNKNOWN_MACHINE.into()));
                 }
             }
+            AgentMsg::Moved => {}
         }
         Ok(())
     }

@@ -1,10 +1,12 @@
 //! The fleet: one actor per agent, and the supervisor that feeds them.
 //!
-//! - [`FleetSupervisor`] ([`supervisor`]) queue-subscribes to every agent's check-in subject and
-//!   to machine requests (so each reaches one node), validates check-ins ([`checkin`]: the subject
+//! - [`FleetSupervisor`] ([`supervisor`]) subscribes to every agent's check-in subject and keeps
+//!   only the check-ins of machines in partitions this node owns ([`crate::partitions`]), and
+//!   queue-subscribes to the machine requests of those partitions; it validates check-ins ([`checkin`]: the subject
 //!   names the machine and every field is bounded; a check-in whose body names another machine,
 //!   does not parse or has a bad field is counted, logged and dropped), routes them to the
-//!   machine's [`AgentActor`] (started on demand, and at start for every known machine), and keeps
+//!   machine's [`AgentActor`] (started on demand, and for every known machine of a partition when the
+//!   node takes that partition), and keeps
 //!   one timer wheel of "offline at" deadlines so 100k agents need one timer, not 100k.
 //! - [`AgentActor`] ([`agent`]) turns check-ins and timer ticks into the machine's status and
 //!   keeps its [`crate::machines::MachineRecord`] in the machines KV bucket (the only writer of
@@ -60,6 +62,7 @@ impl Default for FleetConfig {
 
 pub struct FleetArgs {
     pub client: async_nats::Client,
+    pub partitions: crate::partitions::Partitions,
     pub machines: kv::Store,
     pub stats: Arc<FleetStats>,
     pub config: FleetConfig,
@@ -68,6 +71,7 @@ pub struct FleetArgs {
 /// What the supervisor and every agent actor share.
 struct Shared {
     client: async_nats::Client,
+    partitions: crate::partitions::Partitions,
     machines: kv::Store,
     stats: Arc<FleetStats>,
     config: FleetConfig,

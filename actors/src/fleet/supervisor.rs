@@ -9,12 +9,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::agent::{AgentActor, AgentArgs, AgentMsg, UNKNOWN_MACHINE};
+use super::agent::{AgentActor, AgentArgs, AgentMsg, MOVED_STOP, UNKNOWN_MACHINE};
 use super::{FleetArgs, Shared, parse_checkin};
 use crate::machines::{MachineReply, MachineRequest};
+use crate::partitions::Owned;
 use crate::protocol::valid_machine_id;
 use crate::subjects;
-use crate::supervision::{ChildSpec, Children, pump};
+use crate::supervision::{ChildSpec, Children, follow_partitions, pump};
 
 pub struct FleetSupervisor;
 
@@ -26,8 +27,10 @@ pub enum FleetMsg {
         machine: String,
         at: Option<u64>,
     },
-    /// Start actors for every machine in KV (after a node start).
-    LoadAll,
+    /// Start actors for every machine in KV of these partitions (just taken).
+    Load(Vec<u32>),
+    /// The partitions this node owns now.
+    Owned(Owned),
     Sweep,
 }
 
@@ -40,7 +43,7 @@ struct AgentSpec {
 impl ChildSpec for AgentSpec {
     type Child = AgentActor;
     const KIND: &'static str = "agent";
-    const CLEAN_STOPS: &'static [&'static str] = &[UNKNOWN_MACHINE];
+    const CLEAN_STOPS: &'static [&'static str] = &[UNKNOWN_MACHINE, MOVED_STOP];
 
     fn build(&self, machine: &str) -> (AgentActor, AgentArgs) {
         let args = AgentArgs {
@@ -55,6 +58,8 @@ impl ChildSpec for AgentSpec {
 pub struct FleetState {
     agents: Children<AgentSpec>,
     deadlines: Deadlines,
+    /// Per owned partition: the pump of its machine-request subscription.
+    requests: HashMap<u32, tokio::task::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -68,20 +73,17 @@ impl Actor for FleetSupervisor {
         myself: ActorRef<FleetMsg>,
         args: FleetArgs,
     ) -> Result<FleetState, ActorProcessingErr> {
-        let client = &args.client;
-        let checkins = client
-            .queue_subscribe(subjects::ALL_CHECKINS, subjects::FLEET_QUEUE.into())
-            .await?;
-        let requests = client
-            .queue_subscribe(subjects::ALL_MACHINE_REQUESTS, subjects::FLEET_QUEUE.into())
-            .await?;
+        // Every node hears every check-in (no queue group: agents publish on one subject per
+        // machine whatever its partition) and keeps those of its partitions; a check-in a
+        // minute per machine makes that cheap.
+        let checkins = args.client.subscribe(subjects::ALL_CHECKINS).await?;
         let tasks = vec![
             pump(checkins, myself.clone(), FleetMsg::Checkin),
-            pump(requests, myself.clone(), FleetMsg::Request),
             myself.send_interval(args.config.sweep, || FleetMsg::Sweep),
+            follow_partitions(&args.partitions, myself.clone(), FleetMsg::Owned),
         ];
-        myself.cast(FleetMsg::LoadAll)?;
         let shared = Arc::new(Shared {
+            partitions: args.partitions,
             client: args.client,
             machines: args.machines,
             stats: args.stats,
@@ -94,6 +96,7 @@ impl Actor for FleetSupervisor {
         Ok(FleetState {
             agents: Children::new(spec, myself.get_cell()),
             deadlines: Deadlines::default(),
+            requests: HashMap::new(),
             tasks,
         })
     }
@@ -103,7 +106,7 @@ impl Actor for FleetSupervisor {
         _myself: ActorRef<FleetMsg>,
         state: &mut FleetState,
     ) -> Result<(), ActorProcessingErr> {
-        for t in &state.tasks {
+        for t in state.tasks.iter().chain(state.requests.values()) {
             t.abort();
         }
         Ok(())
@@ -119,7 +122,8 @@ impl Actor for FleetSupervisor {
             FleetMsg::Checkin(msg) => state.on_checkin(msg).await?,
             FleetMsg::Request(msg) => state.on_request(msg).await?,
             FleetMsg::Deadline { machine, at } => state.deadlines.set(machine, at),
-            FleetMsg::LoadAll => state.load_all(&myself).await?,
+            FleetMsg::Load(partitions) => state.load(partitions, &myself).await?,
+            FleetMsg::Owned(owned) => state.follow(owned, &myself).await,
             FleetMsg::Sweep => state.sweep().await?,
         }
         Ok(())
@@ -145,9 +149,63 @@ impl FleetState {
         &self.agents.spec().shared
     }
 
-    /// Routes a valid check-in to its machine's actor; counts and logs a bad one.
+    /// Subscribes to the machine requests of partitions gained and loads their machines;
+    /// unsubscribes from those lost and stops their agent actors.
+    async fn follow(&mut self, owned: Owned, myself: &ActorRef<FleetMsg>) {
+        let lost: Vec<u32> = self
+            .requests
+            .keys()
+            .copied()
+            .filter(|p| !owned.contains(p))
+            .collect();
+        for p in &lost {
+            if let Some(pump) = self.requests.remove(p) {
+                pump.abort();
+            }
+        }
+        if !lost.is_empty() {
+            for machine in self.agents.keys() {
+                if lost.contains(&subjects::partition_of(machine))
+                    && let Some(actor) = self.agents.running(machine)
+                {
+                    let _ = actor.cast(AgentMsg::Moved);
+                }
+            }
+        }
+        let client = self.shared().client.clone();
+        let mut gained = Vec::new();
+        for p in owned {
+            if self.requests.contains_key(&p) {
+                continue;
+            }
+            let subject = subjects::machine_requests_of(p);
+            match client
+                .queue_subscribe(subject, subjects::FLEET_QUEUE.into())
+                .await
+            {
+                Ok(requests) => {
+                    let pump = pump(requests, myself.clone(), FleetMsg::Request);
+                    self.requests.insert(p, pump);
+                    gained.push(p);
+                }
+                Err(e) => tracing::warn!(partition = p, error = %e, "could not subscribe"),
+            }
+        }
+        let _ = client.flush().await;
+        if !gained.is_empty() {
+            let _ = myself.cast(FleetMsg::Load(gained));
+        }
+    }
+
+    /// Routes a valid check-in of an owned machine to its actor; counts and logs a bad one.
     async fn on_checkin(&mut self, msg: async_nats::Message) -> Result<(), ActorProcessingErr> {
-        match parse_checkin(msg.subject.as_str(), &msg.payload) {
+        let parsed = parse_checkin(msg.subject.as_str(), &msg.payload);
+        if let Ok(checkin) = &parsed
+            && !self.shared().partitions.owns_key(&checkin.machine)
+        {
+            return Ok(());
+        }
+        match parsed {
             Ok(checkin) => {
                 let actor = self.agents.get_or_start(&checkin.machine).await?;
                 let _ = actor.cast(AgentMsg::Checkin(checkin));
@@ -179,9 +237,13 @@ impl FleetState {
         Ok(())
     }
 
-    /// Starts an actor for every machine in KV, so machines that stop checking in go offline
-    /// after a node start too.
-    async fn load_all(&mut self, myself: &ActorRef<FleetMsg>) -> Result<(), ActorProcessingErr> {
+    /// Starts an actor for every machine in KV of `partitions` (just taken), so machines that
+    /// stop checking in go offline after a node start or a failover too.
+    async fn load(
+        &mut self,
+        partitions: Vec<u32>,
+        myself: &ActorRef<FleetMsg>,
+    ) -> Result<(), ActorProcessingErr> {
         let keys = match self.shared().machines.keys().await {
             Ok(keys) => {
                 keys.filter_map(|k| async move { k.ok() })
@@ -190,15 +252,19 @@ impl FleetState {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "could not list machines; retrying");
-                myself.send_after(Duration::from_secs(1), || FleetMsg::LoadAll);
+                myself.send_after(Duration::from_secs(1), move || FleetMsg::Load(partitions));
                 return Ok(());
             }
         };
-        for machine in keys {
-            if valid_machine_id(&machine) {
-                let actor = self.agents.get_or_start(&machine).await?;
-                let _ = actor.cast(AgentMsg::Tick);
-            }
+        let owner = &self.shared().partitions;
+        let taken: Vec<String> = keys
+            .into_iter()
+            .filter(|m| valid_machine_id(m))
+            .filter(|m| partitions.contains(&subjects::partition_of(m)) && owner.owns_key(m))
+            .collect();
+        for machine in taken {
+            let actor = self.agents.get_or_start(&machine).await?;
+            let _ = actor.cast(AgentMsg::Tick);
         }
         Ok(())
     }
@@ -207,6 +273,9 @@ impl FleetState {
     async fn sweep(&mut self) -> Result<(), ActorProcessingErr> {
         let now = crate::now_ms();
         while let Some(machine) = self.deadlines.pop_due(now) {
+            if !self.shared().partitions.owns_key(&machine) {
+                continue;
+            }
             let actor = self.agents.get_or_start(&machine).await?;
             let _ = actor.cast(AgentMsg::Tick);
         }

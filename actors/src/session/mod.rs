@@ -28,7 +28,8 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use crate::machines::Scope;
 use crate::protocol::{
-    Ack, AgentWindow, EventBody, SessionCommand, SessionRecord, SessionReply, SessionView,
+    Ack, AgentWindow, EventBody, SessionCommand, SessionError, SessionErrorKind, SessionRecord,
+    SessionReply, SessionView,
 };
 use crate::subjects;
 
@@ -38,6 +39,8 @@ pub use supervisor::{SessionSupervisor, SupervisorMsg, actor_name};
 /// What every session actor of a node shares.
 pub struct SessionContext {
     pub stores: crate::store::Stores,
+    /// The partitions this node owns: an actor acts only while its session's is one of them.
+    pub partitions: crate::partitions::Partitions,
     /// Base URL of the web UI, for the machine user's chat link.
     pub public_url: String,
     /// Largest message text in bytes.
@@ -73,10 +76,14 @@ pub enum SessionMsg {
     AgentAnswer { status: AgentWindow, detail: String },
     /// Timer tick: stop when idle.
     IdleCheck,
+    /// The node lost the session's partition: stop (after the commands queued before this).
+    Moved,
 }
 
 /// The reason an actor gives when it stops because it was idle (not a failure).
 pub const IDLE_STOP: &str = "idle";
+/// The reason an actor gives when it stops because its partition moved to another node.
+pub const MOVED_STOP: &str = "moved";
 
 pub struct SessionState {
     id: String,
@@ -153,12 +160,26 @@ impl Actor for SessionActor {
                 state.on_agent_answer(status, detail).await
             }
             SessionMsg::IdleCheck => state.on_idle_check(&myself).await,
+            SessionMsg::Moved => myself.stop(Some(MOVED_STOP.into())),
         }
         Ok(())
     }
 }
 
 impl SessionState {
+    /// Whether this node still owns the session's partition; if not, the caller retries and
+    /// reaches the new owner. (The append's fencing refuses a stale owner anyway.)
+    pub(super) fn check_owner(&self) -> Result<(), SessionError> {
+        if self.ctx.partitions.owns_key(&self.id) {
+            Ok(())
+        } else {
+            Err(SessionError::new(
+                SessionErrorKind::Unavailable,
+                crate::partitions::MOVED,
+            ))
+        }
+    }
+
     /// The session as its members see it now.
     fn view(&self) -> Option<SessionView> {
         let r = self.record.as_ref()?;
@@ -191,7 +212,11 @@ impl SessionState {
         myself: &ActorRef<SessionMsg>,
     ) -> Result<(), serde_json::Error> {
         self.last_activity = Instant::now();
-        let result: SessionReply = match self.ensure_loaded().await {
+        let ready = match self.check_owner() {
+            Ok(()) => self.ensure_loaded().await,
+            Err(e) => Err(e),
+        };
+        let result: SessionReply = match ready {
             Ok(()) => match self.check_epoch(&cmd, epoch) {
                 Ok(()) => self.execute(cmd, scope, myself).await,
                 Err(e) => Err(e),

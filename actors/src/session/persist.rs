@@ -88,6 +88,7 @@ impl SessionState {
         body: EventBody,
         msg_id: Option<String>,
     ) -> Result<(u64, bool), SessionError> {
+        self.check_owner()?;
         let event = Event {
             session: self.id.clone(),
             at: crate::now_ms(),

@@ -1,20 +1,25 @@
 //! The session supervisor: feeds session commands from NATS to session actors.
 //!
-//! It holds a queue subscription on every session's command subject (so each command reaches one
-//! node), starts the session's actor on demand, and restarts an actor that fails or is killed.
-//! Actors that stop because they were idle are forgotten and started again by their next command.
+//! It holds one queue subscription per partition this node owns ([`crate::partitions`]), on that
+//! partition's session command subjects, starts the session's actor on demand, and restarts an
+//! actor that fails or is killed. Actors that stop because they were idle are forgotten and
+//! started again by their next command. When the node loses a partition it unsubscribes and
+//! tells that partition's actors to stop (after answering what they already hold with
+//! [`MOVED`]).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::persist::unavailable;
-use super::{IDLE_STOP, SessionActor, SessionArgs, SessionContext, SessionMsg};
+use super::{IDLE_STOP, MOVED_STOP, SessionActor, SessionArgs, SessionContext, SessionMsg};
+use crate::partitions::{MOVED, Owned};
 use crate::protocol::{
     SessionCommand, SessionError, SessionErrorKind, SessionReply, SessionRequest,
 };
 use crate::subjects;
-use crate::supervision::{ChildSpec, Children, pump};
+use crate::supervision::{ChildSpec, Children, follow_partitions, pump};
 
 /// The ractor registry name of a session's actor (per process).
 pub fn actor_name(session: &str) -> String {
@@ -25,6 +30,8 @@ pub struct SessionSupervisor;
 
 pub enum SupervisorMsg {
     Nats(async_nats::Message),
+    /// The partitions this node owns now.
+    Owned(Owned),
 }
 
 /// How a session actor is built.
@@ -35,7 +42,7 @@ struct SessionSpec {
 impl ChildSpec for SessionSpec {
     type Child = SessionActor;
     const KIND: &'static str = "session";
-    const CLEAN_STOPS: &'static [&'static str] = &[IDLE_STOP];
+    const CLEAN_STOPS: &'static [&'static str] = &[IDLE_STOP, MOVED_STOP];
 
     fn name(&self, session: &str) -> Option<String> {
         Some(actor_name(session))
@@ -52,7 +59,10 @@ impl ChildSpec for SessionSpec {
 
 pub struct SupervisorState {
     sessions: Children<SessionSpec>,
-    pump: tokio::task::JoinHandle<()>,
+    /// Per owned partition: the pump of its command subscription.
+    pumps: HashMap<u32, tokio::task::JoinHandle<()>>,
+    /// Forwards changes of the owned partitions to this actor.
+    follow: tokio::task::JoinHandle<()>,
 }
 
 impl Actor for SessionSupervisor {
@@ -65,15 +75,11 @@ impl Actor for SessionSupervisor {
         myself: ActorRef<SupervisorMsg>,
         ctx: Arc<SessionContext>,
     ) -> Result<SupervisorState, ActorProcessingErr> {
-        let commands = ctx
-            .stores
-            .client
-            .queue_subscribe(subjects::SESSION_COMMANDS, subjects::SESSIONS_QUEUE.into())
-            .await?;
-        let pump = pump(commands, myself.clone(), SupervisorMsg::Nats);
+        let follow = follow_partitions(&ctx.partitions, myself.clone(), SupervisorMsg::Owned);
         Ok(SupervisorState {
             sessions: Children::new(SessionSpec { ctx }, myself.get_cell()),
-            pump,
+            pumps: HashMap::new(),
+            follow,
         })
     }
 
@@ -82,20 +88,27 @@ impl Actor for SessionSupervisor {
         _myself: ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        state.pump.abort();
+        state.follow.abort();
+        for (_, pump) in state.pumps.drain() {
+            pump.abort();
+        }
         Ok(())
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<SupervisorMsg>,
+        myself: ActorRef<SupervisorMsg>,
         msg: SupervisorMsg,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
-        let SupervisorMsg::Nats(msg) = msg;
-        let reply = msg.reply.clone();
-        if let Err(err) = state.route(msg).await {
-            state.answer_error(reply, err).await;
+        match msg {
+            SupervisorMsg::Nats(msg) => {
+                let reply = msg.reply.clone();
+                if let Err(err) = state.route(msg).await {
+                    state.answer_error(reply, err).await;
+                }
+            }
+            SupervisorMsg::Owned(owned) => state.follow(owned, &myself).await,
         }
         Ok(())
     }
@@ -115,6 +128,52 @@ impl Actor for SessionSupervisor {
 }
 
 impl SupervisorState {
+    /// Subscribes to the commands of partitions gained; unsubscribes from those lost and stops
+    /// their actors.
+    async fn follow(&mut self, owned: Owned, myself: &ActorRef<SupervisorMsg>) {
+        let lost: Vec<u32> = self
+            .pumps
+            .keys()
+            .copied()
+            .filter(|p| !owned.contains(p))
+            .collect();
+        for p in lost {
+            if let Some(pump) = self.pumps.remove(&p) {
+                // Dropping the subscription unsubscribes.
+                pump.abort();
+            }
+            for key in self.sessions.keys() {
+                if subjects::partition_of(key) == p
+                    && let Some(actor) = self.sessions.running(key)
+                {
+                    // Queued after the commands it holds, which it answers with MOVED.
+                    let _ = actor.cast(SessionMsg::Moved);
+                }
+            }
+        }
+        let client = self.sessions.spec().ctx.stores.client.clone();
+        for p in owned {
+            if self.pumps.contains_key(&p) {
+                continue;
+            }
+            let subject = subjects::session_commands_of(p);
+            match client
+                .queue_subscribe(subject, subjects::SESSIONS_QUEUE.into())
+                .await
+            {
+                Ok(commands) => {
+                    let pump = pump(commands, myself.clone(), SupervisorMsg::Nats);
+                    self.pumps.insert(p, pump);
+                }
+                // The next change of the owned set retries; meanwhile the old owner's
+                // subscription is gone and callers retry.
+                Err(e) => tracing::warn!(partition = p, error = %e, "could not subscribe"),
+            }
+        }
+        // The subscriptions must be known to the server before callers are told to retry here.
+        let _ = client.flush().await;
+    }
+
     /// Hands one command to its session's actor, started if needed.
     async fn route(&mut self, msg: async_nats::Message) -> Result<(), SessionError> {
         let Some(id) = subjects::session_of_command(msg.subject.as_str())
@@ -125,6 +184,9 @@ impl SupervisorState {
                 "not a session ID",
             ));
         };
+        if !self.sessions.spec().ctx.partitions.owns_key(id) {
+            return Err(SessionError::new(SessionErrorKind::Unavailable, MOVED));
+        }
         let SessionRequest { cmd, scope, epoch } =
             serde_json::from_slice(&msg.payload).map_err(|e| {
                 SessionError::new(

@@ -61,11 +61,16 @@ pub async fn details(id: String, l: Login, gw: Gateway) -> Result<Response, ApiE
     }
     let known = gw.directory().record(&id);
     let body = serde_json::to_vec(&MachineRequest::View).unwrap_or_default();
+    // Retried while the machine's partition changes hands, all within DETAILS_TIMEOUT.
     let live = tokio::time::timeout(
         DETAILS_TIMEOUT,
-        gw.stores()
-            .client
-            .request(subjects::machine_request(&id), body.into()),
+        natter_actors::partitions::request_owner(
+            &gw.stores().client,
+            subjects::machine_request(&id),
+            body.into(),
+            DETAILS_TIMEOUT,
+            natter_actors::partitions::machine_moved,
+        ),
     )
     .await;
     let record = match live {

@@ -12,6 +12,7 @@ mod limits;
 mod links;
 mod machines;
 mod ops;
+mod ownership;
 mod recovery;
 mod resume;
 mod retention;
