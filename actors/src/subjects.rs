@@ -33,6 +33,23 @@ pub fn session_of_events(subject: &str) -> Option<&str> {
     subject.strip_prefix("natter.events.")
 }
 
+/// A session's events as the events stream republishes them the moment they are stored (core
+/// NATS, no consumer): what a gateway subscribes to for the sessions its browsers follow.
+pub fn session_live(session: &str) -> String {
+    format!("natter.live.{session}")
+}
+
+/// Where the events stream republishes [`ALL_EVENTS`] (same wildcard, so each session's events
+/// land on its [`session_live`] subject).
+pub const ALL_LIVE: &str = "natter.live.*";
+
+/// The session ID in a [`session_live`] subject.
+pub fn session_of_live(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("natter.live.")
+        .filter(|s| !s.is_empty() && !s.contains('.'))
+}
+
 /// A machine ID as one subject token.
 pub fn machine_token(machine: &str) -> String {
     machine.replace('.', ":")
@@ -115,5 +132,7 @@ mod tests {
         assert_eq!(session_of_command(&s), Some("01JDX"));
         assert_eq!(session_of_command("natter.session.a.b.cmd"), None);
         assert_eq!(session_of_events(&session_events("01JDX")), Some("01JDX"));
+        assert_eq!(session_of_live(&session_live("01JDX")), Some("01JDX"));
+        assert_eq!(session_of_live("natter.live.a.b"), None);
     }
 }
