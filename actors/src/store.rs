@@ -109,7 +109,7 @@ impl Stores {
             // needs. A stream made by an older node without it is updated in place.
             republish: Some(stream::Republish {
                 source: crate::subjects::ALL_EVENTS.into(),
-                destination: crate::subjects::ALL_LIVE.into(),
+                destination: crate::subjects::LIVE_REPUBLISH.into(),
                 headers_only: false,
             }),
             ..Default::default()

@@ -39,9 +39,12 @@ pub fn session_live(session: &str) -> String {
     format!("natter.live.{session}")
 }
 
-/// Where the events stream republishes [`ALL_EVENTS`] (same wildcard, so each session's events
-/// land on its [`session_live`] subject).
+/// Every session's live events (a subscription pattern; gateways subscribe per session).
 pub const ALL_LIVE: &str = "natter.live.*";
+
+/// The events stream's republish destination for [`ALL_EVENTS`]: each session's events land on
+/// its [`session_live`] subject (the server's mapping syntax; a bare `*` is refused there).
+pub const LIVE_REPUBLISH: &str = "natter.live.{{wildcard(1)}}";
 
 /// The session ID in a [`session_live`] subject.
 pub fn session_of_live(subject: &str) -> Option<&str> {
