@@ -371,3 +371,76 @@ async fn a_nats_restart_under_an_open_stream_loses_and_repeats_nothing() {
     node_b.shutdown().await;
     system.shutdown().await;
 }
+
+/// Turns the events stream's republish off (`false`) or back on, as a lost live message looks
+/// to a gateway: the event is stored, but no gateway receives it live.
+async fn republish(nats: &TestNats, on: bool) {
+    let js = jetstream::new(nats.broker_client().await);
+    let mut events = js.get_stream(EVENTS_STREAM).await.expect("stream");
+    let mut config = events.info().await.expect("info").config.clone();
+    config.republish = on.then(|| stream::Republish {
+        source: subjects::ALL_EVENTS.into(),
+        destination: subjects::LIVE_REPUBLISH.into(),
+        headers_only: false,
+    });
+    js.update_stream(config).await.expect("update the stream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_events_a_gateway_missed_are_filled_from_the_stream_once() {
+    let system = Scenario::new()
+        .machine("pc1.sales.acme", "carol")
+        .machine("pc2.sales.acme", "dave")
+        .operator("alice")
+        .start()
+        .await;
+    let (s1, _) = system.open_chat_between("alice", "pc1.sales.acme").await;
+    let (s2, _) = system.open_chat_between("alice", "pc2.sales.acme").await;
+    let alice = system.operator("alice");
+    let path = format!("/api/events?sessions={s1},{s2}");
+    let mut sse = alice.events(&path, None).await;
+    drain(&mut sse).await;
+
+    // "one-0" never reaches the gateway live; s1's next event names it as its predecessor.
+    republish(&system.nats, false).await;
+    sent(alice.send(&s1, "a0", "one-0").await);
+    republish(&system.nats, true).await;
+    sent(alice.send(&s2, "b0", "two-0").await);
+    sent(alice.send(&s1, "a1", "one-1").await);
+    let got = sse.read_messages(3).await;
+    // s1's events in their order, each once; the filled one comes after s2's later event, with
+    // its own (lower) id, as docs/api.md says.
+    assert_eq!(texts(&got), ["two-0", "one-0", "one-1"]);
+    let seqs: Vec<u64> = got.iter().map(|e| e.seq()).collect();
+    assert!(seqs[1] < seqs[0] && seqs[0] < seqs[2], "{seqs:?}");
+    assert!(got.iter().all(|e| e.id == e.seq().to_string()));
+    sse.expect_quiet(Duration::from_millis(300)).await;
+
+    // A browser cut right after the filled event resumes from its id: it gets the later event of
+    // s2 again (which it ignores) and loses nothing.
+    let mut resumed = alice.events(&path, Some(seqs[1])).await;
+    assert_eq!(texts(&resumed.read_messages(2).await), ["two-0", "one-1"]);
+    resumed.expect_quiet(Duration::from_millis(300)).await;
+
+    // A gateway that just began following s1 misses its next event (and nothing follows it):
+    // it checks the session's last stored event shortly after subscribing and fills it.
+    let node_b = TestGateway::start(&system.nats, "node-b").await;
+    let alice_b = alice.at(&node_b.base);
+    let mut on_b = alice_b
+        .events(&format!("/api/events?sessions={s1}"), Some(seqs[2]))
+        .await;
+    assert_eq!(on_b.next(WAIT).await.expect("hello").event, "hello");
+    republish(&system.nats, false).await;
+    sent(alice.send(&s1, "a2", "one-2").await);
+    let filled = on_b.next_chat(WAIT).await.expect("one-2, filled on node B");
+    assert_eq!(texts(&[filled]), ["one-2"]);
+    republish(&system.nats, true).await;
+    on_b.expect_quiet(Duration::from_millis(500)).await;
+    // Node A, following s1 for long, learns of it from s1's next event.
+    sent(alice.send(&s1, "a3", "one-3").await);
+    assert_eq!(texts(&sse.read_messages(2).await), ["one-2", "one-3"]);
+    assert_eq!(texts(&on_b.read_messages(1).await), ["one-3"]);
+
+    node_b.shutdown().await;
+    system.shutdown().await;
+}
