@@ -1,7 +1,10 @@
 //! The JetStream stream and KV buckets Natter keeps, and reading them back.
 //!
 //! - Stream [`EVENTS_STREAM`] on `natter.events.<session>`: every chat event, `max_age` = the
-//!   chat retention, `Nats-Msg-Id` de-duplication. Written only by each session's actor.
+//!   chat retention, `Nats-Msg-Id` de-duplication. Written only by each session's actor. Every
+//!   stored event is republished on `natter.live.<session>` (core NATS) with the headers
+//!   [`SEQUENCE_HEADER`] and [`LAST_SEQUENCE_HEADER`]: gateways subscribe there for the sessions
+//!   their browsers follow and fill a gap from the stream ([`Stores::session_events_between`]).
 //! - KV [`SESSIONS_BUCKET`]: one [`crate::protocol::SessionRecord`] per session (max age = the
 //!   session TTL, refreshed by the actor while the session is used).
 //! - KV [`MACHINE_SESSIONS_BUCKET`]: machine ID → the session in progress with it.
@@ -25,6 +28,12 @@ pub const LOGINS_BUCKET: &str = "natter_logins";
 pub const PARTITIONS_BUCKET: &str = "natter_partitions";
 /// Leases are renewed every few hundred ms; the max age only collects what dead nodes left.
 const PARTITIONS_MAX_AGE: Duration = Duration::from_secs(30);
+
+/// Header of a republished event: its stream sequence.
+pub const SEQUENCE_HEADER: &str = "Nats-Sequence";
+/// Header of a republished event: the stream sequence of the previous event on the same subject
+/// (the same session), 0 if none.
+pub const LAST_SEQUENCE_HEADER: &str = "Nats-Last-Sequence";
 
 /// How the stores are configured (from `natter.toml`).
 #[derive(Clone, Debug)]
@@ -101,6 +110,13 @@ impl Stores {
             duplicate_window: config.duplicate_window.min(retention),
             storage: stream::StorageType::File,
             allow_direct: true,
+            // Live fan-out without a consumer: each gateway subscribes to the sessions it
+            // needs. A stream made by an older node without it is updated in place.
+            republish: Some(stream::Republish {
+                source: crate::subjects::ALL_EVENTS.into(),
+                destination: crate::subjects::LIVE_REPUBLISH.into(),
+                headers_only: false,
+            }),
             ..Default::default()
         })
         .await
@@ -150,6 +166,41 @@ impl Stores {
             Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(0),
             Err(e) => Err(StoreError::new("reading a session's last event", e)),
         }
+    }
+
+    /// The events of `session` with `after` < sequence < `before`, in order, read one by one
+    /// (direct gets, no consumer): what a gateway missed of a session's live events. Few by
+    /// construction (a gap is noticed at the next event), so one request each is fine.
+    pub async fn session_events_between(
+        &self,
+        session: &str,
+        after: u64,
+        before: u64,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let subject = crate::subjects::session_events(session);
+        let mut events = Vec::new();
+        let mut next = after + 1;
+        while next < before {
+            let m = match self
+                .events
+                .direct_get_next_for_subject(subject.as_str(), Some(next))
+                .await
+            {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(StoreError::new("reading a session's missed events", e)),
+            };
+            if m.sequence >= before {
+                break;
+            }
+            next = m.sequence + 1;
+            events.push(StoredEvent {
+                seq: m.sequence,
+                session: session.to_string(),
+                payload: m.payload,
+            });
+        }
+        Ok(events)
     }
 
     /// The oldest sequence still in the events stream (what retention has not yet removed).

@@ -56,6 +56,26 @@ pub fn session_of_events(subject: &str) -> Option<&str> {
     subject.strip_prefix("natter.events.")
 }
 
+/// A session's events as the events stream republishes them the moment they are stored (core
+/// NATS, no consumer): what a gateway subscribes to for the sessions its browsers follow.
+pub fn session_live(session: &str) -> String {
+    format!("natter.live.{session}")
+}
+
+/// Every session's live events (a subscription pattern; gateways subscribe per session).
+pub const ALL_LIVE: &str = "natter.live.*";
+
+/// The events stream's republish destination for [`ALL_EVENTS`]: each session's events land on
+/// its [`session_live`] subject (the server's mapping syntax; a bare `*` is refused there).
+pub const LIVE_REPUBLISH: &str = "natter.live.{{wildcard(1)}}";
+
+/// The session ID in a [`session_live`] subject.
+pub fn session_of_live(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("natter.live.")
+        .filter(|s| !s.is_empty() && !s.contains('.'))
+}
+
 /// A machine ID as one subject token.
 pub fn machine_token(machine: &str) -> String {
     machine.replace('.', ":")
@@ -184,6 +204,8 @@ mod tests {
             None
         );
         assert_eq!(session_of_events(&session_events("01JDX")), Some("01JDX"));
+        assert_eq!(session_of_live(&session_live("01JDX")), Some("01JDX"));
+        assert_eq!(session_of_live("natter.live.a.b"), None);
     }
 
     #[test]

@@ -1,28 +1,64 @@
-//! The fan-out hub: one ordered JetStream consumer per gateway process on all sessions' events,
-//! delivering each event to the SSE connections that carry its session.
+//! The fan-out hub: each gateway receives only the live events of the sessions its own
+//! connections follow, and delivers them to those connections in stream order.
 //!
-//! No consumer per connection: connections register the sessions they carry, and the hub pushes
-//! into their bounded queues. A connection that falls behind (queue full) is cut off; its
-//! browser reconnects and resumes from its `Last-Event-ID`, so nothing is lost.
+//! The events stream republishes every stored event on `natter.live.<session>` (core NATS) with
+//! its stream sequence and the sequence of the session's previous event (headers). The hub
+//! keeps one subscription per session that at least one local connection follows (kept a short
+//! grace after the last one leaves, so a browser's reconnect does not churn it). No JetStream
+//! consumer, per connection or per session.
+//!
+//! - **Order.** One task (the pump) reads every subscription. A subscription's waker queues its
+//!   key, and the pump drains the queued ones until none is left, then delivers what it collected
+//!   sorted by sequence: NATS delivers the republished events on our one connection in stream
+//!   order, and the client library hands an event to its subscription (and wakes it) before it
+//!   reads the next one, so a drained batch holds every event older than any event in it.
+//! - **Gaps.** Per session the pump remembers the last sequence it delivered. An event whose
+//!   previous sequence is above that was preceded by events the hub missed (interest still
+//!   propagating in a NATS cluster, a dropped message): they are read from the stream and
+//!   delivered first, in the session's order. A new subscription is checked once against the
+//!   session's last stored sequence [`FIRST_CHECK_AFTER`] later, for a gap with no event after it.
+//! - **Reconnects.** Messages published while the gateway's NATS connection was down are lost to
+//!   it. When the connection has come back (its connect count moved), the hub ends every live
+//!   stream, before delivering anything more, and forgets every subscription: browsers reconnect
+//!   and resume exactly from their `Last-Event-ID` through the replay path.
+//!
+//! Connections register the sessions they carry, and the hub pushes into their bounded queues.
+//! A connection that falls behind (queue full) is cut off; its browser reconnects and resumes
+//! from its `Last-Event-ID`, so nothing is lost.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
-use async_nats::jetstream::consumer;
+use async_nats::connection::State;
 use futures::StreamExt;
 use futures::task::AtomicWaker;
-use natter_actors::store::{StoredEvent, Stores};
+use natter_actors::store::{
+    LAST_SEQUENCE_HEADER, SEQUENCE_HEADER, StoreError, StoredEvent, Stores,
+};
 use natter_actors::subjects;
 use parking_lot::Mutex;
+use prometheus::IntCounter;
+use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 
 /// Events buffered per connection before the hub gives up on it.
 const CONNECTION_BUFFER: usize = 1024;
 
-type Subscribers = HashMap<String, Vec<(u64, Arc<Queue>)>>;
+/// How long a session's subscription outlives its last connection (a browser reconnects after
+/// about 1 s).
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// When a new subscription is checked against the session's last stored event.
+pub const FIRST_CHECK_AFTER: Duration = Duration::from_millis(250);
+
+/// How often the pump looks at the connection and at idle subscriptions.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Longest a new subscription (subscribe, flush, read the session's last sequence) may take.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One connection's queue of live events: the hub pushes, the connection's stream pops.
 ///
@@ -94,17 +130,47 @@ impl LiveEvents {
     }
 }
 
+/// A session some connection follows (or followed less than [`GRACE`] ago).
+struct Followed {
+    /// Tells this subscription from an earlier or later one of the same session.
+    generation: u64,
+    conns: Vec<(u64, Arc<Queue>)>,
+    /// Initialised once the subscription is in place: the first registration makes it, the
+    /// others wait for it.
+    subscribed: Arc<OnceCell<()>>,
+    /// When the last connection left.
+    idle_since: Option<Instant>,
+}
+
+/// From registrations and timers to the pump.
+enum Command {
+    /// A new subscription, with the session's last stored sequence read after it was in place.
+    Follow {
+        session: String,
+        generation: u64,
+        subscriber: async_nats::Subscriber,
+        last_seq: u64,
+    },
+    /// The session's last stored sequence, [`FIRST_CHECK_AFTER`] after it was followed.
+    Check {
+        session: String,
+        generation: u64,
+        last_seq: u64,
+    },
+}
+
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<HubInner>,
 }
 
 struct HubInner {
-    subscribers: Mutex<Subscribers>,
+    stores: Stores,
+    followed: Mutex<HashMap<String, Followed>>,
     next_id: AtomicU64,
-    /// Highest stream sequence the hub has seen.
-    position: AtomicU64,
-    live: AtomicBool,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Republished events this gateway received (its share of the cluster's fan-out).
+    received: IntCounter,
 }
 
 /// A connection's place in the hub; dropping it unregisters the connection.
@@ -121,166 +187,482 @@ impl Drop for Registration {
 }
 
 impl Hub {
-    /// Starts following the events stream from its current end.
+    /// Starts the hub on the stores' NATS connection; `received` counts the events it receives.
     pub async fn start(
         stores: Stores,
+        received: IntCounter,
         shutdown: CancellationToken,
-    ) -> Result<Hub, natter_actors::store::StoreError> {
-        // Start from a known sequence, never "new": a consumer recreated after an error then
-        // resumes exactly where the last one stopped.
-        let mut events = stores.events.clone();
-        let position = events
-            .info()
-            .await
-            .map_err(|e| natter_actors::store::StoreError::new("reading the events stream", e))?
-            .state
-            .last_sequence;
+    ) -> Result<Hub, StoreError> {
+        let (commands, rx) = mpsc::unbounded_channel();
         let hub = Hub {
             inner: Arc::new(HubInner {
-                subscribers: Mutex::new(HashMap::new()),
+                stores,
+                followed: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
-                position: AtomicU64::new(position),
-                live: AtomicBool::new(false),
+                commands,
+                received,
             }),
         };
-        let pump = hub.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = pump.follow(stores) => {}
-                _ = shutdown.cancelled() => {}
-            }
-        });
-        // Connections must not register before the consumer exists (they would miss events
-        // appended in between), so wait for it, briefly.
-        for _ in 0..100 {
-            if hub.is_live() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let pump = Pump {
+            hub: hub.clone(),
+            subscriptions: HashMap::new(),
+            ready: Arc::new(Ready::default()),
+            commands: rx,
+            connects: hub.connects(),
+        };
+        // Unconstrained: the pump drains subscriptions until none has a message left, which
+        // tokio's cooperative budget would otherwise interrupt with spurious `Pending`s.
+        tokio::spawn(tokio::task::unconstrained(pump.run(shutdown)));
         Ok(hub)
     }
 
-    /// Whether the hub's consumer is running.
+    /// Whether live events can reach this gateway: its NATS connection is up.
     pub fn is_live(&self) -> bool {
-        self.inner.live.load(Ordering::Relaxed)
+        self.inner.stores.client.connection_state() == State::Connected
     }
 
-    async fn follow(&self, stores: Stores) {
-        loop {
-            let position = self.inner.position.load(Ordering::Relaxed);
-            let deliver_policy = consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: position + 1,
-            };
-            let started = stores
-                .events
-                .create_consumer(consumer::push::OrderedConfig {
-                    deliver_subject: stores.client.new_inbox(),
-                    filter_subject: subjects::ALL_EVENTS.into(),
-                    deliver_policy,
-                    ..Default::default()
-                })
-                .await;
-            let mut messages = match started {
-                Ok(c) => match c.messages().await {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "hub: could not follow events; retrying");
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(error = %e, "hub: could not create its consumer; retrying");
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    continue;
-                }
-            };
-            self.inner.live.store(true, Ordering::Relaxed);
-            while let Some(item) = messages.next().await {
-                let msg = match item {
-                    Ok(m) => m,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "hub: consumer error; restarting it");
-                        break;
-                    }
-                };
-                let Ok(info) = msg.info() else { continue };
-                let seq = info.stream_sequence;
-                let Some(session) = subjects::session_of_events(msg.subject.as_str()) else {
-                    continue;
-                };
-                let event = Arc::new(StoredEvent {
-                    seq,
-                    session: session.to_string(),
-                    payload: msg.payload.clone(),
-                });
-                self.inner.position.store(seq, Ordering::Relaxed);
-                self.deliver(event);
-            }
-            self.inner.live.store(false, Ordering::Relaxed);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+    /// How many sessions the hub subscribes to now (including those in their grace).
+    pub fn followed_sessions(&self) -> usize {
+        self.inner.followed.lock().len()
     }
 
-    fn deliver(&self, event: Arc<StoredEvent>) {
-        let mut overflowed = Vec::new();
-        {
-            let subs = self.inner.subscribers.lock();
-            let Some(list) = subs.get(&event.session) else {
-                return;
-            };
-            for (id, queue) in list {
-                if !queue.push(event.clone()) {
-                    queue.close();
-                    overflowed.push(*id);
-                }
-            }
-        }
-        if !overflowed.is_empty() {
-            // Cut slow (or gone) connections off: their queue is closed, which ends their SSE
-            // stream after what is queued; the browser then resumes.
-            let mut subs = self.inner.subscribers.lock();
-            for list in subs.values_mut() {
-                list.retain(|(id, _)| !overflowed.contains(id));
-            }
-            subs.retain(|_, l| !l.is_empty());
-        }
+    fn connects(&self) -> u64 {
+        self.inner
+            .stores
+            .client
+            .statistics()
+            .connects
+            .load(Ordering::Relaxed)
     }
 
-    /// Registers a connection for `sessions`; events arrive on the returned [`LiveEvents`].
-    pub fn register(&self, sessions: &[String]) -> (Registration, LiveEvents) {
+    /// Registers a connection for `sessions` and returns once each session's subscription is in
+    /// place on the NATS server (so events stored from now on reach the hub); events arrive on
+    /// the returned [`LiveEvents`].
+    pub async fn register(
+        &self,
+        sessions: &[String],
+    ) -> Result<(Registration, LiveEvents), StoreError> {
         let queue = Arc::new(Queue {
             events: Mutex::new(VecDeque::new()),
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
         });
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut pending = Vec::new();
         {
-            let mut subs = self.inner.subscribers.lock();
+            let mut followed = self.inner.followed.lock();
             for s in sessions {
-                subs.entry(s.clone()).or_default().push((id, queue.clone()));
+                let f = followed.entry(s.clone()).or_insert_with(|| Followed {
+                    generation: self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+                    conns: Vec::new(),
+                    subscribed: Arc::new(OnceCell::new()),
+                    idle_since: None,
+                });
+                f.conns.push((id, queue.clone()));
+                f.idle_since = None;
+                pending.push((s.clone(), f.generation, f.subscribed.clone()));
             }
         }
-        (
-            Registration {
-                hub: self.clone(),
-                id,
-                sessions: sessions.to_vec(),
-            },
-            LiveEvents { queue },
-        )
+        // Made before waiting: a registration given up half-way unregisters itself.
+        let registration = Registration {
+            hub: self.clone(),
+            id,
+            sessions: sessions.to_vec(),
+        };
+        futures::future::try_join_all(pending.into_iter().map(|(s, generation, cell)| {
+            let hub = self.clone();
+            async move {
+                cell.get_or_try_init(|| hub.subscribe(s, generation))
+                    .await
+                    .map(|_| ())
+            }
+        }))
+        .await?;
+        Ok((registration, LiveEvents { queue }))
+    }
+
+    /// Subscribes to `session`'s live events and hands the subscription to the pump.
+    async fn subscribe(&self, session: String, generation: u64) -> Result<(), StoreError> {
+        let client = &self.inner.stores.client;
+        let made = tokio::time::timeout(SUBSCRIBE_TIMEOUT, async {
+            let subscriber = client
+                .subscribe(subjects::session_live(&session))
+                .await
+                .map_err(|e| StoreError::new("following a session's events", e))?;
+            // The server has the interest once the flush returns.
+            client
+                .flush()
+                .await
+                .map_err(|e| StoreError::new("following a session's events", e))?;
+            let last_seq = self.inner.stores.last_event_seq(&session).await?;
+            Ok::<_, StoreError>((subscriber, last_seq))
+        })
+        .await
+        .map_err(|e| StoreError::new("following a session's events", e))??;
+        let (subscriber, last_seq) = made;
+        self.inner
+            .commands
+            .send(Command::Follow {
+                session,
+                generation,
+                subscriber,
+                last_seq,
+            })
+            .map_err(|e| StoreError::new("following a session's events", e.to_string()))
     }
 
     fn unregister(&self, id: u64, sessions: &[String]) {
-        let mut subs = self.inner.subscribers.lock();
+        let mut followed = self.inner.followed.lock();
         for s in sessions {
-            if let Some(list) = subs.get_mut(s) {
-                list.retain(|(i, _)| *i != id);
-                if list.is_empty() {
-                    subs.remove(s);
+            if let Some(f) = followed.get_mut(s) {
+                f.conns.retain(|(i, _)| *i != id);
+                if f.conns.is_empty() {
+                    f.idle_since = Some(Instant::now());
                 }
             }
         }
     }
+
+    /// Pushes `event` to every connection following its session.
+    fn deliver(&self, event: Arc<StoredEvent>) {
+        let mut followed = self.inner.followed.lock();
+        let Some(f) = followed.get_mut(&event.session) else {
+            return;
+        };
+        let before = f.conns.len();
+        // Cut slow (or gone) connections off: their queue is closed, which ends their SSE stream
+        // after what is queued; the browser then resumes. They stay registered for the other
+        // sessions they carry, where pushing to a closed queue fails at once.
+        f.conns.retain(|(_, queue)| {
+            let kept = queue.push(event.clone());
+            if !kept {
+                queue.close();
+            }
+            kept
+        });
+        if before > 0 && f.conns.is_empty() {
+            f.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Ends every connection following `session` (they resume through the replay path).
+    fn close_session(&self, session: &str) {
+        let mut followed = self.inner.followed.lock();
+        if let Some(f) = followed.get_mut(session) {
+            for (_, queue) in f.conns.drain(..) {
+                queue.close();
+            }
+            f.idle_since = Some(Instant::now());
+        }
+    }
+}
+
+/// Keys of subscriptions that have something to read, filled by their wakers.
+#[derive(Default)]
+struct Ready {
+    keys: Mutex<Vec<u64>>,
+    pump: AtomicWaker,
+}
+
+/// A subscription's waker: queues its key and wakes the pump.
+struct SubscriptionWaker {
+    key: u64,
+    ready: Arc<Ready>,
+}
+
+impl Wake for SubscriptionWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.ready.keys.lock().push(self.key);
+        self.ready.pump.wake();
+    }
+}
+
+/// One session's subscription, owned by the pump.
+struct Subscription {
+    session: String,
+    subscriber: async_nats::Subscriber,
+    waker: Waker,
+    /// The last sequence of the session the hub delivered (or knew to be stored when it
+    /// subscribed: connections replay up to there themselves).
+    delivered: u64,
+}
+
+/// A received event: its sequence, its session's previous sequence, and the event.
+struct Received {
+    key: u64,
+    seq: u64,
+    previous: u64,
+    event: StoredEvent,
+}
+
+/// The task that reads every subscription and delivers in stream order.
+struct Pump {
+    hub: Hub,
+    /// By generation.
+    subscriptions: HashMap<u64, Subscription>,
+    ready: Arc<Ready>,
+    commands: mpsc::UnboundedReceiver<Command>,
+    /// The connection's connect count when the hub last looked: a change is a reconnect.
+    connects: u64,
+}
+
+impl Pump {
+    async fn run(mut self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let ready = self.ready.clone();
+            let readable = std::future::poll_fn(|cx| {
+                ready.pump.register(cx.waker());
+                if ready.keys.lock().is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            });
+            enum Woken {
+                Command(Command),
+                Readable,
+                Tick,
+            }
+            let woken = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                command = self.commands.recv() => match command {
+                    Some(command) => Woken::Command(command),
+                    None => return,
+                },
+                _ = readable => Woken::Readable,
+                _ = tick.tick() => Woken::Tick,
+            };
+            match woken {
+                Woken::Command(command) => self.handle(command).await,
+                Woken::Readable => {}
+                Woken::Tick => {
+                    self.notice_reconnect();
+                    self.forget_idle();
+                }
+            }
+            let batch = self.drain();
+            if !batch.is_empty() && !self.notice_reconnect() {
+                for received in batch {
+                    self.process(received).await;
+                }
+            }
+        }
+    }
+
+    /// Ends every live stream and forgets every subscription if the connection came back since
+    /// the hub last looked (what was published meanwhile never reached it). True if it did.
+    fn notice_reconnect(&mut self) -> bool {
+        let connects = self.hub.connects();
+        if connects == self.connects {
+            return false;
+        }
+        self.connects = connects;
+        let mut followed = self.hub.inner.followed.lock();
+        let streams: usize = followed.values().map(|f| f.conns.len()).sum();
+        tracing::warn!(
+            streams,
+            "hub: the NATS connection came back; ending live streams so they resume"
+        );
+        for f in followed.values() {
+            for (_, queue) in &f.conns {
+                queue.close();
+            }
+        }
+        followed.clear();
+        self.subscriptions.clear();
+        true
+    }
+
+    /// Drops the subscriptions nobody has followed for [`GRACE`].
+    fn forget_idle(&mut self) {
+        let mut followed = self.hub.inner.followed.lock();
+        followed.retain(|_, f| {
+            let keep = f.idle_since.is_none_or(|since| since.elapsed() < GRACE);
+            if !keep {
+                self.subscriptions.remove(&f.generation);
+            }
+            keep
+        });
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Follow {
+                session,
+                generation,
+                subscriber,
+                last_seq,
+            } => {
+                let current = self
+                    .hub
+                    .inner
+                    .followed
+                    .lock()
+                    .get(&session)
+                    .is_some_and(|f| f.generation == generation);
+                if !current {
+                    return; // forgotten meanwhile (a reconnect, or nobody follows it any more)
+                }
+                let waker = Waker::from(Arc::new(SubscriptionWaker {
+                    key: generation,
+                    ready: self.ready.clone(),
+                }));
+                // Polled once by the next drain, which registers its waker.
+                self.ready.keys.lock().push(generation);
+                self.subscriptions.insert(
+                    generation,
+                    Subscription {
+                        session: session.clone(),
+                        subscriber,
+                        waker,
+                        delivered: last_seq,
+                    },
+                );
+                let (stores, commands) = (
+                    self.hub.inner.stores.clone(),
+                    self.hub.inner.commands.clone(),
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(FIRST_CHECK_AFTER).await;
+                    if let Ok(last_seq) = stores.last_event_seq(&session).await {
+                        let _ = commands.send(Command::Check {
+                            session,
+                            generation,
+                            last_seq,
+                        });
+                    }
+                });
+            }
+            Command::Check {
+                session,
+                generation,
+                last_seq,
+            } => {
+                // What the subscription already holds is delivered first; a missed tail then
+                // shows as `last_seq` above what was delivered.
+                let batch = self.drain();
+                if self.notice_reconnect() {
+                    return;
+                }
+                for received in batch {
+                    self.process(received).await;
+                }
+                let Some(sub) = self.subscriptions.get(&generation) else {
+                    return;
+                };
+                if last_seq > sub.delivered {
+                    tracing::info!(%session, "hub: a new subscription missed events; filling");
+                    self.fill(generation, last_seq + 1).await;
+                }
+            }
+        }
+    }
+
+    /// Reads every subscription that has something, until none has: see the module's "Order".
+    fn drain(&mut self) -> Vec<Received> {
+        let mut batch = Vec::new();
+        loop {
+            let mut keys = std::mem::take(&mut *self.ready.keys.lock());
+            if keys.is_empty() {
+                break;
+            }
+            keys.sort_unstable();
+            keys.dedup();
+            for key in keys {
+                let Some(sub) = self.subscriptions.get_mut(&key) else {
+                    continue;
+                };
+                let mut cx = Context::from_waker(&sub.waker);
+                while let Poll::Ready(Some(message)) = sub.subscriber.poll_next_unpin(&mut cx) {
+                    self.hub.inner.received.inc();
+                    if let Some(received) = parse(key, &sub.session, message) {
+                        batch.push(received);
+                    }
+                }
+            }
+        }
+        batch.sort_unstable_by_key(|r| r.seq);
+        batch
+    }
+
+    /// Delivers one received event, after what its session missed before it.
+    async fn process(&mut self, received: Received) {
+        let Some(sub) = self.subscriptions.get(&received.key) else {
+            return;
+        };
+        if received.seq <= sub.delivered {
+            return; // already delivered (filled from the stream before it arrived)
+        }
+        if received.previous > sub.delivered {
+            tracing::info!(session = %sub.session, "hub: events missed; filling from the stream");
+            self.fill(received.key, received.seq).await;
+        }
+        if let Some(sub) = self.subscriptions.get_mut(&received.key) {
+            sub.delivered = received.seq;
+        }
+        self.hub.deliver(Arc::new(received.event));
+    }
+
+    /// Delivers the session's stored events after what was delivered and before `before`.
+    async fn fill(&mut self, key: u64, before: u64) {
+        let Some(sub) = self.subscriptions.get(&key) else {
+            return;
+        };
+        let (session, after) = (sub.session.clone(), sub.delivered);
+        match self
+            .hub
+            .inner
+            .stores
+            .session_events_between(&session, after, before)
+            .await
+        {
+            Ok(events) => {
+                for event in events {
+                    if let Some(sub) = self.subscriptions.get_mut(&key) {
+                        sub.delivered = sub.delivered.max(event.seq);
+                    }
+                    self.hub.deliver(Arc::new(event));
+                }
+            }
+            Err(e) => {
+                // The connections cannot get these events live: they resume from the stream.
+                tracing::warn!(%session, error = %e, "hub: could not fill a gap; ending its streams");
+                self.hub.close_session(&session);
+            }
+        }
+        if let Some(sub) = self.subscriptions.get_mut(&key) {
+            sub.delivered = sub.delivered.max(before - 1);
+        }
+    }
+}
+
+/// A republished event, from its headers; `None` (and logged) if they are not what the stream
+/// sends.
+fn parse(key: u64, session: &str, message: async_nats::Message) -> Option<Received> {
+    let header =
+        |name: &str| -> Option<u64> { message.headers.as_ref()?.get(name)?.as_str().parse().ok() };
+    let (Some(seq), Some(previous)) = (header(SEQUENCE_HEADER), header(LAST_SEQUENCE_HEADER))
+    else {
+        tracing::warn!(subject = %message.subject, "hub: a live event without its sequences");
+        return None;
+    };
+    if subjects::session_of_live(message.subject.as_str()) != Some(session) {
+        return None;
+    }
+    Some(Received {
+        key,
+        seq,
+        previous,
+        event: StoredEvent {
+            seq,
+            session: session.to_string(),
+            payload: message.payload,
+        },
+    })
 }

@@ -6,7 +6,8 @@
 //! - [`auth`]: logins (cookies backed by a KV bucket).
 //! - [`sse`]: the event streams: several sessions on one connection with exact resume, and the
 //!   machine list.
-//! - [`hub`]: the fan-out of live events from one consumer to every connection.
+//! - [`hub`]: the fan-out of live events: one subscription per followed session, to every
+//!   connection that follows it.
 //! - [`machines`]: the fleet as the gateway sees it (KV watchers), for lists and live status.
 //! - [`ui`]: the static web UI compiled into the binary.
 //! - [`limits`]: limits on every door (logins, hashing, connections, streams) and their counters;
@@ -132,7 +133,8 @@ impl Gateway {
         config: GatewayConfig,
         shutdown: CancellationToken,
     ) -> Result<Gateway, natter_actors::store::StoreError> {
-        let hub = Hub::start(stores.clone(), shutdown.clone()).await?;
+        let metrics = Metrics::new(&config.node_id);
+        let hub = Hub::start(stores.clone(), metrics.events_received(), shutdown.clone()).await?;
         let directory = machines::Directory::start(
             stores.machines.clone(),
             stores.machine_sessions.clone(),
@@ -148,7 +150,7 @@ impl Gateway {
                 directory,
                 logins: Default::default(),
                 limits,
-                metrics: Metrics::new(&config.node_id),
+                metrics,
                 config,
                 shutdown: shutdown.clone(),
             }),

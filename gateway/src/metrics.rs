@@ -70,6 +70,8 @@ impl StreamKind {
 pub struct Metrics {
     registry: Registry,
     messages_in: IntCounter,
+    /// Live events this gateway's hub received (republished messages): its share of the fan-out.
+    events_received: IntCounter,
     sse_events: IntCounterVec,
     sse_clients: IntGaugeVec,
     errors: IntCounterVec,
@@ -144,6 +146,11 @@ impl Metrics {
         }
         Metrics {
             messages_in: counter(&r, "messages_in_total", "Chat messages accepted"),
+            events_received: counter(
+                &r,
+                "gateway_events_received_total",
+                "Live events this gateway received (only the sessions its clients follow)",
+            ),
             sse_events,
             sse_clients,
             errors: counters(&r, "http_errors_total", "API errors answered", "kind"),
@@ -175,6 +182,11 @@ impl Metrics {
     /// Counts a chat message accepted.
     pub fn message_in(&self) {
         self.messages_in.inc();
+    }
+
+    /// The counter of live events received, incremented by the hub.
+    pub fn events_received(&self) -> IntCounter {
+        self.events_received.clone()
     }
 
     /// Counts an error answered (called with each response that carries an [`ErrorKind`]).

@@ -1,7 +1,8 @@
 //! One SSE connection carrying the events of one or more sessions, with exact resume.
 //!
 //! Order of work for a connection, which is what makes resume exact:
-//! 1. register with the hub (live events from now on are buffered);
+//! 1. register with the hub, which returns once it subscribes to each session's live events (live
+//!    events from now on are buffered);
 //! 2. ask each session's actor for the session (this checks membership) and its last sequence;
 //! 3. if any session has events past the client's cursor, replay the stream for all the
 //!    connection's sessions from the lowest cursor, through one short-lived ordered consumer,
@@ -9,7 +10,11 @@
 //! 4. then deliver buffered and live events above the replay's end.
 //!
 //! Every event is delivered in stream order, so the SSE `id` (the event's stream sequence) is a
-//! single cursor for all sessions on the connection.
+//! single cursor for all sessions on the connection. One exception: events the hub missed and
+//! filled from the stream (see `hub.rs`) come in their session's order but may follow a later
+//! event of another session; they are still written (never dropped), with their own sequence as
+//! `id`, so the browser's cursor moves back to them and a reconnect repeats rather than skips
+//! (clients ignore a `(session, seq)` they already have; docs/api.md).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -37,7 +42,11 @@ pub async fn open(
         ));
     }
     let ids: Vec<String> = cursors.iter().map(|(s, _)| s.clone()).collect();
-    let (registration, live) = gw.hub().register(&ids);
+    let (registration, live) = gw
+        .hub()
+        .register(&ids)
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
     let who = &l.who;
     let last_seqs = last_seqs(gw, l, &ids).await?;
     for (_, cursor) in cursors.iter_mut() {
@@ -157,7 +166,8 @@ struct Feed {
     /// Held for the stream's life: dropping it unregisters from the hub.
     _registration: Registration,
     live: LiveEvents,
-    /// Each session's cursor: events at or below it were already delivered.
+    /// Each session's cursor: events at or below it were already delivered (moved by every live
+    /// event written, so a session's events are never written twice).
     cursors: Vec<(String, u64)>,
     /// Highest sequence the replay went through.
     delivered_to: u64,
@@ -217,10 +227,17 @@ impl Feed {
                     let event = feed.live.recv().await?;
                     let floor = feed.cursor(&event.session).max(feed.delivered_to);
                     if event.seq > floor {
+                        feed.advance(&event.session, event.seq);
                         return Some((Ok(feed.deliver(&event)), feed));
                     }
                 }
             }
+        }
+    }
+
+    fn advance(&mut self, session: &str, seq: u64) {
+        if let Some((_, c)) = self.cursors.iter_mut().find(|(s, _)| s == session) {
+            *c = seq;
         }
     }
 

@@ -6,6 +6,7 @@ mod authz;
 mod bad_input;
 mod browser;
 mod chat;
+mod fanout;
 mod identity;
 mod input;
 mod limits;
