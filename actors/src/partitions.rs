@@ -124,7 +124,9 @@ enum Command {
 impl Partitions {
     /// Starts the lease task of node `node` on `bucket` (the [`crate::store`] partitions bucket).
     pub async fn start(node: &str, bucket: kv::Store) -> Result<Partitions, kv::WatchError> {
-        let watcher = bucket.watch_all().await?;
+        // With history: a node (re)starting must see the leases already in the bucket, or it
+        // would only try `create` on keys a dead node still holds until they age out.
+        let watcher = bucket.watch_with_history(ALL_KEYS).await?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             node: node.to_string(),
@@ -224,6 +226,9 @@ impl Shared {
         self.owned.send_replace(Owned::new());
     }
 }
+
+/// Every key of the bucket, for its watcher.
+const ALL_KEYS: &str = ">";
 
 /// A lease key as last seen through the watcher.
 #[derive(Clone, Debug)]
@@ -376,7 +381,7 @@ impl LeaseTask {
                 },
                 _ = tick.tick() => {
                     if watcher.is_none() {
-                        watcher = self.bucket.watch_all().await.ok();
+                        watcher = self.bucket.watch_with_history(ALL_KEYS).await.ok();
                     }
                     self.tick().await;
                 }
