@@ -149,6 +149,11 @@ impl Enrollment {
         })
     }
 
+    /// The bucket of machine ID → bound key (the fleet watches it: [`crate::fleet::EnrolledMachines`]).
+    pub fn agent_keys(&self) -> &kv::Store {
+        &self.keys
+    }
+
     /// Issues a token that enrolls up to `uses` machines of `group` within `ttl`; returns it.
     /// Only its hash is stored: show it to the admin once.
     pub async fn issue_token(

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use natter_actors::auth_callout::{Callout, CalloutError};
 use natter_actors::enrollment::Enrollment;
-use natter_actors::fleet::{FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSupervisor};
+use natter_actors::fleet::{
+    EnrolledMachines, FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSupervisor,
+};
 use natter_actors::revoke::Revoker;
 use natter_actors::session::{SessionContext, SessionSupervisor, SupervisorMsg};
 use natter_actors::store::{StoreConfig, Stores};
@@ -171,11 +173,12 @@ impl Node {
         let client = connect(config).await?;
         let stores = Stores::ensure(client.clone(), store_config(config)).await?;
         let supervisor = start_sessions(&stores, config).await?;
-        let fleet_stats = Arc::new(FleetStats::default());
-        let fleet = start_fleet(&client, &stores, fleet_stats.clone(), config).await?;
         // Boxed: these futures are large, and Node::start runs inside tests' futures on a
         // thread's default stack.
         let enrollment = Box::pin(Enrollment::ensure(client.clone())).await?;
+        let fleet_stats = Arc::new(FleetStats::default());
+        let enrolled = EnrolledMachines::follow(enrollment.agent_keys().clone());
+        let fleet = start_fleet(&client, &stores, fleet_stats.clone(), enrolled, config).await?;
         let agent_auth = Box::pin(start_agent_auth(config, &client, &stores, &enrollment)).await?;
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
@@ -259,6 +262,7 @@ async fn start_fleet(
     client: &async_nats::Client,
     stores: &Stores,
     stats: Arc<FleetStats>,
+    enrolled: EnrolledMachines,
     config: &Config,
 ) -> Result<ActorRef<FleetMsg>, NodeError> {
     let args = FleetArgs {
@@ -270,6 +274,7 @@ async fn start_fleet(
             refresh: config.fleet.refresh,
             sweep: config.fleet.sweep,
         },
+        enrolled,
     };
     let (fleet, _) = Actor::spawn(None, FleetSupervisor, args)
         .await

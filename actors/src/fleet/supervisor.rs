@@ -10,7 +10,7 @@ use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::agent::{AgentActor, AgentArgs, AgentMsg, UNKNOWN_MACHINE};
-use super::{FleetArgs, Shared, parse_checkin};
+use super::{FleetArgs, Shared, is_simulated_checkin, parse_checkin};
 use crate::machines::{MachineReply, MachineRequest};
 use crate::protocol::valid_machine_id;
 use crate::subjects;
@@ -19,6 +19,7 @@ use crate::supervision::{ChildSpec, Children, pump};
 pub struct FleetSupervisor;
 
 pub enum FleetMsg {
+    /// A real or a simulated agent's check-in (the subject says which).
     Checkin(async_nats::Message),
     Request(async_nats::Message),
     /// An agent actor's next "offline at" deadline (ms), or none.
@@ -72,11 +73,18 @@ impl Actor for FleetSupervisor {
         let checkins = client
             .queue_subscribe(subjects::ALL_CHECKINS, subjects::FLEET_QUEUE.into())
             .await?;
+        let simulated_checkins = client
+            .queue_subscribe(
+                subjects::ALL_SIMULATED_CHECKINS,
+                subjects::FLEET_QUEUE.into(),
+            )
+            .await?;
         let requests = client
             .queue_subscribe(subjects::ALL_MACHINE_REQUESTS, subjects::FLEET_QUEUE.into())
             .await?;
         let tasks = vec![
             pump(checkins, myself.clone(), FleetMsg::Checkin),
+            pump(simulated_checkins, myself.clone(), FleetMsg::Checkin),
             pump(requests, myself.clone(), FleetMsg::Request),
             myself.send_interval(args.config.sweep, || FleetMsg::Sweep),
         ];
@@ -86,6 +94,7 @@ impl Actor for FleetSupervisor {
             machines: args.machines,
             stats: args.stats,
             config: args.config,
+            enrolled: args.enrolled,
         });
         let spec = AgentSpec {
             shared,
@@ -150,7 +159,8 @@ impl FleetState {
         match parse_checkin(msg.subject.as_str(), &msg.payload) {
             Ok(checkin) => {
                 let actor = self.agents.get_or_start(&checkin.machine).await?;
-                let _ = actor.cast(AgentMsg::Checkin(checkin));
+                let simulated = is_simulated_checkin(msg.subject.as_str());
+                let _ = actor.cast(AgentMsg::Checkin { checkin, simulated });
             }
             Err(why) => {
                 self.shared().stats.rejected.fetch_add(1, Ordering::Relaxed);
