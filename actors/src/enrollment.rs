@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::machines::Scope;
@@ -31,6 +32,9 @@ pub struct TokenRecord {
     pub uses_left: u32,
     /// Milliseconds since the epoch.
     pub expires_at: u64,
+    /// How many enrollments it allowed when issued (0 in records written before this was kept).
+    #[serde(default)]
+    pub uses: u32,
 }
 
 /// An enrollment store error.
@@ -42,6 +46,14 @@ pub enum EnrollError {
     BadMachineId(String),
     #[error("not an enrollment token (they look like {TOKEN_PREFIX}<64 hex digits>)")]
     BadToken,
+    #[error(
+        "{0:?} is not a token id (at least {TOKEN_ID_MIN} hex digits, from `natter admin enroll-tokens`)"
+    )]
+    BadTokenId(String),
+    #[error("no enrollment token has an id starting with {0}")]
+    NoSuchToken(String),
+    #[error("several enrollment tokens have ids starting with {0}: give more digits")]
+    AmbiguousTokenId(String),
     #[error("{what}: {source}")]
     Store {
         what: &'static str,
@@ -56,6 +68,22 @@ fn unavailable(e: EnrollError) -> Refusal {
 
 fn store_error(what: &'static str) -> impl FnOnce(async_nats::Error) -> EnrollError {
     move |source| EnrollError::Store { what, source }
+}
+
+/// How many hex digits of a token's id an admin types at least to name it.
+pub const TOKEN_ID_MIN: usize = 8;
+
+/// A token's id: the first 16 hex digits of its hash (the bucket key). It names the token for
+/// listing and revoking; it is not the token and enrolls nobody.
+pub fn token_id(key: &str) -> &str {
+    &key[..key.len().min(16)]
+}
+
+/// An enrollment token as an admin lists it: never the token itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub record: TokenRecord,
 }
 
 /// Why an agent was not admitted. Only the node's log sees this; the agent is told "not
@@ -149,6 +177,11 @@ impl Enrollment {
         })
     }
 
+    /// The bucket of machine ID → bound key (the fleet watches it: [`crate::fleet::EnrolledMachines`]).
+    pub fn agent_keys(&self) -> &kv::Store {
+        &self.keys
+    }
+
     /// Issues a token that enrolls up to `uses` machines of `group` within `ttl`; returns it.
     /// Only its hash is stored: show it to the admin once.
     pub async fn issue_token(
@@ -178,6 +211,7 @@ impl Enrollment {
         let record = TokenRecord {
             group: group.into(),
             uses_left: uses,
+            uses,
             expires_at: crate::now_ms().saturating_add(ttl.as_millis() as u64),
         };
         let body = serde_json::to_vec(&record).expect("a token record serializes");
@@ -186,6 +220,70 @@ impl Enrollment {
             .await
             .map_err(|e| store_error("storing the enrollment token")(e.into()))?;
         Ok(())
+    }
+
+    /// Every enrollment token in the bucket (spent and expired ones too), sorted by expiry.
+    pub async fn tokens(&self) -> Result<Vec<TokenInfo>, EnrollError> {
+        let mut tokens: Vec<TokenInfo> = self
+            .token_entries()
+            .await?
+            .into_iter()
+            .map(|(key, record)| TokenInfo {
+                id: token_id(&key).to_string(),
+                record,
+            })
+            .collect();
+        tokens.sort_by(|a, b| (a.record.expires_at, &a.id).cmp(&(b.record.expires_at, &b.id)));
+        Ok(tokens)
+    }
+
+    /// Deletes the token whose id (or a unique prefix of it, at least [`TOKEN_ID_MIN`] hex
+    /// digits) is `id`; from then on it enrolls nobody. Returns the token's id.
+    pub async fn revoke_token(&self, id: &str) -> Result<String, EnrollError> {
+        let id = id.trim().to_ascii_lowercase();
+        if id.len() < TOKEN_ID_MIN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(EnrollError::BadTokenId(id));
+        }
+        let mut found: Vec<String> = self
+            .token_entries()
+            .await?
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| token_id(key).starts_with(&id))
+            .collect();
+        let key = match found.len() {
+            1 => found.remove(0),
+            0 => return Err(EnrollError::NoSuchToken(id)),
+            _ => return Err(EnrollError::AmbiguousTokenId(id)),
+        };
+        // Purged, not just deleted: nothing of the token's record stays behind.
+        self.tokens
+            .purge(&key)
+            .await
+            .map_err(|e| store_error("deleting the enrollment token")(e.into()))?;
+        Ok(token_id(&key).to_string())
+    }
+
+    /// Every token's bucket key and record.
+    async fn token_entries(&self) -> Result<Vec<(String, TokenRecord)>, EnrollError> {
+        let keys = self
+            .tokens
+            .keys()
+            .await
+            .map_err(|e| store_error("listing the enrollment tokens")(e.into()))?;
+        let keys: Vec<String> = keys.filter_map(|k| async move { k.ok() }).collect().await;
+        let mut entries = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self
+                .tokens
+                .get(&key)
+                .await
+                .map_err(|e| store_error("reading an enrollment token")(e.into()))?;
+            if let Some(record) = value.and_then(|v| serde_json::from_slice(&v).ok()) {
+                entries.push((key, record));
+            }
+        }
+        Ok(entries)
     }
 
     /// The public key bound to `machine`, if any.

@@ -108,6 +108,30 @@ pub fn agent_command(machine: &str) -> String {
     format!("natter.agent.{}.cmd", machine_token(machine))
 }
 
+/// Where a simulated agent (`natter-agent --simulate`) publishes its check-ins: a subject family
+/// of its own, so the simulator's NATS user never reaches a real machine's subjects. The fleet
+/// accepts these only for machines no real agent enrolled.
+pub fn simulated_checkin(machine: &str) -> String {
+    format!("natter.simagent.{}.checkin", machine_token(machine))
+}
+
+/// What the fleet subscribes to for simulated check-ins.
+pub const ALL_SIMULATED_CHECKINS: &str = "natter.simagent.*.checkin";
+
+/// The machine ID in a [`simulated_checkin`] subject.
+pub fn machine_of_simulated_checkin(subject: &str) -> Option<String> {
+    subject
+        .strip_prefix("natter.simagent.")?
+        .strip_suffix(".checkin")
+        .filter(|t| !t.contains('.'))
+        .map(machine_from_token)
+}
+
+/// Commands to a simulated agent: sent here only for machines no real agent enrolled.
+pub fn simulated_command(machine: &str) -> String {
+    format!("natter.simagent.{}.cmd", machine_token(machine))
+}
+
 /// Requests to a machine's agent actor (view, provision, suspend), from gateways and the admin
 /// CLI: `natter.machine.<partition>.<token>.req`. Agents may not publish here.
 pub fn machine_request(machine: &str) -> String {
@@ -188,6 +212,25 @@ mod tests {
             Some("pc1.east.sales.acme")
         );
         assert_eq!(machine_of_checkin("natter.agent.a.b.checkin"), None);
+    }
+
+    #[test]
+    fn simulated_agents_have_a_subject_family_of_their_own() {
+        let s = simulated_checkin("sim1.sales.acme");
+        assert_eq!(s, "natter.simagent.sim1:sales:acme.checkin");
+        assert_eq!(
+            machine_of_simulated_checkin(&s).as_deref(),
+            Some("sim1.sales.acme")
+        );
+        assert_eq!(machine_of_checkin(&s), None);
+        assert_eq!(
+            machine_of_simulated_checkin(&agent_checkin("sim1.sales.acme")),
+            None
+        );
+        assert_eq!(
+            simulated_command("sim1.sales.acme"),
+            "natter.simagent.sim1:sales:acme.cmd"
+        );
     }
 
     #[test]

@@ -335,6 +335,30 @@ fn next_checkin_delay(interval: Duration, sent: bool) -> Duration {
     }
 }
 
+/// The subjects an agent uses: a real agent its machine's own, a simulated one the simulator's
+/// family (the `natter-simulator` NATS user may use no other).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubjectFamily {
+    Real,
+    Simulated,
+}
+
+impl SubjectFamily {
+    fn checkin(self, machine: &str) -> String {
+        match self {
+            SubjectFamily::Real => subjects::agent_checkin(machine),
+            SubjectFamily::Simulated => subjects::simulated_checkin(machine),
+        }
+    }
+
+    fn command(self, machine: &str) -> String {
+        match self {
+            SubjectFamily::Real => subjects::agent_command(machine),
+            SubjectFamily::Simulated => subjects::simulated_command(machine),
+        }
+    }
+}
+
 /// Checks in and answers commands, forever: the caller ends it (at any await point) on shutdown.
 async fn serve(
     client: &async_nats::Client,
@@ -342,8 +366,9 @@ async fn serve(
     handle: &AgentHandle,
     opener: &dyn Opener,
     commands: &mut async_nats::Subscriber,
+    family: SubjectFamily,
 ) {
-    let checkin_subject = subjects::agent_checkin(&config.machine);
+    let checkin_subject = family.checkin(&config.machine);
     let mut next_checkin = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -369,15 +394,35 @@ pub async fn run_on(
     opener: Arc<dyn Opener>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
+    run_on_family(
+        client,
+        config,
+        handle,
+        opener,
+        shutdown,
+        SubjectFamily::Real,
+    )
+    .await
+}
+
+/// [`run_on`] on the subjects of `family` (a simulated fleet uses [`SubjectFamily::Simulated`]).
+pub async fn run_on_family(
+    client: async_nats::Client,
+    config: AgentConfig,
+    handle: AgentHandle,
+    opener: Arc<dyn Opener>,
+    shutdown: CancellationToken,
+    family: SubjectFamily,
+) -> Result<(), AgentError> {
     if !natter_actors::protocol::valid_machine_id(&config.machine) {
         return Err(AgentError::BadMachineId(config.machine));
     }
     let mut commands = tokio::select! {
-        subscribed = client.subscribe(subjects::agent_command(&config.machine)) => subscribed?,
+        subscribed = client.subscribe(family.command(&config.machine)) => subscribed?,
         _ = shutdown.cancelled() => return Ok(()),
     };
     tokio::select! {
-        _ = serve(&client, &config, &handle, opener.as_ref(), &mut commands) => {}
+        _ = serve(&client, &config, &handle, opener.as_ref(), &mut commands, family) => {}
         _ = shutdown.cancelled() => {}
     }
     drop(commands);

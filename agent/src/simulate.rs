@@ -1,13 +1,16 @@
-//! A simulated fleet: N agents running the real agent code ([`crate::run_on`]), sharing a few
-//! NATS connections, with users logging on and off, going idle, and the odd machine waiting for
-//! its first audit or with remote control disabled.
+//! A simulated fleet: N agents running the real agent code ([`crate::run_on_family`]), sharing a
+//! few NATS connections, with users logging on and off, going idle, and the odd machine waiting
+//! for its first audit or with remote control disabled. It logs in as the `natter-simulator`
+//! NATS user and uses the simulator's own subject family (`natter.simagent.<machine>.…`), which
+//! reaches no real machine: the fleet counts its check-ins only for machines no real agent
+//! enrolled, and sends commands there only for those.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{AgentConfig, AgentError, AgentHandle, Opener, Presence, PrintOpener};
+use crate::{AgentConfig, AgentError, AgentHandle, Opener, Presence, PrintOpener, SubjectFamily};
 
 /// How to simulate.
 #[derive(Clone, Debug)]
@@ -94,7 +97,9 @@ pub async fn simulate(sim: Simulation, shutdown: CancellationToken) -> Result<()
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => return,
             }
-            if let Err(e) = crate::run_on(client, config, handle, opener, shutdown).await {
+            let family = SubjectFamily::Simulated;
+            let run = crate::run_on_family(client, config, handle, opener, shutdown, family);
+            if let Err(e) = run.await {
                 tracing::warn!(error = %e, "simulated agent stopped");
             }
         });

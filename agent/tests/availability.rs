@@ -92,17 +92,20 @@ impl Server {
         self.child.kill().await.expect("kill nats-server");
     }
 
-    /// Subscribes to every check-in, as the broker would.
+    /// Subscribes to every real agent's check-in, as the broker would.
     async fn checkins(&self) -> async_nats::Subscriber {
+        self.checkins_on(natter_actors::subjects::ALL_CHECKINS)
+            .await
+    }
+
+    /// Subscribes to every check-in on `subjects` (real or simulated agents').
+    async fn checkins_on(&self, subjects: &'static str) -> async_nats::Subscriber {
         let client = async_nats::ConnectOptions::new()
             .user_and_password(USER.into(), PASSWORD.into())
             .connect(url(self.port))
             .await
             .expect("observer connects");
-        let subscriber = client
-            .subscribe(natter_actors::subjects::ALL_CHECKINS)
-            .await
-            .expect("subscribe");
+        let subscriber = client.subscribe(subjects).await.expect("subscribe");
         client.flush().await.expect("flush");
         subscriber
     }
@@ -264,7 +267,8 @@ async fn sigterm_stops_a_simulated_fleet_whose_server_is_gone_within_5_s() {
     let port = free_port();
     let server = Server::start(port, PASSWORD).await;
     let fleet = Agent::start(port, PASSWORD, &["--simulate", "100"]);
-    wait_for_checkins(&mut server.checkins().await, 100).await;
+    let simulated = natter_actors::subjects::ALL_SIMULATED_CHECKINS;
+    wait_for_checkins(&mut server.checkins_on(simulated).await, 100).await;
 
     server.kill().await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use natter_actors::enrollment::Enrollment;
+use natter_actors::enrollment::{Enrollment, TokenRecord};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -21,6 +21,60 @@ pub async fn enroll_token(
         humantime::format_duration(ttl)
     );
     println!("{token}");
+    Ok(())
+}
+
+/// Lists the enrollment tokens (id, group, uses, expiry, state), never the tokens themselves.
+pub async fn list_tokens(client: &async_nats::Client) -> Result<(), BoxError> {
+    let enrollment = Enrollment::ensure(client.clone()).await?;
+    let tokens = enrollment.tokens().await?;
+    if tokens.is_empty() {
+        eprintln!("no enrollment tokens");
+        return Ok(());
+    }
+    println!(
+        "{:<16}  {:<24}  {:<9}  {:<20}  STATE",
+        "ID", "FOR", "USES LEFT", "EXPIRES (UTC)"
+    );
+    let now = natter_actors::now_ms();
+    for t in tokens {
+        let r = &t.record;
+        let uses = if r.uses > 0 {
+            format!("{}/{}", r.uses_left, r.uses)
+        } else {
+            r.uses_left.to_string()
+        };
+        let expires = std::time::UNIX_EPOCH + Duration::from_millis(r.expires_at);
+        println!(
+            "{:<16}  {:<24}  {:<9}  {:<20}  {}",
+            t.id,
+            r.group,
+            uses,
+            humantime::format_rfc3339_seconds(expires).to_string(),
+            token_state(r, now)
+        );
+    }
+    Ok(())
+}
+
+/// Whether a token still enrolls anyone.
+fn token_state(r: &TokenRecord, now_ms: u64) -> &'static str {
+    if now_ms >= r.expires_at {
+        "expired"
+    } else if r.uses_left == 0 {
+        "used up"
+    } else if r.uses_left < r.uses {
+        "partly used"
+    } else {
+        "unused"
+    }
+}
+
+/// Deletes an enrollment token by its id (or a unique prefix of at least 8 hex digits).
+pub async fn revoke_token(client: &async_nats::Client, id: &str) -> Result<(), BoxError> {
+    let enrollment = Enrollment::ensure(client.clone()).await?;
+    let id = enrollment.revoke_token(id).await?;
+    println!("enrollment token {id} revoked: it enrolls nobody from now on");
     Ok(())
 }
 

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use natter_actors::auth_callout::{Callout, CalloutError};
 use natter_actors::enrollment::Enrollment;
-use natter_actors::fleet::{FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSupervisor};
+use natter_actors::fleet::{
+    EnrolledMachines, FleetArgs, FleetConfig, FleetMsg, FleetStats, FleetSupervisor,
+};
 use natter_actors::partitions::Partitions;
 use natter_actors::revoke::Revoker;
 use natter_actors::session::{SessionContext, SessionSupervisor, SupervisorMsg};
@@ -183,11 +185,20 @@ impl Node {
             .await
             .map_err(NodeError::Partitions)?;
         let supervisor = start_sessions(&stores, &partitions, config).await?;
-        let fleet_stats = Arc::new(FleetStats::default());
-        let fleet = start_fleet(&client, &stores, &partitions, fleet_stats.clone(), config).await?;
         // Boxed: these futures are large, and Node::start runs inside tests' futures on a
         // thread's default stack.
         let enrollment = Box::pin(Enrollment::ensure(client.clone())).await?;
+        let fleet_stats = Arc::new(FleetStats::default());
+        let enrolled = EnrolledMachines::follow(enrollment.agent_keys().clone());
+        let fleet = start_fleet(
+            &client,
+            &stores,
+            &partitions,
+            fleet_stats.clone(),
+            enrolled,
+            config,
+        )
+        .await?;
         let agent_auth = Box::pin(start_agent_auth(config, &client, &stores, &enrollment)).await?;
         // A lone node takes every partition within its first ticks; a joining one finds them
         // held by the others (it takes its share over the next seconds).
@@ -304,6 +315,7 @@ async fn start_fleet(
     stores: &Stores,
     partitions: &Partitions,
     stats: Arc<FleetStats>,
+    enrolled: EnrolledMachines,
     config: &Config,
 ) -> Result<ActorRef<FleetMsg>, NodeError> {
     let args = FleetArgs {
@@ -316,6 +328,7 @@ async fn start_fleet(
             refresh: config.fleet.refresh,
             sweep: config.fleet.sweep,
         },
+        enrolled,
     };
     let (fleet, _) = Actor::spawn(None, FleetSupervisor, args)
         .await

@@ -69,6 +69,11 @@ enum Admin {
         #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
         ttl: std::time::Duration,
     },
+    /// List the enrollment tokens: id, group, uses left, expiry, state (never the tokens).
+    EnrollTokens,
+    /// Revoke an enrollment token by its id from `enroll-tokens` (or a unique prefix of at
+    /// least 8 hex digits): it enrolls nobody from then on. Agents it enrolled stay enrolled.
+    RevokeToken { id: String },
     /// Forget a machine's key (re-enrollment, key rotation): its agent is cut off and must
     /// enroll again with a new token.
     ForgetKey { machine: String },
@@ -333,6 +338,8 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
         Admin::EnrollToken { group, uses, ttl } => {
             identity::enroll_token(&client, &group, uses, ttl).await?
         }
+        Admin::EnrollTokens => identity::list_tokens(&client).await?,
+        Admin::RevokeToken { id } => identity::revoke_token(&client, &id).await?,
         Admin::ForgetKey { machine } => identity::forget_key(&client, &machine).await?,
         Admin::AddMachine { machine } => {
             machine_request(&client, &machine, MachineRequest::Provision).await?

@@ -29,6 +29,7 @@ pub mod machines;
 pub mod metrics;
 pub mod origin;
 pub mod readiness;
+pub mod redact;
 mod server;
 pub mod sse;
 pub mod ui;
@@ -124,6 +125,8 @@ struct Inner {
     metrics: Metrics,
     config: GatewayConfig,
     shutdown: CancellationToken,
+    /// Makes operators' aliases for machine users ([`redact`]).
+    alias_key: redact::AliasKey,
 }
 
 impl Gateway {
@@ -141,6 +144,7 @@ impl Gateway {
             shutdown.clone(),
         )
         .await;
+        let alias_key = redact::AliasKey::load(&stores.js).await?;
         let limits = Arc::new(Limits::new(config.limits.clone()));
         tokio::spawn(prune_login_limiters(limits.clone(), shutdown.clone()));
         let gateway = Gateway {
@@ -153,6 +157,7 @@ impl Gateway {
                 metrics,
                 config,
                 shutdown: shutdown.clone(),
+                alias_key,
             }),
         };
         tokio::spawn(metrics::measure_nats(gateway.clone(), shutdown));
@@ -161,6 +166,11 @@ impl Gateway {
 
     pub fn stores(&self) -> &Stores {
         &self.inner.stores
+    }
+
+    /// The key of operators' aliases for machine users.
+    pub fn alias_key(&self) -> &redact::AliasKey {
+        &self.inner.alias_key
     }
 
     pub fn hub(&self) -> &Hub {

@@ -27,7 +27,8 @@ pub struct AgentArgs {
 }
 
 pub enum AgentMsg {
-    Checkin(Checkin),
+    /// A check-in; `simulated` if it came on the simulator's subject family.
+    Checkin { checkin: Checkin, simulated: bool },
     /// Re-evaluate the status against the clock (offline detection).
     Tick,
     Request {
@@ -94,8 +95,15 @@ impl Actor for AgentActor {
         state.ensure_loaded().await?;
         let now = crate::now_ms();
         match msg {
-            AgentMsg::Checkin(c) => {
-                state.apply_checkin(c, now);
+            AgentMsg::Checkin { simulated, .. }
+                if simulated && !state.shared.enrolled.allows_simulated(&state.machine) =>
+            {
+                // A real agent enrolled this machine: the simulator may not speak for it.
+                state.shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(machine = %state.machine, "dropped a simulated check-in for an enrolled machine");
+            }
+            AgentMsg::Checkin { checkin, .. } => {
+                state.apply_checkin(checkin, now);
                 state.settle(now).await;
             }
             AgentMsg::Tick if state.record.is_none() => myself.stop(Some(UNKNOWN_MACHINE.into())),

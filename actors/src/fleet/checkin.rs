@@ -39,10 +39,12 @@ pub enum CheckinError {
     },
 }
 
-/// Validates a check-in against the subject it came on, checks its fields and clamps its
-/// numbers into their ranges.
+/// Validates a check-in against the subject it came on (a real agent's or a simulated one's),
+/// checks its fields and clamps its numbers into their ranges.
 pub fn parse_checkin(subject: &str, payload: &[u8]) -> Result<Checkin, CheckinError> {
-    let machine = subjects::machine_of_checkin(subject).ok_or(CheckinError::NotACheckinSubject)?;
+    let machine = subjects::machine_of_checkin(subject)
+        .or_else(|| subjects::machine_of_simulated_checkin(subject))
+        .ok_or(CheckinError::NotACheckinSubject)?;
     if !is_json_object(payload) {
         return Err(CheckinError::NotAnObject);
     }
@@ -69,6 +71,12 @@ pub fn parse_checkin(subject: &str, payload: &[u8]) -> Result<Checkin, CheckinEr
         .clamp(*INTERVAL_SECS.start(), *INTERVAL_SECS.end());
     c.idle_secs = c.idle_secs.min(MAX_IDLE_SECS);
     Ok(c)
+}
+
+/// Whether a check-in came on the simulator's subject family (only the `natter-simulator` NATS
+/// user publishes there) rather than on a real agent's own subject.
+pub fn is_simulated_checkin(subject: &str) -> bool {
+    subjects::machine_of_simulated_checkin(subject).is_some()
 }
 
 /// Checks a free-text field: at most `max_chars` characters, none of them unprintable.
@@ -117,6 +125,17 @@ mod tests {
         let c = parse(|_| {}).unwrap();
         assert_eq!(c.machine, "pc1.acme");
         assert!(c.audit_done && c.remote_control);
+    }
+
+    #[test]
+    fn a_simulated_checkin_parses_the_same_and_says_so() {
+        let subject = subjects::simulated_checkin("pc1.acme");
+        let c = parse_checkin(&subject, &body(|_| {})).unwrap();
+        assert_eq!(c.machine, "pc1.acme");
+        assert!(is_simulated_checkin(&subject));
+        assert!(!is_simulated_checkin(&subjects::agent_checkin("pc1.acme")));
+        let err = parse_checkin(&subject, &body(|v| v["machine"] = json!("pc2.acme")));
+        assert!(matches!(err, Err(CheckinError::WrongMachine { .. })));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //!   machine's [`AgentActor`] (started on demand, and for every known machine of a partition when the
 //!   node takes that partition), and keeps
 //!   one timer wheel of "offline at" deadlines so 100k agents need one timer, not 100k.
+//!   Simulated agents (`natter-agent --simulate`) check in on a subject family of their own;
+//!   their check-ins count only for machines no real agent enrolled ([`enrolled`]).
 //! - [`AgentActor`] ([`agent`]) turns check-ins and timer ticks into the machine's status and
 //!   keeps its [`crate::machines::MachineRecord`] in the machines KV bucket (the only writer of
 //!   that key). Gateways watch the bucket, so each change reaches browsers without polling. It
@@ -16,6 +18,7 @@
 
 pub mod agent;
 pub mod checkin;
+pub mod enrolled;
 pub mod supervisor;
 
 use std::sync::Arc;
@@ -25,13 +28,15 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 
 pub use agent::{AgentActor, AgentMsg};
-pub use checkin::{CheckinError, parse_checkin};
+pub use checkin::{CheckinError, is_simulated_checkin, parse_checkin};
+pub use enrolled::EnrolledMachines;
 pub use supervisor::{FleetMsg, FleetSupervisor};
 
 /// Counters a node exposes about check-ins.
 #[derive(Default, Debug)]
 pub struct FleetStats {
     pub accepted: AtomicU64,
+    /// Malformed check-ins, and simulated ones for a machine a real agent enrolled.
     pub rejected: AtomicU64,
     /// Check-ins of suspended agents (they change nothing).
     pub ignored: AtomicU64,
@@ -66,6 +71,8 @@ pub struct FleetArgs {
     pub machines: kv::Store,
     pub stats: Arc<FleetStats>,
     pub config: FleetConfig,
+    /// The machines a real agent enrolled (simulated check-ins for them are refused).
+    pub enrolled: EnrolledMachines,
 }
 
 /// What the supervisor and every agent actor share.
@@ -75,4 +82,5 @@ struct Shared {
     machines: kv::Store,
     stats: Arc<FleetStats>,
     config: FleetConfig,
+    enrolled: EnrolledMachines,
 }

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::agent::{AgentActor, AgentArgs, AgentMsg, MOVED_STOP, UNKNOWN_MACHINE};
-use super::{FleetArgs, Shared, parse_checkin};
+use super::{FleetArgs, Shared, is_simulated_checkin, parse_checkin};
 use crate::machines::{MachineReply, MachineRequest};
 use crate::partitions::Owned;
 use crate::protocol::valid_machine_id;
@@ -20,6 +20,7 @@ use crate::supervision::{ChildSpec, Children, follow_partitions, pump};
 pub struct FleetSupervisor;
 
 pub enum FleetMsg {
+    /// A real or a simulated agent's check-in (the subject says which).
     Checkin(async_nats::Message),
     Request(async_nats::Message),
     /// An agent actor's next "offline at" deadline (ms), or none.
@@ -77,8 +78,13 @@ impl Actor for FleetSupervisor {
         // machine whatever its partition) and keeps those of its partitions; a check-in a
         // minute per machine makes that cheap.
         let checkins = args.client.subscribe(subjects::ALL_CHECKINS).await?;
+        let simulated_checkins = args
+            .client
+            .subscribe(subjects::ALL_SIMULATED_CHECKINS)
+            .await?;
         let tasks = vec![
             pump(checkins, myself.clone(), FleetMsg::Checkin),
+            pump(simulated_checkins, myself.clone(), FleetMsg::Checkin),
             myself.send_interval(args.config.sweep, || FleetMsg::Sweep),
             follow_partitions(&args.partitions, myself.clone(), FleetMsg::Owned),
         ];
@@ -88,6 +94,7 @@ impl Actor for FleetSupervisor {
             machines: args.machines,
             stats: args.stats,
             config: args.config,
+            enrolled: args.enrolled,
         });
         let spec = AgentSpec {
             shared,
@@ -208,7 +215,8 @@ impl FleetState {
         match parsed {
             Ok(checkin) => {
                 let actor = self.agents.get_or_start(&checkin.machine).await?;
-                let _ = actor.cast(AgentMsg::Checkin(checkin));
+                let simulated = is_simulated_checkin(msg.subject.as_str());
+                let _ = actor.cast(AgentMsg::Checkin { checkin, simulated });
             }
             Err(why) => {
                 self.shared().stats.rejected.fetch_add(1, Ordering::Relaxed);

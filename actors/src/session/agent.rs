@@ -3,6 +3,9 @@
 use ractor::ActorRef;
 
 use super::{SessionMsg, SessionState};
+use async_nats::jetstream::kv;
+
+use crate::enrollment::AGENT_KEYS_BUCKET;
 use crate::protocol::{AgentCommand, AgentWindow, agent_window};
 use crate::subjects;
 
@@ -20,11 +23,15 @@ impl SessionState {
             url: chat_link(&self.ctx.public_url, &self.id, &token),
         };
         let client = self.ctx.stores.client.clone();
+        let js = self.ctx.stores.js.clone();
         let timeout = self.ctx.agent_timeout;
         let myself = myself.clone();
         tokio::spawn(async move {
             let body = serde_json::to_vec(&cmd).unwrap_or_default();
-            let request = client.request(subjects::agent_command(&machine), body.into());
+            let request = async {
+                let subject = command_subject(&js, &machine).await;
+                client.request(subject, body.into()).await
+            };
             let (status, detail) = match tokio::time::timeout(timeout, request).await {
                 Ok(answer) => window_status(answer),
                 Err(_) => (
@@ -34,6 +41,23 @@ impl SessionState {
             };
             let _ = myself.cast(SessionMsg::AgentAnswer { status, detail });
         });
+    }
+}
+
+/// Where the machine's agent takes commands: a machine a real agent enrolled (a key bound in
+/// the agent keys bucket) on its own subject, any other on the simulator's family. If the
+/// binding cannot be read, the real subject: a chat link never goes to the simulator by mistake.
+async fn command_subject(js: &async_nats::jetstream::Context, machine: &str) -> String {
+    let binding = async {
+        let keys = js.get_key_value(AGENT_KEYS_BUCKET).await.ok()?;
+        keys.entry(machine).await.ok()
+    };
+    match binding.await {
+        Some(None) => subjects::simulated_command(machine),
+        Some(Some(entry)) if entry.operation != kv::Operation::Put => {
+            subjects::simulated_command(machine)
+        }
+        _ => subjects::agent_command(machine),
     }
 }
 

@@ -55,8 +55,20 @@ pub struct Node {
 
 /// Starts `natter serve` on `data` with the given ports; its output goes to `log`.
 pub fn spawn_node(data: &Path, http: u16, nats_port: u16, log: &Path) -> Node {
+    spawn_node_with(data, http, nats_port, log, &[])
+}
+
+/// [`spawn_node`] with more environment (configuration overrides such as `NATTER__NATS__…`).
+pub fn spawn_node_with(
+    data: &Path,
+    http: u16,
+    nats_port: u16,
+    log: &Path,
+    env: &[(&str, &Path)],
+) -> Node {
     let log_file = File::create(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .envs(env.iter().copied())
         .current_dir(repo_root())
         .args(["--config", "natter.toml", "serve"])
         .env("NATTER__HTTP__LISTEN", format!("127.0.0.1:{http}"))

@@ -124,7 +124,7 @@ pub async fn machine_user_login(
         epoch: ack.epoch.unwrap_or_default(),
         key: String::new(),
     };
-    let mut r = json_reply(StatusCode::OK, &ack.session);
+    let mut r = json_reply(StatusCode::OK, &ack.session.map(|v| gw.alias_key().view(v)));
     set_login_cookie(
         &gw,
         &mut r,

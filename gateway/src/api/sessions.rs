@@ -115,7 +115,10 @@ pub async fn events(
 pub async fn mu_view(id: String, token: Option<String>, gw: Gateway) -> Result<Response, ApiError> {
     let l = auth::machine_user(&gw, token, &id).await?;
     let cmd = SessionCommand::View { by: l.who.clone() };
-    session_reply(&gw, &id, cmd, &l).await
+    let ack = gw.command_for(&id, &cmd, &l).await?;
+    // A machine user reads operators' aliases, not their login IDs.
+    let view = ack.session.map(|v| gw.alias_key().view(v));
+    Ok(json_reply(StatusCode::OK, &view))
 }
 
 /// POST /m/{id}/api/messages

@@ -33,7 +33,9 @@ pub struct LimitsConfig {
     pub header_timeout: Duration,
     /// Time to send a request's body.
     pub body_timeout: Duration,
-    /// Open connections in all.
+    /// Open connections in all. The default holds the 19k idle event streams a node is sized
+    /// for and stays below a 20k open-files limit, so the cap refuses cleanly
+    /// before `accept` runs out of file descriptors.
     pub max_connections: usize,
     /// Open connections from one client address.
     pub connections_per_address: usize,
@@ -52,7 +54,7 @@ impl Default for LimitsConfig {
             hash_wait: Duration::from_secs(2),
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(10),
-            max_connections: 10_000,
+            max_connections: 19_500,
             connections_per_address: 256,
             streams_per_operator_login: 8,
             streams_per_machine_user_login: 4,

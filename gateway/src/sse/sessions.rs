@@ -92,6 +92,7 @@ pub async fn open(
         replay,
         ended: false,
         restart_ends_after,
+        redaction: crate::redact::Redaction::for_login(gw, l),
     };
     Ok(SseStream::new(futures::stream::unfold(
         Box::new(feed),
@@ -177,6 +178,7 @@ struct Feed {
     ended: bool,
     /// For a machine user: a `restarted` event above this sequence ends the stream after it.
     restart_ends_after: Option<u64>,
+    redaction: crate::redact::Redaction,
 }
 
 impl Feed {
@@ -252,7 +254,7 @@ impl Feed {
         {
             self.ended = true;
         }
-        chat_event(event)
+        chat_event(&self.redaction.event(event))
     }
 
     /// The replay failed: an `error` event, after which the stream ends.

@@ -1,13 +1,16 @@
 //! The agent's availability with a real node: an agent started before NATS goes online once NATS
 //! and the node are up (no restart), resumes checking in after NATS restarts under it, and stops
 //! within 5 s when NATS is gone. NATS runs on a port chosen before it starts, so the agent can be
-//! pointed at it first. (The binary's signals are tested in agent/tests/availability.rs.)
+//! pointed at it first. (The binary's signals are tested in agent/tests/availability.rs.) And a
+//! simulated agent serves only machines no real agent enrolled.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::StreamExt;
 use natter_agent::{AgentConfig, AgentHandle, Presence, RecordingOpener};
 use natter_system_tests::*;
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 const MACHINE: &str = "pc1.sales.acme";
@@ -134,4 +137,80 @@ async fn check_ins_resume_after_nats_restarts_under_a_running_agent() {
 
     agent.stop_within_limit().await;
     node.shutdown().await;
+}
+
+/// A simulated agent: the real agent code on the simulator's connection and subject family.
+fn simulated_agent(
+    client: &async_nats::Client,
+    nats: &TestNats,
+    machine: &str,
+    user: &str,
+    stop: &CancellationToken,
+) -> RecordingOpener {
+    let opener = RecordingOpener::default();
+    let config = AgentConfig {
+        nats_url: nats.url(),
+        nats_ca: None,
+        nats_user: "natter-simulator".into(),
+        nats_password: nats.simulator_password.clone(),
+        nkey_seed: None,
+        machine: machine.into(),
+        interval: Duration::from_secs(1),
+        os: "simulated".into(),
+        ip: "10.0.0.7".into(),
+    };
+    tokio::spawn(natter_agent::run_on_family(
+        client.clone(),
+        config,
+        AgentHandle::new(Presence::user(Some(user))),
+        std::sync::Arc::new(opener.clone()),
+        stop.clone(),
+        natter_agent::SubjectFamily::Simulated,
+    ));
+    opener
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simulated_agent_serves_unenrolled_machines_only() {
+    const SIM: &str = "sim1.sales.acme";
+    let s = Scenario::new()
+        .machine(MACHINE, "carol")
+        .operator("alice")
+        .start()
+        .await;
+    let alice = s.operator("alice");
+    let simulator = async_nats::ConnectOptions::new()
+        .user_and_password("natter-simulator".into(), s.nats.simulator_password.clone())
+        .connect(s.nats.url())
+        .await
+        .expect("the simulator connects");
+    let stop = CancellationToken::new();
+    let sim = simulated_agent(&simulator, &s.nats, SIM, "ana", &stop);
+    // The simulator also claims the enrolled pc1, with its own user.
+    let spoof = simulated_agent(&simulator, &s.nats, MACHINE, "mallory", &stop);
+
+    // The simulated machine checks in and its user gets a chat window that works.
+    alice
+        .wait_for(&format!("/api/machines/{SIM}"), |v| v["user"] == "ana")
+        .await;
+    let session = alice.new_chat(SIM).await;
+    eventually(WAIT, || async { !sim.opened.lock().unwrap().is_empty() }).await;
+    let url = sim.opened.lock().unwrap()[0].1.clone();
+    let token = url.split_once("#t=").expect("a link with a token").1;
+    let user = Browser::new(&s.node.base);
+    let (status, view) = user
+        .post(&format!("/m/{session}/api/login"), &json!({"token": token}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+
+    // pc1's check-ins from the simulator are refused (each second), and its chat link goes to
+    // its real agent only.
+    let rejected = &s.node.node.fleet_stats.rejected;
+    eventually(WAIT, || async { rejected.load(Ordering::Relaxed) >= 2 }).await;
+    let (_, pc1) = alice.get(&format!("/api/machines/{MACHINE}")).await;
+    assert_eq!(pc1["user"], "carol", "{pc1}");
+    s.open_chat().await;
+    assert!(spoof.opened.lock().unwrap().is_empty());
+    stop.cancel();
+    s.shutdown().await;
 }

@@ -410,3 +410,89 @@ async fn every_role_gets_exactly_its_share_of_every_route_and_stream() {
     }
     s.shutdown().await;
 }
+
+/// A machine user reads operators' display names and per-session aliases, never their login
+/// IDs: not in the session view, not on the event stream (replayed or live).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_user_never_reads_an_operators_login_id() {
+    let s = Scenario::new().machine(PC1, "carol").start().await;
+    let operator = |username: &'static str, name: &'static str| {
+        let node = &s.node;
+        async move {
+            let password = operator_password(username);
+            node.add_operator(username, name, &password).await;
+            let b = Browser::new(&node.base);
+            let (status, body) = b
+                .post(
+                    "/api/login",
+                    &json!({"username": username, "password": password}),
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            b
+        }
+    };
+    let alice = operator("alice", "Alice Admin").await;
+    let bob = operator("bob", "Bob B.").await;
+    let a = alice.new_chat(PC1).await;
+    let url = s.agent(PC1).wait_for_chat_url().await;
+    let token = url.split_once("#t=").expect("a token").1;
+    let mu = Browser::new(&s.node.base);
+    let (status, login_view) = mu
+        .post(&format!("/m/{a}/api/login"), &json!({"token": token}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{login_view}");
+    alice.send(&a, "a1", "first words").await;
+    let (status, _) = bob
+        .post(&format!("/api/sessions/{a}/join"), &json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut stream = mu.events(&format!("/m/{a}/api/events"), None).await;
+    let replayed = stream.read_messages(1).await;
+    bob.send(&a, "b1", "second words").await;
+    let live = stream.read_messages(1).await;
+    let (status, view) = mu.get(&format!("/m/{a}/api/session")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let seen: Vec<String> = [login_view.clone(), view.clone()]
+        .into_iter()
+        .chain(replayed.iter().chain(&live).map(|e| e.data.clone()))
+        .map(|v| v.to_string())
+        .collect();
+    for text in &seen {
+        assert!(
+            !text.contains("alice") && !text.contains("\"bob\""),
+            "{text}"
+        );
+    }
+    // Names stay; each operator has one alias in the view and on the stream, and two operators
+    // two aliases.
+    let member = |name: &str| {
+        view["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {view}"))["id"]
+            .as_str()
+            .expect("an id")
+            .to_string()
+    };
+    let (alice_alias, bob_alias) = (member("Alice Admin"), member("Bob B."));
+    assert!(alice_alias.starts_with("op-"), "{alice_alias}");
+    assert_ne!(alice_alias, bob_alias);
+    let from = |events: &[SseEvent], text: &str| {
+        events
+            .iter()
+            .find(|e| e.data["text"] == text)
+            .expect(text)
+            .data["from"]["id"]
+            .clone()
+    };
+    assert_eq!(from(&replayed, "first words"), alice_alias.as_str());
+    assert_eq!(from(&live, "second words"), bob_alias.as_str());
+    // Operators still read each other's login IDs.
+    let (_, alice_view) = alice.get(&format!("/api/sessions/{a}")).await;
+    assert!(alice_view.to_string().contains("\"alice\""), "{alice_view}");
+    s.shutdown().await;
+}

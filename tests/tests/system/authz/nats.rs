@@ -1,8 +1,9 @@
-//! The NATS side of the matrix: what an enrolled agent and the simulator may publish and
-//! subscribe to (nats-server answers a violation with `-ERR 'Permissions Violation …'`, which
+//! The NATS side of the matrix: what an enrolled agent and the simulator (its own subject family,
+//! never a real machine's) may publish and subscribe to (nats-server answers a violation with `-ERR 'Permissions Violation …'`, which
 //! async-nats reports as a server error event, and a refused subscription delivers nothing), and
 //! who cannot connect at all.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +13,9 @@ use natter_system_tests::*;
 use serde_json::json;
 
 use super::{PC1, PC2};
+
+/// A machine no real agent enrolled: only the simulator speaks for it.
+const SIM: &str = "sim1.sales.acme";
 
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Outcome {
@@ -44,13 +48,21 @@ fn rows(a: &str) -> Vec<Row> {
     let none = Vec::new;
     vec![
         // Its own subjects (a check-in that shows: the user becomes "mallory").
-        r(Publish, &subjects::agent_checkin(PC1), checkin(PC1, "mallory"), [Allowed, Allowed]),
-        r(Subscribe, &subjects::agent_command(PC1), none(), [Allowed, Allowed]),
+        r(Publish, &subjects::agent_checkin(PC1), checkin(PC1, "mallory"), [Allowed, Refused]),
+        r(Subscribe, &subjects::agent_command(PC1), none(), [Allowed, Refused]),
         // Another machine's.
-        r(Publish, &subjects::agent_checkin(PC2), checkin(PC2, "simuser"), [Refused, Allowed]),
-        r(Subscribe, &subjects::agent_command(PC2), none(), [Refused, Allowed]),
-        r(Subscribe, "natter.agent.*.cmd", none(), [Refused, Allowed]),
+        r(Publish, &subjects::agent_checkin(PC2), checkin(PC2, "spoofed"), [Refused, Refused]),
+        r(Subscribe, &subjects::agent_command(PC2), none(), [Refused, Refused]),
+        r(Subscribe, "natter.agent.*.cmd", none(), [Refused, Refused]),
         r(Subscribe, "natter.agent.>", none(), [Refused, Refused]),
+        // The simulator's family: a simulated machine's check-in shows; one naming an enrolled
+        // machine passes NATS but the fleet ignores it, and commands to an enrolled machine
+        // never come this way.
+        r(Publish, &subjects::simulated_checkin(PC2), checkin(PC2, "spoofed"), [Refused, Allowed]),
+        r(Publish, &subjects::simulated_checkin(SIM), checkin(SIM, "simuser"), [Refused, Allowed]),
+        r(Subscribe, &subjects::simulated_command(SIM), none(), [Refused, Allowed]),
+        r(Subscribe, &subjects::simulated_command(PC2), none(), [Refused, Allowed]),
+        r(Subscribe, "natter.simagent.>", none(), [Refused, Refused]),
         // Sessions, their events, machine requests.
         r(Publish, &subjects::session_command(a), b"{}".to_vec(), [Refused, Refused]),
         r(Subscribe, "natter.session.*.cmd", none(), [Refused, Refused]),
@@ -199,28 +211,39 @@ async fn every_nats_identity_reaches_only_its_own_subjects() {
     let simulator = Watched::connect("simulator", simulator_login, &s.nats).await;
     let held = try_rows(&rows(&a), [&agent, &simulator]).await;
 
-    // What was allowed works: both check-ins count, and each reads the chat links it may;
-    // traffic on every other subject reaches none of the refused subscriptions.
+    // What was allowed works: the agent's and the simulated machine's check-ins count, the
+    // simulator's for the enrolled pc2 does not; each reads the chat links it may; traffic on
+    // every other subject reaches none of the refused subscriptions.
     alice
         .wait_for(&format!("/api/machines/{PC1}"), |v| v["user"] == "mallory")
         .await;
     alice
-        .wait_for(&format!("/api/machines/{PC2}"), |v| v["user"] == "simuser")
+        .wait_for(&format!("/api/machines/{SIM}"), |v| v["user"] == "simuser")
         .await;
+    // The fleet had the spoof of pc2 (the one check-in it refuses here), and pc2 is unchanged.
+    let rejected = &s.node.node.fleet_stats.rejected;
+    eventually(WAIT, || async { rejected.load(Ordering::Relaxed) == 1 }).await;
+    let (_, pc2) = alice.get(&format!("/api/machines/{PC2}")).await;
+    assert_eq!(pc2["user"], "erin", "{pc2}");
     let (status, _) = alice
         .post(&format!("/api/sessions/{a}/end"), &json!({}))
         .await;
     assert_eq!(status, StatusCode::OK);
     let again = alice.new_chat(PC1).await;
     alice.new_chat(PC2).await;
+    alice.new_chat(SIM).await;
     alice.send(&again, "after", "traffic on a session").await;
+    // pc2's link goes to its real agent only.
+    s.agent(PC2).wait_for_chat_url().await;
     let delivered = delivered(held).await;
     for wanted in [
         ("agent", subjects::agent_command(PC1)),
-        ("simulator", subjects::agent_command(PC2)),
+        ("simulator", subjects::simulated_command(SIM)),
     ] {
         assert!(delivered.contains(&wanted), "{wanted:?}: {delivered:?}");
     }
+    let leaked = ("simulator", subjects::simulated_command(PC2));
+    assert!(!delivered.contains(&leaked), "{delivered:?}");
     s.shutdown().await;
 }
 
