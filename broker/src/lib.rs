@@ -181,9 +181,12 @@ impl Node {
     pub async fn start(listener: TcpListener, config: &Config) -> Result<Node, NodeError> {
         let client = connect(config).await?;
         let stores = Box::pin(Stores::ensure(client.clone(), store_config(config))).await?;
-        let partitions = Box::pin(Partitions::start(&config.node.id, stores.partitions.clone()))
-            .await
-            .map_err(NodeError::Partitions)?;
+        let partitions = Box::pin(Partitions::start(
+            &config.node.id,
+            stores.partitions.clone(),
+        ))
+        .await
+        .map_err(NodeError::Partitions)?;
         let supervisor = start_sessions(&stores, &partitions, config).await?;
         // Boxed: these futures are large, and Node::start runs inside tests' futures on a
         // thread's default stack.
