@@ -10,11 +10,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Issues a token and prints it (alone on stdout, so scripts can capture it).
 pub async fn enroll_token(
     client: &async_nats::Client,
+    replicas: usize,
     group: &str,
     uses: u32,
     ttl: Duration,
 ) -> Result<(), BoxError> {
-    let enrollment = Enrollment::ensure(client.clone()).await?;
+    let enrollment = Enrollment::ensure_replicated(client.clone(), replicas).await?;
     let token = enrollment.issue_token(group, uses, ttl).await?;
     eprintln!(
         "enrollment token for {group}: {uses} use(s), valid for {}",
@@ -25,8 +26,12 @@ pub async fn enroll_token(
 }
 
 /// Deletes a machine's key binding and asks a node to cut its agent off.
-pub async fn forget_key(client: &async_nats::Client, machine: &str) -> Result<(), BoxError> {
-    let enrollment = Enrollment::ensure(client.clone()).await?;
+pub async fn forget_key(
+    client: &async_nats::Client,
+    replicas: usize,
+    machine: &str,
+) -> Result<(), BoxError> {
+    let enrollment = Enrollment::ensure_replicated(client.clone(), replicas).await?;
     let existed = enrollment.forget_key(machine).await?;
     println!(
         "{machine}: {}",

@@ -62,6 +62,7 @@ pub fn store_config(config: &Config) -> StoreConfig {
         duplicate_window: config.chat.duplicate_window,
         session_ttl: config.chat.session_ttl,
         login_ttl: config.http.login_ttl,
+        replicas: config.nats.replicas,
     }
 }
 
@@ -84,7 +85,7 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, NodeError> {
     if !config.nats.user.is_empty() {
         opts = opts.user_and_password(config.nats.user.clone(), password);
     }
-    opts.connect(&config.nats.url)
+    opts.connect(config.nats.servers())
         .await
         .map_err(|source| NodeError::Connect {
             url: config.nats.url.clone(),
@@ -107,7 +108,7 @@ async fn connect_system(config: &Config) -> Result<Option<async_nats::Client>, N
     connect_options(config)
         .name("natter-node system")
         .user_and_password(SYSTEM_USER.into(), password)
-        .connect(&config.nats.url)
+        .connect(config.nats.servers())
         .await
         .map(Some)
         .map_err(|source| NodeError::Connect {
@@ -175,7 +176,10 @@ impl Node {
         let fleet = start_fleet(&client, &stores, fleet_stats.clone(), config).await?;
         // Boxed: these futures are large, and Node::start runs inside tests' futures on a
         // thread's default stack.
-        let enrollment = Box::pin(Enrollment::ensure(client.clone())).await?;
+        let enrollment = Box::pin(Enrollment::ensure_replicated(
+            client.clone(),
+            config.nats.replicas,
+        )).await?;
         let agent_auth = Box::pin(start_agent_auth(config, &client, &stores, &enrollment)).await?;
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;
