@@ -21,7 +21,9 @@ pub fn public_key(config: &Config) -> Result<String, BoxError> {
     }
     let file = DataDir::callout_seed_file_in(&config.storage.data_dir);
     match std::fs::read_to_string(&file) {
-        Ok(seed) => public_key_of(seed.trim()).map_err(|e| format!("{}: {e}", file.display()).into()),
+        Ok(seed) => {
+            public_key_of(seed.trim()).map_err(|e| format!("{}: {e}", file.display()).into())
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(no_seed(&file).into()),
         Err(e) => Err(format!("{}: {e}", file.display()).into()),
     }

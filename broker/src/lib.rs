@@ -179,7 +179,8 @@ impl Node {
         let enrollment = Box::pin(Enrollment::ensure_replicated(
             client.clone(),
             config.nats.replicas,
-        )).await?;
+        ))
+        .await?;
         let agent_auth = Box::pin(start_agent_auth(config, &client, &stores, &enrollment)).await?;
         // The actors' subscriptions must be known to the server before we report ready.
         let _ = client.flush().await;

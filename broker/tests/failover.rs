@@ -67,7 +67,10 @@ async fn killing_the_events_stream_leader_under_one_node_loses_and_doubles_nothi
     fixture.cluster.kill(leader);
     load.until_recovered(killed_at).await;
     let report = load.finish().await;
-    report.print_recovery("one node, kill -9 of the events stream's leader, nats-server 1 of 3", killed_at);
+    report.print_recovery(
+        "one node, kill -9 of the events stream's leader, nats-server 1 of 3",
+        killed_at,
+    );
     report.assert_exactly_once_in_order();
 }
 
@@ -87,7 +90,10 @@ async fn killing_a_nats_server_loses_and_doubles_nothing() {
     fixture.cluster.kill(leader);
     load.until_recovered(killed_at).await;
     let report = load.finish().await;
-    report.print_recovery("kill -9 of the events stream's leader, nats-server 1 of 3", killed_at);
+    report.print_recovery(
+        "kill -9 of the events stream's leader, nats-server 1 of 3",
+        killed_at,
+    );
     report.assert_exactly_once_in_order();
 }
 
@@ -270,7 +276,12 @@ impl Fixture {
         assert_eq!(status, StatusCode::OK, "{body}");
         let session = wait_for_chat(&operator, &machine).await;
         let url = wait_for(Duration::from_secs(10), "the agent's chat link", || {
-            opener.opened.lock().unwrap().last().map(|(_, url)| url.clone())
+            opener
+                .opened
+                .lock()
+                .unwrap()
+                .last()
+                .map(|(_, url)| url.clone())
         })
         .await;
         let token = url.split("#t=").nth(1).expect("a token in the link");
@@ -654,7 +665,8 @@ impl Report {
                     *counts.entry(m).or_insert(0) += 1;
                 }
                 let doubled: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
-                let unexpected: Vec<_> = received.iter().filter(|m| !expected.contains(m)).collect();
+                let unexpected: Vec<_> =
+                    received.iter().filter(|m| !expected.contains(m)).collect();
                 panic!(
                     "chat {chat}, {who}: received {} of {} acknowledged messages; missing \
                      {missing:?}; doubled {doubled:?}; never acknowledged {unexpected:?}; its \
@@ -670,9 +682,16 @@ impl Report {
     fn print_recovery(&self, what: &str, event: Instant) {
         for (chat, sent) in self.sent.iter().enumerate() {
             let after = sent.iter().filter(|s| s.started > event).count();
-            println!("failover: {what}: chat {chat}: {} sends, {after} after it", sent.len());
+            println!(
+                "failover: {what}: chat {chat}: {} sends, {after} after it",
+                sent.len()
+            );
         }
-        let waits = self.sent.iter().flatten().filter(|s| s.acknowledged > event);
+        let waits = self
+            .sent
+            .iter()
+            .flatten()
+            .filter(|s| s.acknowledged > event);
         let worst = waits
             .map(|s| s.acknowledged - s.started.max(event))
             .max()

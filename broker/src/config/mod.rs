@@ -293,10 +293,9 @@ mod tests {
 
     #[test]
     fn several_nats_urls_and_replicas() {
-        let c = from_toml(
-            "[nats]\nurl = \"nats://a:4222, nats://b:4222,tls://c:4222\"\nreplicas = 3",
-        )
-        .unwrap();
+        let c =
+            from_toml("[nats]\nurl = \"nats://a:4222, nats://b:4222,tls://c:4222\"\nreplicas = 3")
+                .unwrap();
         assert_eq!(
             c.nats.servers(),
             ["nats://a:4222", "nats://b:4222", "tls://c:4222"]
@@ -311,8 +310,14 @@ mod tests {
             "url = \"nats://a:4222\"\nreplicas = 6",
             "replicas = 3",
         ] {
-            let e = from_toml(&format!("[nats]\n{bad}")).unwrap_err().to_string();
-            let key = if bad.contains("replicas") { "nats.replicas" } else { "nats.url" };
+            let e = from_toml(&format!("[nats]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            let key = if bad.contains("replicas") {
+                "nats.replicas"
+            } else {
+                "nats.url"
+            };
             assert!(e.contains(key), "{bad}: {e}");
         }
     }
