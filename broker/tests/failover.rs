@@ -491,8 +491,11 @@ async fn post(browser: &Browser, base: &str, path: &str, body: &Value) -> Result
 #[derive(Clone, Default)]
 struct Seen {
     messages: Arc<Mutex<Vec<(u64, String)>>>,
-    reopened: Arc<Mutex<Vec<(usize, Option<u64>, usize)>>>,
+    reopened: Arc<Mutex<Vec<Reopening>>>,
 }
+
+/// Where a stream was reopened: (messages received before, `Last-Event-ID`, node, from 1).
+type Reopening = (usize, Option<u64>, usize);
 
 /// Follows a participant's event stream at `path` until `stop`, starting on node `first`; when
 /// the stream ends, fails or stalls, reopens it on the next node with `Last-Event-ID` (as
@@ -629,12 +632,7 @@ impl Load {
 
 /// What one participant received: (chat, who, messages in order, reopenings as (messages
 /// before, `Last-Event-ID`, node)).
-type Received = (
-    usize,
-    &'static str,
-    Vec<(u64, String)>,
-    Vec<(usize, Option<u64>, usize)>,
-);
+type Received = (usize, &'static str, Vec<(u64, String)>, Vec<Reopening>);
 
 /// What was acknowledged and what each participant received.
 struct Report {
