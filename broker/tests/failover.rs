@@ -55,6 +55,16 @@ async fn kill_9_of_a_node_loses_and_doubles_nothing() {
 /// The same with one node: what the cluster alone must keep, whatever the nodes do.
 async fn killing_the_events_stream_leader_under_one_node_loses_and_doubles_nothing() {
     let mut fixture = Fixture::start(1).await;
+    // nats.replicas = 3: the stream and every bucket are on all three servers.
+    let js = async_nats::jetstream::new(fixture.cluster.broker_client().await);
+    for stream in [
+        natter_actors::store::EVENTS_STREAM.to_string(),
+        format!("KV_{}", natter_actors::store::SESSIONS_BUCKET),
+        format!("KV_{}", natter_actors::enrollment::AGENT_KEYS_BUCKET),
+    ] {
+        let mut stream = js.get_stream(&stream).await.unwrap();
+        assert_eq!(stream.info().await.unwrap().config.num_replicas, 3);
+    }
     let load = fixture.load();
     tokio::time::sleep(Duration::from_secs(2)).await;
     // The worst server to lose: the events stream's leader.
