@@ -42,17 +42,19 @@ async fn kill_9_of_a_node_loses_and_doubles_nothing() {
     let mut fixture = Fixture::start(3).await;
     let load = fixture.load();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let killed_at = Instant::now();
+    let (killed_at, killed_ms) = (Instant::now(), unix_ms());
     fixture.node(0).signal(Signal::SIGKILL);
     fixture.node(0).wait_exit(Duration::from_secs(5));
     load.until_recovered(killed_at).await;
     let report = load.finish().await;
-    report.assert_exactly_once_in_order();
     report.print_recovery("kill -9 of node 1 of 3", killed_at);
+    report.assert_exactly_once_in_order();
+    // The dead node's agent actors answer on the others: every check-in still counts.
+    fixture.assert_check_ins_count_since(killed_ms, 1).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// The same with one node: what the cluster alone must keep, whatever the nodes do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_events_stream_leader_under_one_node_loses_and_doubles_nothing() {
     let mut fixture = Fixture::start(1).await;
     // nats.replicas = 3: the stream and every bucket are on all three servers.
@@ -73,7 +75,7 @@ async fn killing_the_events_stream_leader_under_one_node_loses_and_doubles_nothi
         .stream_leader(natter_actors::store::EVENTS_STREAM)
         .await
         .expect("the events stream has a leader");
-    let killed_at = Instant::now();
+    let (killed_at, killed_ms) = (Instant::now(), unix_ms());
     fixture.cluster.kill(leader);
     load.until_recovered(killed_at).await;
     let report = load.finish().await;
@@ -82,6 +84,7 @@ async fn killing_the_events_stream_leader_under_one_node_loses_and_doubles_nothi
         killed_at,
     );
     report.assert_exactly_once_in_order();
+    fixture.assert_check_ins_count_since(killed_ms, 0).await;
 }
 
 #[ignore = "needs partition ownership (branch ownership); fails today: a stream resumed on another node skips events after its Last-Event-ID"]
@@ -96,7 +99,7 @@ async fn killing_a_nats_server_loses_and_doubles_nothing() {
         .stream_leader(natter_actors::store::EVENTS_STREAM)
         .await
         .expect("the events stream has a leader");
-    let killed_at = Instant::now();
+    let (killed_at, killed_ms) = (Instant::now(), unix_ms());
     fixture.cluster.kill(leader);
     load.until_recovered(killed_at).await;
     let report = load.finish().await;
@@ -105,6 +108,7 @@ async fn killing_a_nats_server_loses_and_doubles_nothing() {
         killed_at,
     );
     report.assert_exactly_once_in_order();
+    fixture.assert_check_ins_count_since(killed_ms, 0).await;
 }
 
 #[ignore = "needs partition ownership (branch ownership); fails today: a stream resumed on another node skips events after its Last-Event-ID"]
@@ -367,6 +371,38 @@ impl Fixture {
             readers,
         }
     }
+}
+
+impl Fixture {
+    /// Waits until node `node` shows every machine with a check-in after `since_ms` (its agent
+    /// checks in every second): the machines' agent actors answer, wherever they run now.
+    async fn assert_check_ins_count_since(&self, since_ms: u64, node: usize) {
+        let operator = self.chats[0].operator.at(&self.base(node));
+        for c in 0..self.chats.len() {
+            let path = format!("/api/machines/pc{c}.failover.test");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (status, machine) = operator.get(&path).await;
+                if machine["last_checkin"]
+                    .as_u64()
+                    .is_some_and(|t| t > since_ms)
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "no check-in of pc{c} counted within 10 s: {status} {machine}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Now, in ms since the epoch (the unit of `last_checkin`).
+fn unix_ms() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.expect("a clock after 1970").as_millis() as u64
 }
 
 impl Drop for Fixture {
