@@ -155,8 +155,16 @@ pub struct Enrollment {
 }
 
 impl Enrollment {
-    /// Opens (creating if needed) both buckets.
+    /// Opens (creating if needed) both buckets, with one replica.
     pub async fn ensure(client: async_nats::Client) -> Result<Enrollment, EnrollError> {
+        Self::ensure_replicated(client, 1).await
+    }
+
+    /// Opens (creating or updating) both buckets with `replicas` copies (`nats.replicas`).
+    pub async fn ensure_replicated(
+        client: async_nats::Client,
+        replicas: usize,
+    ) -> Result<Enrollment, EnrollError> {
         let js = jetstream::new(client);
         let bucket = |name: &'static str| {
             let js = js.clone();
@@ -165,6 +173,7 @@ impl Enrollment {
                     bucket: name.into(),
                     history: 1,
                     storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
                     ..Default::default()
                 })
                 .await

@@ -47,6 +47,8 @@ pub struct StoreConfig {
     pub session_ttl: Duration,
     /// How long a browser login lasts.
     pub login_ttl: Duration,
+    /// Copies of the stream and of every bucket (3 on a cluster of three servers).
+    pub replicas: usize,
 }
 
 impl Default for StoreConfig {
@@ -56,6 +58,7 @@ impl Default for StoreConfig {
             duplicate_window: Duration::from_secs(120),
             session_ttl: Duration::from_secs(24 * 3600),
             login_ttl: Duration::from_secs(12 * 3600),
+            replicas: 1,
         }
     }
 }
@@ -117,6 +120,7 @@ impl Stores {
                 destination: crate::subjects::LIVE_REPUBLISH.into(),
                 headers_only: false,
             }),
+            num_replicas: config.replicas,
             ..Default::default()
         })
         .await
@@ -126,6 +130,7 @@ impl Stores {
             .await
             .map_err(|e| StoreError::new("opening the events stream", e))?;
 
+        let replicas = config.replicas;
         let bucket = |name: &'static str, max_age: Duration, history: i64| {
             let js = js.clone();
             async move {
@@ -134,6 +139,7 @@ impl Stores {
                     history,
                     max_age,
                     storage: stream::StorageType::File,
+                    num_replicas: replicas,
                     ..Default::default()
                 })
                 .await

@@ -10,11 +10,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Issues a token and prints it (alone on stdout, so scripts can capture it).
 pub async fn enroll_token(
     client: &async_nats::Client,
+    replicas: usize,
     group: &str,
     uses: u32,
     ttl: Duration,
 ) -> Result<(), BoxError> {
-    let enrollment = Enrollment::ensure(client.clone()).await?;
+    let enrollment = Enrollment::ensure_replicated(client.clone(), replicas).await?;
     let token = enrollment.issue_token(group, uses, ttl).await?;
     eprintln!(
         "enrollment token for {group}: {uses} use(s), valid for {}",
@@ -25,8 +26,8 @@ pub async fn enroll_token(
 }
 
 /// Lists the enrollment tokens (id, group, uses, expiry, state), never the tokens themselves.
-pub async fn list_tokens(client: &async_nats::Client) -> Result<(), BoxError> {
-    let enrollment = Enrollment::ensure(client.clone()).await?;
+pub async fn list_tokens(client: &async_nats::Client, replicas: usize) -> Result<(), BoxError> {
+    let enrollment = Enrollment::ensure_replicated(client.clone(), replicas).await?;
     let tokens = enrollment.tokens().await?;
     if tokens.is_empty() {
         eprintln!("no enrollment tokens");
@@ -71,16 +72,24 @@ fn token_state(r: &TokenRecord, now_ms: u64) -> &'static str {
 }
 
 /// Deletes an enrollment token by its id (or a unique prefix of at least 8 hex digits).
-pub async fn revoke_token(client: &async_nats::Client, id: &str) -> Result<(), BoxError> {
-    let enrollment = Enrollment::ensure(client.clone()).await?;
+pub async fn revoke_token(
+    client: &async_nats::Client,
+    replicas: usize,
+    id: &str,
+) -> Result<(), BoxError> {
+    let enrollment = Enrollment::ensure_replicated(client.clone(), replicas).await?;
     let id = enrollment.revoke_token(id).await?;
     println!("enrollment token {id} revoked: it enrolls nobody from now on");
     Ok(())
 }
 
 /// Deletes a machine's key binding and asks a node to cut its agent off.
-pub async fn forget_key(client: &async_nats::Client, machine: &str) -> Result<(), BoxError> {
-    let enrollment = Enrollment::ensure(client.clone()).await?;
+pub async fn forget_key(
+    client: &async_nats::Client,
+    replicas: usize,
+    machine: &str,
+) -> Result<(), BoxError> {
+    let enrollment = Enrollment::ensure_replicated(client.clone(), replicas).await?;
     let existed = enrollment.forget_key(machine).await?;
     println!(
         "{machine}: {}",

@@ -67,6 +67,7 @@ pub fn store_config(config: &Config) -> StoreConfig {
         duplicate_window: config.chat.duplicate_window,
         session_ttl: config.chat.session_ttl,
         login_ttl: config.http.login_ttl,
+        replicas: config.nats.replicas,
     }
 }
 
@@ -89,7 +90,7 @@ pub async fn connect(config: &Config) -> Result<async_nats::Client, NodeError> {
     if !config.nats.user.is_empty() {
         opts = opts.user_and_password(config.nats.user.clone(), password);
     }
-    opts.connect(&config.nats.url)
+    opts.connect(config.nats.servers())
         .await
         .map_err(|source| NodeError::Connect {
             url: config.nats.url.clone(),
@@ -112,7 +113,7 @@ async fn connect_system(config: &Config) -> Result<Option<async_nats::Client>, N
     connect_options(config)
         .name("natter-node system")
         .user_and_password(SYSTEM_USER.into(), password)
-        .connect(&config.nats.url)
+        .connect(config.nats.servers())
         .await
         .map(Some)
         .map_err(|source| NodeError::Connect {
@@ -190,7 +191,11 @@ impl Node {
         let supervisor = start_sessions(&stores, &partitions, config).await?;
         // Boxed: these futures are large, and Node::start runs inside tests' futures on a
         // thread's default stack.
-        let enrollment = Box::pin(Enrollment::ensure(client.clone())).await?;
+        let enrollment = Box::pin(Enrollment::ensure_replicated(
+            client.clone(),
+            config.nats.replicas,
+        ))
+        .await?;
         let fleet_stats = Arc::new(FleetStats::default());
         let enrolled = EnrolledMachines::follow(enrollment.agent_keys().clone());
         let fleet = start_fleet(

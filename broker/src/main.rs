@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod identity;
+mod issuer;
 
 use clap::{Parser, Subcommand};
 use natter::config::Config;
@@ -83,6 +84,13 @@ enum Admin {
     Suspend { machine: String },
     /// Lift a suspension.
     Resume { machine: String },
+    /// Print the auth callout issuer's public key (from nats.callout_seed,
+    /// NATTER_NATS_CALLOUT_SEED or <data_dir>/callout.seed): what an external nats-server
+    /// needs in NATTER_NATS_CALLOUT_ISSUER. Needs no running NATS.
+    IssuerKey,
+    /// Print a new auth callout issuer seed, to give every node of a cluster
+    /// (nats.callout_seed or NATTER_NATS_CALLOUT_SEED). Keep it secret. Needs no running NATS.
+    NewCalloutSeed,
 }
 
 #[tokio::main]
@@ -293,6 +301,18 @@ fn redacted(config: &Config) -> Config {
 }
 
 async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
+    // The issuer key commands work on the configuration alone.
+    match admin {
+        Admin::IssuerKey => {
+            println!("{}", issuer::public_key(&config)?);
+            return Ok(());
+        }
+        Admin::NewCalloutSeed => {
+            println!("{}", issuer::new_seed());
+            return Ok(());
+        }
+        _ => {}
+    }
     if config.nats.url.is_empty() {
         // The node's embedded server, if one is running from this data dir.
         let file = config.storage.data_dir.join("nats.url");
@@ -336,11 +356,15 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
             );
         }
         Admin::EnrollToken { group, uses, ttl } => {
-            identity::enroll_token(&client, &group, uses, ttl).await?
+            identity::enroll_token(&client, config.nats.replicas, &group, uses, ttl).await?
         }
-        Admin::EnrollTokens => identity::list_tokens(&client).await?,
-        Admin::RevokeToken { id } => identity::revoke_token(&client, &id).await?,
-        Admin::ForgetKey { machine } => identity::forget_key(&client, &machine).await?,
+        Admin::ForgetKey { machine } => {
+            identity::forget_key(&client, config.nats.replicas, &machine).await?
+        }
+        Admin::EnrollTokens => identity::list_tokens(&client, config.nats.replicas).await?,
+        Admin::RevokeToken { id } => {
+            identity::revoke_token(&client, config.nats.replicas, &id).await?
+        }
         Admin::AddMachine { machine } => {
             machine_request(&client, &machine, MachineRequest::Provision).await?
         }
@@ -360,6 +384,7 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
             )
             .await?
         }
+        Admin::IssuerKey | Admin::NewCalloutSeed => unreachable!("answered above"),
     }
     client.flush().await?;
     Ok(())

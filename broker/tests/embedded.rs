@@ -1,5 +1,6 @@
 //! The `natter` binary itself: the embedded nats-server default (started, used, stopped with the
-//! node), configuration errors that name the bad key, and `check-config` keeping secrets out.
+//! node), configuration errors that name the bad key, `check-config` keeping secrets out, and
+//! `admin issuer-key` printing the key the node's server trusts.
 
 mod common;
 
@@ -42,6 +43,17 @@ fn serve_starts_and_stops_its_own_nats_server() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(token.trim().starts_with("nenr_"), "{token}");
+
+    // The issuer key an external nats.conf would need is the public key of the kept seed.
+    let out = Command::new(env!("CARGO_BIN_EXE_natter"))
+        .current_dir(repo_root())
+        .args(["--config", "natter.toml", "admin", "issuer-key"])
+        .env("NATTER__STORAGE__DATA_DIR", data.path())
+        .output()
+        .unwrap();
+    let seed = std::fs::read_to_string(data.path().join("callout.seed")).unwrap();
+    let expected = nkeys::KeyPair::from_seed(seed.trim()).unwrap().public_key();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected);
 
     // SIGTERM: the node drains and stops its nats-server.
     node.stop();

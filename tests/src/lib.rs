@@ -6,7 +6,8 @@
 //! - [`scenario`]: the fixture most tests start from — [`Scenario`] builds nats + node + agents +
 //!   logged-in operators in one line; [`Fixture::open_chat`] opens a chat and logs the machine
 //!   user in.
-//! - [`nats`]: [`TestNats`], a nats-server from the repository's `nats.conf`, killed on drop.
+//! - [`nats`]: [`TestNats`], a nats-server from the repository's `nats.conf`, killed on drop;
+//!   [`TestCluster`], three of them in one cluster (JetStream replicas 3), each killable.
 //! - [`node`]: [`TestNode`], a node in-process on a free port, and its operators.
 //! - [`agent`]: [`TestAgent`], a real agent whose opener records the URLs it is asked to open.
 //! - `enroll`: each machine's key file and enrollment tokens ([`TestNats::agent_config`]).
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 pub use agent::TestAgent;
 pub use browser::{Browser, session_id};
-pub use nats::TestNats;
+pub use nats::{TestCluster, TestNats};
 pub use node::{TestNode, operator_password};
 pub use reqwest::StatusCode;
 pub use scenario::{Fixture, Scenario};

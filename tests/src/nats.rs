@@ -183,3 +183,277 @@ fn server_bin() -> PathBuf {
         }
     }
 }
+
+/// Three real nats-servers in one cluster (`--cluster_name natter`, routes to each other),
+/// JetStream on each, started from the repository's `nats.conf` with the per-server flags a
+/// deployment uses (`-n`, `--cluster`, `--routes`, `-p`, `-sd`). Each server can be killed
+/// (`SIGKILL`), stopped (`SIGTERM`) and started again on its ports and store; all are killed
+/// when the cluster is dropped.
+pub struct TestCluster {
+    servers: Vec<ClusterServer>,
+    bin: PathBuf,
+    config: PathBuf,
+    secrets: ServerSecrets,
+    pub broker_password: String,
+    pub simulator_password: String,
+    pub system_password: String,
+    /// Seed of the auth callout issuer every node signs agents' permissions with.
+    pub callout_seed: String,
+    /// The agents' key files.
+    keys: tempfile::TempDir,
+    _dir: tempfile::TempDir,
+}
+
+/// One server of a [`TestCluster`].
+struct ClusterServer {
+    name: String,
+    port: u16,
+    cluster_port: u16,
+    store_dir: PathBuf,
+    log_file: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+/// How many servers a [`TestCluster`] has (JetStream replicas 3 need three).
+pub const CLUSTER_SIZE: usize = 3;
+
+/// How long a server gets to start, and the cluster to elect a JetStream leader.
+const CLUSTER_START: Duration = Duration::from_secs(20);
+
+impl TestCluster {
+    /// Three servers on free ports, running, with a JetStream meta leader.
+    pub async fn start() -> TestCluster {
+        init_logging();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (callout_seed, issuer) = natter_actors::auth_callout::Callout::generate_issuer();
+        let secrets = ServerSecrets {
+            broker_password: "broker-test-secret".into(),
+            simulator_password: "simulator-test-secret".into(),
+            system_password: "system-test-secret".into(),
+            callout_issuer: issuer,
+        };
+        let servers = (1..=CLUSTER_SIZE)
+            .map(|i| ClusterServer {
+                name: format!("natter-test-{i}"),
+                port: free_port().expect("a free port"),
+                cluster_port: free_port().expect("a free port"),
+                store_dir: dir.path().join(format!("js{i}")),
+                log_file: dir.path().join(format!("nats{i}.log")),
+                child: None,
+            })
+            .collect();
+        let mut cluster = TestCluster {
+            servers,
+            bin: server_bin(),
+            config: repo_root().join("nats.conf"),
+            broker_password: secrets.broker_password.clone(),
+            simulator_password: secrets.simulator_password.clone(),
+            system_password: secrets.system_password.clone(),
+            secrets,
+            callout_seed,
+            keys: tempfile::tempdir().expect("temp dir"),
+            _dir: dir,
+        };
+        for i in 0..CLUSTER_SIZE {
+            cluster.spawn(i);
+        }
+        for i in 0..CLUSTER_SIZE {
+            cluster.wait_serving(i).await;
+        }
+        cluster
+    }
+
+    /// Every server's client URL, comma-separated (what `nats.url` of a node holds).
+    pub fn url(&self) -> String {
+        (0..CLUSTER_SIZE)
+            .map(|i| self.server_url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The client URL of server `i` (0-based).
+    pub fn server_url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.servers[i].port)
+    }
+
+    /// The server that leads JetStream stream `stream` now (for a test that kills the worst
+    /// one to lose), if it has a leader.
+    pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
+        let js = async_nats::jetstream::new(self.broker_client().await);
+        let info = js.get_stream(stream).await.ok()?.info().await.ok()?.clone();
+        let leader = info.cluster?.leader?;
+        self.servers.iter().position(|s| s.name == leader)
+    }
+
+    /// The server's log (for a failing test's message).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.servers[i].log_file).unwrap_or_default()
+    }
+
+    /// Kills server `i` with SIGKILL (a crash): it answers nothing from now on.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops server `i` with SIGTERM (lame-duck and JetStream shutdown) and waits for it.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].child.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+            while child.try_wait().ok().flatten().is_none() {
+                if tokio::time::Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Starts server `i` again on its ports and store, and waits until it serves JetStream.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.servers[i].child.is_none(), "server {i} is running");
+        self.spawn(i);
+        self.wait_serving(i).await;
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let routes = self
+            .servers
+            .iter()
+            .map(|s| format!("nats://127.0.0.1:{}", s.cluster_port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let server = &self.servers[i];
+        let child = std::process::Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.config)
+            .args(["-n", &server.name, "-a", "127.0.0.1"])
+            .args(["-p", &server.port.to_string()])
+            .args(["--cluster_name", "natter"])
+            .args([
+                "--cluster",
+                &format!("nats://127.0.0.1:{}", server.cluster_port),
+            ])
+            .args(["--routes", &routes])
+            .arg("-sd")
+            .arg(&server.store_dir)
+            .arg("-l")
+            .arg(&server.log_file)
+            .env_clear()
+            .envs(self.secrets.env())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        self.servers[i].child = Some(child);
+    }
+
+    /// Waits until server `i` accepts the broker and answers JetStream requests (the cluster
+    /// has a meta leader).
+    async fn wait_serving(&mut self, i: usize) {
+        let deadline = tokio::time::Instant::now() + CLUSTER_START;
+        let url = self.server_url(i);
+        loop {
+            let attempt = async_nats::ConnectOptions::new()
+                .user_and_password("natter-broker".into(), self.broker_password.clone())
+                .connect(url.as_str())
+                .await;
+            if let Ok(client) = attempt
+                && async_nats::jetstream::new(client)
+                    .query_account()
+                    .await
+                    .is_ok()
+            {
+                return;
+            }
+            if let Some(child) = self.servers[i].child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!("nats-server {i} exited ({status}): {}", self.log(i));
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "nats-server {i} did not serve JetStream within {CLUSTER_START:?}: {}",
+                self.log(i)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A node configuration pointing at every server, with replicas 3 and test-friendly
+    /// timings (as [`TestNats::node_config`]).
+    pub fn node_config(&self) -> Config {
+        let mut c = Config::defaults();
+        c.nats.url = self.url();
+        c.nats.replicas = CLUSTER_SIZE;
+        c.nats.password = self.broker_password.clone();
+        c.nats.simulator_password = self.simulator_password.clone();
+        c.nats.system_password = self.system_password.clone();
+        c.nats.callout_seed = self.callout_seed.clone();
+        c.http.request_timeout = Duration::from_secs(3);
+        c.http.drain_timeout = Duration::from_secs(1);
+        c.chat.agent_timeout = Duration::from_secs(2);
+        c
+    }
+
+    /// A client connected as the broker to every server (it fails over between them).
+    pub async fn broker_client(&self) -> async_nats::Client {
+        let urls: Vec<String> = (0..CLUSTER_SIZE).map(|i| self.server_url(i)).collect();
+        async_nats::ConnectOptions::new()
+            .user_and_password("natter-broker".into(), self.broker_password.clone())
+            .connect(urls)
+            .await
+            .expect("connect as broker")
+    }
+
+    /// A real agent's settings for `machine` (its own key, a one-use enrollment token),
+    /// connecting to server `server` first (it learns the others from the cluster).
+    pub async fn agent_config(
+        &self,
+        machine: &str,
+        server: usize,
+        interval: Duration,
+    ) -> natter_agent::AgentConfig {
+        let enrollment = natter_actors::enrollment::Enrollment::ensure_replicated(
+            self.broker_client().await,
+            CLUSTER_SIZE,
+        )
+        .await
+        .expect("enrollment store");
+        let token = enrollment
+            .issue_token(
+                natter_actors::machines::group_of(machine),
+                1,
+                Duration::from_secs(86_400),
+            )
+            .await
+            .expect("issue an enrollment token");
+        let key_file = self.keys.path().join(format!("{machine}.nk"));
+        natter_agent::AgentConfig {
+            nats_url: self.server_url(server),
+            nats_ca: None,
+            nats_user: machine.into(),
+            nats_password: token,
+            nkey_seed: Some(
+                natter_agent::identity::load_or_create(&key_file).expect("machine key"),
+            ),
+            machine: machine.into(),
+            interval,
+            os: "linux".into(),
+            ip: "127.0.0.1".into(),
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}

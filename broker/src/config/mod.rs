@@ -59,7 +59,8 @@ pub struct HttpConfig {
 
 #[derive(Clone, Debug)]
 pub struct NatsConfig {
-    /// NATS server URL; empty = start the embedded nats-server.
+    /// NATS server URL, or several separated by commas (servers of one cluster: the node
+    /// connects to any and fails over to the others); empty = start the embedded nats-server.
     pub url: String,
     pub user: String,
     /// Password; empty = the `NATTER_NATS_BROKER_PASSWORD` environment variable.
@@ -84,6 +85,25 @@ pub struct NatsConfig {
     pub tls: Option<crate::embedded::ServerTls>,
     /// CA (PEM) the node's own NATS connections trust; set = they require TLS.
     pub tls_ca: Option<PathBuf>,
+    /// Copies of the events stream and of every KV bucket (JetStream replicas): 1 on one
+    /// server, 3 on a cluster of three; 1..=5.
+    pub replicas: usize,
+}
+
+impl NatsConfig {
+    /// The server URLs of `url`, one per comma-separated entry.
+    pub fn servers(&self) -> Vec<String> {
+        server_urls(&self.url)
+    }
+}
+
+/// The non-empty, trimmed comma-separated entries of a `nats.url`.
+fn server_urls(url: &str) -> Vec<String> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 #[derive(Clone, Debug)]
@@ -269,6 +289,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nats.tls_cert"), "{e}");
+    }
+
+    #[test]
+    fn several_nats_urls_and_replicas() {
+        let c =
+            from_toml("[nats]\nurl = \"nats://a:4222, nats://b:4222,tls://c:4222\"\nreplicas = 3")
+                .unwrap();
+        assert_eq!(
+            c.nats.servers(),
+            ["nats://a:4222", "nats://b:4222", "tls://c:4222"]
+        );
+        assert_eq!(c.nats.replicas, 3);
+        assert_eq!(Config::defaults().nats.replicas, 1);
+        assert!(Config::defaults().nats.servers().is_empty());
+        for bad in [
+            "url = \"nats://a:4222,b:4222\"",
+            "url = \" , \"",
+            "url = \"nats://a:4222\"\nreplicas = 0",
+            "url = \"nats://a:4222\"\nreplicas = 6",
+            "replicas = 3",
+        ] {
+            let e = from_toml(&format!("[nats]\n{bad}"))
+                .unwrap_err()
+                .to_string();
+            let key = if bad.contains("replicas") {
+                "nats.replicas"
+            } else {
+                "nats.url"
+            };
+            assert!(e.contains(key), "{bad}: {e}");
+        }
     }
 
     #[test]

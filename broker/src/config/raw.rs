@@ -78,6 +78,7 @@ pub(super) struct RawNats {
     pub tls_cert: String,
     pub tls_key: String,
     pub tls_ca: String,
+    pub replicas: usize,
 }
 
 impl Default for RawNats {
@@ -95,6 +96,7 @@ impl Default for RawNats {
             tls_cert: String::new(),
             tls_key: String::new(),
             tls_ca: String::new(),
+            replicas: 1,
         }
     }
 }

@@ -96,10 +96,35 @@ fn log(raw: RawLog) -> Result<LogConfig, ConfigError> {
 
 fn nats(raw: RawNats) -> Result<NatsConfig, ConfigError> {
     let url = raw.url.trim().to_string();
-    if !(url.is_empty() || url.starts_with("nats://") || url.starts_with("tls://")) {
+    let servers = super::server_urls(&url);
+    if !url.is_empty() && servers.is_empty() {
+        return Err(invalid("nats.url", "names no server"));
+    }
+    if let Some(bad) = servers
+        .iter()
+        .find(|u| !(u.starts_with("nats://") || u.starts_with("tls://")))
+    {
         return Err(invalid(
             "nats.url",
-            "must start with nats:// or tls:// (or be empty)",
+            format!(
+                "{bad:?}: every URL (several are separated by commas) must start with nats:// or \
+                 tls:// (or leave nats.url empty for the embedded server)"
+            ),
+        ));
+    }
+    if !(1..=MAX_REPLICAS).contains(&raw.replicas) {
+        return Err(invalid(
+            "nats.replicas",
+            format!(
+                "{}: must be between 1 and {MAX_REPLICAS} (3 on a cluster of three servers)",
+                raw.replicas
+            ),
+        ));
+    }
+    if raw.replicas > 1 && url.is_empty() {
+        return Err(invalid(
+            "nats.replicas",
+            "above 1 needs a NATS cluster (nats.url); the embedded server is one server",
         ));
     }
     let path = |s: String| Some(PathBuf::from(s.trim())).filter(|p| !p.as_os_str().is_empty());
@@ -127,8 +152,12 @@ fn nats(raw: RawNats) -> Result<NatsConfig, ConfigError> {
         callout_seed: raw.callout_seed,
         simulator_password: raw.simulator_password,
         system_password: raw.system_password,
+        replicas: raw.replicas,
     })
 }
+
+/// JetStream allows at most 5 replicas of a stream.
+const MAX_REPLICAS: usize = 5;
 
 fn storage(raw: RawStorage) -> Result<StorageConfig, ConfigError> {
     if raw.data_dir.trim().is_empty() {

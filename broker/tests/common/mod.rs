@@ -66,26 +66,34 @@ pub fn spawn_node_with(
     log: &Path,
     env: &[(&str, &Path)],
 ) -> Node {
-    let log_file = File::create(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_natter"))
+    let mut command = node_command(data, http, log);
+    command
         .envs(env.iter().copied())
-        .current_dir(repo_root())
-        .args(["--config", "natter.toml", "serve"])
-        .env("NATTER__HTTP__LISTEN", format!("127.0.0.1:{http}"))
-        .env("NATTER__STORAGE__DATA_DIR", data)
         .env("NATTER__NATS__SERVER_BIN", nats_server())
         .env("NATTER__NATS__EMBEDDED_PORT", nats_port.to_string())
-        .env("NATTER_NATS_BROKER_PASSWORD", BROKER_PASSWORD)
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .spawn()
-        .unwrap();
+        .env("NATTER_NATS_BROKER_PASSWORD", BROKER_PASSWORD);
     Node {
-        child,
+        child: command.spawn().unwrap(),
         http,
         nats_port,
         log: log.to_path_buf(),
     }
+}
+
+/// `natter serve` with its own data directory and HTTP port, output to `log`; the caller adds
+/// how it reaches NATS.
+pub fn node_command(data: &Path, http: u16, log: &Path) -> Command {
+    let log_file = File::create(log).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_natter"));
+    command
+        .current_dir(repo_root())
+        .args(["--config", "natter.toml", "serve"])
+        .env("NATTER__HTTP__LISTEN", format!("127.0.0.1:{http}"))
+        .env("NATTER__STORAGE__DATA_DIR", data)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file);
+    command
 }
 
 impl Node {
