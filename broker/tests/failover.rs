@@ -36,7 +36,6 @@ const STREAM_STALL: Duration = Duration::from_secs(3);
 /// Every acknowledged message must have reached every participant this long after the load.
 const DELIVERY_DEADLINE: Duration = Duration::from_secs(15);
 
-#[ignore = "needs partition ownership (branch ownership); fails today: a stream resumed on another node skips events after its Last-Event-ID"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_node_loses_and_doubles_nothing() {
     let mut fixture = Fixture::start(3).await;
@@ -87,7 +86,6 @@ async fn killing_the_events_stream_leader_under_one_node_loses_and_doubles_nothi
     fixture.assert_check_ins_count_since(killed_ms, 0).await;
 }
 
-#[ignore = "needs partition ownership (branch ownership); fails today: a stream resumed on another node skips events after its Last-Event-ID"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_nats_server_loses_and_doubles_nothing() {
     let mut fixture = Fixture::start(3).await;
@@ -111,7 +109,6 @@ async fn killing_a_nats_server_loses_and_doubles_nothing() {
     fixture.assert_check_ins_count_since(killed_ms, 0).await;
 }
 
-#[ignore = "needs partition ownership (branch ownership); fails today: a stream resumed on another node skips events after its Last-Event-ID"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_loses_and_doubles_nothing() {
     let mut fixture = Fixture::start(3).await;
@@ -129,7 +126,6 @@ async fn a_rolling_restart_loses_and_doubles_nothing() {
     report.print_recovery("rolling restart (SIGTERM) of 3 nodes", started);
 }
 
-#[ignore = "needs partition ownership (branch ownership); fails today: a stream resumed on another node skips events after its Last-Event-ID"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_owner_is_fenced_off_and_loses_and_doubles_nothing() {
     let mut fixture = Fixture::start(3).await;
