@@ -325,9 +325,7 @@ fn plan(me: &str, view: &View, owned: &Owned, now: Instant) -> Vec<Step> {
                 None => Step::Create(p),
                 Some(Lease { holder: None, .. }) => Step::Create(p),
                 Some(l) if l.holder.as_deref() == Some(me) => Step::TakeOver(p, l.revision),
-                Some(l) if now.duration_since(l.seen) >= LEASE_TTL => {
-                    Step::TakeOver(p, l.revision)
-                }
+                Some(l) if now.duration_since(l.seen) >= LEASE_TTL => Step::TakeOver(p, l.revision),
                 Some(_) => return None,
             };
             Some((score(me, p), step))
@@ -351,11 +349,7 @@ struct LeaseTask {
 }
 
 impl LeaseTask {
-    async fn run(
-        mut self,
-        watcher: kv::Watch,
-        mut commands: mpsc::UnboundedReceiver<Command>,
-    ) {
+    async fn run(mut self, watcher: kv::Watch, mut commands: mpsc::UnboundedReceiver<Command>) {
         let mut watcher = Some(watcher);
         // The first tick waits one period, so the watcher has shown the bucket by then.
         let start = tokio::time::Instant::now() + RENEW;
@@ -404,7 +398,10 @@ impl LeaseTask {
         let me = self.me();
         let bucket = &self.bucket;
         if let Err(e) = bucket
-            .put(subjects::node_member_key(&me), crate::now_ms().to_string().into())
+            .put(
+                subjects::node_member_key(&me),
+                crate::now_ms().to_string().into(),
+            )
             .await
         {
             tracing::warn!(node = %me, error = %e, "could not beat the node's heartbeat");
@@ -423,7 +420,11 @@ impl LeaseTask {
                 Step::TakeOver(p, seen_revision) => {
                     let sent = Instant::now();
                     let key = subjects::partition_lease_key(p);
-                    let taken = match self.bucket.update(&key, me.clone().into(), seen_revision).await {
+                    let taken = match self
+                        .bucket
+                        .update(&key, me.clone().into(), seen_revision)
+                        .await
+                    {
                         Ok(revision) => Some(revision),
                         // Gone (aged out of the bucket unseen): create it.
                         Err(_) => self.bucket.create(&key, me.clone().into()).await.ok(),
@@ -445,7 +446,8 @@ impl LeaseTask {
         }
         self.publish();
         let now = Instant::now();
-        let all_held = (0..PARTITIONS).all(|p| self.owned.contains_key(&p) || self.view.held(p, now));
+        let all_held =
+            (0..PARTITIONS).all(|p| self.owned.contains_key(&p) || self.view.held(p, now));
         self.shared.all_held.store(all_held, Ordering::Relaxed);
     }
 
@@ -570,7 +572,8 @@ mod tests {
         view.members.insert("b".into(), old);
         for p in 0..PARTITIONS {
             let seen = if p == 5 { old } else { now };
-            view.leases.insert(p, lease(Some("b"), 100 + u64::from(p), seen));
+            view.leases
+                .insert(p, lease(Some("b"), 100 + u64::from(p), seen));
         }
         let steps = plan("a", &view, &Owned::new(), now);
         assert_eq!(steps, vec![Step::TakeOver(5, 105)]);

@@ -173,7 +173,10 @@ mod tests {
     #[test]
     fn session_ids_parse_back() {
         let s = session_command("01JDX");
-        assert_eq!(s, format!("natter.session.{}.01JDX.cmd", partition_of("01JDX")));
+        assert_eq!(
+            s,
+            format!("natter.session.{}.01JDX.cmd", partition_of("01JDX"))
+        );
         assert_eq!(session_of_command(&s), Some("01JDX"));
         assert_eq!(session_of_command("natter.session.a.b.cmd"), None);
         assert_eq!(session_of_command("natter.session.01JDX.cmd"), None);
@@ -194,7 +197,10 @@ mod tests {
         assert_eq!(machine_of_request(&s).as_deref(), Some("pc1.sales.acme"));
         let wrong = format!("natter.machine.{}.pc1:sales:acme.req", (p + 1) % PARTITIONS);
         assert_eq!(machine_of_request(&wrong), None);
-        assert_eq!(machine_of_request("natter.machine.pc1:sales:acme.req"), None);
+        assert_eq!(
+            machine_of_request("natter.machine.pc1:sales:acme.req"),
+            None
+        );
     }
 
     #[test]
@@ -203,7 +209,10 @@ mod tests {
         assert_eq!(partition_of(""), 0x811c_9dc5 % 32);
         assert_eq!(partition_of("a"), 0xe40c_292c % 32);
         assert_eq!(partition_of("foobar"), 0xbf9c_f968 % 32);
-        assert_eq!(partition_of("pc1.sales.acme"), partition_of("pc1.sales.acme"));
+        assert_eq!(
+            partition_of("pc1.sales.acme"),
+            partition_of("pc1.sales.acme")
+        );
         assert!((0..1000).all(|i| partition_of(&format!("s{i}")) < PARTITIONS));
         assert_eq!(partition_lease_key(7), "p.7");
         assert_eq!(partition_of_lease_key("p.7"), Some(7));

@@ -179,9 +179,12 @@ impl Node {
     pub async fn start(listener: TcpListener, config: &Config) -> Result<Node, NodeError> {
         let client = connect(config).await?;
         let stores = Box::pin(Stores::ensure(client.clone(), store_config(config))).await?;
-        let partitions = Box::pin(Partitions::start(&config.node.id, stores.partitions.clone()))
-            .await
-            .map_err(NodeError::Partitions)?;
+        let partitions = Box::pin(Partitions::start(
+            &config.node.id,
+            stores.partitions.clone(),
+        ))
+        .await
+        .map_err(NodeError::Partitions)?;
         let supervisor = start_sessions(&stores, &partitions, config).await?;
         let fleet_stats = Arc::new(FleetStats::default());
         let fleet = start_fleet(&client, &stores, &partitions, fleet_stats.clone(), config).await?;

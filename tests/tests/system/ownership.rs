@@ -38,7 +38,8 @@ async fn wait_balanced(nodes: &[TestNode]) {
         let (min, max) = (counts.iter().min(), counts.iter().max());
         counts.iter().sum::<usize>() == PARTITIONS as usize
             && max.zip(min).is_some_and(|(max, min)| max - min <= 1)
-            && (0..PARTITIONS).all(|p| nodes.iter().filter(|n| n.node.partitions.owns(p)).count() == 1)
+            && (0..PARTITIONS)
+                .all(|p| nodes.iter().filter(|n| n.node.partitions.owns(p)).count() == 1)
     })
     .await;
 }
@@ -103,7 +104,11 @@ async fn converse(chat: &Chat, tag: String, n: usize, bases: &[String]) -> Vec<S
                 .send_as_machine_user(&chat.session, &id, &text)
                 .await
         };
-        assert_eq!(status, StatusCode::CREATED, "{text} through {base}: {answer}");
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "{text} through {base}: {answer}"
+        );
         sent.push(text);
     }
     sent
@@ -203,7 +208,10 @@ async fn a_draining_node_hands_its_partitions_over_and_sends_keep_landing() {
         started
     };
     let (sent, drain_started) = tokio::join!(sending, draining);
-    eventually(SETTLE, || async { nodes[0].node.partitions.count() == PARTITIONS as usize }).await;
+    eventually(SETTLE, || async {
+        nodes[0].node.partitions.count() == PARTITIONS as usize
+    })
+    .await;
     println!(
         "after the drain began, the staying node owned all {PARTITIONS} partitions within {:?}",
         drain_started.elapsed()
