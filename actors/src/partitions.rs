@@ -123,8 +123,10 @@ enum Command {
 
 impl Partitions {
     /// Starts the lease task of node `node` on `bucket` (the [`crate::store`] partitions bucket).
+    /// The watcher starts from the last value of every key (`watch_all` would show only later
+    /// changes, and a dead node's leases never change again).
     pub async fn start(node: &str, bucket: kv::Store) -> Result<Partitions, kv::WatchError> {
-        let watcher = bucket.watch_all().await?;
+        let watcher = bucket.watch_with_history(">").await?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             node: node.to_string(),
@@ -366,11 +368,17 @@ impl LeaseTask {
                 entry = next_entry => match entry {
                     Some(Ok(entry)) => self.view.see(&entry, Instant::now()),
                     Some(Err(e)) => tracing::warn!(error = %e, "partition watcher failed"),
-                    None => watcher = None,
+                    None => {
+                        tracing::warn!("partition watcher ended; following again");
+                        watcher = None;
+                    }
                 },
                 _ = tick.tick() => {
                     if watcher.is_none() {
-                        watcher = self.bucket.watch_all().await.ok();
+                        match self.bucket.watch_with_history(">").await {
+                            Ok(w) => watcher = Some(w),
+                            Err(e) => tracing::warn!(error = %e, "could not follow the partitions"),
+                        }
                     }
                     self.tick().await;
                 }
@@ -408,7 +416,9 @@ impl LeaseTask {
         }
         self.renew().await;
         let owned: Owned = self.owned.keys().copied().collect();
-        for step in plan(&me, &self.view, &owned, Instant::now()) {
+        let steps = plan(&me, &self.view, &owned, Instant::now());
+        tracing::debug!(node = %me, owned = owned.len(), ?steps, "tick");
+        for step in steps {
             match step {
                 Step::Create(p) => {
                     let sent = Instant::now();
@@ -427,7 +437,13 @@ impl LeaseTask {
                     {
                         Ok(revision) => Some(revision),
                         // Gone (aged out of the bucket unseen): create it.
-                        Err(_) => self.bucket.create(&key, me.clone().into()).await.ok(),
+                        Err(e) => {
+                            let created = self.bucket.create(&key, me.clone().into()).await;
+                            if let Err(c) = &created {
+                                tracing::debug!(partition = p, update = %e, create = %c, "could not take over");
+                            }
+                            created.ok()
+                        }
                     };
                     if let Some(revision) = taken {
                         self.gain(p, revision, sent);
