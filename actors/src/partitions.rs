@@ -417,7 +417,9 @@ impl LeaseTask {
         self.renew().await;
         let owned: Owned = self.owned.keys().copied().collect();
         let steps = plan(&me, &self.view, &owned, Instant::now());
-        tracing::debug!(node = %me, owned = owned.len(), ?steps, "tick");
+        if !steps.is_empty() {
+            tracing::debug!(node = %me, owned = owned.len(), ?steps, "rebalancing");
+        }
         for step in steps {
             match step {
                 Step::Create(p) => {
