@@ -142,6 +142,20 @@ async fn two_then_three_nodes_share_the_partitions_and_every_send_lands_once() {
     wait_balanced(&nodes).await;
     assert_bucket_agrees(&nats, &nodes).await;
     assert_eq!(owned_counts(&nodes), vec![16, 16]);
+    // Operators see it: each node is ready and reports its share.
+    for node in &nodes {
+        let browser = Browser::new(&node.base);
+        let (status, _) = browser.get("/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, metrics) = browser.get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        let line = format!(
+            "natter_partitions_owned{{node=\"{}\"}} 16",
+            node.node.node_id
+        );
+        let text = metrics.as_str().expect("metrics text");
+        assert!(text.contains(&line), "no {line} in {text}");
+    }
 
     nodes.push(TestNode::start(nats.node_config()).await);
     wait_balanced(&nodes).await;
