@@ -563,6 +563,35 @@ mod tests {
         }
     }
 
+    /// A handle whose lease task never runs: what a node looks like to its actors when its
+    /// renewals stop (paused, cut off).
+    fn handle() -> Partitions {
+        Partitions {
+            shared: Arc::new(Shared {
+                node: "a".into(),
+                valid_until: Mutex::new([None; PARTITIONS as usize]),
+                owned: watch::channel(Owned::new()).0,
+                all_held: AtomicBool::new(false),
+                commands: mpsc::unbounded_channel().0,
+            }),
+        }
+    }
+
+    #[test]
+    fn ownership_ends_at_the_local_deadline_without_renewals() {
+        let partitions = handle();
+        let now = Instant::now();
+        partitions.shared.set_valid(3, Some(now + LEASE_TTL));
+        partitions
+            .shared
+            .set_valid(4, Some(now - Duration::from_millis(1)));
+        assert!(partitions.owns(3));
+        assert!(!partitions.owns(4), "a lapsed lease is not owned");
+        assert_eq!(partitions.owned(), vec![3]);
+        partitions.abandon();
+        assert_eq!(partitions.count(), 0, "a dead node owns nothing");
+    }
+
     #[test]
     fn fair_shares_cover_every_partition() {
         assert_eq!(fair_share(0), 32);
