@@ -123,10 +123,10 @@ enum Command {
 
 impl Partitions {
     /// Starts the lease task of node `node` on `bucket` (the [`crate::store`] partitions bucket).
+    /// The watcher starts from the last value of every key (`watch_all` would show only later
+    /// changes, and a dead node's leases never change again).
     pub async fn start(node: &str, bucket: kv::Store) -> Result<Partitions, kv::WatchError> {
-        // With history: a node (re)starting must see the leases already in the bucket, or it
-        // would only try `create` on keys a dead node still holds until they age out.
-        let watcher = bucket.watch_with_history(ALL_KEYS).await?;
+        let watcher = bucket.watch_with_history(">").await?;
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             node: node.to_string(),
@@ -226,9 +226,6 @@ impl Shared {
         self.owned.send_replace(Owned::new());
     }
 }
-
-/// Every key of the bucket, for its watcher.
-const ALL_KEYS: &str = ">";
 
 /// A lease key as last seen through the watcher.
 #[derive(Clone, Debug)]
@@ -371,11 +368,17 @@ impl LeaseTask {
                 entry = next_entry => match entry {
                     Some(Ok(entry)) => self.view.see(&entry, Instant::now()),
                     Some(Err(e)) => tracing::warn!(error = %e, "partition watcher failed"),
-                    None => watcher = None,
+                    None => {
+                        tracing::warn!("partition watcher ended; following again");
+                        watcher = None;
+                    }
                 },
                 _ = tick.tick() => {
                     if watcher.is_none() {
-                        watcher = self.bucket.watch_with_history(ALL_KEYS).await.ok();
+                        match self.bucket.watch_with_history(">").await {
+                            Ok(w) => watcher = Some(w),
+                            Err(e) => tracing::warn!(error = %e, "could not follow the partitions"),
+                        }
                     }
                     self.tick().await;
                 }
@@ -413,7 +416,11 @@ impl LeaseTask {
         }
         self.renew().await;
         let owned: Owned = self.owned.keys().copied().collect();
-        for step in plan(&me, &self.view, &owned, Instant::now()) {
+        let steps = plan(&me, &self.view, &owned, Instant::now());
+        if !steps.is_empty() {
+            tracing::debug!(node = %me, owned = owned.len(), ?steps, "rebalancing");
+        }
+        for step in steps {
             match step {
                 Step::Create(p) => {
                     let sent = Instant::now();
@@ -432,7 +439,13 @@ impl LeaseTask {
                     {
                         Ok(revision) => Some(revision),
                         // Gone (aged out of the bucket unseen): create it.
-                        Err(_) => self.bucket.create(&key, me.clone().into()).await.ok(),
+                        Err(e) => {
+                            let created = self.bucket.create(&key, me.clone().into()).await;
+                            if let Err(c) = &created {
+                                tracing::debug!(partition = p, update = %e, create = %c, "could not take over");
+                            }
+                            created.ok()
+                        }
                     };
                     if let Some(revision) = taken {
                         self.gain(p, revision, sent);
@@ -548,6 +561,35 @@ mod tests {
             revision,
             seen,
         }
+    }
+
+    /// A handle whose lease task never runs: what a node looks like to its actors when its
+    /// renewals stop (paused, cut off).
+    fn handle() -> Partitions {
+        Partitions {
+            shared: Arc::new(Shared {
+                node: "a".into(),
+                valid_until: Mutex::new([None; PARTITIONS as usize]),
+                owned: watch::channel(Owned::new()).0,
+                all_held: AtomicBool::new(false),
+                commands: mpsc::unbounded_channel().0,
+            }),
+        }
+    }
+
+    #[test]
+    fn ownership_ends_at_the_local_deadline_without_renewals() {
+        let partitions = handle();
+        let now = Instant::now();
+        partitions.shared.set_valid(3, Some(now + LEASE_TTL));
+        partitions
+            .shared
+            .set_valid(4, Some(now - Duration::from_millis(1)));
+        assert!(partitions.owns(3));
+        assert!(!partitions.owns(4), "a lapsed lease is not owned");
+        assert_eq!(partitions.owned(), vec![3]);
+        partitions.abandon();
+        assert_eq!(partitions.count(), 0, "a dead node owns nothing");
     }
 
     #[test]

@@ -142,6 +142,20 @@ async fn two_then_three_nodes_share_the_partitions_and_every_send_lands_once() {
     wait_balanced(&nodes).await;
     assert_bucket_agrees(&nats, &nodes).await;
     assert_eq!(owned_counts(&nodes), vec![16, 16]);
+    // Operators see it: each node is ready and reports its share.
+    for node in &nodes {
+        let browser = Browser::new(&node.base);
+        let (status, _) = browser.get("/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, metrics) = browser.get("/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        let line = format!(
+            "natter_partitions_owned{{node=\"{}\"}} 16",
+            node.node.node_id
+        );
+        let text = metrics.as_str().expect("metrics text");
+        assert!(text.contains(&line), "no {line} in {text}");
+    }
 
     nodes.push(TestNode::start(nats.node_config()).await);
     wait_balanced(&nodes).await;
@@ -261,28 +275,27 @@ async fn a_dead_nodes_partitions_are_taken_over_and_its_sessions_and_machines_an
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let killed = Instant::now();
     victim.kill().await;
-    // Every chat keeps going through the surviving gateways, the dead node's included.
-    let sent = join_all(
+    // Every chat keeps going through the surviving gateways, the dead node's sessions included,
+    // while the survivors take its partitions over.
+    let sending = join_all(
         chats
             .iter()
             .enumerate()
             .map(|(i, chat)| converse(chat, format!("chat{i}"), 8, &bases)),
-    )
-    .await;
-    eventually(SETTLE, || async {
-        owned_counts(&nodes).iter().sum::<usize>() == PARTITIONS as usize
-    })
-    .await;
+    );
+    let takeover = async {
+        eventually(SETTLE, || async {
+            owned_counts(&nodes).iter().sum::<usize>() == PARTITIONS as usize
+        })
+        .await;
+        killed.elapsed()
+    };
+    let (sent, took) = tokio::join!(sending, takeover);
     println!(
-        "the survivors owned every partition of the dead node ({} of them) {:?} after the kill",
+        "the survivors owned every partition of the dead node ({} of them) {took:?} after the kill",
         victim_partitions.len(),
-        killed.elapsed()
     );
-    assert!(
-        killed.elapsed() < Duration::from_secs(10),
-        "takeover took {:?}",
-        killed.elapsed()
-    );
+    assert!(took < Duration::from_secs(10), "takeover took {took:?}");
     assert!(owner_of(&nodes, &chats[0].session).is_some());
     wait_balanced(&nodes).await;
     assert_bucket_agrees(&nats, &nodes).await;
@@ -308,4 +321,26 @@ async fn a_dead_nodes_partitions_are_taken_over_and_its_sessions_and_machines_an
     for node in nodes {
         node.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_after_a_crash_under_its_id_takes_its_partitions_back() {
+    let nats = TestNats::start().await;
+    let mut config = nats.node_config();
+    config.node.id = "crashing-node".into();
+    let node = TestNode::start(config.clone()).await;
+    assert_eq!(node.node.partitions.count(), PARTITIONS as usize);
+    node.kill().await;
+    let restarted = Instant::now();
+    let node = TestNode::start(config).await;
+    eventually(SETTLE, || async {
+        node.node.partitions.count() == PARTITIONS as usize
+    })
+    .await;
+    println!(
+        "the restarted node owned every partition {:?} after its start began",
+        restarted.elapsed()
+    );
+    assert_bucket_agrees(&nats, std::slice::from_ref(&node)).await;
+    node.shutdown().await;
 }
