@@ -106,6 +106,10 @@ pub struct Partitions {
 
 struct Shared {
     node: String,
+    /// What this process writes as holder and member: `<node id>/<a ULID of this start>`. Two
+    /// processes configured with the same node id (a copied config, or a restart before the old
+    /// process is gone) are then still two holders, and never both own a partition.
+    holder: String,
     /// Per partition: until when this node may act as its owner.
     valid_until: Mutex<[Option<Instant>; PARTITIONS as usize]>,
     owned: watch::Sender<Owned>,
@@ -130,6 +134,7 @@ impl Partitions {
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             node: node.to_string(),
+            holder: format!("{node}/{}", ulid::Ulid::new()),
             valid_until: Mutex::new([None; PARTITIONS as usize]),
             owned: watch::channel(Owned::new()).0,
             all_held: AtomicBool::new(false),
@@ -397,8 +402,9 @@ impl LeaseTask {
         }
     }
 
+    /// This process as holder and member (see [`Shared::holder`]).
     fn me(&self) -> String {
-        self.shared.node.clone()
+        self.shared.holder.clone()
     }
 
     /// Heartbeat, renewals, then taking or handing over towards the fair share.
@@ -569,6 +575,7 @@ mod tests {
         Partitions {
             shared: Arc::new(Shared {
                 node: "a".into(),
+                holder: "a/1".into(),
                 valid_until: Mutex::new([None; PARTITIONS as usize]),
                 owned: watch::channel(Owned::new()).0,
                 all_held: AtomicBool::new(false),

@@ -66,20 +66,24 @@ pub async fn operators(
     Ok(out)
 }
 
-/// Sends a session command over NATS, as a gateway does.
+/// Sends a session command over NATS, as a gateway does (retried while its partition changes
+/// hands between nodes).
 pub async fn command(
     client: &async_nats::Client,
     session: &str,
     cmd: &SessionCommand,
 ) -> Result<natter_actors::protocol::Ack, BoxError> {
-    let msg = tokio::time::timeout(
+    let msg = natter_actors::partitions::request_owner(
+        client,
+        subjects::session_command(session),
+        serde_json::to_vec(cmd)?.into(),
         Duration::from_secs(10),
-        client.request(
-            subjects::session_command(session),
-            serde_json::to_vec(cmd)?.into(),
-        ),
+        |payload| {
+            serde_json::from_slice::<SessionReply>(payload)
+                .is_ok_and(|r| r.is_err_and(|e| e.message == natter_actors::partitions::MOVED))
+        },
     )
-    .await??;
+    .await?;
     let reply: SessionReply = serde_json::from_slice(&msg.payload)?;
     reply.map_err(|e| format!("session {session}: {e:?}").into())
 }

@@ -44,6 +44,9 @@ pub async fn node(nats_url: String) -> Result<(), BoxError> {
     config.nats.url = nats_url;
     config.http.listen = addr;
     config.http.public_url = format!("http://{addr}");
+    // Node ids must differ between nodes on one NATS (the default is made from the configured
+    // port, the same for every bench node).
+    config.node.id = format!("bench-{}", addr.port());
     config.http.drain_timeout = Duration::from_secs(1);
     // The bench logs many operators in and holds tens of thousands of streams of one login,
     // all from a few loopback addresses.

@@ -55,6 +55,7 @@ async fn one_count(at: &Target<'_>, n: usize, quick: bool) -> Result<NodesPoint,
         nodes.push(NodeProc::start(at.url, at.password, at.log).await?);
     }
     let addrs: Vec<SocketAddr> = nodes.iter().map(|p| p.addr).collect();
+    balanced(&addrs).await;
     let client = async_nats::ConnectOptions::new()
         .user_and_password("natter-broker".into(), at.password.into())
         .connect(at.url)
@@ -195,15 +196,42 @@ async fn failover(
     Ok((times.last().copied(), times.get(times.len() / 2).copied()))
 }
 
+/// Waits (at most 15 s) until the nodes share the 32 partitions evenly: nodes started one
+/// after another take theirs over a few lease ticks.
+async fn balanced(addrs: &[SocketAddr]) {
+    let fair = 32_usize.div_ceil(addrs.len()) as u64;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let owned = metric(addrs, "natter_partitions_owned").await;
+        if owned.iter().sum::<u64>() == 32 && owned.iter().all(|o| *o + 1 >= fair) {
+            say(format!("  partitions owned per node: {owned:?}"));
+            return;
+        }
+        if Instant::now() > deadline {
+            say(format!("  partitions not balanced after 15 s: {owned:?}"));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Each gateway's `natter_gateway_events_received_total` (0 when it has none).
 async fn received(addrs: &[SocketAddr]) -> Vec<u64> {
+    metric(addrs, "natter_gateway_events_received_total").await
+}
+
+/// Each gateway's value of the series `name` (summed over its labels; 0 when absent).
+async fn metric(addrs: &[SocketAddr], name: &str) -> Vec<u64> {
     let mut out = Vec::new();
     for addr in addrs {
         let mut c = crate::http::Client::new(*addr, "");
         let value = match c.request("GET", "/metrics", b"").await {
             Ok(r) if r.status == 200 => String::from_utf8_lossy(&r.body)
                 .lines()
-                .filter(|l| l.starts_with("natter_gateway_events_received_total"))
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                })
                 .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
                 .sum::<f64>() as u64,
             _ => 0,

@@ -60,6 +60,33 @@ pub enum NodeError {
     Revoke(#[from] natter_actors::revoke::RevokeError),
 }
 
+/// How long a starting node retries creating its stream and buckets.
+const JETSTREAM_SETTLE: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds or [`JETSTREAM_SETTLE`] has passed. A NATS cluster that has
+/// just (re)started answers JetStream requests with timeouts until it has elected its meta
+/// leader, and nodes started together with it would otherwise exit at once.
+async fn while_jetstream_settles<T, E, F, Fut>(what: &str, mut attempt: F) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + JETSTREAM_SETTLE;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        match Box::pin(attempt()).await {
+            Ok(v) => return Ok(v),
+            Err(e) if tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, "opening {what} failed; JetStream may be electing leaders, retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// The store settings a configuration implies.
 pub fn store_config(config: &Config) -> StoreConfig {
     StoreConfig {
@@ -181,7 +208,10 @@ impl Node {
     /// Returns once the node is ready.
     pub async fn start(listener: TcpListener, config: &Config) -> Result<Node, NodeError> {
         let client = connect(config).await?;
-        let stores = Box::pin(Stores::ensure(client.clone(), store_config(config))).await?;
+        let stores = Box::pin(while_jetstream_settles("the stores", || {
+            Stores::ensure(client.clone(), store_config(config))
+        }))
+        .await?;
         let partitions = Box::pin(Partitions::start(
             &config.node.id,
             stores.partitions.clone(),
@@ -191,10 +221,9 @@ impl Node {
         let supervisor = start_sessions(&stores, &partitions, config).await?;
         // Boxed: these futures are large, and Node::start runs inside tests' futures on a
         // thread's default stack.
-        let enrollment = Box::pin(Enrollment::ensure_replicated(
-            client.clone(),
-            config.nats.replicas,
-        ))
+        let enrollment = Box::pin(while_jetstream_settles("the enrollment store", || {
+            Enrollment::ensure_replicated(client.clone(), config.nats.replicas)
+        }))
         .await?;
         let fleet_stats = Arc::new(FleetStats::default());
         let enrolled = EnrolledMachines::follow(enrollment.agent_keys().clone());
@@ -347,7 +376,11 @@ async fn start_fleet(
 /// The gateway, on a NATS connection of its own: one async-nats connection is served by one
 /// task, and under load the actors' and the gateway's traffic then use both cores.
 async fn start_gateway(config: &Config, shutdown: CancellationToken) -> Result<Gateway, NodeError> {
-    let stores = Stores::ensure(connect(config).await?, store_config(config)).await?;
+    let client = connect(config).await?;
+    let stores = while_jetstream_settles("the gateway's stores", || {
+        Stores::ensure(client.clone(), store_config(config))
+    })
+    .await?;
     let gateway_config = GatewayConfig {
         request_timeout: config.http.request_timeout,
         login_ttl: config.http.login_ttl,

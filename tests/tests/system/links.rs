@@ -266,7 +266,18 @@ async fn the_session_actor_refuses_a_machine_user_command_of_an_earlier_epoch() 
         let (status, body) = alice.post(&format!("{path}/{step}"), &json!({})).await;
         assert_eq!(status, StatusCode::OK, "{step}: {body}");
     }
-    let before = alice.get(&path).await.1["last_seq"].clone();
+    // The restart asks the agent to open the window again, and its answer is an event of its
+    // own: wait until that has landed, so only the refused send could still move `last_seq`.
+    nth_chat_url(&system, MACHINE, 2).await;
+    let mut before = alice.get(&path).await.1["last_seq"].clone();
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = alice.get(&path).await.1["last_seq"].clone();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
 
     // …and after the restart it is refused, with nothing stored.
     let refused = machine_user_send(&system, &session, 0, "m2").await;

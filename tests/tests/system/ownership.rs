@@ -60,7 +60,12 @@ async fn assert_bucket_agrees(nats: &TestNats, nodes: &[TestNode]) {
             .iter()
             .find(|n| n.node.partitions.owns(p))
             .unwrap_or_else(|| panic!("partition {p} has no owner"));
-        assert_eq!(holder, owner.node.node_id, "partition {p}");
+        // The holder is `<node id>/<this start's ULID>`.
+        assert!(
+            holder.starts_with(&format!("{}/", owner.node.node_id)),
+            "partition {p}: held by {holder}, owned by {}",
+            owner.node.node_id
+        );
     }
 }
 
@@ -343,4 +348,28 @@ async fn a_node_restarted_after_a_crash_under_its_id_takes_its_partitions_back()
     );
     assert_bucket_agrees(&nats, std::slice::from_ref(&node)).await;
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_given_the_same_id_never_own_one_partition_together() {
+    // A copied configuration: both nodes call themselves "twin".
+    let nats = TestNats::start().await;
+    let mut config = nats.node_config();
+    config.node.id = "twin".into();
+    let first = TestNode::start(config.clone()).await;
+    let second = TestNode::start(config).await;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        for p in 0..PARTITIONS {
+            assert!(
+                !(first.node.partitions.owns(p) && second.node.partitions.owns(p)),
+                "both twins own partition {p}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let owned = first.node.partitions.count() + second.node.partitions.count();
+    assert_eq!(owned, PARTITIONS as usize, "every partition has one owner");
+    first.shutdown().await;
+    second.shutdown().await;
 }
