@@ -42,27 +42,44 @@ pub const RENEW: Duration = Duration::from_millis(300);
 /// Sends a request to the owner of a partition (`subject` names it) and returns its answer.
 /// While the partition changes hands — nobody subscribed (no responders), or the answer is one
 /// `moved` recognises (a former owner's [`MOVED`]) — it retries with a short back-off for up to
-/// [`RETRY_FOR`], then returns the last answer (or the error). An attempt that times out after
-/// `attempt_timeout` is retried once. Only for idempotent requests.
+/// [`RETRY_FOR`], then returns the last answer (or the error). Each attempt waits at most
+/// [`ATTEMPT_TIMEOUT`] and one that times out is sent again, for up to `patience` in all: a
+/// request delivered to a node that died the same moment is never answered, and its partition
+/// has a new owner well within that. Only for idempotent requests.
 pub async fn request_owner(
     client: &async_nats::Client,
     subject: String,
     body: bytes::Bytes,
-    attempt_timeout: Duration,
+    patience: Duration,
     moved: impl Fn(&[u8]) -> bool,
 ) -> Result<async_nats::Message, String> {
+    request_owner_noting_timeouts(client, subject, body, patience, moved)
+        .await
+        .map(|(answer, _)| answer)
+}
+
+/// [`request_owner`], also saying whether an earlier attempt timed out (it may have been
+/// carried out: a send's answer then says `duplicate` about the caller's own message).
+pub async fn request_owner_noting_timeouts(
+    client: &async_nats::Client,
+    subject: String,
+    body: bytes::Bytes,
+    patience: Duration,
+    moved: impl Fn(&[u8]) -> bool,
+) -> Result<(async_nats::Message, bool), String> {
     let started = Instant::now();
     let mut backoff = FIRST_BACKOFF;
-    let mut timeouts = 0;
+    let mut timed_out = false;
     loop {
+        let wait = ATTEMPT_TIMEOUT.min(patience.saturating_sub(started.elapsed()));
         let attempt = client.request(subject.clone(), body.clone());
-        let failed = match tokio::time::timeout(attempt_timeout, attempt).await {
-            Ok(Ok(answer)) if !moved(&answer.payload) => return Ok(answer),
-            Ok(Ok(answer)) => Ok(answer),
+        let failed = match tokio::time::timeout(wait, attempt).await {
+            Ok(Ok(answer)) if !moved(&answer.payload) => return Ok((answer, timed_out)),
+            Ok(Ok(answer)) => Ok((answer, timed_out)),
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => {
-                timeouts += 1;
-                if timeouts >= 2 {
+                timed_out = true;
+                if started.elapsed() >= patience {
                     return Err("timed out".into());
                 }
                 continue;
@@ -75,6 +92,11 @@ pub async fn request_owner(
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
+
+/// How long one attempt of [`request_owner`] waits for its answer. Owners answer at once (work
+/// that waits, such as asking an agent, runs after the answer), so a second of silence means
+/// the request was lost with a dying node.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether a machine request's answer says the machine moved (for [`request_owner`]).
 pub fn machine_moved(payload: &[u8]) -> bool {

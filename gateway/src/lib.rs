@@ -256,7 +256,7 @@ impl Gateway {
         let body: bytes::Bytes = serde_json::to_vec(request)
             .map_err(|e| ApiError::bad_request(e.to_string()))?
             .into();
-        let answer = natter_actors::partitions::request_owner(
+        let answer = natter_actors::partitions::request_owner_noting_timeouts(
             &self.inner.stores.client,
             subjects::session_command(session),
             body,
@@ -264,8 +264,8 @@ impl Gateway {
             retry_session_answer,
         )
         .await;
-        let msg = match answer {
-            Ok(msg) => msg,
+        let (msg, retried_after_timeout) = match answer {
+            Ok(answer) => answer,
             Err(error) => {
                 tracing::warn!(%session, %error, "session did not answer");
                 return Err(ApiError::unavailable(
@@ -276,7 +276,12 @@ impl Gateway {
         let reply: SessionReply = serde_json::from_slice(&msg.payload).map_err(|e| {
             ApiError::unavailable(format!("unreadable answer from the session: {e}"))
         })?;
-        let ack = reply.map_err(|e: SessionError| ApiError::from(e))?;
+        let mut ack = reply.map_err(|e: SessionError| ApiError::from(e))?;
+        // Our own attempt that timed out landed after all (its node died after storing it, or
+        // answered late): for the caller this request stored the message, once.
+        if retried_after_timeout && ack.duplicate {
+            ack.duplicate = false;
+        }
         // A retried send that landed before is not a new message.
         if matches!(cmd, SessionCommand::Send { .. }) && !ack.duplicate {
             self.inner.metrics.message_in();
