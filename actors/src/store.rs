@@ -24,6 +24,7 @@ pub const SESSIONS_BUCKET: &str = "natter_sessions";
 pub const MACHINE_SESSIONS_BUCKET: &str = "natter_machine_sessions";
 pub const MACHINES_BUCKET: &str = "natter_machines";
 pub const OPERATORS_BUCKET: &str = "natter_operators";
+pub const OPERATOR_OPTIONS_BUCKET: &str = "natter_operator_options";
 pub const LOGINS_BUCKET: &str = "natter_logins";
 pub const PARTITIONS_BUCKET: &str = "natter_partitions";
 /// Leases are renewed every few hundred ms; the max age only collects what dead nodes left.
@@ -88,6 +89,8 @@ pub struct Stores {
     pub machine_sessions: kv::Store,
     pub machines: kv::Store,
     pub operators: kv::Store,
+    /// Each operator's options (`directory::OperatorOptions`), by username.
+    pub operator_options: kv::Store,
     pub logins: kv::Store,
     pub partitions: kv::Store,
     pub config: StoreConfig,
@@ -146,6 +149,7 @@ impl Stores {
             machine_sessions: bucket(MACHINE_SESSIONS_BUCKET, config.session_ttl, 1).await?,
             machines: bucket(MACHINES_BUCKET, forever, 1).await?,
             operators: bucket(OPERATORS_BUCKET, forever, 1).await?,
+            operator_options: bucket(OPERATOR_OPTIONS_BUCKET, forever, 1).await?,
             logins: bucket(LOGINS_BUCKET, config.login_ttl, 1).await?,
             partitions: bucket(PARTITIONS_BUCKET, PARTITIONS_MAX_AGE, 1).await?,
             client,

@@ -2,7 +2,7 @@
 // the session's header (machine, members, agent, ended), the banner, and what the event hub
 // sends (events.js); the transcript and the composer do the rest.
 import { byId } from './dom.js';
-import { loadOptions } from './options.js';
+import { DEFAULT_OPTIONS } from './options.js';
 import { Transcript, nameOf } from './transcript.js';
 import { Composer } from './composer.js';
 
@@ -30,13 +30,14 @@ function beep() {
  * @param {{kind:string, id?:string}} cfg.self   who "I" am, to mark my own messages
  * @param {(body:{id:string,text:string}) => Promise<any>} cfg.send
  * @param {() => Promise<any>} cfg.end
- * @param {object} [cfg.options]                 see DEFAULT_OPTIONS in options.js
+ * @param {object} [cfg.options]                 see DEFAULT_OPTIONS in options.js (the defaults
+ *                                               until the operator's own are loaded)
  */
 export class ChatWindow {
   constructor(cfg) {
     this.self = cfg.self;
     this.endFn = cfg.end;
-    this.options = cfg.options || loadOptions();
+    this.options = cfg.options || { ...DEFAULT_OPTIONS };
     this.members = new Map(); // "kind:id" -> participant
     this.ended = false;
     this.machine = '';
@@ -138,10 +139,10 @@ export class ChatWindow {
     let newMessage = false;
     for (const ev of this.transcript.add(list)) {
       const live = this.transcript.isLive(ev);
-      if (ev.type === 'message' && live && !this.transcript.isMine(ev.from)) newMessage = true;
+      if (ev.type === 'message' && live) newMessage = true; // sent or received
       this.apply(ev, live);
     }
-    if (newMessage && this.options.playTone) beep();
+    if (newMessage && this.options.play_tone) beep();
   }
 
   /** State changes carried by events. */
@@ -153,7 +154,8 @@ export class ChatWindow {
       case 'agent': this.setAgent(ev.status, ev.detail); break;
       case 'ended':
         this.setEnded(true);
-        if (this.options.autoClose && live) setTimeout(() => window.close(), 1500);
+        // A short pause lets the reader see why the window goes away.
+        if (this.options.auto_close && live) setTimeout(() => window.close(), 1500);
         break;
       case 'restarted': this.setEnded(false); break;
     }

@@ -13,6 +13,7 @@ mod limits;
 mod links;
 mod machines;
 mod ops;
+mod options;
 mod ownership;
 mod recovery;
 mod resume;
