@@ -1,7 +1,8 @@
 //! The web UI in a real browser (Debian chromium driven by playwright-core, through the scripts
 //! in tests/browser/ and their shared harness.mjs): login, machine list, a chat window per
 //! machine titled with its machine ID, both sides talking, text shown as text, ten windows
-//! sharing one event stream, and a window beyond the stream's limit saying so. Runs when
+//! sharing one event stream, a window beyond the stream's limit saying so, and the operator's
+//! options (tone, auto-close) applied in every chat window. Runs when
 //! NATTER_BROWSER_TESTS=1.
 
 use std::path::Path;
@@ -101,6 +102,60 @@ async fn the_web_ui_works_in_a_real_browser() {
     )
     .await
     .expect("browser test finishes within 4 minutes")
+    .expect("node runs");
+    watcher.abort();
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}
+
+/// Writes each URL the agent of `machine` is asked to open into `file` (as a real agent would
+/// open it), until aborted.
+fn write_opened_urls(s: &Fixture, machine: &str, file: &Path) -> tokio::task::JoinHandle<()> {
+    std::fs::write(file, "").unwrap();
+    let opened = s.agent(machine).opener.opened.clone();
+    let file = file.to_path_buf();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let last = {
+                let urls = opened.lock().unwrap();
+                (urls.len() > seen).then(|| (urls.len(), urls.last().unwrap().1.clone()))
+            };
+            if let Some((n, url)) = last {
+                seen = n;
+                std::fs::write(&file, url).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// F12 in a real browser: the operator's options are kept on the server and applied in every
+/// chat window (the tone on messages sent and received, closing when the other party ends the
+/// chat, or staying open and read-only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_options_apply_in_every_chat_window_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let machine = "pc1.sales.acme";
+    let s = Scenario::new()
+        .operator("alice")
+        .machine(machine, "carol")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("agent-url.txt");
+    let watcher = write_opened_urls(&s, machine, &url_file);
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        browser_script("options.mjs", &s.node, "alice", dir.path())
+            .env("NATTER_MACHINE", machine)
+            .env("NATTER_AGENT_URL_FILE", &url_file)
+            .output(),
+    )
+    .await
+    .expect("browser test finishes within 3 minutes")
     .expect("node runs");
     watcher.abort();
     assert_every_check_passed(&output);
