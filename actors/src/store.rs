@@ -10,6 +10,7 @@
 //! - KV [`MACHINE_SESSIONS_BUCKET`]: machine ID → the session in progress with it.
 //! - KV [`MACHINES_BUCKET`]: machine ID → its last check-in.
 //! - KV [`OPERATORS_BUCKET`]: operator accounts.
+//! - KV [`OPERATOR_OPTIONS_BUCKET`]: username → that operator's options.
 //! - KV [`LOGINS_BUCKET`]: browser logins (cookie hash → who), with the login lifetime as max age.
 //! - KV [`PARTITIONS_BUCKET`]: partition leases and node heartbeats ([`crate::partitions`]).
 
