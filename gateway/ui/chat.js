@@ -12,6 +12,7 @@ async function main() {
     self: { kind: 'operator' },
     send: (body) => postJSON(api + '/messages', body),
     end: () => postJSON(api + '/end'),
+    restart: () => postJSON(api + '/join'),
   });
   try {
     const me = await getJSON('/api/me');

@@ -9,7 +9,7 @@ use super::persist::{message_id, unavailable};
 use super::{SessionMsg, SessionState};
 use crate::machines::Scope;
 use crate::protocol::{
-    Ack, EventBody, Participant, ParticipantKind, SessionCommand, SessionError, SessionErrorKind,
+    Ack, AgentWindow, EventBody, Participant, ParticipantKind, SessionCommand, SessionError, SessionErrorKind,
     SessionRecord, valid_client_id, valid_machine_id,
 };
 
@@ -139,12 +139,18 @@ impl SessionState {
         let r = self.record.as_ref().ok_or_else(not_found)?;
         let member = r.members.iter().any(|m| m.same(&by));
         let machine = r.machine.clone();
+        // A chat in progress whose user window never opened (the agent said so) is asked for
+        // again, with a fresh link, in the same epoch: nobody on the machine holds a login yet.
+        let window_failed = !r.ended && r.agent == AgentWindow::Failed;
         let mut seq = None;
         let mut link = None;
         if r.ended {
             let (restarted, token) = self.restart(&by).await?;
             seq = Some(restarted);
             link = Some(token);
+        } else if window_failed && let Some(r) = self.record.as_mut() {
+            r.agent = AgentWindow::Pending;
+            link = Some(issue_link(r, self.ctx.link_ttl));
         }
         if !member {
             let joined = EventBody::Joined { who: by.clone() };
@@ -153,7 +159,7 @@ impl SessionState {
                 r.members.push(by);
             }
         }
-        if seq.is_some() {
+        if seq.is_some() || link.is_some() {
             self.save_record().await?;
         }
         // Only once the new link is stored: the agent must never get a link that does not work.

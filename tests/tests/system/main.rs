@@ -16,6 +16,7 @@ mod ops;
 mod options;
 mod ownership;
 mod recovery;
+mod reopen;
 mod resume;
 mod retention;
 mod tls;
