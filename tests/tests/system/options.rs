@@ -31,7 +31,11 @@ fn all_off() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn options_are_saved_per_operator_and_bad_input_changes_nothing() {
-    let system = Scenario::new().operator("alice").operator("bob").start().await;
+    let system = Scenario::new()
+        .operator("alice")
+        .operator("bob")
+        .start()
+        .await;
     let alice = system.operator("alice");
     let bob = system.operator("bob");
 
@@ -61,7 +65,10 @@ async fn options_are_saved_per_operator_and_bad_input_changes_nothing() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(elsewhere.get(OPTIONS).await, (StatusCode::OK, saved.clone()));
+    assert_eq!(
+        elsewhere.get(OPTIONS).await,
+        (StatusCode::OK, saved.clone())
+    );
     assert_eq!(bob.get(OPTIONS).await, (StatusCode::OK, all_off()));
 
     // Bad input: a clear 400 and the saved options unchanged.
@@ -78,12 +85,18 @@ async fn options_are_saved_per_operator_and_bad_input_changes_nothing() {
     }
     // Without the CSRF header: refused, unchanged.
     let (s, b) = put(&alice, r#"{}"#, false).await;
-    assert_eq!((s, &b["error"]), (StatusCode::FORBIDDEN, &json!("forbidden")));
+    assert_eq!(
+        (s, &b["error"]),
+        (StatusCode::FORBIDDEN, &json!("forbidden"))
+    );
     assert_eq!(alice.get(OPTIONS).await, (StatusCode::OK, saved));
 
     // Without a login: 401, reading or writing.
     let anonymous = Browser::new(&system.node.base);
     assert_eq!(anonymous.get(OPTIONS).await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(put(&anonymous, "{}", true).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        put(&anonymous, "{}", true).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     system.shutdown().await;
 }

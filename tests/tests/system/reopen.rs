@@ -43,10 +43,15 @@ async fn restarting_asks_the_agent_again_and_the_operator_sees_its_answer() {
         .post(&format!("/api/sessions/{session}/end"), &json!({}))
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    system.agent(MACHINE).fail_to_open("no browser on this machine");
+    system
+        .agent(MACHINE)
+        .fail_to_open("no browser on this machine");
     let (s, view) = alice.post(&join, &json!({})).await;
     assert_eq!(s, StatusCode::OK, "{view}");
-    assert_eq!((view["ended"].clone(), view["agent"].clone()), (json!(false), json!("pending")));
+    assert_eq!(
+        (view["ended"].clone(), view["agent"].clone()),
+        (json!(false), json!("pending"))
+    );
     next_of_type(&mut events, "restarted").await;
     let failed = next_of_type(&mut events, "agent").await;
     assert_eq!(failed["status"], "failed", "{failed}");
@@ -79,7 +84,9 @@ async fn restarting_asks_the_agent_again_and_the_operator_sees_its_answer() {
     // A join of a chat in progress whose window opened asks nothing.
     let (s, _) = alice.post(&join, &json!({})).await;
     assert_eq!(s, StatusCode::OK);
-    events.expect_quiet(std::time::Duration::from_millis(500)).await;
+    events
+        .expect_quiet(std::time::Duration::from_millis(500))
+        .await;
     assert_eq!(links_opened(&system), 2);
     system.shutdown().await;
 }
