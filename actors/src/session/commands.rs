@@ -175,20 +175,17 @@ impl SessionState {
     /// Joining an ended session restarts it, with its history, and claims its machine again.
     /// The restart starts a new epoch (earlier machine-user logins are refused) with a fresh
     /// chat link, returned for the machine's agent.
+    /// The machine is claimed first: a chat started with it since this one ended keeps it, and
+    /// the restart is refused (conflict, naming that chat).
     async fn restart(&mut self, by: &Participant) -> Result<(u64, String), SessionError> {
+        let machine = self.record.as_ref().ok_or_else(not_found)?.machine.clone();
+        self.claim_machine(&machine).await?;
         let (seq, _) = self
             .append(EventBody::Restarted { by: by.clone() }, None)
             .await?;
         let r = self.record.as_mut().ok_or_else(not_found)?;
         begin_epoch(r);
         let token = issue_link(r, self.ctx.link_ttl);
-        let machine = r.machine.clone();
-        self.ctx
-            .stores
-            .machine_sessions
-            .put(&machine, self.id.clone().into())
-            .await
-            .map_err(|e| unavailable("claiming the machine", e))?;
         Ok((seq, token))
     }
 

@@ -1,6 +1,7 @@
 //! Issue 11 item 5: restarting an ended chat asks the machine's agent to open the user's window
 //! again with a fresh link, and the operator sees the agent's answer ("opened" / "failed") on the
-//! session's stream; joining a chat whose window failed to open asks the agent again.
+//! session's stream; joining a chat whose window failed to open asks the agent again; a restart
+//! never takes the machine from a chat started with it since.
 
 use natter_system_tests::*;
 use serde_json::{Value, json};
@@ -88,5 +89,21 @@ async fn restarting_asks_the_agent_again_and_the_operator_sees_its_answer() {
         .expect_quiet(std::time::Duration::from_millis(500))
         .await;
     assert_eq!(links_opened(&system), 2);
+
+    // Ended, and a new chat with the machine started since: that one keeps the machine, and a
+    // restart of the old one is refused (409) without asking the agent.
+    let (s, _) = alice
+        .post(&format!("/api/sessions/{session}/end"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let newer = alice.new_chat(MACHINE).await;
+    assert_ne!(newer, session);
+    eventually(WAIT, || async { links_opened(&system) == 3 }).await;
+    let (s, b) = alice.post(&join, &json!({})).await;
+    assert_eq!((s, &b["error"]), (StatusCode::CONFLICT, &json!("conflict")), "{b}");
+    let (_, view) = alice.get(&format!("/api/sessions/{session}")).await;
+    assert_eq!(view["ended"], true, "{view}");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(links_opened(&system), 3);
     system.shutdown().await;
 }
