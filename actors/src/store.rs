@@ -90,8 +90,10 @@ pub struct Stores {
     pub machine_sessions: kv::Store,
     pub machines: kv::Store,
     pub operators: kv::Store,
-    /// Each operator's options (`directory::OperatorOptions`), by username.
-    pub operator_options: kv::Store,
+    /// Each operator's options (`directory::OperatorOptions`), by username. Behind an `Arc`:
+    /// a `kv::Store` holds its stream's whole info (kilobytes), and `Stores` is moved through
+    /// the node's start futures, whose size overflowed a test thread's stack with one more.
+    pub operator_options: std::sync::Arc<kv::Store>,
     pub logins: kv::Store,
     pub partitions: kv::Store,
     pub config: StoreConfig,
@@ -150,7 +152,9 @@ impl Stores {
             machine_sessions: bucket(MACHINE_SESSIONS_BUCKET, config.session_ttl, 1).await?,
             machines: bucket(MACHINES_BUCKET, forever, 1).await?,
             operators: bucket(OPERATORS_BUCKET, forever, 1).await?,
-            operator_options: bucket(OPERATOR_OPTIONS_BUCKET, forever, 1).await?,
+            operator_options: std::sync::Arc::new(
+                bucket(OPERATOR_OPTIONS_BUCKET, forever, 1).await?,
+            ),
             logins: bucket(LOGINS_BUCKET, config.login_ttl, 1).await?,
             partitions: bucket(PARTITIONS_BUCKET, PARTITIONS_MAX_AGE, 1).await?,
             client,

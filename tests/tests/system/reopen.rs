@@ -100,7 +100,11 @@ async fn restarting_asks_the_agent_again_and_the_operator_sees_its_answer() {
     assert_ne!(newer, session);
     eventually(WAIT, || async { links_opened(&system) == 3 }).await;
     let (s, b) = alice.post(&join, &json!({})).await;
-    assert_eq!((s, &b["error"]), (StatusCode::CONFLICT, &json!("conflict")), "{b}");
+    assert_eq!(
+        (s, &b["error"]),
+        (StatusCode::CONFLICT, &json!("conflict")),
+        "{b}"
+    );
     let (_, view) = alice.get(&format!("/api/sessions/{session}")).await;
     assert_eq!(view["ended"], true, "{view}");
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
