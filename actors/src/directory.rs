@@ -1,4 +1,5 @@
-//! Operator accounts, kept in the operators KV bucket with argon2 password hashes.
+//! Operator accounts, kept in the operators KV bucket with argon2 password hashes, and their
+//! options (their own bucket).
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -135,6 +136,60 @@ pub async fn get_operator(
     Ok(serde_json::from_slice(&bytes).ok())
 }
 
+/// An operator's options (`GET/PUT /api/me/options`), kept in their own bucket
+/// (`natter_operator_options`, keyed by username) so that replacing an operator's account (the
+/// admin CLI) does not reset them. Every field defaults to off.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorOptions {
+    /// Play a tone on each new message sent or received.
+    #[serde(default)]
+    pub play_tone: bool,
+    /// Close the chat window when either party ends the chat.
+    #[serde(default)]
+    pub auto_close: bool,
+    /// Leave me out of other operators' lists of operators.
+    #[serde(default)]
+    pub hide_from_operators: bool,
+    /// Leave me out of machine users' lists of operators.
+    #[serde(default)]
+    pub hide_from_machine_users: bool,
+}
+
+/// An operator's options; the defaults if they never saved any (or the stored value is unreadable).
+pub async fn get_options(
+    options: &kv::Store,
+    username: &str,
+) -> Result<OperatorOptions, DirectoryError> {
+    if !valid_username(username) {
+        return Ok(OperatorOptions::default());
+    }
+    let stored = options
+        .get(username)
+        .await
+        .map_err(|e| DirectoryError::Store(e.into()))?;
+    Ok(stored
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default())
+}
+
+/// Saves an operator's options (replacing what was there).
+pub async fn put_options(
+    options: &kv::Store,
+    username: &str,
+    value: &OperatorOptions,
+) -> Result<(), DirectoryError> {
+    if !valid_username(username) {
+        return Err(DirectoryError::InvalidUsername(username.into()));
+    }
+    let json = serde_json::to_vec(value)?;
+    options
+        .put(username, json.into())
+        .await
+        .map_err(|e| DirectoryError::Store(e.into()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,5 +205,19 @@ mod tests {
             hash_password("short"),
             Err(DirectoryError::WeakPassword)
         ));
+    }
+
+    #[test]
+    fn options_default_off_and_refuse_unknown_fields() {
+        let partial: OperatorOptions = serde_json::from_str(r#"{"play_tone":true}"#).unwrap();
+        assert_eq!(
+            partial,
+            OperatorOptions {
+                play_tone: true,
+                ..Default::default()
+            }
+        );
+        assert!(serde_json::from_str::<OperatorOptions>(r#"{"play_tone":1}"#).is_err());
+        assert!(serde_json::from_str::<OperatorOptions>(r#"{"loud":true}"#).is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! - KV [`MACHINE_SESSIONS_BUCKET`]: machine ID → the session in progress with it.
 //! - KV [`MACHINES_BUCKET`]: machine ID → its last check-in.
 //! - KV [`OPERATORS_BUCKET`]: operator accounts.
+//! - KV [`OPERATOR_OPTIONS_BUCKET`]: username → that operator's options.
 //! - KV [`LOGINS_BUCKET`]: browser logins (cookie hash → who), with the login lifetime as max age.
 //! - KV [`PARTITIONS_BUCKET`]: partition leases and node heartbeats ([`crate::partitions`]).
 
@@ -24,6 +25,7 @@ pub const SESSIONS_BUCKET: &str = "natter_sessions";
 pub const MACHINE_SESSIONS_BUCKET: &str = "natter_machine_sessions";
 pub const MACHINES_BUCKET: &str = "natter_machines";
 pub const OPERATORS_BUCKET: &str = "natter_operators";
+pub const OPERATOR_OPTIONS_BUCKET: &str = "natter_operator_options";
 pub const LOGINS_BUCKET: &str = "natter_logins";
 pub const PARTITIONS_BUCKET: &str = "natter_partitions";
 /// Leases are renewed every few hundred ms; the max age only collects what dead nodes left.
@@ -91,6 +93,10 @@ pub struct Stores {
     pub machine_sessions: kv::Store,
     pub machines: kv::Store,
     pub operators: kv::Store,
+    /// Each operator's options (`directory::OperatorOptions`), by username. Behind an `Arc`:
+    /// a `kv::Store` holds its stream's whole info (kilobytes), and `Stores` is moved through
+    /// the node's start futures, whose size overflowed a test thread's stack with one more.
+    pub operator_options: std::sync::Arc<kv::Store>,
     pub logins: kv::Store,
     pub partitions: kv::Store,
     pub config: StoreConfig,
@@ -152,6 +158,9 @@ impl Stores {
             machine_sessions: bucket(MACHINE_SESSIONS_BUCKET, config.session_ttl, 1).await?,
             machines: bucket(MACHINES_BUCKET, forever, 1).await?,
             operators: bucket(OPERATORS_BUCKET, forever, 1).await?,
+            operator_options: std::sync::Arc::new(
+                bucket(OPERATOR_OPTIONS_BUCKET, forever, 1).await?,
+            ),
             logins: bucket(LOGINS_BUCKET, config.login_ttl, 1).await?,
             partitions: bucket(PARTITIONS_BUCKET, PARTITIONS_MAX_AGE, 1).await?,
             client,

@@ -1,5 +1,5 @@
 // Small fetch helpers for the Natter HTTP API (docs/api.md).
-// Every POST carries `X-Natter: 1` (CSRF check) and a JSON body; errors are
+// Every POST and PUT carries `X-Natter: 1` (CSRF check) and a JSON body; errors are
 // `{error, message}` and become an ApiError whose `message` is shown to the user.
 
 export class ApiError extends Error {
@@ -52,6 +52,7 @@ function defaultMessage(status) {
 
 export const getJSON = (url) => request('GET', url);
 export const postJSON = (url, body) => request('POST', url, body);
+export const putJSON = (url, body) => request('PUT', url, body);
 
 /** The JSON value of `text` (a response body, an SSE event's data); null if it is none. */
 export function parseJSON(text) {

@@ -2,7 +2,7 @@
 // the session's header (machine, members, agent, ended), the banner, and what the event hub
 // sends (events.js); the transcript and the composer do the rest.
 import { byId } from './dom.js';
-import { loadOptions } from './options.js';
+import { DEFAULT_OPTIONS } from './options.js';
 import { Transcript, nameOf } from './transcript.js';
 import { Composer } from './composer.js';
 
@@ -30,24 +30,31 @@ function beep() {
  * @param {{kind:string, id?:string}} cfg.self   who "I" am, to mark my own messages
  * @param {(body:{id:string,text:string}) => Promise<any>} cfg.send
  * @param {() => Promise<any>} cfg.end
- * @param {object} [cfg.options]                 see DEFAULT_OPTIONS in options.js
+ * @param {() => Promise<any>} [cfg.restart]     join again: restarts an ended chat, or asks the
+ *                                               machine's agent again for a window that failed
+ *                                               (operators only); resolves to a SessionView
+ * @param {object} [cfg.options]                 see DEFAULT_OPTIONS in options.js (the defaults
+ *                                               until the operator's own are loaded)
  */
 export class ChatWindow {
   constructor(cfg) {
     this.self = cfg.self;
     this.endFn = cfg.end;
-    this.options = cfg.options || loadOptions();
+    this.restartFn = cfg.restart;
+    this.options = cfg.options || { ...DEFAULT_OPTIONS };
     this.members = new Map(); // "kind:id" -> participant
     this.ended = false;
     this.machine = '';
     this.ui = {
       machine: byId('machine'), members: byId('members'), agent: byId('agent'), banner: byId('banner'),
       scroller: byId('scroller'), list: byId('transcript'), form: byId('composer'), text: byId('text'),
-      send: byId('send'), end: byId('end'), endedNote: byId('ended-note'),
+      send: byId('send'), end: byId('end'), endedNote: byId('ended-note'), restart: byId('restart'),
     };
+    this.agentStatus = '';
     this.transcript = new Transcript(this.ui, this.self);
     this.composer = new Composer(this.ui, this.transcript, cfg.send, () => this.ended);
     this.ui.end.addEventListener('click', () => this.endChat());
+    if (this.ui.restart) this.ui.restart.addEventListener('click', () => this.restartChat());
   }
 
   // -- session info --
@@ -82,6 +89,18 @@ export class ChatWindow {
       : status === 'failed' ? 'The chat window could not be opened on the machine' + (detail ? ': ' + detail : '')
       : '';
     a.hidden = !a.textContent;
+    this.agentStatus = status || '';
+    this.agentDetail = detail;
+    this.renderRestart();
+  }
+
+  /** "Restart chat" once it ended; "Ask again" while the machine's window failed to open. */
+  renderRestart() {
+    const r = this.ui.restart;
+    if (!r) return;
+    const failed = !this.ended && this.agentStatus === 'failed';
+    r.textContent = this.ended ? 'Restart chat' : 'Ask the machine again';
+    r.hidden = !this.restartFn || !(this.ended || failed);
   }
 
   setEnded(ended) {
@@ -90,6 +109,7 @@ export class ChatWindow {
     this.ui.send.disabled = ended;
     this.ui.end.hidden = ended;
     if (this.ui.endedNote) this.ui.endedNote.hidden = !ended;
+    this.renderRestart();
   }
 
   showBanner(text, kind = 'info') {
@@ -138,10 +158,10 @@ export class ChatWindow {
     let newMessage = false;
     for (const ev of this.transcript.add(list)) {
       const live = this.transcript.isLive(ev);
-      if (ev.type === 'message' && live && !this.transcript.isMine(ev.from)) newMessage = true;
+      if (ev.type === 'message' && live) newMessage = true; // sent or received
       this.apply(ev, live);
     }
-    if (newMessage && this.options.playTone) beep();
+    if (newMessage && this.options.play_tone) beep();
   }
 
   /** State changes carried by events. */
@@ -150,12 +170,31 @@ export class ChatWindow {
     switch (ev.type) {
       case 'joined': this.members.set(key(ev.who), ev.who); this.renderMembers(); break;
       case 'left': this.members.delete(key(ev.who)); this.renderMembers(); break;
-      case 'agent': this.setAgent(ev.status, ev.detail); break;
+      case 'agent': this.setAgent(ev.status, ev.detail); this.agentAnswered = true; break;
       case 'ended':
         this.setEnded(true);
-        if (this.options.autoClose && live) setTimeout(() => window.close(), 1500);
+        // A short pause lets the reader see why the window goes away.
+        if (this.options.auto_close && live) setTimeout(() => window.close(), 1500);
         break;
-      case 'restarted': this.setEnded(false); break;
+      case 'restarted': this.setEnded(false); this.setAgent('pending'); break;
+    }
+  }
+
+  async restartChat() {
+    this.ui.restart.disabled = true;
+    this.showBanner('');
+    this.agentAnswered = false;
+    try {
+      const view = await this.restartFn();
+      // The agent's answer may come on the stream before this reply: keep it, not "pending".
+      const answer = this.agentAnswered && [this.agentStatus, this.agentDetail];
+      this.setSession(view);
+      if (answer) this.setAgent(...answer);
+      this.ui.text.focus();
+    } catch (e) {
+      this.showBanner(e.message, 'error');
+    } finally {
+      this.ui.restart.disabled = false;
     }
   }
 

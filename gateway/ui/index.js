@@ -1,6 +1,6 @@
 // The operator's Chat page: GET /. Wires its parts together: the login (login.js), the live
 // machine list (machine-stream.js → machine-list.js → machine-row.js), the Quick View
-// (quick-view.js) and chat windows (open-chat.js).
+// (quick-view.js), chat windows (open-chat.js) and the operator's options (options-panel.js).
 import { byId } from './dom.js';
 import { renderLegend } from './status-icons.js';
 import { PageError } from './page-error.js';
@@ -9,6 +9,7 @@ import { MachineStream } from './machine-stream.js';
 import { QuickView } from './quick-view.js';
 import { ChatOpener } from './open-chat.js';
 import { Login } from './login.js';
+import { optionsPanel } from './options-panel.js';
 
 const errors = new PageError(byId('page-error'));
 const loggedOut = () => login.showLogin();
@@ -22,10 +23,12 @@ const quickView = new QuickView(byId('quickview'), byId('machines'), (id) => lis
 list.onMachine = (m) => quickView.update(m);
 list.onRender = () => quickView.closeIfDetached();
 
+const options = optionsPanel();
 const login = new Login({
   loggedIn() {
     list.render();
     stream.connect();
+    options.load();
   },
   loggedOut() {
     stream.disconnect();

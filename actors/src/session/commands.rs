@@ -9,8 +9,8 @@ use super::persist::{message_id, unavailable};
 use super::{SessionMsg, SessionState};
 use crate::machines::Scope;
 use crate::protocol::{
-    Ack, EventBody, Participant, ParticipantKind, SessionCommand, SessionError, SessionErrorKind,
-    SessionRecord, valid_client_id, valid_machine_id,
+    Ack, AgentWindow, EventBody, Participant, ParticipantKind, SessionCommand, SessionError,
+    SessionErrorKind, SessionRecord, valid_client_id, valid_machine_id,
 };
 
 type CmdResult = Result<Ack, SessionError>;
@@ -139,12 +139,18 @@ impl SessionState {
         let r = self.record.as_ref().ok_or_else(not_found)?;
         let member = r.members.iter().any(|m| m.same(&by));
         let machine = r.machine.clone();
+        // A chat in progress whose user window never opened (the agent said so) is asked for
+        // again, with a fresh link, in the same epoch: nobody on the machine holds a login yet.
+        let window_failed = !r.ended && r.agent == AgentWindow::Failed;
         let mut seq = None;
         let mut link = None;
         if r.ended {
             let (restarted, token) = self.restart(&by).await?;
             seq = Some(restarted);
             link = Some(token);
+        } else if window_failed && let Some(r) = self.record.as_mut() {
+            r.agent = AgentWindow::Pending;
+            link = Some(issue_link(r, self.ctx.link_ttl));
         }
         if !member {
             let joined = EventBody::Joined { who: by.clone() };
@@ -153,7 +159,7 @@ impl SessionState {
                 r.members.push(by);
             }
         }
-        if seq.is_some() {
+        if seq.is_some() || link.is_some() {
             self.save_record().await?;
         }
         // Only once the new link is stored: the agent must never get a link that does not work.
@@ -169,20 +175,17 @@ impl SessionState {
     /// Joining an ended session restarts it, with its history, and claims its machine again.
     /// The restart starts a new epoch (earlier machine-user logins are refused) with a fresh
     /// chat link, returned for the machine's agent.
+    /// The machine is claimed first: a chat started with it since this one ended keeps it, and
+    /// the restart is refused (conflict, naming that chat).
     async fn restart(&mut self, by: &Participant) -> Result<(u64, String), SessionError> {
+        let machine = self.record.as_ref().ok_or_else(not_found)?.machine.clone();
+        self.claim_machine(&machine).await?;
         let (seq, _) = self
             .append(EventBody::Restarted { by: by.clone() }, None)
             .await?;
         let r = self.record.as_mut().ok_or_else(not_found)?;
         begin_epoch(r);
         let token = issue_link(r, self.ctx.link_ttl);
-        let machine = r.machine.clone();
-        self.ctx
-            .stores
-            .machine_sessions
-            .put(&machine, self.id.clone().into())
-            .await
-            .map_err(|e| unavailable("claiming the machine", e))?;
         Ok((seq, token))
     }
 

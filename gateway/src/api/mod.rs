@@ -1,13 +1,14 @@
 //! The HTTP routes. See `docs/api.md` for the contract.
 //!
 //! This file is the route table: one small filter per route, in the order they are tried. The
-//! extractors are in [`filters`], the handlers by area in [`pages`], [`login`], [`machines`] and
-//! [`sessions`], and the JSON shapes in [`models`].
+//! extractors are in [`filters`], the handlers by area in [`pages`], [`login`], [`options`],
+//! [`machines`] and [`sessions`], and the JSON shapes in [`models`].
 
 mod filters;
 mod login;
 mod machines;
 pub mod models;
+mod options;
 mod pages;
 mod sessions;
 
@@ -139,6 +140,8 @@ fn operator_api(gw: Gateway) -> impl Route {
         login(gw.clone()),
         logout(gw.clone()),
         me(gw.clone()),
+        options_get(gw.clone()),
+        options_put(gw.clone()),
         machine_list(gw.clone()),
         machine_events(gw.clone()),
         machine_details(gw.clone()),
@@ -185,6 +188,24 @@ fn me(gw: Gateway) -> impl Route {
         .and(warp::get())
         .and(operator(gw))
         .map(login::me)
+}
+
+fn options_get(gw: Gateway) -> impl Route {
+    warp::path!("api" / "me" / "options")
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and_then(|l, gw| respond(options::get(l, gw)))
+}
+
+fn options_put(gw: Gateway) -> impl Route {
+    warp::path!("api" / "me" / "options")
+        .and(warp::put())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|l, gw, body| respond(options::put(l, gw, body)))
 }
 
 fn machine_list(gw: Gateway) -> impl Route {

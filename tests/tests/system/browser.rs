@@ -1,7 +1,9 @@
 //! The web UI in a real browser (Debian chromium driven by playwright-core, through the scripts
 //! in tests/browser/ and their shared harness.mjs): login, machine list, a chat window per
 //! machine titled with its machine ID, both sides talking, text shown as text, ten windows
-//! sharing one event stream, and a window beyond the stream's limit saying so. Runs when
+//! sharing one event stream, a window beyond the stream's limit saying so, and the operator's
+//! options (tone, auto-close) applied in every chat window, and a restart re-opening the
+//! machine user's window (opened / failed). Runs when
 //! NATTER_BROWSER_TESTS=1.
 
 use std::path::Path;
@@ -104,6 +106,126 @@ async fn the_web_ui_works_in_a_real_browser() {
     .expect("node runs");
     watcher.abort();
     assert_every_check_passed(&output);
+    s.shutdown().await;
+}
+
+/// Writes each URL the agent of `machine` is asked to open into `file` (as a real agent would
+/// open it), until aborted.
+fn write_opened_urls(s: &Fixture, machine: &str, file: &Path) -> tokio::task::JoinHandle<()> {
+    std::fs::write(file, "").unwrap();
+    let opened = s.agent(machine).opener.opened.clone();
+    let file = file.to_path_buf();
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            let last = {
+                let urls = opened.lock().unwrap();
+                (urls.len() > seen).then(|| (urls.len(), urls.last().unwrap().1.clone()))
+            };
+            if let Some((n, url)) = last {
+                seen = n;
+                std::fs::write(&file, url).unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// F12 in a real browser: the operator's options are kept on the server and applied in every
+/// chat window (the tone on messages sent and received, closing when the other party ends the
+/// chat, or staying open and read-only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_options_apply_in_every_chat_window_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let machine = "pc1.sales.acme";
+    let s = Scenario::new()
+        .operator("alice")
+        .machine(machine, "carol")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("agent-url.txt");
+    let watcher = write_opened_urls(&s, machine, &url_file);
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        browser_script("options.mjs", &s.node, "alice", dir.path())
+            .env("NATTER_MACHINE", machine)
+            .env("NATTER_AGENT_URL_FILE", &url_file)
+            .output(),
+    )
+    .await
+    .expect("browser test finishes within 3 minutes")
+    .expect("node runs");
+    watcher.abort();
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}
+
+/// Issue 11 item 5 in a real browser: "Restart chat" in the operator's window of an ended chat
+/// asks the agent again and shows its answer, "opened" or "failed" (then "Ask the machine
+/// again"). The script tells the test when the agent's opener must fail (a control file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_a_chat_reopens_the_users_window_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let machine = "pc1.sales.acme";
+    let s = Scenario::new()
+        .operator("alice")
+        .machine(machine, "carol")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("agent-url.txt");
+    let control = dir.path().join("agent-control.txt");
+    std::fs::write(&control, "").unwrap();
+    let watcher = write_opened_urls(&s, machine, &url_file);
+    let mut child = browser_script("restart.mjs", &s.node, "alice", dir.path())
+        .env("NATTER_MACHINE", machine)
+        .env("NATTER_AGENT_URL_FILE", &url_file)
+        .env("NATTER_AGENT_CONTROL", &control)
+        .spawn()
+        .expect("node runs");
+    let fail_with = s.agent(machine).opener.fail_with.clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        match std::fs::read_to_string(&control).unwrap_or_default().trim() {
+            "fail" => {
+                *fail_with.lock().unwrap() = Some("no browser on this machine".into());
+                std::fs::write(&control, "failing").unwrap();
+            }
+            "open" => {
+                *fail_with.lock().unwrap() = None;
+                std::fs::write(&control, "opening").unwrap();
+            }
+            _ => {}
+        }
+        if let Some(status) = child.try_wait().expect("node runs") {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "browser test finishes within 3 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    use tokio::io::AsyncReadExt;
+    if let Some(mut out) = child.stdout.take() {
+        out.read_to_string(&mut stdout).await.unwrap();
+    }
+    if let Some(mut err) = child.stderr.take() {
+        err.read_to_string(&mut stderr).await.unwrap();
+    }
+    watcher.abort();
+    assert_every_check_passed(&Output {
+        status,
+        stdout: stdout.into_bytes(),
+        stderr: stderr.into_bytes(),
+    });
     s.shutdown().await;
 }
 
