@@ -31,10 +31,13 @@ impl TestNode {
         }
         config.http.listen = addr;
         config.http.public_url = format!("http://{addr}");
-        // Boxed: a node's start is a large future, and a test's future lives on its thread's
-        // stack (debug builds overflowed it).
-        let node = Box::pin(natter::Node::start(listener, &config))
+        // Started in a task of its own: a node's start is a deep, large future, and polled
+        // inside a test's own future (itself inside a fixture's) it overflowed a test thread's
+        // stack in debug builds. A task is polled from the scheduler, at the stack's base.
+        let start_config = config.clone();
+        let node = tokio::spawn(async move { natter::Node::start(listener, &start_config).await })
             .await
+            .expect("the node's start task")
             .expect("start node");
         TestNode {
             node,
