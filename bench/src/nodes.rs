@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::chat::{self, Operator, Readers, Senders, Step};
-use crate::phases::{Target, tail};
+use crate::phases::{Target, step_up, tail};
 use crate::procs::{BoxError, NodeProc};
 use crate::report::fmt_d;
 use crate::say;
@@ -78,25 +78,8 @@ async fn one_count(at: &Target<'_>, n: usize, quick: bool) -> Result<NodesPoint,
     let received_before = received(&addrs).await;
     let readers = Readers::open_on(&addrs, &sessions, &ops[1..4], since).await?;
     let mut senders = Senders::new_on(&addrs, 1, &ops[0], &sessions);
-    let secs = if quick { 2 } else { 4 };
-    let budget = Instant::now() + Duration::from_secs(if quick { 30 } else { 80 });
-    let (mut best, mut failed) = (None, None);
-    let mut total_events = 0;
-    for (i, &rate) in RATES.iter().enumerate() {
-        let s = senders
-            .step(
-                &readers,
-                i,
-                rate,
-                Duration::from_secs(secs),
-                true,
-                Duration::from_secs(3),
-            )
-            .await;
-        total_events += s.sent;
-        let ok = s.complete()
-            && s.latency.p99 <= Duration::from_millis(50)
-            && s.accepted_per_s >= 0.95 * rate;
+    let budget = Duration::from_secs(if quick { 30 } else { 80 });
+    let report = |rate: f64, s: &Step, ok: bool| {
         say(format!(
             "  {n} node(s), offered {rate:.0}/s: accepted {:.0}/s, delivered {} of {}, p99 {}{}",
             s.accepted_per_s,
@@ -104,17 +87,10 @@ async fn one_count(at: &Target<'_>, n: usize, quick: bool) -> Result<NodesPoint,
             s.expected,
             fmt_d(s.latency.p99),
             if ok { "" } else { "  ← not sustained" }
-        ));
-        if ok {
-            best = Some(s);
-        } else {
-            failed = Some(s);
-            break;
-        }
-        if Instant::now() > budget {
-            break;
-        }
-    }
+        ))
+    };
+    let steps = step_up(&mut senders, &readers, RATES, quick, budget, report).await;
+    let (best, failed, total_events) = (steps.best, steps.failed, steps.sent);
     drop(readers);
     let received: Vec<u64> = received(&addrs)
         .await

@@ -209,13 +209,56 @@ async fn phase_throughput(
     let since = tail(&chat.stores).await;
     let readers = chat::Readers::open(addr, &chat.sessions, &chat.ops[1..4], since).await?;
     let mut senders = chat::Senders::new(addr, &chat.ops[0], &chat.sessions);
+    let budget = Duration::from_secs(if quick { 40 } else { 100 });
+    let steps = step_up(
+        &mut senders,
+        &readers,
+        RATES,
+        quick,
+        budget,
+        say_throughput_step,
+    )
+    .await;
+    if steps.budget_ended {
+        notes.push("Throughput: the time budget ended the steps.".into());
+    }
+    Ok((steps.best, steps.failed))
+}
+
+/// What [`step_up`] found.
+pub(crate) struct StepUp {
+    /// The best sustained step and the first that was not.
+    pub best: Option<Step>,
+    pub failed: Option<Step>,
+    /// Messages accepted over all the steps.
+    pub sent: u64,
+    /// The time budget, not a failed step, ended the steps.
+    pub budget_ended: bool,
+}
+
+/// Steps the offered rate up through `rates` (4 s each, 2 s with `quick`) until a step is not
+/// sustained — every accepted message at every reader, p99 ≤ 50 ms, ≥ 95% of the rate
+/// accepted — or `budget` has passed; `report` is told each step.
+pub(crate) async fn step_up(
+    senders: &mut chat::Senders,
+    readers: &chat::Readers,
+    rates: &[f64],
+    quick: bool,
+    budget: Duration,
+    report: impl Fn(f64, &Step, bool),
+) -> StepUp {
     let secs = if quick { 2 } else { 4 };
-    let budget = Instant::now() + Duration::from_secs(if quick { 40 } else { 100 });
-    let (mut best, mut failed) = (None, None);
-    for (i, &rate) in RATES.iter().enumerate() {
+    let until = Instant::now() + budget;
+    let mut out = StepUp {
+        best: None,
+        failed: None,
+        sent: 0,
+        budget_ended: false,
+    };
+    for (i, &rate) in rates.iter().enumerate() {
         let s = senders
             .step(
-                &readers,
+                readers,
                 i,
                 rate,
                 Duration::from_secs(secs),
@@ -223,22 +266,22 @@ async fn phase_throughput(
                 Duration::from_secs(3),
             )
             .await;
+        out.sent += s.sent;
         let ok = s.complete()
             && s.latency.p99 <= Duration::from_millis(50)
             && s.accepted_per_s >= 0.95 * rate;
-        say_throughput_step(rate, &s, ok);
-        if ok {
-            best = Some(s);
-        } else {
-            failed = Some(s);
+        report(rate, &s, ok);
+        if !ok {
+            out.failed = Some(s);
             break;
         }
-        if Instant::now() > budget {
-            notes.push("Throughput: the time budget ended the steps.".into());
+        out.best = Some(s);
+        if Instant::now() > until {
+            out.budget_ended = true;
             break;
         }
     }
-    Ok((best, failed))
+    out
 }
 
 fn say_throughput_step(rate: f64, s: &Step, ok: bool) {
