@@ -39,34 +39,23 @@ pub const LEASE_TTL: Duration = Duration::from_millis(1200);
 /// How often a node renews its leases, beats its heartbeat and rebalances.
 pub const RENEW: Duration = Duration::from_millis(300);
 
-/// Sends a request to the owner of a partition (`subject` names it) and returns its answer.
-/// While the partition changes hands — nobody subscribed (no responders), or the answer is one
-/// `moved` recognises (a former owner's [`MOVED`]) — it retries with a short back-off for up to
-/// [`RETRY_FOR`], then returns the last answer (or the error). Each attempt waits at most
-/// [`ATTEMPT_TIMEOUT`] and one that times out is sent again, for up to `patience` in all: a
-/// request delivered to a node that died the same moment is never answered, and its partition
-/// has a new owner well within that. Only for idempotent requests.
-pub async fn request_owner(
+/// Sends a request to the owner of a partition (`subject` names it) and returns its answer,
+/// decoded once as `T`. While the partition changes hands — nobody subscribed (no responders),
+/// or the answer is one `moved` recognises (a former owner's [`MOVED`]) — it retries with a
+/// short back-off for up to [`RETRY_FOR`], then returns the last answer (or the error). Each
+/// attempt waits at most [`ATTEMPT_TIMEOUT`] and one that times out is sent again, for up to
+/// `patience` in all: a request delivered to a node that died the same moment is never
+/// answered, and its partition has a new owner well within that. Only for idempotent requests.
+///
+/// Also says whether an earlier attempt timed out: it may have been carried out (a send's
+/// answer then says `duplicate` about the caller's own message).
+pub async fn request_owner<T: serde::de::DeserializeOwned>(
     client: &async_nats::Client,
     subject: String,
     body: bytes::Bytes,
     patience: Duration,
-    moved: impl Fn(&[u8]) -> bool,
-) -> Result<async_nats::Message, String> {
-    request_owner_noting_timeouts(client, subject, body, patience, moved)
-        .await
-        .map(|(answer, _)| answer)
-}
-
-/// [`request_owner`], also saying whether an earlier attempt timed out (it may have been
-/// carried out: a send's answer then says `duplicate` about the caller's own message).
-pub async fn request_owner_noting_timeouts(
-    client: &async_nats::Client,
-    subject: String,
-    body: bytes::Bytes,
-    patience: Duration,
-    moved: impl Fn(&[u8]) -> bool,
-) -> Result<(async_nats::Message, bool), String> {
+    moved: impl Fn(&T) -> bool,
+) -> Result<(T, bool), String> {
     let started = Instant::now();
     let mut backoff = FIRST_BACKOFF;
     let mut timed_out = false;
@@ -74,8 +63,14 @@ pub async fn request_owner_noting_timeouts(
         let wait = ATTEMPT_TIMEOUT.min(patience.saturating_sub(started.elapsed()));
         let attempt = client.request(subject.clone(), body.clone());
         let failed = match tokio::time::timeout(wait, attempt).await {
-            Ok(Ok(answer)) if !moved(&answer.payload) => return Ok((answer, timed_out)),
-            Ok(Ok(answer)) => Ok((answer, timed_out)),
+            Ok(Ok(msg)) => {
+                let answer: T = serde_json::from_slice(&msg.payload)
+                    .map_err(|e| format!("unreadable answer: {e}"))?;
+                if !moved(&answer) {
+                    return Ok((answer, timed_out));
+                }
+                Ok((answer, timed_out))
+            }
             Ok(Err(e)) => Err(e.to_string()),
             Err(_) => {
                 timed_out = true;
@@ -99,9 +94,8 @@ pub async fn request_owner_noting_timeouts(
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether a machine request's answer says the machine moved (for [`request_owner`]).
-pub fn machine_moved(payload: &[u8]) -> bool {
-    serde_json::from_slice::<crate::machines::MachineReply>(payload)
-        .is_ok_and(|reply| reply.err().as_deref() == Some(MACHINE_MOVED))
+pub fn machine_moved(reply: &crate::machines::MachineReply) -> bool {
+    reply.as_ref().err().map(String::as_str) == Some(MACHINE_MOVED)
 }
 
 /// The answer's message when a command reached a node that no longer owns its partition; the

@@ -73,18 +73,17 @@ pub async fn command(
     session: &str,
     cmd: &SessionCommand,
 ) -> Result<natter_actors::protocol::Ack, BoxError> {
-    let msg = natter_actors::partitions::request_owner(
+    let (reply, _) = natter_actors::partitions::request_owner::<SessionReply>(
         client,
         subjects::session_command(session),
         serde_json::to_vec(cmd)?.into(),
         Duration::from_secs(10),
-        |payload| {
-            serde_json::from_slice::<SessionReply>(payload)
-                .is_ok_and(|r| r.is_err_and(|e| e.message == natter_actors::partitions::MOVED))
+        |r| {
+            r.as_ref()
+                .is_err_and(|e| e.message == natter_actors::partitions::MOVED)
         },
     )
     .await?;
-    let reply: SessionReply = serde_json::from_slice(&msg.payload)?;
     reply.map_err(|e| format!("session {session}: {e:?}").into())
 }
 

@@ -401,7 +401,7 @@ async fn machine_request(
     }
     let body = serde_json::to_vec(&request)?;
     // Retried while the machine's partition changes hands between nodes.
-    let answer = natter_actors::partitions::request_owner(
+    let (reply, _) = natter_actors::partitions::request_owner::<MachineReply>(
         client,
         natter_actors::subjects::machine_request(machine),
         body.into(),
@@ -410,8 +410,7 @@ async fn machine_request(
     )
     .await
     .map_err(|e| format!("no node answered: {e}"))?;
-    let record = serde_json::from_slice::<MachineReply>(&answer.payload)?
-        .map_err(|e| format!("{machine}: {e}"))?;
+    let record = reply.map_err(|e| format!("{machine}: {e}"))?;
     println!("{}: {}", record.id, record.status.describe());
     Ok(())
 }

@@ -256,7 +256,7 @@ impl Gateway {
         let body: bytes::Bytes = serde_json::to_vec(request)
             .map_err(|e| ApiError::bad_request(e.to_string()))?
             .into();
-        let answer = natter_actors::partitions::request_owner_noting_timeouts(
+        let answer = natter_actors::partitions::request_owner::<SessionReply>(
             &self.inner.stores.client,
             subjects::session_command(session),
             body,
@@ -264,7 +264,7 @@ impl Gateway {
             retry_session_answer,
         )
         .await;
-        let (msg, retried_after_timeout) = match answer {
+        let (reply, retried_after_timeout) = match answer {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::warn!(%session, %error, "session did not answer");
@@ -273,9 +273,6 @@ impl Gateway {
                 ));
             }
         };
-        let reply: SessionReply = serde_json::from_slice(&msg.payload).map_err(|e| {
-            ApiError::unavailable(format!("unreadable answer from the session: {e}"))
-        })?;
         let mut ack = reply.map_err(|e: SessionError| ApiError::from(e))?;
         // Our own attempt that timed out landed after all (its node died after storing it, or
         // answered late): for the caller this request stored the message, once.
@@ -292,13 +289,13 @@ impl Gateway {
 
 /// Whether a session's answer is worth retrying: "unavailable" (it moved to another node, or
 /// its storage hiccupped), which every command may safely retry.
-fn retry_session_answer(payload: &[u8]) -> bool {
+fn retry_session_answer(reply: &SessionReply) -> bool {
     matches!(
-        serde_json::from_slice::<SessionReply>(payload),
-        Ok(Err(SessionError {
+        reply,
+        Err(SessionError {
             kind: SessionErrorKind::Unavailable,
             ..
-        }))
+        })
     )
 }
 

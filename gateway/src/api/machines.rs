@@ -64,7 +64,7 @@ pub async fn details(id: String, l: Login, gw: Gateway) -> Result<Response, ApiE
     // Retried while the machine's partition changes hands, all within DETAILS_TIMEOUT.
     let live = tokio::time::timeout(
         DETAILS_TIMEOUT,
-        natter_actors::partitions::request_owner(
+        natter_actors::partitions::request_owner::<MachineReply>(
             &gw.stores().client,
             subjects::machine_request(&id),
             body.into(),
@@ -74,9 +74,7 @@ pub async fn details(id: String, l: Login, gw: Gateway) -> Result<Response, ApiE
     )
     .await;
     let record = match live {
-        Ok(Ok(msg)) => serde_json::from_slice::<MachineReply>(&msg.payload)
-            .ok()
-            .and_then(Result::ok),
+        Ok(Ok((reply, _))) => reply.ok(),
         _ => None,
     }
     .or(known)
