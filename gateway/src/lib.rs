@@ -57,7 +57,7 @@ use crate::origin::PublicOrigin;
 /// The gateway's settings.
 #[derive(Clone, Debug)]
 pub struct GatewayConfig {
-    /// How long to wait for one answer of a session actor (a timed-out attempt is retried once).
+    /// How long to wait in all for a session owner's answer (attempts of 1 s, sent again).
     pub request_timeout: Duration,
     /// How long a login lasts (also the KV bucket's max age).
     pub login_ttl: Duration,
@@ -249,8 +249,9 @@ impl Gateway {
 
     /// Sends one request to a session's actor. While the session's partition changes hands
     /// (nobody subscribed, or a former owner answers "unavailable") it is retried with a short
-    /// back-off for up to [`natter_actors::partitions::RETRY_FOR`]; a timed-out attempt is
-    /// retried once. Every command is idempotent (sends carry a client id), so a retry lands once.
+    /// back-off for up to [`natter_actors::partitions::RETRY_FOR`]; an attempt unanswered for
+    /// [`natter_actors::partitions::ATTEMPT_TIMEOUT`] is sent again, within `request_timeout`.
+    /// Every command is idempotent (sends carry a client id), so a retry lands once.
     async fn request(&self, session: &str, request: &SessionRequest) -> Result<Ack, ApiError> {
         let cmd = &request.cmd;
         let body: bytes::Bytes = serde_json::to_vec(request)
