@@ -7,8 +7,9 @@
 //! as password. This service checks the signature ([`AgentLogin`]), that the machine is not
 //! suspended, and that the key is the one bound to the machine, or enrolls it with the token
 //! ([`Enrollment`]). It then answers with a user JWT, signed by the account key named as
-//! `issuer` in `nats.conf`, that allows publishing only `natter.agent.<its token>.checkin`,
-//! subscribing only `natter.agent.<its token>.cmd`, and answering requests it received. Every
+//! `issuer` in `nats.conf`, that allows publishing only `natter.agent.<its token>.checkin` and
+//! `.start` (asking for the start page), subscribing only `natter.agent.<its token>.cmd` and its
+//! own inbox `natter.inbox.<its token>.>`, and answering requests it received. Every
 //! refusal tells the client only "not authorized"; the node logs the reason.
 
 use std::sync::Arc;
@@ -197,8 +198,16 @@ impl Callout {
             "name": machine,
             "aud": AGENT_ACCOUNT,
             "nats": {
-                "pub": {"allow": [subjects::agent_checkin(machine)]},
-                "sub": {"allow": [subjects::agent_command(machine)]},
+                "pub": {"allow": [
+                    subjects::agent_checkin(machine),
+                    subjects::agent_start_request(machine),
+                ]},
+                // Its own inbox (the agent connects with this inbox prefix): the broker's answers
+                // to its start requests, and nobody else's.
+                "sub": {"allow": [
+                    subjects::agent_command(machine),
+                    format!("{}.>", subjects::agent_inbox_prefix(machine)),
+                ]},
                 "resp": {"max": 1, "ttl": 0},
                 "subs": -1, "data": -1, "payload": -1,
                 "type": "user",

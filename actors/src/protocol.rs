@@ -286,6 +286,65 @@ pub struct AgentReply {
     pub detail: String,
 }
 
+/// An agent's request for its machine user's start page (on `natter.agent.<token>.start`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StartChatRequest {
+    pub v: u32,
+}
+
+/// Why the broker refused a [`StartChatRequest`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum StartRefusal {
+    /// The machine has no role, or its role lacks "may start a chat with operators".
+    NotAllowed,
+    /// Nobody is logged on to the machine (as its last check-in said).
+    NoUser,
+    /// The broker has no record of the machine (it never checked in).
+    UnknownMachine,
+    /// An admin suspended the machine's agent.
+    Suspended,
+    /// The request was not a start request (version or shape).
+    BadRequest,
+    /// The broker's store did not answer; try again.
+    Unavailable,
+}
+
+/// The broker's answer to a [`StartChatRequest`]: `{"ok": true, "url": …}` or
+/// `{"ok": false, "reason": …, "message": …}`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct StartChatReply {
+    pub ok: bool,
+    /// The start page's link, with its single-use token (`<public_url>/start/#t=…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<StartRefusal>,
+    /// For a person.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+impl StartChatReply {
+    pub fn link(url: String) -> Self {
+        StartChatReply {
+            ok: true,
+            url: Some(url),
+            reason: None,
+            message: String::new(),
+        }
+    }
+
+    pub fn refused(reason: StartRefusal, message: impl Into<String>) -> Self {
+        StartChatReply {
+            ok: false,
+            url: None,
+            reason: Some(reason),
+            message: message.into(),
+        }
+    }
+}
+
 /// Checks a machine ID: dot-separated segments of `[a-z0-9_-]`, at least `machine.group` (an
 /// organisation may be the group), at most 253 characters.
 pub fn valid_machine_id(id: &str) -> bool {

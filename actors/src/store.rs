@@ -13,6 +13,9 @@
 //! - KV [`OPERATOR_OPTIONS_BUCKET`]: username → that operator's options.
 //! - KV [`LOGINS_BUCKET`]: browser logins (cookie hash → who), with the login lifetime as max age.
 //! - KV [`PARTITIONS_BUCKET`]: partition leases and node heartbeats ([`crate::partitions`]).
+//! - KV [`crate::roles::ROLES_BUCKET`], [`crate::roles::ROLE_ASSIGNMENTS_BUCKET`] and
+//!   [`crate::roles::START_TOKENS_BUCKET`] (max age `chat.link_ttl`): machine roles
+//!   ([`crate::roles`]).
 
 use std::time::Duration;
 
@@ -51,6 +54,8 @@ pub struct StoreConfig {
     pub login_ttl: Duration,
     /// Copies of the stream and of every bucket (3 on a cluster of three servers).
     pub replicas: usize,
+    /// How long a machine user's link works unused (`chat.link_ttl`): also the start tokens'.
+    pub link_ttl: Duration,
 }
 
 impl Default for StoreConfig {
@@ -61,6 +66,7 @@ impl Default for StoreConfig {
             session_ttl: Duration::from_secs(24 * 3600),
             login_ttl: Duration::from_secs(12 * 3600),
             replicas: 1,
+            link_ttl: Duration::from_secs(300),
         }
     }
 }
@@ -99,6 +105,9 @@ pub struct Stores {
     pub operator_options: std::sync::Arc<kv::Store>,
     pub logins: kv::Store,
     pub partitions: kv::Store,
+    /// Machine roles and start tokens (behind an `Arc` for the same reason as
+    /// `operator_options`).
+    pub roles: std::sync::Arc<crate::roles::Roles>,
     pub config: StoreConfig,
 }
 
@@ -163,6 +172,11 @@ impl Stores {
             ),
             logins: bucket(LOGINS_BUCKET, config.login_ttl, 1).await?,
             partitions: bucket(PARTITIONS_BUCKET, PARTITIONS_MAX_AGE, 1).await?,
+            roles: std::sync::Arc::new(crate::roles::Roles::new(
+                bucket(crate::roles::ROLES_BUCKET, forever, 1).await?,
+                bucket(crate::roles::ROLE_ASSIGNMENTS_BUCKET, forever, 1).await?,
+                bucket(crate::roles::START_TOKENS_BUCKET, config.link_ttl, 1).await?,
+            )),
             client,
             js,
             events,

@@ -108,6 +108,54 @@ pub fn agent_command(machine: &str) -> String {
     format!("natter.agent.{}.cmd", machine_token(machine))
 }
 
+/// Where an agent asks, for its machine user, for a link to the start page (request/reply;
+/// issue 11, item 3): only the broker answers, and only if the machine's role allows it.
+pub fn agent_start_request(machine: &str) -> String {
+    format!("natter.agent.{}.start", machine_token(machine))
+}
+
+/// What the broker's start service subscribes to (in [`START_QUEUE`]).
+pub const ALL_START_REQUESTS: &str = "natter.agent.*.start";
+
+/// The machine ID in an [`agent_start_request`] subject.
+pub fn machine_of_start_request(subject: &str) -> Option<String> {
+    subject
+        .strip_prefix("natter.agent.")?
+        .strip_suffix(".start")
+        .filter(|t| !t.contains('.'))
+        .map(machine_from_token)
+}
+
+/// The prefix of a real agent's reply subjects (its NATS inbox): one per machine, so the auth
+/// callout can let an agent receive the answers to its own requests and nobody else's.
+pub fn agent_inbox_prefix(machine: &str) -> String {
+    format!("natter.inbox.{}", machine_token(machine))
+}
+
+/// The start request of a simulated machine (the simulator's family; answered only for
+/// machines no real agent enrolled).
+pub fn simulated_start_request(machine: &str) -> String {
+    format!("natter.simagent.{}.start", machine_token(machine))
+}
+
+/// What the broker's start service subscribes to for simulated machines.
+pub const ALL_SIMULATED_START_REQUESTS: &str = "natter.simagent.*.start";
+
+/// The machine ID in a [`simulated_start_request`] subject.
+pub fn machine_of_simulated_start_request(subject: &str) -> Option<String> {
+    subject
+        .strip_prefix("natter.simagent.")?
+        .strip_suffix(".start")
+        .filter(|t| !t.contains('.'))
+        .map(machine_from_token)
+}
+
+/// The prefix of the simulator's reply subjects (`custom_inbox_prefix` of its connections).
+pub const SIMULATOR_INBOX_PREFIX: &str = "natter.siminbox";
+
+/// Queue group of every node's start service: one node answers each start request.
+pub const START_QUEUE: &str = "natter-start";
+
 /// Where a simulated agent (`natter-agent --simulate`) publishes its check-ins: a subject family
 /// of its own, so the simulator's NATS user never reaches a real machine's subjects. The fleet
 /// accepts these only for machines no real agent enrolled.
@@ -231,6 +279,24 @@ mod tests {
             simulated_command("sim1.sales.acme"),
             "natter.simagent.sim1:sales:acme.cmd"
         );
+    }
+
+    #[test]
+    fn start_requests_parse_back() {
+        let s = agent_start_request("pc1.sales.acme");
+        assert_eq!(s, "natter.agent.pc1:sales:acme.start");
+        assert_eq!(
+            machine_of_start_request(&s).as_deref(),
+            Some("pc1.sales.acme")
+        );
+        assert_eq!(machine_of_checkin(&s), None);
+        let sim = simulated_start_request("sim1.acme");
+        assert_eq!(
+            machine_of_simulated_start_request(&sim).as_deref(),
+            Some("sim1.acme")
+        );
+        assert_eq!(machine_of_start_request(&sim), None);
+        assert_eq!(agent_inbox_prefix("pc1.acme"), "natter.inbox.pc1:acme");
     }
 
     #[test]

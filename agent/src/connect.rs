@@ -65,8 +65,15 @@ fn options(config: &AgentConfig, name: &str) -> async_nats::ConnectOptions {
     if let Some(ca) = &config.nats_ca {
         options = options.require_tls(true).add_root_certificates(ca.clone());
     }
+    // Replies to the agent's own requests (the start page) come to an inbox of its machine's, the
+    // only one its permissions let it read; the simulator's connections have one of their own.
+    let inbox = match config.nats_user == config.machine {
+        true => natter_actors::subjects::agent_inbox_prefix(&config.machine),
+        false => natter_actors::subjects::SIMULATOR_INBOX_PREFIX.to_string(),
+    };
     options
         .name(name)
+        .custom_inbox_prefix(inbox)
         .user_and_password(config.nats_user.clone(), config.nats_password.clone())
         // async-nats calls this for its own reconnects, attempt 1 first; its default is a
         // jitter-free 4 s cap, which makes a fleet reconnect in lockstep.

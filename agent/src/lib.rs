@@ -8,6 +8,7 @@
 //! same code; only the opener differs.
 
 mod connect;
+pub mod control;
 pub mod identity;
 pub mod simulate;
 
@@ -17,7 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use natter_actors::protocol::{AgentCommand, AgentReply, Checkin};
+use natter_actors::protocol::{
+    AgentCommand, AgentReply, Checkin, StartChatReply, StartChatRequest, StartRefusal,
+};
 use natter_actors::subjects;
 use tokio_util::sync::CancellationToken;
 
@@ -159,18 +162,64 @@ pub enum AgentError {
     Subscribe(#[from] async_nats::SubscribeError),
 }
 
-/// A running agent's handle: change what it reports.
+/// A running agent's handle: change what it reports, or ask for the machine user's start page.
 #[derive(Clone, Default)]
 pub struct AgentHandle {
     presence: Arc<Mutex<Presence>>,
     wake: Arc<tokio::sync::Notify>,
+    /// Set while the agent runs: what [`AgentHandle::request_chat`] needs.
+    running: Arc<Mutex<Option<Running>>>,
 }
+
+/// What a running agent lends its handle for a chat request.
+#[derive(Clone)]
+struct Running {
+    client: async_nats::Client,
+    machine: String,
+    family: SubjectFamily,
+    opener: Arc<dyn Opener>,
+}
+
+/// What became of a request for the machine user's start page ([`AgentHandle::request_chat`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatRequest {
+    /// The start page was opened in the machine user's browser.
+    Opened,
+    /// The broker refused, with its reason and a message for a person.
+    Refused {
+        reason: StartRefusal,
+        message: String,
+    },
+    /// The request could not be made or the page not opened (agent not connected, no answer,
+    /// the opener failed).
+    Failed(String),
+}
+
+impl std::fmt::Display for ChatRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ChatRequest::Opened => write!(f, "opened"),
+            ChatRequest::Refused { reason, message } => {
+                let reason = serde_json::to_value(reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                write!(f, "refused ({reason}): {message}")
+            }
+            ChatRequest::Failed(why) => write!(f, "failed: {why}"),
+        }
+    }
+}
+
+/// How long the agent waits for the broker's answer to a start request.
+pub const START_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl AgentHandle {
     pub fn new(presence: Presence) -> Self {
         AgentHandle {
             presence: Arc::new(Mutex::new(presence)),
             wake: Arc::default(),
+            running: Arc::default(),
         }
     }
     pub fn set_presence(&self, p: Presence) {
@@ -184,6 +233,51 @@ impl AgentHandle {
     /// Asks the agent to check in now (instead of at its next interval).
     pub fn checkin_now(&self) {
         self.wake.notify_one();
+    }
+
+    /// Asks the broker for the machine user's start page (where they pick an operator to chat
+    /// with) and opens it with the agent's opener, as it opens chat links.
+    pub async fn request_chat(&self) -> ChatRequest {
+        let running = self.running.lock().ok().and_then(|r| r.clone());
+        let Some(running) = running else {
+            return ChatRequest::Failed("the agent is not running".into());
+        };
+        if !is_connected(&running.client) {
+            return ChatRequest::Failed("the agent is not connected to Natter".into());
+        }
+        let subject = running.family.start_request(&running.machine);
+        let body = serde_json::to_vec(&StartChatRequest { v: 1 }).unwrap_or_default();
+        let answer = tokio::time::timeout(
+            START_REQUEST_TIMEOUT,
+            running.client.request(subject, body.into()),
+        )
+        .await;
+        let msg = match answer {
+            Ok(Ok(msg)) => msg,
+            Ok(Err(e)) => return ChatRequest::Failed(format!("no answer from Natter: {e}")),
+            Err(_) => return ChatRequest::Failed("no answer from Natter in time".into()),
+        };
+        let reply = match serde_json::from_slice::<StartChatReply>(&msg.payload) {
+            Ok(r) => r,
+            Err(e) => return ChatRequest::Failed(format!("an answer I cannot read: {e}")),
+        };
+        match (reply.ok, reply.url, reply.reason) {
+            (true, Some(url), _) => match running.opener.open(&running.machine, &url) {
+                Ok(()) => ChatRequest::Opened,
+                Err(why) => ChatRequest::Failed(why),
+            },
+            (_, _, Some(reason)) => ChatRequest::Refused {
+                reason,
+                message: reply.message,
+            },
+            _ => ChatRequest::Failed("an answer with neither a link nor a reason".into()),
+        }
+    }
+
+    fn set_running(&self, running: Option<Running>) {
+        if let Ok(mut guard) = self.running.lock() {
+            *guard = running;
+        }
     }
 }
 
@@ -357,6 +451,13 @@ impl SubjectFamily {
             SubjectFamily::Simulated => subjects::simulated_command(machine),
         }
     }
+
+    fn start_request(self, machine: &str) -> String {
+        match self {
+            SubjectFamily::Real => subjects::agent_start_request(machine),
+            SubjectFamily::Simulated => subjects::simulated_start_request(machine),
+        }
+    }
 }
 
 /// Checks in and answers commands, forever: the caller ends it (at any await point) on shutdown.
@@ -421,10 +522,17 @@ pub async fn run_on_family(
         subscribed = client.subscribe(family.command(&config.machine)) => subscribed?,
         _ = shutdown.cancelled() => return Ok(()),
     };
+    handle.set_running(Some(Running {
+        client: client.clone(),
+        machine: config.machine.clone(),
+        family,
+        opener: opener.clone(),
+    }));
     tokio::select! {
         _ = serve(&client, &config, &handle, opener.as_ref(), &mut commands, family) => {}
         _ = shutdown.cancelled() => {}
     }
+    handle.set_running(None);
     drop(commands);
     if is_connected(&client) {
         bounded_step(&config.machine, "flush", client.flush()).await;

@@ -68,6 +68,67 @@ struct Cli {
     /// IP address to report.
     #[arg(long, default_value = "127.0.0.1")]
     ip: String,
+    /// The local control socket `natter-agent chat` talks to (a Unix socket, mode 0660).
+    /// Default: the key file's path with `.sock` added. With several --machine, include
+    /// `{machine}`.
+    #[arg(long, env = "NATTER_AGENT_CONTROL_SOCKET")]
+    control_socket: Option<String>,
+}
+
+/// `natter-agent chat`: ask the running agent to open the start page, where the machine's user
+/// picks an operator to chat with (allowed only if the machine's role has that right).
+#[derive(Parser)]
+#[command(name = "natter-agent chat")]
+struct ChatCli {
+    /// The running agent's control socket (as given to it).
+    #[arg(long, env = "NATTER_AGENT_CONTROL_SOCKET")]
+    control_socket: Option<String>,
+    /// Without --control-socket: the agent's key file (its socket is that path + `.sock`).
+    #[arg(long, env = "NATTER_AGENT_KEY_FILE")]
+    key_file: Option<String>,
+    /// The machine, when the paths contain `{machine}`.
+    #[arg(long, default_value = "")]
+    machine: String,
+}
+
+/// The control socket of `machine`: `--control-socket`, else the key file's path + `.sock`
+/// (`{machine}` replaced in either).
+fn control_socket_path(
+    control_socket: Option<&str>,
+    key_file: Option<&str>,
+    machine: &str,
+) -> Option<std::path::PathBuf> {
+    let pattern = match control_socket {
+        Some(p) => p.to_string(),
+        None => format!("{}.sock", key_file?),
+    };
+    Some(pattern.replace("{machine}", machine).into())
+}
+
+/// Runs `natter-agent chat`: prints the agent's answer; fails unless the page was opened.
+async fn chat(cli: ChatCli) -> ExitCode {
+    let Some(path) = control_socket_path(
+        cli.control_socket.as_deref(),
+        cli.key_file.as_deref(),
+        &cli.machine,
+    ) else {
+        eprintln!("natter-agent chat: give --control-socket (or --key-file)");
+        return ExitCode::from(2);
+    };
+    match natter_agent::control::ask_chat(&path).await {
+        Ok(answer) => {
+            println!("{answer}");
+            if answer == "opened" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("natter-agent chat: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The seed of `machine`'s key, from (or created in) its key file.
@@ -89,6 +150,21 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("chat") {
+        let args = std::env::args().enumerate().filter(|(i, _)| *i != 1);
+        let cli = ChatCli::parse_from(args.map(|(_, a)| a));
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("natter-agent: cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        return runtime.block_on(chat(cli));
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -131,6 +207,15 @@ async fn run(cli: Cli) -> ExitCode {
             shutdown.clone(),
         ));
     }
+    if cli.machines.len() > 1
+        && cli
+            .control_socket
+            .as_deref()
+            .is_some_and(|p| !p.contains("{machine}"))
+    {
+        eprintln!("natter-agent: with several --machine, --control-socket must contain {{machine}}");
+        return ExitCode::from(2);
+    }
     for spec in &cli.machines {
         let (config, presence) = match agent_config(&cli, spec) {
             Ok(c) => c,
@@ -139,9 +224,32 @@ async fn run(cli: Cli) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let handle = AgentHandle::new(presence);
+        let socket = control_socket_path(
+            cli.control_socket.as_deref(),
+            cli.key_file.as_deref(),
+            &config.machine,
+        );
+        if let Some(path) = socket {
+            match natter_agent::control::bind(&path) {
+                Ok(listener) => {
+                    tracing::info!(machine = %config.machine, socket = %path.display(), "control socket ready");
+                    tokio::spawn(natter_agent::control::serve(
+                        listener,
+                        path,
+                        handle.clone(),
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    eprintln!("natter-agent: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         tasks.spawn(natter_agent::run(
             config,
-            AgentHandle::new(presence),
+            handle,
             opener.clone(),
             shutdown.clone(),
         ));

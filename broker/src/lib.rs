@@ -58,6 +58,8 @@ pub enum NodeError {
     Callout(#[from] CalloutError),
     #[error("starting the revoker: {0}")]
     Revoke(#[from] natter_actors::revoke::RevokeError),
+    #[error("starting the start service: {0}")]
+    StartService(#[source] async_nats::SubscribeError),
 }
 
 /// How long a starting node retries creating its stream and buckets.
@@ -95,6 +97,7 @@ pub fn store_config(config: &Config) -> StoreConfig {
         session_ttl: config.chat.session_ttl,
         login_ttl: config.http.login_ttl,
         replicas: config.nats.replicas,
+        link_ttl: config.chat.link_ttl,
     }
 }
 
@@ -186,7 +189,7 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct Node {
     shutdown: CancellationToken,
     drain_timeout: Duration,
-    /// The auth callout and the revoker.
+    /// The auth callout, the revoker and the start service.
     agent_auth: Vec<tokio::task::JoinHandle<()>>,
     server: tokio::task::JoinHandle<()>,
     supervisor: ActorRef<SupervisorMsg>,
@@ -236,7 +239,20 @@ impl Node {
             config,
         )
         .await?;
-        let agent_auth = Box::pin(start_agent_auth(config, &client, &stores, &enrollment)).await?;
+        let mut agent_auth =
+            Box::pin(start_agent_auth(config, &client, &stores, &enrollment)).await?;
+        let start_service = natter_actors::start::StartService {
+            stores: stores.clone(),
+            agent_keys: enrollment.agent_keys().clone(),
+            public_url: config.http.public_url.clone(),
+            link_ttl: config.chat.link_ttl,
+        };
+        agent_auth.push(
+            start_service
+                .start(client.clone())
+                .await
+                .map_err(NodeError::StartService)?,
+        );
         // A lone node takes every partition within its first ticks; a joining one finds them
         // held by the others (it takes its share over the next seconds).
         if !partitions.settle(SETTLE_TIMEOUT).await {

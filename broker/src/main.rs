@@ -84,6 +84,9 @@ enum Admin {
     Suspend { machine: String },
     /// Lift a suspension.
     Resume { machine: String },
+    /// Machine roles: what a machine's user may do (e.g. start a chat with operators).
+    #[command(subcommand)]
+    Role(RoleCommand),
     /// Print the auth callout issuer's public key (from nats.callout_seed,
     /// NATTER_NATS_CALLOUT_SEED or <data_dir>/callout.seed): what an external nats-server
     /// needs in NATTER_NATS_CALLOUT_ISSUER. Needs no running NATS.
@@ -91,6 +94,31 @@ enum Admin {
     /// Print a new auth callout issuer seed, to give every node of a cluster
     /// (nats.callout_seed or NATTER_NATS_CALLOUT_SEED). Keep it secret. Needs no running NATS.
     NewCalloutSeed,
+}
+
+#[derive(Subcommand)]
+enum RoleCommand {
+    /// Create a machine role (a name of a-z, 0-9, - and _).
+    Create {
+        name: String,
+        /// Give it the right "may start a chat with operators".
+        #[arg(long)]
+        may_start_chat: bool,
+    },
+    /// Switch a role's right "may start a chat with operators" on or off.
+    Set {
+        name: String,
+        #[arg(long, action = clap::ArgAction::Set, required = true)]
+        may_start_chat: Option<bool>,
+    },
+    /// Delete a role; its machines have no role (and no right) from then on.
+    Delete { name: String },
+    /// List the roles, their right and their machines.
+    List,
+    /// Put a machine in a role (a machine has at most one: this replaces any other).
+    Assign { machine: String, role: String },
+    /// Take a machine out of its role.
+    Unassign { machine: String },
 }
 
 #[tokio::main]
@@ -384,9 +412,65 @@ async fn run_admin(mut config: Config, admin: Admin) -> Result<(), BoxError> {
             )
             .await?
         }
+        Admin::Role(command) => role_command(&stores.roles, command).await?,
         Admin::IssuerKey | Admin::NewCalloutSeed => unreachable!("answered above"),
     }
     client.flush().await?;
+    Ok(())
+}
+
+/// `natter admin role …`.
+async fn role_command(
+    roles: &natter_actors::roles::Roles,
+    command: RoleCommand,
+) -> Result<(), BoxError> {
+    let right = |on: bool| if on { "may start a chat" } else { "may not start a chat" };
+    match command {
+        RoleCommand::Create {
+            name,
+            may_start_chat,
+        } => {
+            let r = roles.create(&name, may_start_chat).await?;
+            println!("role {} created: {}", r.name, right(r.may_start_chat));
+        }
+        RoleCommand::Set {
+            name,
+            may_start_chat,
+        } => {
+            let r = roles
+                .set_may_start_chat(&name, may_start_chat.unwrap_or_default())
+                .await?;
+            println!("role {}: {}", r.name, right(r.may_start_chat));
+        }
+        RoleCommand::Delete { name } => {
+            roles.delete(&name).await?;
+            println!("role {name} deleted");
+        }
+        RoleCommand::List => {
+            let list = roles.list().await?;
+            if list.is_empty() {
+                eprintln!("no machine roles");
+            } else {
+                println!("{:<24}  {:<14}  MACHINES", "ROLE", "MAY START CHAT");
+            }
+            for r in list {
+                println!(
+                    "{:<24}  {:<14}  {}",
+                    r.name,
+                    if r.may_start_chat { "yes" } else { "no" },
+                    r.machines.join(" ")
+                );
+            }
+        }
+        RoleCommand::Assign { machine, role } => {
+            roles.assign(&machine, &role).await?;
+            println!("{machine}: role {role}");
+        }
+        RoleCommand::Unassign { machine } => match roles.unassign(&machine).await? {
+            Some(role) => println!("{machine}: no role (was {role})"),
+            None => println!("{machine}: had no role"),
+        },
+    }
     Ok(())
 }
 
