@@ -16,6 +16,10 @@
 //! - KV [`crate::roles::ROLES_BUCKET`], [`crate::roles::ROLE_ASSIGNMENTS_BUCKET`] and
 //!   [`crate::roles::START_TOKENS_BUCKET`] (max age `chat.link_ttl`): machine roles
 //!   ([`crate::roles`]).
+//! - KV [`INCOMING_BUCKET`]: chats waiting for an operator to answer
+//!   ([`crate::protocol::Incoming`] at `<operator>.<session>`), written by the session's actor.
+//! - KV [`PRESENCE_BUCKET`]: operators who have the Chat page open (`<operator>.<node>`),
+//!   written by the gateway of that node and refreshed while the page is open.
 
 use std::time::Duration;
 
@@ -31,6 +35,10 @@ pub const OPERATORS_BUCKET: &str = "natter_operators";
 pub const OPERATOR_OPTIONS_BUCKET: &str = "natter_operator_options";
 pub const LOGINS_BUCKET: &str = "natter_logins";
 pub const PARTITIONS_BUCKET: &str = "natter_partitions";
+pub const INCOMING_BUCKET: &str = "natter_incoming";
+pub const PRESENCE_BUCKET: &str = "natter_presence";
+/// Presence is refreshed every few seconds; the max age only collects what dead nodes left.
+pub const PRESENCE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Leases are renewed every few hundred ms; the max age only collects what dead nodes left.
 const PARTITIONS_MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -108,6 +116,10 @@ pub struct Stores {
     /// Machine roles and start tokens (behind an `Arc` for the same reason as
     /// `operator_options`).
     pub roles: std::sync::Arc<crate::roles::Roles>,
+    /// Chats waiting for an operator's answer (behind an `Arc` like `operator_options`).
+    pub incoming: std::sync::Arc<kv::Store>,
+    /// Operators on the Chat page now, per node.
+    pub presence: std::sync::Arc<kv::Store>,
     pub config: StoreConfig,
 }
 
@@ -177,6 +189,8 @@ impl Stores {
                 bucket(crate::roles::ROLE_ASSIGNMENTS_BUCKET, forever, 1).await?,
                 bucket(crate::roles::START_TOKENS_BUCKET, config.link_ttl, 1).await?,
             )),
+            incoming: std::sync::Arc::new(bucket(INCOMING_BUCKET, config.session_ttl, 1).await?),
+            presence: std::sync::Arc::new(bucket(PRESENCE_BUCKET, PRESENCE_MAX_AGE, 1).await?),
             client,
             js,
             events,
