@@ -53,6 +53,7 @@ function defaultMessage(status) {
 export const getJSON = (url) => request('GET', url);
 export const postJSON = (url, body) => request('POST', url, body);
 export const putJSON = (url, body) => request('PUT', url, body);
+export const deleteJSON = (url) => request('DELETE', url);
 
 /** The JSON value of `text` (a response body, an SSE event's data); null if it is none. */
 export function parseJSON(text) {

@@ -10,6 +10,7 @@ import { QuickView } from './quick-view.js';
 import { ChatOpener } from './open-chat.js';
 import { Login } from './login.js';
 import { optionsPanel } from './options-panel.js';
+import { RolesPanel } from './roles-panel.js';
 
 const errors = new PageError(byId('page-error'));
 const loggedOut = () => login.showLogin();
@@ -24,13 +25,16 @@ list.onMachine = (m) => quickView.update(m);
 list.onRender = () => quickView.closeIfDetached();
 
 const options = optionsPanel();
+const roles = new RolesPanel(loggedOut);
 const login = new Login({
-  loggedIn() {
+  loggedIn(me) {
     list.render();
     stream.connect();
     options.load();
+    roles.show(!!me.admin);
   },
   loggedOut() {
+    roles.show(false);
     stream.disconnect();
     quickView.close();
     list.clear();

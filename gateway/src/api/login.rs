@@ -105,35 +105,50 @@ pub async fn machine_user_login(
     if known.is_none() {
         return Err(invalid());
     }
-    let login = SessionCommand::MachineLogin { token: body.token };
-    let ack = match gw.command(&id, &login).await {
+    let (cookie, view) = match log_in_machine_user(&gw, &id, body.token).await {
         // Gone between the two looks (expired): still the answer to a wrong link.
         Err(e) if e.kind() == ErrorKind::NotFound => return Err(invalid()),
         answer => answer?,
     };
+    let mut r = json_reply(StatusCode::OK, &view);
+    set_cookie(&mut r, &cookie);
+    Ok(r)
+}
+
+/// Exchanges a chat link's token for the machine user's login to session `id`: returns the
+/// `Set-Cookie` value of its cookie (`natter_mu`, Path=/m/<id>/) and the session as the
+/// machine user may read it. Also how the start page logs its user into the chat it started.
+pub(super) async fn log_in_machine_user(
+    gw: &Gateway,
+    id: &str,
+    token: String,
+) -> Result<(String, Option<natter_actors::protocol::SessionView>), ApiError> {
+    let ack = gw
+        .command(id, &SessionCommand::MachineLogin { token })
+        .await?;
     let who = ack
         .participant
         .ok_or_else(|| ApiError::unavailable("the session did not name the machine user"))?;
     let login = Login {
         who,
         admin: false,
-        session: Some(id.clone()),
+        session: Some(id.to_string()),
         // A machine user is confined to its session by the login itself.
         scope: Scope::All,
         scopes: Vec::new(),
         epoch: ack.epoch.unwrap_or_default(),
         key: String::new(),
     };
-    let mut r = json_reply(StatusCode::OK, &ack.session.map(|v| gw.alias_key().view(v)));
-    set_login_cookie(
-        &gw,
-        &mut r,
-        &login,
+    let token = gw.create_login(&login).await?;
+    let config = gw.config();
+    let cookie = auth::login_cookie(
         MACHINE_USER_COOKIE,
+        &token,
         &format!("/m/{id}/"),
-    )
-    .await?;
-    Ok(r)
+        config.login_ttl.as_secs(),
+        config.cookies_secure(),
+    );
+    Ok((cookie, ack.session.map(|v| gw.alias_key().view(v))))
 }
 
 /// Stores `login` and sets its cookie on `r`.

@@ -10,7 +10,9 @@ mod machines;
 pub mod models;
 mod options;
 mod pages;
+mod roles;
 mod sessions;
+mod start;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -44,7 +46,9 @@ pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
     let api = any_of!(
         pages(),
         operator_api(gw.clone()),
-        machine_user_api(gw.clone())
+        admin_api(gw.clone()),
+        machine_user_api(gw.clone()),
+        start_api(gw.clone())
     );
     let counted = gw.clone();
     any_of!(health(gw), host.and(api))
@@ -129,10 +133,14 @@ fn pages() -> impl Route {
         .and(warp::path::end())
         .and(warp::get())
         .map(pages::machine_user_chat);
+    let start = warp::path("start")
+        .and(warp::path::end())
+        .and(warp::get())
+        .map(pages::start);
     let static_file = warp::path!("static" / String)
         .and(warp::get())
         .and_then(pages::static_file);
-    any_of!(index, chat, machine_user_chat, static_file)
+    any_of!(index, chat, machine_user_chat, start, static_file)
 }
 
 fn operator_api(gw: Gateway) -> impl Route {
@@ -152,6 +160,66 @@ fn operator_api(gw: Gateway) -> impl Route {
         session_end(gw.clone()),
         session_events(gw),
     )
+}
+
+/// Machine roles (admins only; everyone else gets 403).
+fn admin_api(gw: Gateway) -> impl Route {
+    let list = warp::path!("api" / "roles")
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and_then(|l, gw| respond(roles::list(l, gw)));
+    let create = warp::path!("api" / "roles")
+        .and(warp::post())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|l, gw, body| respond(roles::create(l, gw, body)));
+    let set = warp::path!("api" / "roles" / String)
+        .and(warp::put())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|name, l, gw, body| respond(roles::set(name, l, gw, body)));
+    let delete = warp::path!("api" / "roles" / String)
+        .and(warp::delete())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and_then(|name, l, gw| respond(roles::delete(name, l, gw)));
+    let assign = warp::path!("api" / "machines" / String / "role")
+        .and(warp::put())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|machine, l, gw, body| respond(roles::assign(machine, l, gw, body)));
+    any_of!(list, create, set, delete, assign)
+}
+
+/// The machine user's start page (`/start/api/…`, its cookie scoped to `/start/`).
+fn start_api(gw: Gateway) -> impl Route {
+    let login = warp::path!("start" / "api" / "login")
+        .and(warp::post())
+        .and(csrf(&gw))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|gw, body| respond(start::login(gw, body)));
+    let operators = warp::path!("start" / "api" / "operators")
+        .and(warp::get())
+        .and(with_gw(gw.clone()))
+        .and(warp::cookie::optional::<String>(start::START_COOKIE))
+        .and_then(|gw, cookie| respond(start::operators(gw, cookie)));
+    let chats = warp::path!("start" / "api" / "chats")
+        .and(warp::post())
+        .and(csrf(&gw))
+        .and(with_gw(gw.clone()))
+        .and(warp::cookie::optional::<String>(start::START_COOKIE))
+        .and(json_body(&gw))
+        .and_then(|gw, cookie, body| respond(start::start_chat(gw, cookie, body)));
+    any_of!(login, operators, chats)
 }
 
 fn machine_user_api(gw: Gateway) -> impl Route {

@@ -189,3 +189,62 @@ mod tests {
         assert_eq!(serde_json::to_string(&ended).unwrap(), r#"{"seq":43}"#);
     }
 }
+
+/// `POST /api/roles`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRoleRequest {
+    pub name: String,
+    #[serde(default)]
+    pub may_start_chat: bool,
+}
+
+/// `PUT /api/roles/{name}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRoleRequest {
+    pub may_start_chat: bool,
+}
+
+/// `PUT /api/machines/{id}/role`: a role's name, or null for none.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssignRoleRequest {
+    pub role: Option<String>,
+}
+
+/// The answer to `PUT /api/machines/{id}/role`.
+#[derive(Serialize)]
+pub struct MachineRole {
+    pub machine: String,
+    pub role: Option<String>,
+}
+
+/// `POST /start/api/chats`: the alias of the operator to chat with.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartFromMachineRequest {
+    pub operator: String,
+}
+
+/// An operator a machine user may reach: an alias and a display name, never a login ID.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub struct ReachableOperator {
+    pub id: String,
+    pub name: String,
+}
+
+/// `GET /start/api/operators` (and the answer to the start page's login).
+#[derive(Serialize)]
+pub struct StartPage {
+    pub machine: String,
+    pub operators: Vec<ReachableOperator>,
+    pub user: String,
+}
+
+/// The answer to `POST /start/api/chats`.
+#[derive(Serialize)]
+pub struct StartedFromMachine {
+    pub session: String,
+    pub url: String,
+}

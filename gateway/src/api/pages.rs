@@ -25,6 +25,12 @@ pub fn machine_user_chat(_id: String) -> Response {
     ui::file("machine.html")
 }
 
+/// GET /start/: the machine user's start page, where they pick an operator to chat with (the
+/// agent opens it when they ask for a chat).
+pub fn start() -> Response {
+    ui::file("start.html")
+}
+
 /// GET /static/{name}
 pub async fn static_file(name: String) -> Result<Response, Rejection> {
     if ui::exists(&name) {
