@@ -204,10 +204,7 @@ impl Roles {
                 .await
                 .map_err(|e| store("reading an assignment")(e.into()))?
             {
-                out.push((
-                    crate::subjects::machine_from_token(&key),
-                    String::from_utf8_lossy(&role).into_owned(),
-                ));
+                out.push((key, String::from_utf8_lossy(&role).into_owned()));
             }
         }
         Ok(out)
@@ -250,12 +247,8 @@ impl Roles {
         if self.get_role(role).await?.is_none() {
             return Err(RoleError::NoSuchRole(role.into()));
         }
-        // KV keys may hold dots, but one token per machine keeps the keys' shape the subjects'.
         self.assignments
-            .put(
-                crate::subjects::machine_token(machine),
-                role.as_bytes().to_vec().into(),
-            )
+            .put(machine, role.as_bytes().to_vec().into())
             .await
             .map_err(|e| store("storing an assignment")(e.into()))?;
         Ok(())
@@ -269,7 +262,7 @@ impl Roles {
         let had = self.role_of(machine).await?;
         if had.is_some() {
             self.assignments
-                .delete(crate::subjects::machine_token(machine))
+                .delete(machine)
                 .await
                 .map_err(|e| store("removing an assignment")(e.into()))?;
         }
@@ -280,7 +273,7 @@ impl Roles {
     pub async fn role_of(&self, machine: &str) -> Result<Option<String>, RoleError> {
         let value = self
             .assignments
-            .get(crate::subjects::machine_token(machine))
+            .get(machine)
             .await
             .map_err(|e| store("reading an assignment")(e.into()))?;
         Ok(value.map(|v| String::from_utf8_lossy(&v).into_owned()))

@@ -103,6 +103,21 @@ impl Browser {
         read(r).await
     }
 
+    /// A PUT or DELETE as the web UI sends it (CSRF marker, own origin, a JSON body).
+    pub async fn send_json(&self, method: &str, path: &str, body: &Value) -> (StatusCode, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+        let r = self
+            .client
+            .request(method, self.url(path))
+            .header("x-natter", "1")
+            .header("origin", &self.base)
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        read(r).await
+    }
+
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
         let r = self.client.get(self.url(path)).send().await.expect("GET");
         read(r).await

@@ -19,4 +19,5 @@ mod recovery;
 mod reopen;
 mod resume;
 mod retention;
+mod roles;
 mod tls;
