@@ -92,8 +92,12 @@ impl Presence {
         let (b, stop) = (bucket.clone(), shutdown.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = p.write_all(b, queue) => {}
-                _ = stop.cancelled() => {}
+                _ = p.write_all(b.clone(), queue) => {}
+                _ = stop.cancelled() => {
+                    // A node going away takes its operators off every list at once, not after
+                    // STALE_AFTER (best effort: NATS may be gone too).
+                    let _ = tokio::time::timeout(Duration::from_secs(1), p.clear_local(&b)).await;
+                }
             }
         });
         let p = presence.clone();
@@ -245,6 +249,16 @@ impl Presence {
                 // The next refresh writes it again.
                 tracing::warn!(error = %e, "presence: could not write an entry");
             }
+        }
+    }
+
+    /// Deletes every entry of this node.
+    async fn clear_local(&self, bucket: &kv::Store) {
+        let present: Vec<String> = self.inner.local.lock().drain().map(|(u, _)| u).collect();
+        for username in present {
+            let _ = bucket
+                .delete(subjects::presence_key(&username, &self.inner.node))
+                .await;
         }
     }
 
