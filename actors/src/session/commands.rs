@@ -53,8 +53,8 @@ impl SessionState {
             SessionCommand::End { by } => self.end(by).await,
             SessionCommand::View { by } => {
                 // An invited operator may look before answering.
-                let invited = (self.record.as_ref())
-                    .is_some_and(|r| r.invited.iter().any(|p| p.same(&by)));
+                let invited =
+                    (self.record.as_ref()).is_some_and(|r| r.invited.iter().any(|p| p.same(&by)));
                 if !invited {
                     self.member_record(&by)?;
                 }

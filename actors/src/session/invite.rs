@@ -204,7 +204,6 @@ impl SessionState {
     /// Whether `by` may join this chat: anyone in scope may join a chat with a machine; a chat
     /// between operators only its two operators.
     pub(super) fn may_join(r: &SessionRecord, by: &Participant) -> bool {
-        !r.machine.is_empty()
-            || r.members.iter().chain(&r.invited).any(|m| m.same(by))
+        !r.machine.is_empty() || r.members.iter().chain(&r.invited).any(|m| m.same(by))
     }
 }

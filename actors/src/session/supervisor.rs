@@ -212,7 +212,8 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Starts the actor of a session that exists. Only the `Open…` commands create a session: any other
+    /// Starts the actor of a session that exists. Only the opening commands (`Open`,
+    /// `OpenWithOperator`, `OpenFromMachine`) create a session: any other
     /// command on an unknown ID is `NotFound` without an actor, so made-up IDs cannot fill the
     /// node with actors idling for `idle_actor_timeout`.
     async fn start(
@@ -223,8 +224,8 @@ impl SupervisorState {
         let opens = matches!(
             cmd,
             SessionCommand::Open { .. }
-                | SessionCommand::OpenFromMachine { .. }
                 | SessionCommand::OpenWithOperator { .. }
+                | SessionCommand::OpenFromMachine { .. }
         );
         if !opens && !self.exists(id).await? {
             return Err(SessionError::new(

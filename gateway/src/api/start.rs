@@ -205,34 +205,10 @@ async fn start_page(gw: &Gateway, key: &str, login: &StartLogin) -> Result<Start
 /// The operators `machine`'s user may reach now, as (username, display name): present on the
 /// Chat page, with the machine in their scope, not hiding from machine users.
 async fn reachable(gw: &Gateway, machine: &str) -> Result<Vec<(String, String)>, ApiError> {
-    // Interim, until the gateway's presence directory lands: read the presence bucket.
-    let _ = group_of(machine);
-    let stores = gw.stores();
-    fn busy<E>(_: E) -> ApiError {
-        ApiError::unavailable("could not list the operators; try again")
-    }
-    let mut keys = stores.presence.keys().await.map_err(busy)?;
-    let mut usernames = std::collections::BTreeSet::new();
-    while let Some(key) = futures::StreamExt::next(&mut keys).await {
-        let key = key.map_err(busy)?;
-        if let Some((operator, _)) = natter_actors::subjects::parse_presence_key(&key) {
-            usernames.insert(operator.to_string());
-        }
-    }
-    let mut out = Vec::new();
-    for username in usernames {
-        let Some(record) = natter_actors::directory::get_operator(&stores.operators, &username)
-            .await
-            .map_err(busy)?
-        else {
-            continue;
-        };
-        let options = natter_actors::directory::get_options(&stores.operator_options, &username)
-            .await
-            .map_err(busy)?;
-        if record.scope().covers(machine) && !options.hide_from_machine_users {
-            out.push((username, record.name));
-        }
-    }
-    Ok(out)
+    Ok(gw
+        .presence()
+        .reachable_from_machine(group_of(machine))
+        .into_iter()
+        .map(|p| (p.username, p.name))
+        .collect())
 }

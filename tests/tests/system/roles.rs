@@ -11,16 +11,28 @@ use serde_json::{Value, json};
 
 const PC1: &str = "pc1.sales.acme";
 
-/// Marks `username` as having the Chat page open on the fixture's node.
-async fn present(s: &Fixture, username: &str) {
-    let key = natter_actors::subjects::presence_key(username, &s.node.node.node_id);
-    s.node
-        .node
-        .stores
-        .presence
-        .put(key, "{}".into())
-        .await
-        .expect("presence");
+/// Opens `username`'s Chat page (its machine stream): they are present while it is open.
+async fn chat_page(s: &Fixture, username: &str) -> Sse {
+    let sse = s.operator(username).events("/api/machines/events", None).await;
+    assert_eq!(sse.status, StatusCode::OK, "{}", sse.error_body);
+    sse
+}
+
+/// Reads `sse` until its operator list names everyone in `who`.
+async fn wait_listed(sse: &mut Sse, who: &[&str]) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let e = sse.next(left).await.expect("an operators event listing everyone");
+        let listed = |id: &&str| {
+            e.data
+                .as_array()
+                .is_some_and(|ops| ops.iter().any(|o| o["id"] == *id))
+        };
+        if e.event == "operators" && who.iter().all(listed) {
+            return;
+        }
+    }
 }
 
 /// The token of a start link the agent opened.
@@ -137,14 +149,17 @@ async fn a_machine_user_starts_a_chat_only_where_the_role_allows_it() {
         .start()
         .await;
     let alice = s.operator("alice");
-    for who in ["alice", "bob", "hidden", "globex"] {
-        present(&s, who).await;
-    }
     let (status, _) = s
         .operator("hidden")
         .send_json("PUT", "/api/me/options", &json!({"hide_from_machine_users": true}))
         .await;
     assert_eq!(status, StatusCode::OK);
+    let mut pages = Vec::new();
+    for who in ["hidden", "globex", "bob", "alice"] {
+        pages.push(chat_page(&s, who).await);
+    }
+    // Everyone is present (the hidden one hides from machine users only).
+    wait_listed(&mut pages[3], &["hidden", "bob"]).await;
 
     // No role: refused, with its reason.
     let outcome = ask(&s, PC1).await;
