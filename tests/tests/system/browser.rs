@@ -277,3 +277,49 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
     assert_every_check_passed(&output);
     s.shutdown().await;
 }
+
+/// Issue 11, item 3 in a real browser: the machine-role right on and off. The admin manages the
+/// role on the Chat page; the machine user's request (the agent's control socket, as
+/// `natter-agent chat` sends it) is refused while the right is off; with it on, the start page
+/// lists the operator, and a click starts the chat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_machine_role_right_on_and_off_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let machine = "pc1.sales.acme";
+    let s = Scenario::new()
+        .operator("alice")
+        .machine(machine, "carol")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("agent-url.txt");
+    let watcher = write_opened_urls(&s, machine, &url_file);
+    let socket = dir.path().join("agent.sock");
+    let listener = natter_agent::control::bind(&socket).expect("control socket");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let control = tokio::spawn(natter_agent::control::serve(
+        listener,
+        socket.clone(),
+        s.agent(machine).handle.clone(),
+        stop.clone(),
+    ));
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        browser_script("roles.mjs", &s.node, "alice", dir.path())
+            .env("NATTER_OPERATOR_NAME", "alice (operator)")
+            .env("NATTER_MACHINE", machine)
+            .env("NATTER_CONTROL_SOCKET", &socket)
+            .env("NATTER_AGENT_URL_FILE", &url_file)
+            .output(),
+    )
+    .await
+    .expect("browser test finishes within 3 minutes")
+    .expect("node runs");
+    watcher.abort();
+    stop.cancel();
+    let _ = control.await;
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}
