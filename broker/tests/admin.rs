@@ -125,3 +125,65 @@ async fn enroll_tokens_are_listed_without_their_secret_and_revoked_by_id() {
     assert!(!ok && err.contains("not a token id"), "{err}");
     node.stop();
 }
+
+/// `natter admin role …`: create, list, toggle the right, assign, unassign, delete; bad names,
+/// unknown roles and machine IDs are clear errors that change nothing.
+#[test]
+fn machine_roles_are_managed_from_the_cli() {
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("natter.log");
+    let mut node = spawn_node(data.path(), free_port(), free_port(), &log);
+    node.wait_ready();
+    let run = |args: &[&str]| {
+        let mut all = vec!["role"];
+        all.extend_from_slice(args);
+        admin(data.path(), &all)
+    };
+    let roles = || {
+        let (ok, out, err) = run(&["list"]);
+        assert!(ok, "{err}");
+        out.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>()
+    };
+    assert!(roles().is_empty());
+
+    let (ok, out, err) = run(&["create", "kiosk", "--may-start-chat"]);
+    assert!(ok && out.contains("role kiosk created: may start a chat"), "{out}{err}");
+    let (ok, out, err) = run(&["create", "staff"]);
+    assert!(ok && out.contains("may not start a chat"), "{out}{err}");
+    let (ok, _, err) = run(&["assign", "pc1.sales.acme", "kiosk"]);
+    assert!(ok, "{err}");
+    assert_eq!(roles(), ["kiosk yes pc1.sales.acme", "staff no"]);
+
+    let (ok, out, err) = run(&["set", "kiosk", "--may-start-chat", "false"]);
+    assert!(ok && out.contains("role kiosk: may not start a chat"), "{out}{err}");
+    let (ok, _, err) = run(&["assign", "pc1.sales.acme", "staff"]);
+    assert!(ok, "{err}");
+    assert_eq!(roles(), ["kiosk no", "staff no pc1.sales.acme"]);
+
+    // Clear errors, nothing changed.
+    for (args, says) in [
+        (vec!["create", "Kiosk Users"], "not a role name"),
+        (vec!["create", "kiosk"], "already exists"),
+        (vec!["set", "nope", "--may-start-chat", "true"], "no role nope"),
+        (vec!["assign", "pc1.sales.acme", "nope"], "no role nope"),
+        (vec!["assign", "not-a-machine", "kiosk"], "not a machine ID"),
+        (vec!["delete", "nope"], "no role nope"),
+    ] {
+        let (ok, _, err) = run(&args);
+        assert!(!ok && err.contains(says), "{args:?}: {err}");
+    }
+    let (ok, _, err) = run(&["set", "kiosk", "--may-start-chat", "maybe"]);
+    assert!(!ok && err.contains("maybe"), "{err}");
+    assert_eq!(roles(), ["kiosk no", "staff no pc1.sales.acme"]);
+
+    let (ok, out, _) = run(&["unassign", "pc1.sales.acme"]);
+    assert!(ok && out.contains("no role (was staff)"), "{out}");
+    let (ok, _, err) = run(&["delete", "kiosk"]);
+    assert!(ok, "{err}");
+    assert_eq!(roles(), ["staff no"]);
+    node.stop();
+}

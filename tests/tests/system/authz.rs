@@ -165,6 +165,16 @@ fn http_rows() -> Vec<Row> {
         row("POST", "/api/sessions/{A}/join", op([200, 200, 200, 404], 403)),
         row("POST", "/api/sessions/{B}/end", op([200, 403, 403, 404], 403)),
         row("POST", "/m/{A}/api/end", mu(200, 401, 403)),
+        // Machine roles: admins only. The start page: only a start login (none here).
+        page("/start/"),
+        row("GET", "/api/roles", op([200, 403, 403, 403], NA)),
+        row("POST", "/api/roles", op([201, 403, 403, 403], 403)).body(json!({"name": "authz"})),
+        row("PUT", "/api/roles/authz", op([200, 403, 403, 403], 403)).body(json!({"may_start_chat": true})),
+        row("PUT", "/api/machines/pc1.sales.acme/role", op([200, 403, 403, 403], 403)).body(json!({"role": "authz"})),
+        row("DELETE", "/api/roles/authz", op([204, 403, 403, 403], 403)),
+        row("GET", "/start/api/operators", all(401, NA)),
+        row("POST", "/start/api/login", all(401, 403)).body(json!({"token": format!("nst_{}", "0".repeat(64))})),
+        row("POST", "/start/api/chats", all(401, 403)).body(json!({"operator": "op-0000000000000000"})),
         row("POST", "/api/logout", all(204, 403)),
     ]
 }
@@ -294,13 +304,16 @@ impl World {
         let path = self.path(row.path);
         let cell = format!("{} {} {path} as {}", row.method, row.path, role.name);
         let mut request = match row.method {
-            "POST" => self
+            "GET" => self.client.get(format!("{}{path}", self.base)),
+            method => self
                 .client
-                .post(format!("{}{path}", self.base))
+                .request(
+                    method.parse().expect("a method"),
+                    format!("{}{path}", self.base),
+                )
                 .header("x-natter", "1")
                 .header("origin", &role.origin)
                 .json(&row.body),
-            _ => self.client.get(format!("{}{path}", self.base)),
         };
         if let Some(cookie) = &role.cookie {
             request = request.header("cookie", cookie);
