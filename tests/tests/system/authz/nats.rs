@@ -55,6 +55,14 @@ fn rows(a: &str) -> Vec<Row> {
         r(Subscribe, &subjects::agent_command(PC2), none(), [Refused, Refused]),
         r(Subscribe, "natter.agent.*.cmd", none(), [Refused, Refused]),
         r(Subscribe, "natter.agent.>", none(), [Refused, Refused]),
+        // Asking for the start page: its own machine's, with the answers in its own inbox.
+        r(Publish, &subjects::agent_start_request(PC1), b"{\"v\":1}".to_vec(), [Allowed, Refused]),
+        r(Subscribe, &format!("{}.>", subjects::agent_inbox_prefix(PC1)), none(), [Allowed, Refused]),
+        r(Publish, &subjects::agent_start_request(PC2), b"{\"v\":1}".to_vec(), [Refused, Refused]),
+        r(Subscribe, &format!("{}.>", subjects::agent_inbox_prefix(PC2)), none(), [Refused, Refused]),
+        r(Subscribe, "natter.inbox.>", none(), [Refused, Refused]),
+        r(Publish, &subjects::simulated_start_request(SIM), b"{\"v\":1}".to_vec(), [Refused, Allowed]),
+        r(Subscribe, &format!("{}.>", subjects::SIMULATOR_INBOX_PREFIX), none(), [Refused, Allowed]),
         // The simulator's family: a simulated machine's check-in shows; one naming an enrolled
         // machine passes NATS but the fleet ignores it, and commands to an enrolled machine
         // never come this way.
