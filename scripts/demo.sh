@@ -170,6 +170,11 @@ demo_agents() {
   demo_admin add-machine newpc.east.sales.acme
   sleep 1
   demo_admin suspend srv1.dc.globex
+  # pc1's user may start a chat with operators (natter-agent chat): a machine role with that
+  # right. On a re-run the role exists already; its right is switched on again.
+  "$natter" --config natter.toml admin role create helpdesk --may-start-chat >/dev/null 2>&1 \
+    || demo_admin role set helpdesk --may-start-chat true >/dev/null
+  demo_admin role assign pc1.sales.acme helpdesk >/dev/null
 }
 
 demo_enroll_token() {
@@ -199,5 +204,10 @@ demo_logins_text() {
   Machine users' chat windows: when an operator opens a chat, the agent prints
   "open chat: <url>"; open that URL in another browser window to be the user:
       tail -f ${demo#"$NATTER_ROOT"/}/agents.log
+
+  pc1's user may start a chat (machine role "helpdesk"): with alice on the
+  Chat page, run
+      $agent chat --control-socket ${demo#"$NATTER_ROOT"/}/keys/pc1.sales.acme.nk.sock
+  and open the start page link it prints in agents.log.
 MSG
 }
