@@ -49,10 +49,9 @@ impl StartService {
                 subjects::START_QUEUE.into(),
             )
             .await?;
-        Ok(tokio::spawn(self.serve(
-            client,
-            futures::stream::select(real, simulated),
-        )))
+        Ok(tokio::spawn(
+            self.serve(client, futures::stream::select(real, simulated)),
+        ))
     }
 
     async fn serve(
@@ -89,7 +88,10 @@ impl StartService {
             None => match subjects::machine_of_simulated_start_request(subject) {
                 Some(m) => (m, true),
                 None => {
-                    return StartChatReply::refused(StartRefusal::BadRequest, "not a start request");
+                    return StartChatReply::refused(
+                        StartRefusal::BadRequest,
+                        "not a start request",
+                    );
                 }
             },
         };
@@ -152,7 +154,11 @@ impl StartService {
             ));
         };
         let roles = &self.stores.roles;
-        if !roles.may_start_chat(machine).await.map_err(|e| e.to_string())? {
+        if !roles
+            .may_start_chat(machine)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             return Ok(StartChatReply::refused(
                 StartRefusal::NotAllowed,
                 "this machine's role does not allow starting a chat with operators",

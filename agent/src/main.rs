@@ -213,7 +213,9 @@ async fn run(cli: Cli) -> ExitCode {
             .as_deref()
             .is_some_and(|p| !p.contains("{machine}"))
     {
-        eprintln!("natter-agent: with several --machine, --control-socket must contain {{machine}}");
+        eprintln!(
+            "natter-agent: with several --machine, --control-socket must contain {{machine}}"
+        );
         return ExitCode::from(2);
     }
     for spec in &cli.machines {

@@ -424,7 +424,13 @@ async fn role_command(
     roles: &natter_actors::roles::Roles,
     command: RoleCommand,
 ) -> Result<(), BoxError> {
-    let right = |on: bool| if on { "may start a chat" } else { "may not start a chat" };
+    let right = |on: bool| {
+        if on {
+            "may start a chat"
+        } else {
+            "may not start a chat"
+        }
+    };
     match command {
         RoleCommand::Create {
             name,

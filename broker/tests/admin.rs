@@ -151,7 +151,10 @@ fn machine_roles_are_managed_from_the_cli() {
     assert!(roles().is_empty());
 
     let (ok, out, err) = run(&["create", "kiosk", "--may-start-chat"]);
-    assert!(ok && out.contains("role kiosk created: may start a chat"), "{out}{err}");
+    assert!(
+        ok && out.contains("role kiosk created: may start a chat"),
+        "{out}{err}"
+    );
     let (ok, out, err) = run(&["create", "staff"]);
     assert!(ok && out.contains("may not start a chat"), "{out}{err}");
     let (ok, _, err) = run(&["assign", "pc1.sales.acme", "kiosk"]);
@@ -159,7 +162,10 @@ fn machine_roles_are_managed_from_the_cli() {
     assert_eq!(roles(), ["kiosk yes pc1.sales.acme", "staff no"]);
 
     let (ok, out, err) = run(&["set", "kiosk", "--may-start-chat", "false"]);
-    assert!(ok && out.contains("role kiosk: may not start a chat"), "{out}{err}");
+    assert!(
+        ok && out.contains("role kiosk: may not start a chat"),
+        "{out}{err}"
+    );
     let (ok, _, err) = run(&["assign", "pc1.sales.acme", "staff"]);
     assert!(ok, "{err}");
     assert_eq!(roles(), ["kiosk no", "staff no pc1.sales.acme"]);
@@ -168,7 +174,10 @@ fn machine_roles_are_managed_from_the_cli() {
     for (args, says) in [
         (vec!["create", "Kiosk Users"], "not a role name"),
         (vec!["create", "kiosk"], "already exists"),
-        (vec!["set", "nope", "--may-start-chat", "true"], "no role nope"),
+        (
+            vec!["set", "nope", "--may-start-chat", "true"],
+            "no role nope",
+        ),
         (vec!["assign", "pc1.sales.acme", "nope"], "no role nope"),
         (vec!["assign", "not-a-machine", "kiosk"], "not a machine ID"),
         (vec!["delete", "nope"], "no role nope"),

@@ -86,7 +86,10 @@ pub async fn login(gw: Gateway, body: TokenRequest) -> Result<Response, ApiError
 }
 
 /// The start login behind a cookie, and its key; 401 without a live one.
-async fn start_login(gw: &Gateway, cookie: Option<String>) -> Result<(String, StartLogin), ApiError> {
+async fn start_login(
+    gw: &Gateway,
+    cookie: Option<String>,
+) -> Result<(String, StartLogin), ApiError> {
     let cookie = cookie.ok_or_else(ApiError::unauthenticated)?;
     if cookie.len() != 64 || !cookie.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::unauthenticated());

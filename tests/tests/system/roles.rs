@@ -4,8 +4,8 @@
 //! operators the machine user may reach (names and aliases, never login IDs), and a chat started
 //! there invites the chosen operator.
 
-use natter_agent::ChatRequest;
 use natter_actors::protocol::StartRefusal;
+use natter_agent::ChatRequest;
 use natter_system_tests::*;
 use serde_json::{Value, json};
 
@@ -13,7 +13,10 @@ const PC1: &str = "pc1.sales.acme";
 
 /// Opens `username`'s Chat page (its machine stream): they are present while it is open.
 async fn chat_page(s: &Fixture, username: &str) -> Sse {
-    let sse = s.operator(username).events("/api/machines/events", None).await;
+    let sse = s
+        .operator(username)
+        .events("/api/machines/events", None)
+        .await;
     assert_eq!(sse.status, StatusCode::OK, "{}", sse.error_body);
     sse
 }
@@ -23,7 +26,10 @@ async fn wait_listed(sse: &mut Sse, who: &[&str]) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let e = sse.next(left).await.expect("an operators event listing everyone");
+        let e = sse
+            .next(left)
+            .await
+            .expect("an operators event listing everyone");
         let listed = |id: &&str| {
             e.data
                 .as_array()
@@ -66,7 +72,10 @@ async fn admins_manage_machine_roles_and_bad_input_is_refused_clearly() {
     let (alice, bob) = (s.operator("alice"), s.operator("bob"));
 
     let (status, body) = alice
-        .post("/api/roles", &json!({"name": "kiosk", "may_start_chat": false}))
+        .post(
+            "/api/roles",
+            &json!({"name": "kiosk", "may_start_chat": false}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(
@@ -74,7 +83,11 @@ async fn admins_manage_machine_roles_and_bad_input_is_refused_clearly() {
         json!({"name": "kiosk", "may_start_chat": false, "machines": []})
     );
     let (status, body) = alice
-        .send_json("PUT", "/api/machines/pc1.sales.acme/role", &json!({"role": "kiosk"}))
+        .send_json(
+            "PUT",
+            "/api/machines/pc1.sales.acme/role",
+            &json!({"role": "kiosk"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = alice
@@ -87,7 +100,10 @@ async fn admins_manage_machine_roles_and_bad_input_is_refused_clearly() {
     );
     let (status, list) = alice.get("/api/roles").await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list, json!([{"name": "kiosk", "may_start_chat": true, "machines": [PC1]}]));
+    assert_eq!(
+        list,
+        json!([{"name": "kiosk", "may_start_chat": true, "machines": [PC1]}])
+    );
 
     // A non-admin is refused, and learns nothing.
     for (method, path, body) in [
@@ -95,7 +111,11 @@ async fn admins_manage_machine_roles_and_bad_input_is_refused_clearly() {
         ("POST", "/api/roles", json!({"name": "x"})),
         ("PUT", "/api/roles/kiosk", json!({"may_start_chat": false})),
         ("DELETE", "/api/roles/kiosk", json!({})),
-        ("PUT", "/api/machines/pc1.sales.acme/role", json!({"role": null})),
+        (
+            "PUT",
+            "/api/machines/pc1.sales.acme/role",
+            json!({"role": null}),
+        ),
     ] {
         let (status, answer) = match method {
             "GET" => bob.get(path).await,
@@ -108,13 +128,55 @@ async fn admins_manage_machine_roles_and_bad_input_is_refused_clearly() {
 
     // Bad input: a clear error, nothing changed.
     let bad: [(&str, &str, Value, StatusCode, &str); 7] = [
-        ("POST", "/api/roles", json!({"name": "Kiosk Users"}), StatusCode::BAD_REQUEST, "not a role name"),
-        ("POST", "/api/roles", json!({"name": "kiosk"}), StatusCode::CONFLICT, "already exists"),
-        ("POST", "/api/roles", json!({"name": "x", "admin": true}), StatusCode::BAD_REQUEST, "admin"),
-        ("PUT", "/api/roles/nope", json!({"may_start_chat": true}), StatusCode::NOT_FOUND, "no role nope"),
-        ("PUT", "/api/roles/kiosk", json!({"may_start_chat": "yes"}), StatusCode::BAD_REQUEST, ""),
-        ("PUT", "/api/machines/not-a-machine/role", json!({"role": "kiosk"}), StatusCode::BAD_REQUEST, "not a machine ID"),
-        ("PUT", "/api/machines/pc1.sales.acme/role", json!({"role": "nope"}), StatusCode::NOT_FOUND, "no role nope"),
+        (
+            "POST",
+            "/api/roles",
+            json!({"name": "Kiosk Users"}),
+            StatusCode::BAD_REQUEST,
+            "not a role name",
+        ),
+        (
+            "POST",
+            "/api/roles",
+            json!({"name": "kiosk"}),
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            "POST",
+            "/api/roles",
+            json!({"name": "x", "admin": true}),
+            StatusCode::BAD_REQUEST,
+            "admin",
+        ),
+        (
+            "PUT",
+            "/api/roles/nope",
+            json!({"may_start_chat": true}),
+            StatusCode::NOT_FOUND,
+            "no role nope",
+        ),
+        (
+            "PUT",
+            "/api/roles/kiosk",
+            json!({"may_start_chat": "yes"}),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            "PUT",
+            "/api/machines/not-a-machine/role",
+            json!({"role": "kiosk"}),
+            StatusCode::BAD_REQUEST,
+            "not a machine ID",
+        ),
+        (
+            "PUT",
+            "/api/machines/pc1.sales.acme/role",
+            json!({"role": "nope"}),
+            StatusCode::NOT_FOUND,
+            "no role nope",
+        ),
     ];
     for (method, path, body, expected, says) in bad {
         let (status, answer) = match method {
@@ -130,10 +192,16 @@ async fn admins_manage_machine_roles_and_bad_input_is_refused_clearly() {
 
     // Unassigning and deleting.
     let (status, _) = alice
-        .send_json("PUT", "/api/machines/pc1.sales.acme/role", &json!({"role": null}))
+        .send_json(
+            "PUT",
+            "/api/machines/pc1.sales.acme/role",
+            &json!({"role": null}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (status, _) = alice.send_json("DELETE", "/api/roles/kiosk", &json!({})).await;
+    let (status, _) = alice
+        .send_json("DELETE", "/api/roles/kiosk", &json!({}))
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let (_, list) = alice.get("/api/roles").await;
     assert_eq!(list, json!([]));
@@ -151,7 +219,11 @@ async fn a_machine_user_starts_a_chat_only_where_the_role_allows_it() {
     let alice = s.operator("alice");
     let (status, _) = s
         .operator("hidden")
-        .send_json("PUT", "/api/me/options", &json!({"hide_from_machine_users": true}))
+        .send_json(
+            "PUT",
+            "/api/me/options",
+            &json!({"hide_from_machine_users": true}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let mut pages = Vec::new();
@@ -167,7 +239,11 @@ async fn a_machine_user_starts_a_chat_only_where_the_role_allows_it() {
     // A role without the right: refused.
     alice.post("/api/roles", &json!({"name": "kiosk"})).await;
     let (status, _) = alice
-        .send_json("PUT", "/api/machines/pc1.sales.acme/role", &json!({"role": "kiosk"}))
+        .send_json(
+            "PUT",
+            "/api/machines/pc1.sales.acme/role",
+            &json!({"role": "kiosk"}),
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let outcome = ask(&s, PC1).await;
@@ -184,7 +260,9 @@ async fn a_machine_user_starts_a_chat_only_where_the_role_allows_it() {
     let token = start_token(&url);
 
     let carol = Browser::new(&s.node.base);
-    let (status, page) = carol.post("/start/api/login", &json!({"token": token})).await;
+    let (status, page) = carol
+        .post("/start/api/login", &json!({"token": token}))
+        .await;
     assert_eq!(status, StatusCode::OK, "{page}");
     assert_eq!(page["machine"], PC1);
     assert_eq!(page["user"], "carol");
@@ -199,7 +277,10 @@ async fn a_machine_user_starts_a_chat_only_where_the_role_allows_it() {
     assert_eq!(names, ["alice (operator)", "bob (operator)"]);
     for op in page["operators"].as_array().unwrap() {
         let id = op["id"].as_str().unwrap();
-        assert!(id.starts_with("op-") && !["alice", "bob"].contains(&id), "{id}");
+        assert!(
+            id.starts_with("op-") && !["alice", "bob"].contains(&id),
+            "{id}"
+        );
     }
     let (status, again) = carol.get("/start/api/operators").await;
     assert_eq!(status, StatusCode::OK);
@@ -207,17 +288,31 @@ async fn a_machine_user_starts_a_chat_only_where_the_role_allows_it() {
 
     // The token works once; a wrong one gets the same answer.
     let other = Browser::new(&s.node.base);
-    let (status, used) = other.post("/start/api/login", &json!({"token": token})).await;
+    let (status, used) = other
+        .post("/start/api/login", &json!({"token": token}))
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     let (_, wrong) = other
-        .post("/start/api/login", &json!({"token": format!("nst_{}", "0".repeat(64))}))
+        .post(
+            "/start/api/login",
+            &json!({"token": format!("nst_{}", "0".repeat(64))}),
+        )
         .await;
     assert_eq!(used, wrong);
-    assert_eq!(other.get("/start/api/operators").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        other.get("/start/api/operators").await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     // Bad input: a clear error.
-    let (status, answer) = carol.post("/start/api/chats", &json!({"operator": "alice"})).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "a login ID is not an alias: {answer}");
+    let (status, answer) = carol
+        .post("/start/api/chats", &json!({"operator": "alice"}))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a login ID is not an alias: {answer}"
+    );
     let (status, _) = carol.post("/start/api/chats", &json!({"who": "x"})).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
@@ -232,8 +327,15 @@ async fn a_machine_user_starts_a_chat_only_where_the_role_allows_it() {
     let (status, view) = carol.get(&format!("/m/{session}/api/session")).await;
     assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["machine"], PC1);
-    let (status, view) = s.operator("bob").get(&format!("/api/sessions/{session}")).await;
-    assert_eq!(status, StatusCode::OK, "the invited operator sees the chat: {view}");
+    let (status, view) = s
+        .operator("bob")
+        .get(&format!("/api/sessions/{session}"))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the invited operator sees the chat: {view}"
+    );
     assert!(view.to_string().contains("carol"), "{view}");
 
     // The right switched off after the link was issued: refused, with a reason.
@@ -244,7 +346,12 @@ async fn a_machine_user_starts_a_chat_only_where_the_role_allows_it() {
         .post("/start/api/chats", &json!({"operator": bob_alias}))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{answer}");
-    assert!(answer["message"].as_str().unwrap().contains("does not allow"));
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not allow")
+    );
     s.shutdown().await;
 }
 
@@ -256,22 +363,37 @@ async fn a_start_request_is_refused_with_its_reason() {
         .await;
     let alice = s.operator("alice");
     alice
-        .post("/api/roles", &json!({"name": "kiosk", "may_start_chat": true}))
+        .post(
+            "/api/roles",
+            &json!({"name": "kiosk", "may_start_chat": true}),
+        )
         .await;
     for m in [PC1, "pc2.sales.acme"] {
         let (status, _) = alice
-            .send_json("PUT", &format!("/api/machines/{m}/role"), &json!({"role": "kiosk"}))
+            .send_json(
+                "PUT",
+                &format!("/api/machines/{m}/role"),
+                &json!({"role": "kiosk"}),
+            )
             .await;
         assert_eq!(status, StatusCode::OK);
     }
     // Nobody logged on: no user to start a chat for.
     let outcome = ask(&s, "pc2.sales.acme").await;
     assert!(
-        matches!(outcome, ChatRequest::Refused { reason: StartRefusal::NoUser, .. }),
+        matches!(
+            outcome,
+            ChatRequest::Refused {
+                reason: StartRefusal::NoUser,
+                ..
+            }
+        ),
         "{outcome}"
     );
     // Deleting the role takes the right away.
-    alice.send_json("DELETE", "/api/roles/kiosk", &json!({})).await;
+    alice
+        .send_json("DELETE", "/api/roles/kiosk", &json!({}))
+        .await;
     let outcome = ask(&s, PC1).await;
     assert!(not_allowed(&outcome), "{outcome}");
     s.shutdown().await;
