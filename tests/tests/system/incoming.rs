@@ -203,8 +203,25 @@ async fn a_chat_between_operators_waits_for_its_answer_then_goes_both_ways() {
         assert_eq!(texts(&got), ["hello bob", "hi alice"]);
     }
 
-    // Ended, the pair is free: the next request starts a new chat.
+    // Ended, then restarted by bob: alice is asked again, on her Chat page.
     let (s, _) = alice
+        .post(&format!("/api/sessions/{id}/end"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = bob
+        .post(&format!("/api/sessions/{id}/join"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let asked = wait_event(&mut alices_page, "incoming", |d| d["session"] == id).await;
+    assert_eq!(asked["from"]["id"], "bob");
+    let (s, _) = alice
+        .post(&format!("/api/sessions/{id}/join"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    wait_event(&mut alices_page, "incoming_gone", |d| d["session"] == id).await;
+
+    // Ended again, the pair is free: the next request starts a new chat.
+    let (s, _) = bob
         .post(&format!("/api/sessions/{id}/end"), &json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
