@@ -48,6 +48,12 @@ pub struct FilterQuery {
     pub filter: Option<String>,
 }
 
+/// `?format=text|json` of a transcript.
+#[derive(Deserialize)]
+pub struct TranscriptQuery {
+    pub format: Option<String>,
+}
+
 /// `?sessions=A,B:17&since=N` of the event streams.
 #[derive(Deserialize)]
 pub struct EventsQuery {
