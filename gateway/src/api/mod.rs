@@ -151,6 +151,7 @@ fn operator_api(gw: Gateway) -> impl Route {
         session_join(gw.clone()),
         session_send(gw.clone()),
         session_end(gw.clone()),
+        session_hand_off(gw.clone()),
         session_transcript(gw.clone()),
         session_events(gw),
     )
@@ -284,6 +285,17 @@ fn session_end(gw: Gateway) -> impl Route {
         .and(operator(gw.clone()))
         .and(with_gw(gw))
         .and_then(|id, l, gw| respond(sessions::end(id, l, gw)))
+}
+
+fn session_hand_off(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("handoff"))
+        .and(warp::post())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|id, l, gw, body| respond(sessions::hand_off(id, l, gw, body)))
 }
 
 fn session_transcript(gw: Gateway) -> impl Route {

@@ -28,6 +28,13 @@ pub struct StartChatRequest {
     pub operator: Option<String>,
 }
 
+/// `POST /api/sessions/{id}/handoff`.
+#[derive(Deserialize)]
+pub struct HandOffRequest {
+    /// The username of the operator to take the chat.
+    pub operator: String,
+}
+
 /// `POST …/messages`.
 #[derive(Deserialize)]
 pub struct MessageRequest {

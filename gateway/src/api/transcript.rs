@@ -120,6 +120,9 @@ fn line(event: &Event) -> String {
         EventBody::Opened { by, .. } => format!("— {} started the chat", who(by)),
         EventBody::Joined { who: w } => format!("— {} joined", who(w)),
         EventBody::Invited { who: w, by } => format!("— {} asked {} to join", who(by), who(w)),
+        EventBody::HandedOff { by, to } => {
+            format!("— {} handed the chat to {}", who(by), who(to))
+        }
         EventBody::Message { from, text, .. } => {
             format!("{}: {}", who(from), text.replace('\n', "\n    "))
         }
