@@ -493,6 +493,49 @@ pub async fn join(
     n: usize,
     rounds: usize,
 ) -> Result<Vec<JoinResult>, BoxError> {
+    let id = history(client, addr, opener, reader, n).await?;
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        let t0 = Instant::now();
+        let mut sse = http::open_sse(
+            addr,
+            None,
+            &reader.cookie,
+            &format!("/api/events?sessions={id}"),
+        )
+        .await?;
+        let first = t0.elapsed();
+        let mut got = 0;
+        while got < n {
+            match sse.next_within(Duration::from_secs(30)).await {
+                Some(Ok(e)) => {
+                    if e.event.is_empty() && e.data.contains("\"type\":\"message\"") {
+                        got += 1;
+                    }
+                }
+                _ => return Err(format!("join: stream ended after {got} of {n}").into()),
+            }
+        }
+        let total = t0.elapsed();
+        out.push(JoinResult {
+            messages: got,
+            to_first_byte: first,
+            first_byte_to_last: total - first,
+            total,
+        });
+    }
+    Ok(out)
+}
+
+/// A new session of `opener`, joined by `reader`, with `n` messages from `opener` (sent to its
+/// actor over NATS, 64 in flight, 100-byte texts); returns its ID.
+pub async fn history(
+    client: &async_nats::Client,
+    addr: SocketAddr,
+    opener: &Operator,
+    reader: &Operator,
+    n: usize,
+) -> Result<String, BoxError> {
     let ids = sessions(
         client,
         addr,
@@ -526,35 +569,5 @@ pub async fn join(
     if sent < n {
         return Err(format!("history: only {sent} of {n} messages stored").into());
     }
-    let mut out = Vec::new();
-    for _ in 0..rounds {
-        let t0 = Instant::now();
-        let mut sse = http::open_sse(
-            addr,
-            None,
-            &reader.cookie,
-            &format!("/api/events?sessions={id}"),
-        )
-        .await?;
-        let first = t0.elapsed();
-        let mut got = 0;
-        while got < n {
-            match sse.next_within(Duration::from_secs(30)).await {
-                Some(Ok(e)) => {
-                    if e.event.is_empty() && e.data.contains("\"type\":\"message\"") {
-                        got += 1;
-                    }
-                }
-                _ => return Err(format!("join: stream ended after {got} of {n}").into()),
-            }
-        }
-        let total = t0.elapsed();
-        out.push(JoinResult {
-            messages: got,
-            to_first_byte: first,
-            first_byte_to_last: total - first,
-            total,
-        });
-    }
-    Ok(out)
+    Ok(id)
 }

@@ -51,6 +51,8 @@ export class ChatWindow {
       send: byId('send'), end: byId('end'), endedNote: byId('ended-note'), restart: byId('restart'),
     };
     this.agentStatus = '';
+    this.incoming = []; // batches of events not yet shown (see handle)
+    this.showQueued = false;
     this.transcript = new Transcript(this.ui, this.self);
     this.composer = new Composer(this.ui, this.transcript, cfg.send, () => this.ended);
     this.ui.end.addEventListener('click', () => this.endChat());
@@ -130,12 +132,22 @@ export class ChatWindow {
 
   // -- messages from the event hub (events-hub.js) --
   handle(m) {
+    if (m.type === 'events') {
+      // Shown once per frame, all that came meanwhile together: the browser then lays out a
+      // long history in a few passes, not once per batch. The timer covers a hidden window,
+      // which gets no frames (its tone still plays).
+      this.incoming.push(m.events);
+      if (!this.showQueued) {
+        this.showQueued = true;
+        requestAnimationFrame(() => this.showIncoming());
+        setTimeout(() => this.showIncoming(), 100);
+      }
+      return;
+    }
+    this.showIncoming(); // what came before this message first
     switch (m.type) {
       case 'hello':
         this.transcript.setClock(m.server_time, m.retention_secs);
-        break;
-      case 'events':
-        this.addEvents(m.events);
         break;
       case 'reset':
         this.transcript.clear();
@@ -152,6 +164,14 @@ export class ChatWindow {
         this.showBanner(m.message || 'The connection to the server failed.', 'error');
         break;
     }
+  }
+
+  showIncoming() {
+    this.showQueued = false;
+    if (!this.incoming.length) return;
+    const batches = this.incoming;
+    this.incoming = [];
+    this.addEvents(batches.length === 1 ? batches[0] : batches.flat());
   }
 
   addEvents(list) {
