@@ -53,6 +53,9 @@ export class ChatWindow {
     this.agentStatus = '';
     this.incoming = []; // batches of events not yet shown (see handle)
     this.showQueued = false;
+    this.historyEnd = null; // the session's last seq when the window opened
+    this.catchingUp = true; // its history has not all come yet
+    this.catchUpTimer = 0;
     this.transcript = new Transcript(this.ui, this.self);
     this.composer = new Composer(this.ui, this.transcript, cfg.send, () => this.ended);
     this.ui.end.addEventListener('click', () => this.endChat());
@@ -68,6 +71,7 @@ export class ChatWindow {
     for (const m of view.members || []) this.members.set(m.kind + ':' + m.id, m);
     this.renderMembers();
     if (view.retention_secs) this.transcript.retention = view.retention_secs;
+    if (this.historyEnd === null) this.historyEnd = view.last_seq || 0;
     this.setAgent(view.agent);
     this.setEnded(!!view.ended);
   }
@@ -133,10 +137,20 @@ export class ChatWindow {
   // -- messages from the event hub (events-hub.js) --
   handle(m) {
     if (m.type === 'events') {
-      // Shown once per frame, all that came meanwhile together: the browser then lays out a
-      // long history in a few passes, not once per batch. The timer covers a hidden window,
-      // which gets no frames (its tone still plays).
+      // The history is shown at once when its last event has come (the browser then lays it
+      // out in one pass, not once per batch; or 300 ms after the last batch, should its end
+      // never come), later events once per frame, all that came meanwhile together. The timer
+      // covers a hidden window, which gets no frames (its tone still plays).
       this.incoming.push(m.events);
+      if (this.catchingUp) {
+        const last = m.events.length ? m.events[m.events.length - 1].seq : 0;
+        clearTimeout(this.catchUpTimer);
+        if (this.historyEnd !== null && last < this.historyEnd) {
+          this.catchUpTimer = setTimeout(() => this.showIncoming(true), 300);
+          return;
+        }
+        this.catchingUp = false;
+      }
       if (!this.showQueued) {
         this.showQueued = true;
         requestAnimationFrame(() => this.showIncoming());
@@ -144,7 +158,7 @@ export class ChatWindow {
       }
       return;
     }
-    this.showIncoming(); // what came before this message first
+    this.showIncoming(m.type === 'reset'); // what came before this message first
     switch (m.type) {
       case 'hello':
         this.transcript.setClock(m.server_time, m.retention_secs);
@@ -166,7 +180,13 @@ export class ChatWindow {
     }
   }
 
-  showIncoming() {
+  /** Shows the events that came; during the history's catch-up only when `now`. */
+  showIncoming(now = false) {
+    if (this.catchingUp && !now) return;
+    if (now) {
+      this.catchingUp = false;
+      clearTimeout(this.catchUpTimer);
+    }
     this.showQueued = false;
     if (!this.incoming.length) return;
     const batches = this.incoming;
