@@ -107,7 +107,11 @@ export class Transcript {
         this.lastSeq = ev.seq;
         if (node) (tail || (tail = document.createDocumentFragment())).append(node);
       } else if (node) {
-        this.insert(node, ev.seq); // an older event after a gap was filled: its place
+        // An older event (the hub sends a session's events in order, so only defensively):
+        // what is collected goes in first, then it takes its place by seq.
+        if (tail) this.appendEvents(tail);
+        tail = null;
+        this.insert(node, ev.seq);
       }
       added.push(ev);
     }
