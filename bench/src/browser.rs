@@ -62,7 +62,7 @@ pub async fn phase_browser_join(
             return Ok(BrowserJoin::Skipped(why));
         }
     };
-    let id = chat::history(client, addr, opener, reader, HISTORY).await?;
+    let id = chat::history(client, addr, opener, reader, HISTORY, "browser-join").await?;
     let cookie = reader
         .cookie
         .split_once('=')
