@@ -89,17 +89,7 @@ impl Presence {
             }),
         };
         let p = presence.clone();
-        let (b, stop) = (bucket.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = p.write_all(b.clone(), queue) => {}
-                _ = stop.cancelled() => {
-                    // A node going away takes its operators off every list at once, not after
-                    // STALE_AFTER (best effort: NATS may be gone too).
-                    let _ = tokio::time::timeout(Duration::from_secs(1), p.clear_local(&b)).await;
-                }
-            }
-        });
+        tokio::spawn(p.write_all(bucket.clone(), queue, shutdown.clone()));
         let p = presence.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -194,6 +184,14 @@ impl Presence {
         self.present(|e| !e.hide_from_machine_users && e.scope.covers_group(group))
     }
 
+    /// What operator `username` is present as (on any node), if present.
+    pub fn entry(&self, username: &str) -> Option<PresenceEntry> {
+        let all = self.inner.all.read();
+        all.values()
+            .find(|(at, e)| at.elapsed() < STALE_AFTER && e.username == username)
+            .map(|(_, e)| e.clone())
+    }
+
     /// The present operators `keep` accepts, once each (an operator may be present on several
     /// nodes), sorted by name.
     fn present(&self, keep: impl Fn(&PresenceEntry) -> bool) -> Vec<PresentOperator> {
@@ -224,9 +222,24 @@ impl Presence {
     }
 
     /// The one writer of this node's entries, in order: each write puts what `local` holds at
-    /// that moment, or deletes the entry when the operator has no page open here any more.
-    async fn write_all(&self, bucket: Arc<kv::Store>, mut queue: mpsc::UnboundedReceiver<String>) {
-        while let Some(username) = queue.recv().await {
+    /// that moment, or deletes the entry when the operator has no page open here any more. At
+    /// shutdown it deletes every entry it left, so the node's operators leave every list at
+    /// once rather than after [`STALE_AFTER`] (best effort: NATS may be gone too).
+    async fn write_all(
+        self,
+        bucket: Arc<kv::Store>,
+        mut queue: mpsc::UnboundedReceiver<String>,
+        shutdown: CancellationToken,
+    ) {
+        let mut written = HashSet::new();
+        loop {
+            let username = tokio::select! {
+                next = queue.recv() => match next {
+                    Some(username) => username,
+                    None => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
             let key = subjects::presence_key(&username, &self.inner.node);
             let entry = self
                 .inner
@@ -234,32 +247,30 @@ impl Presence {
                 .lock()
                 .get(&username)
                 .map(|(_, e)| e.clone());
-            let written = match entry {
+            let result = match entry {
                 Some(e) => {
+                    written.insert(username);
                     let json = serde_json::to_vec(&e).unwrap_or_default();
-                    bucket
-                        .put(&key, json.into())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                    let put = bucket.put(&key, json.into()).await;
+                    put.map(|_| ()).map_err(|e| e.to_string())
                 }
-                None => bucket.delete(&key).await.map_err(|e| e.to_string()),
+                None => {
+                    written.remove(&username);
+                    bucket.delete(&key).await.map_err(|e| e.to_string())
+                }
             };
-            if let Err(e) = written {
+            if let Err(e) = result {
                 // The next refresh writes it again.
                 tracing::warn!(error = %e, "presence: could not write an entry");
             }
         }
-    }
-
-    /// Deletes every entry of this node.
-    async fn clear_local(&self, bucket: &kv::Store) {
-        let present: Vec<String> = self.inner.local.lock().drain().map(|(u, _)| u).collect();
-        for username in present {
-            let _ = bucket
-                .delete(subjects::presence_key(&username, &self.inner.node))
-                .await;
-        }
+        let node = &self.inner.node;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            for username in written {
+                let _ = bucket.delete(subjects::presence_key(&username, node)).await;
+            }
+        })
+        .await;
     }
 
     /// Writes every local entry again every [`REFRESH`], and drops entries of other nodes that

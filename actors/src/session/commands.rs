@@ -50,6 +50,7 @@ impl SessionState {
                 client_id,
                 text,
             } => self.send(by, client_id, text).await,
+            SessionCommand::HandOff { by, to } => self.hand_off(by, to).await,
             SessionCommand::End { by } => self.end(by).await,
             SessionCommand::View { by } => {
                 // An invited operator may look before answering.
@@ -65,7 +66,7 @@ impl SessionState {
     }
 
     /// The record, if `by` is one of its members.
-    fn member_record(&self, by: &Participant) -> Result<&SessionRecord, SessionError> {
+    pub(super) fn member_record(&self, by: &Participant) -> Result<&SessionRecord, SessionError> {
         let r = self.record.as_ref().ok_or_else(not_found)?;
         if r.members.iter().any(|m| m.same(by)) {
             Ok(r)
@@ -146,7 +147,8 @@ impl SessionState {
         let window_failed = !r.ended && r.agent == AgentWindow::Failed;
         let mut seq = None;
         let mut link = None;
-        if r.ended {
+        let restarting = r.ended;
+        if restarting {
             let (restarted, token) = self.restart(&by).await?;
             seq = Some(restarted);
             link = Some(token);
@@ -170,6 +172,9 @@ impl SessionState {
         }
         // Also when nothing changed here: an earlier answer may have stopped before it.
         self.withdraw_incoming(&by.id).await;
+        if restarting {
+            self.offer_restart(&by).await?;
+        }
         // Only once the new link is stored: the agent must never get a link that does not work.
         // A chat between operators has no agent to ask.
         if let Some(token) = link.filter(|_| !machine.is_empty()) {
@@ -239,7 +244,11 @@ impl SessionState {
             ));
         }
         let key = super::invite::chat_key(r);
-        let invited: Vec<String> = r.invited.iter().map(|p| p.id.clone()).collect();
+        // Every operator's entry: the invited, and a member asked again by a restart.
+        let invited: Vec<String> = (r.members.iter().chain(&r.invited))
+            .filter(|p| p.kind == ParticipantKind::Operator)
+            .map(|p| p.id.clone())
+            .collect();
         let (seq, _) = self.append(EventBody::Ended { by }, None).await?;
         if let Some(r) = self.record.as_mut() {
             r.ended = true;

@@ -22,3 +22,4 @@ mod resume;
 mod retention;
 mod roles;
 mod tls;
+mod transcript;
