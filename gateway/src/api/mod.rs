@@ -44,12 +44,14 @@ macro_rules! any_of {
 /// asked for by our public name.
 pub fn routes(gw: Gateway) -> warp::filters::BoxedFilter<(Response,)> {
     let host = filters::host(gw.config().public_origin.clone(), gw.limits().clone());
+    // Boxed per area: one unboxed chain of every route makes a future too deep for a worker
+    // thread's stack.
     let api = any_of!(
         pages(),
-        operator_api(gw.clone()),
-        admin_api(gw.clone()),
-        machine_user_api(gw.clone()),
-        start_api(gw.clone())
+        operator_api(gw.clone()).boxed(),
+        admin_api(gw.clone()).boxed(),
+        machine_user_api(gw.clone()).boxed(),
+        start_api(gw.clone()).boxed()
     );
     let counted = gw.clone();
     any_of!(health(gw), host.and(api))
