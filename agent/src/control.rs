@@ -122,3 +122,45 @@ pub async fn ask_chat(path: &Path) -> Result<String, String> {
         .await
         .map_err(|_| "the agent did not answer in time".to_string())?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_socket_answers_one_line_and_refuses_unknown_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = bind(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o660);
+        let stop = CancellationToken::new();
+        let served = tokio::spawn(serve(
+            listener,
+            path.clone(),
+            AgentHandle::default(),
+            stop.clone(),
+        ));
+        // An agent that is not connected says so; the client gets the line.
+        assert_eq!(
+            ask_chat(&path).await.unwrap(),
+            "failed: the agent is not running"
+        );
+        let mut stream = UnixStream::connect(&path).await.unwrap();
+        stream.write_all(b"reboot\n").await.unwrap();
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("failed: unknown command"), "{line}");
+        // A stopped agent removes its socket; the client then says what is wrong.
+        stop.cancel();
+        served.await.unwrap();
+        assert!(!path.exists());
+        assert!(
+            ask_chat(&path)
+                .await
+                .unwrap_err()
+                .contains("is natter-agent running?")
+        );
+    }
+}
