@@ -210,18 +210,20 @@ pub enum Scope {
 impl Scope {
     /// Whether the machine lies in this scope.
     pub fn covers(&self, machine: &str) -> bool {
+        self.covers_group(group_of(machine))
+    }
+
+    /// Whether every machine of `group` (and of its subgroups) lies in this scope.
+    pub fn covers_group(&self, group: &str) -> bool {
         match self {
             Scope::All => true,
-            Scope::Only(grants) => {
-                let group = group_of(machine);
-                grants.iter().any(|g| {
-                    !g.is_empty()
-                        && (group == g
-                            || (group.len() > g.len()
-                                && group.ends_with(g.as_str())
-                                && group.as_bytes()[group.len() - g.len() - 1] == b'.'))
-                })
-            }
+            Scope::Only(grants) => grants.iter().any(|g| {
+                !g.is_empty()
+                    && (group == g
+                        || (group.len() > g.len()
+                            && group.ends_with(g.as_str())
+                            && group.as_bytes()[group.len() - g.len() - 1] == b'.'))
+            }),
         }
     }
 }

@@ -41,6 +41,19 @@ pub enum SessionCommand {
     /// Start the session with a machine. Fails with `Conflict` (carrying the session in progress)
     /// when that machine already has one.
     Open { by: Participant, machine: String },
+    /// Start a chat between two operators: `by` is its member and `with` is invited (an incoming
+    /// chat for them). Fails with `Conflict` (carrying the session) when the two already have a
+    /// chat in progress.
+    OpenWithOperator { by: Participant, with: Participant },
+    /// The machine user of `machine` (logged on as `user`) starts a chat and invites `operator`.
+    /// The user's window is open already (they asked for it), so the agent is not asked; the
+    /// answer carries a fresh chat-link `token` for their login. Fails with `Conflict` when the
+    /// machine has a chat in progress.
+    OpenFromMachine {
+        machine: String,
+        user: String,
+        operator: Participant,
+    },
     /// Join (or restart, if ended) the session.
     Join { by: Participant },
     /// Append a message. `client_id` makes a retried send land once.
@@ -63,11 +76,12 @@ impl SessionCommand {
     pub fn by(&self) -> Option<&Participant> {
         match self {
             SessionCommand::Open { by, .. }
+            | SessionCommand::OpenWithOperator { by, .. }
             | SessionCommand::Join { by }
             | SessionCommand::Send { by, .. }
             | SessionCommand::End { by }
             | SessionCommand::View { by } => Some(by),
-            SessionCommand::MachineLogin { .. } => None,
+            SessionCommand::MachineLogin { .. } | SessionCommand::OpenFromMachine { .. } => None,
         }
     }
 }
@@ -107,6 +121,10 @@ pub struct Ack {
     /// For `MachineLogin`: the session's epoch the login belongs to (see [`SessionRecord`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<u32>,
+    /// For `OpenFromMachine`: the machine user's chat-link token (single use), for the gateway
+    /// to log them in with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 /// Why a session command failed.
@@ -173,10 +191,14 @@ pub enum AgentWindow {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SessionView {
     pub id: String,
+    /// The machine chatted with; empty for a chat between operators.
     pub machine: String,
     pub ended: bool,
     pub last_seq: u64,
     pub members: Vec<Participant>,
+    /// Operators asked to join who have not answered yet (their incoming chat is waiting).
+    #[serde(default)]
+    pub invited: Vec<Participant>,
     pub retention_secs: u64,
     pub agent: AgentWindow,
 }
@@ -202,6 +224,11 @@ pub enum EventBody {
     Joined {
         who: Participant,
     },
+    /// `by` asked operator `who` to join: an incoming chat for them until they join.
+    Invited {
+        who: Participant,
+        by: Participant,
+    },
     Message {
         from: Participant,
         text: String,
@@ -225,9 +252,13 @@ pub enum EventBody {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SessionRecord {
     pub id: String,
+    /// Empty for a chat between operators.
     pub machine: String,
     pub created_at: u64,
     pub members: Vec<Participant>,
+    /// Operators invited who have not joined yet.
+    #[serde(default)]
+    pub invited: Vec<Participant>,
     pub ended: bool,
     /// Hex SHA-256 of the machine user's live link token; empty when there is none (used, or
     /// lost with a restart whose record was rebuilt from events).
@@ -240,6 +271,20 @@ pub struct SessionRecord {
     pub epoch: u32,
     pub agent: AgentWindow,
     pub seq: u64,
+}
+
+/// A chat waiting for an operator to answer: the value of key `<operator>.<session>` in the
+/// incoming-chats KV bucket ([`crate::subjects::incoming_key`]), written and deleted only by
+/// the session's actor.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct Incoming {
+    pub session: String,
+    /// Who asked (the machine user, or an operator).
+    pub from: Participant,
+    /// The machine of the chat; empty for a chat between operators.
+    pub machine: String,
+    /// When it was asked, ms since the epoch.
+    pub at: u64,
 }
 
 /// A check-in, published by an agent on [`crate::subjects::agent_checkin`].

@@ -13,6 +13,10 @@
 //! - KV [`OPERATOR_OPTIONS_BUCKET`]: username → that operator's options.
 //! - KV [`LOGINS_BUCKET`]: browser logins (cookie hash → who), with the login lifetime as max age.
 //! - KV [`PARTITIONS_BUCKET`]: partition leases and node heartbeats ([`crate::partitions`]).
+//! - KV [`INCOMING_BUCKET`]: chats waiting for an operator to answer
+//!   ([`crate::protocol::Incoming`] at `<operator>.<session>`), written by the session's actor.
+//! - KV [`PRESENCE_BUCKET`]: operators who have the Chat page open (`<operator>.<node>`),
+//!   written by the gateway of that node and refreshed while the page is open.
 
 use std::time::Duration;
 
@@ -28,6 +32,10 @@ pub const OPERATORS_BUCKET: &str = "natter_operators";
 pub const OPERATOR_OPTIONS_BUCKET: &str = "natter_operator_options";
 pub const LOGINS_BUCKET: &str = "natter_logins";
 pub const PARTITIONS_BUCKET: &str = "natter_partitions";
+pub const INCOMING_BUCKET: &str = "natter_incoming";
+pub const PRESENCE_BUCKET: &str = "natter_presence";
+/// Presence is refreshed every few seconds; the max age only collects what dead nodes left.
+pub const PRESENCE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Leases are renewed every few hundred ms; the max age only collects what dead nodes left.
 const PARTITIONS_MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -99,6 +107,10 @@ pub struct Stores {
     pub operator_options: std::sync::Arc<kv::Store>,
     pub logins: kv::Store,
     pub partitions: kv::Store,
+    /// Chats waiting for an operator's answer (behind an `Arc` like `operator_options`).
+    pub incoming: std::sync::Arc<kv::Store>,
+    /// Operators on the Chat page now, per node.
+    pub presence: std::sync::Arc<kv::Store>,
     pub config: StoreConfig,
 }
 
@@ -163,6 +175,8 @@ impl Stores {
             ),
             logins: bucket(LOGINS_BUCKET, config.login_ttl, 1).await?,
             partitions: bucket(PARTITIONS_BUCKET, PARTITIONS_MAX_AGE, 1).await?,
+            incoming: std::sync::Arc::new(bucket(INCOMING_BUCKET, config.session_ttl, 1).await?),
+            presence: std::sync::Arc::new(bucket(PRESENCE_BUCKET, PRESENCE_MAX_AGE, 1).await?),
             client,
             js,
             events,

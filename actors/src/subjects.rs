@@ -184,6 +184,36 @@ pub fn node_of_member_key(key: &str) -> Option<&str> {
     key.strip_prefix("node.")
 }
 
+/// The key of an incoming chat in the incoming-chats bucket: `<operator>.<session>`
+/// (usernames and session IDs have no dots), so an operator's are `<operator>.*`.
+pub fn incoming_key(operator: &str, session: &str) -> String {
+    format!("{operator}.{session}")
+}
+
+/// The operator and session an [`incoming_key`] names.
+pub fn parse_incoming_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('.').filter(|(_, s)| !s.contains('.'))
+}
+
+/// The key of the chat in progress between two operators in the machine-sessions bucket (which
+/// holds one chat in progress per machine, and per pair of operators): `ops=<a>=<b>`, the two
+/// usernames in order. It has no dot, so it is never a machine ID.
+pub fn operator_pair_key(a: &str, b: &str) -> String {
+    let (first, second) = if a <= b { (a, b) } else { (b, a) };
+    format!("ops={first}={second}")
+}
+
+/// The key of an operator's presence, as one node's gateway sees it, in the presence bucket:
+/// `<operator>.<node id>` (node ids have no dots).
+pub fn presence_key(operator: &str, node: &str) -> String {
+    format!("{operator}.{node}")
+}
+
+/// The operator and node a [`presence_key`] names.
+pub fn parse_presence_key(key: &str) -> Option<(&str, &str)> {
+    key.split_once('.').filter(|(_, n)| !n.contains('.'))
+}
+
 /// Revocations (payload: a machine ID): cut off that machine's connected agents. Published by a
 /// node or the admin CLI, never by agents (they may publish only their check-ins).
 pub const AGENT_REVOKE: &str = "natter.fleet.revoke";

@@ -9,6 +9,8 @@
 //! - [`hub`]: the fan-out of live events: one subscription per followed session, to every
 //!   connection that follows it.
 //! - [`machines`]: the fleet as the gateway sees it (KV watchers), for lists and live status.
+//! - [`presence`]: which operators are on the Chat page, across nodes; [`incoming`]: the chats
+//!   waiting for an operator's answer.
 //! - [`ui`]: the static web UI compiled into the binary.
 //! - [`limits`]: limits on every door (logins, hashing, connections, streams) and their counters;
 //!   [`origin`]: the Host and Origin checks against `public_url`; `server`: the accept loop.
@@ -24,10 +26,12 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod hub;
+pub mod incoming;
 pub mod limits;
 pub mod machines;
 pub mod metrics;
 pub mod origin;
+pub mod presence;
 pub mod readiness;
 pub mod redact;
 mod server;
@@ -118,6 +122,8 @@ struct Inner {
     stores: Stores,
     hub: Hub,
     directory: machines::Directory,
+    presence: presence::Presence,
+    incoming: incoming::IncomingChats,
     /// Cookie hash → (when read, the login): spares a KV read per request. Entries live
     /// [`LOGIN_CACHE_TTL`], so a logout or scope change elsewhere applies within that time.
     logins: parking_lot::Mutex<LoginCache>,
@@ -145,6 +151,13 @@ impl Gateway {
         )
         .await;
         let alias_key = redact::AliasKey::load(&stores.js).await?;
+        let presence = presence::Presence::start(
+            stores.presence.clone(),
+            stores.operator_options.clone(),
+            config.node_id.clone(),
+            shutdown.clone(),
+        );
+        let incoming = incoming::IncomingChats::start(stores.incoming.clone(), shutdown.clone());
         let limits = Arc::new(Limits::new(config.limits.clone()));
         tokio::spawn(prune_login_limiters(limits.clone(), shutdown.clone()));
         let gateway = Gateway {
@@ -152,6 +165,8 @@ impl Gateway {
                 stores,
                 hub,
                 directory,
+                presence,
+                incoming,
                 logins: Default::default(),
                 limits,
                 metrics,
@@ -179,6 +194,14 @@ impl Gateway {
 
     pub fn directory(&self) -> &machines::Directory {
         &self.inner.directory
+    }
+
+    pub fn presence(&self) -> &presence::Presence {
+        &self.inner.presence
+    }
+
+    pub fn incoming(&self) -> &incoming::IncomingChats {
+        &self.inner.incoming
     }
 
     pub(crate) fn login_cache(&self) -> &parking_lot::Mutex<LoginCache> {

@@ -102,35 +102,42 @@ impl Directory {
             while let Some(entry) = watch.next().await {
                 let Ok(entry) = entry else { break };
                 let key = entry.key.clone();
-                let put = entry.operation == kv::Operation::Put;
-                if is_machines {
-                    let mut map = self.inner.machines.write();
-                    match serde_json::from_slice::<MachineRecord>(&entry.value) {
-                        Ok(r) if put => {
-                            map.insert(key.clone(), r);
-                        }
-                        _ => {
-                            map.remove(&key);
-                        }
-                    }
-                } else {
-                    let mut map = self.inner.sessions.write();
-                    if put {
-                        map.insert(
-                            key.clone(),
-                            String::from_utf8_lossy(&entry.value).into_owned(),
-                        );
-                    } else {
-                        map.remove(&key);
-                    }
+                // The machine-sessions bucket also holds chats between operators, by a key
+                // that is not a machine ID: not the fleet's business.
+                if is_machines || natter_actors::protocol::valid_machine_id(&key) {
+                    self.apply(&key, &entry, is_machines);
+                    let _ = self.inner.changes.send(key);
                 }
-                let _ = self.inner.changes.send(key);
                 if entry.delta == 0 && !signalled {
                     signalled = true;
                     let _ = loaded.send(()).await;
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Applies one entry of either bucket to the copy.
+    fn apply(&self, key: &str, entry: &kv::Entry, is_machines: bool) {
+        let put = entry.operation == kv::Operation::Put;
+        if is_machines {
+            let mut map = self.inner.machines.write();
+            match serde_json::from_slice::<MachineRecord>(&entry.value) {
+                Ok(r) if put => {
+                    map.insert(key.to_owned(), r);
+                }
+                _ => {
+                    map.remove(key);
+                }
+            }
+        } else {
+            let mut map = self.inner.sessions.write();
+            if put {
+                let session = String::from_utf8_lossy(&entry.value).into_owned();
+                map.insert(key.to_owned(), session);
+            } else {
+                map.remove(key);
+            }
         }
     }
 
@@ -162,6 +169,15 @@ impl Directory {
         };
         records.sort_by(|a, b| a.id.cmp(&b.id));
         records.iter().map(|r| self.view(r)).collect()
+    }
+
+    /// The groups of the machines in `scope` matching `filter` (those a list shows).
+    pub fn groups(&self, scope: &Scope, filter: &str) -> std::collections::HashSet<String> {
+        let map = self.inner.machines.read();
+        map.keys()
+            .filter(|id| scope.covers(id) && filter_matches(filter, id))
+            .map(|id| natter_actors::machines::group_of(id).to_owned())
+            .collect()
     }
 
     /// How many machines are in each status.

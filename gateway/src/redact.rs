@@ -74,7 +74,7 @@ impl AliasKey {
 
     /// A session view as a machine user may read it.
     pub fn view(&self, mut view: SessionView) -> SessionView {
-        for member in &mut view.members {
+        for member in view.members.iter_mut().chain(&mut view.invited) {
             self.hide(&view.id, member);
         }
         view
@@ -91,6 +91,10 @@ impl AliasKey {
             | EventBody::Ended { by }
             | EventBody::Restarted { by } => self.hide(&session, by),
             EventBody::Joined { who } => self.hide(&session, who),
+            EventBody::Invited { who, by } => {
+                self.hide(&session, who);
+                self.hide(&session, by);
+            }
             EventBody::Message { from, .. } => self.hide(&session, from),
             EventBody::Agent { .. } => return Cow::Borrowed(stored),
         }
@@ -191,12 +195,15 @@ mod tests {
             ended: false,
             last_seq: 7,
             members: vec![alice(), bob.clone()],
+            invited: vec![alice()],
             retention_secs: 3600,
             agent: AgentWindow::Opened,
         });
         assert_eq!(view.members[0].id, key.alias("S1", "alice"));
         assert_eq!(view.members[0].name, "Alice Admin");
         assert_eq!(view.members[1], bob);
+        // Invited operators too (a chat the machine user started).
+        assert_eq!(view.invited[0].id, key.alias("S1", "alice"));
         // An operator's stream is untouched.
         let wire = Redaction::None.event(&message).to_wire_json();
         assert!(wire.contains("\"alice\""));

@@ -86,6 +86,20 @@ impl Browser {
         read(r).await
     }
 
+    /// A PUT of a JSON body, as the web UI sends it (CSRF marker and own origin).
+    pub async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .put(self.url(path))
+            .header("x-natter", "1")
+            .header("origin", &self.base)
+            .json(body)
+            .send()
+            .await
+            .expect("PUT");
+        read(r).await
+    }
+
     /// A POST with a raw body and content type (for bad-input tests), with CSRF headers.
     pub async fn post_raw(
         &self,

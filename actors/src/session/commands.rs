@@ -24,15 +24,26 @@ impl SessionState {
         myself: &ActorRef<SessionMsg>,
     ) -> CmdResult {
         // A session with a machine outside the caller's scope does not exist for them.
+        // (A chat between operators has no machine: its members are its only readers.)
         let machine = match &cmd {
             SessionCommand::Open { machine, .. } => Some(machine.as_str()),
+            SessionCommand::OpenFromMachine { machine, .. } => Some(machine.as_str()),
+            SessionCommand::OpenWithOperator { .. } => None,
             _ => self.record.as_ref().map(|r| r.machine.as_str()),
         };
-        if machine.is_some_and(|m| !scope.covers(m)) {
+        if machine.is_some_and(|m| !m.is_empty() && !scope.covers(m)) {
             return Err(not_found());
         }
         match cmd {
             SessionCommand::Open { by, machine } => self.open(by, machine, myself).await,
+            SessionCommand::OpenWithOperator { by, with } => {
+                self.open_with_operator(by, with).await
+            }
+            SessionCommand::OpenFromMachine {
+                machine,
+                user,
+                operator,
+            } => self.open_from_machine(machine, user, operator).await,
             SessionCommand::Join { by } => self.join(by, myself).await,
             SessionCommand::Send {
                 by,
@@ -41,7 +52,12 @@ impl SessionState {
             } => self.send(by, client_id, text).await,
             SessionCommand::End { by } => self.end(by).await,
             SessionCommand::View { by } => {
-                self.member_record(&by)?;
+                // An invited operator may look before answering.
+                let invited =
+                    (self.record.as_ref()).is_some_and(|r| r.invited.iter().any(|p| p.same(&by)));
+                if !invited {
+                    self.member_record(&by)?;
+                }
                 Ok(self.view_ack())
             }
             SessionCommand::MachineLogin { token } => self.machine_login(token).await,
@@ -83,7 +99,13 @@ impl SessionState {
                 "this session already exists",
             ));
         }
-        self.claim_machine(&machine).await?;
+        claim_chat_key(
+            &self.ctx.stores,
+            &self.id,
+            &machine,
+            "a chat with this machine is already in progress",
+        )
+        .await?;
         let opened = EventBody::Opened {
             by: by.clone(),
             machine: machine.clone(),
@@ -106,37 +128,17 @@ impl SessionState {
         })
     }
 
-    /// One session in progress per machine: claims the machine for this session, or fails with
-    /// the session that holds it.
-    async fn claim_machine(&self, machine: &str) -> Result<(), SessionError> {
-        let index = &self.ctx.stores.machine_sessions;
-        let Err(e) = index.create(machine, self.id.clone().into()).await else {
-            return Ok(());
-        };
-        if e.kind() != kv::CreateErrorKind::AlreadyExists {
-            return Err(unavailable("claiming the machine", e));
-        }
-        let current = index
-            .get(machine)
-            .await
-            .map_err(|e| unavailable("reading the machine's session", e))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        if current.as_deref() == Some(self.id.as_str()) {
-            return Ok(());
-        }
-        let mut err = SessionError::new(
-            SessionErrorKind::Conflict,
-            "a chat with this machine is already in progress",
-        );
-        err.session = current;
-        Err(err)
-    }
-
     async fn join(&mut self, by: Participant, myself: &ActorRef<SessionMsg>) -> CmdResult {
         if by.kind != ParticipantKind::Operator {
             return Err(invalid("machine users join with their chat link"));
         }
         let r = self.record.as_ref().ok_or_else(not_found)?;
+        if !Self::may_join(r, &by) {
+            return Err(SessionError::new(
+                SessionErrorKind::NotMember,
+                "this chat is between two other operators",
+            ));
+        }
         let member = r.members.iter().any(|m| m.same(&by));
         let machine = r.machine.clone();
         // A chat in progress whose user window never opened (the agent said so) is asked for
@@ -148,22 +150,29 @@ impl SessionState {
             let (restarted, token) = self.restart(&by).await?;
             seq = Some(restarted);
             link = Some(token);
-        } else if window_failed && let Some(r) = self.record.as_mut() {
+        } else if window_failed
+            && !machine.is_empty()
+            && let Some(r) = self.record.as_mut()
+        {
             r.agent = AgentWindow::Pending;
             link = Some(issue_link(r, self.ctx.link_ttl));
         }
+        let answered = self.take_invitation(&by);
         if !member {
             let joined = EventBody::Joined { who: by.clone() };
             seq = Some(self.append(joined, None).await?.0);
             if let Some(r) = self.record.as_mut() {
-                r.members.push(by);
+                r.members.push(by.clone());
             }
         }
-        if seq.is_some() || link.is_some() {
+        if seq.is_some() || link.is_some() || answered {
             self.save_record().await?;
         }
+        // Also when nothing changed here: an earlier answer may have stopped before it.
+        self.withdraw_incoming(&by.id).await;
         // Only once the new link is stored: the agent must never get a link that does not work.
-        if let Some(token) = link {
+        // A chat between operators has no agent to ask.
+        if let Some(token) = link.filter(|_| !machine.is_empty()) {
             self.ask_agent_to_open(machine, token, myself);
         }
         Ok(Ack {
@@ -178,8 +187,14 @@ impl SessionState {
     /// The machine is claimed first: a chat started with it since this one ended keeps it, and
     /// the restart is refused (conflict, naming that chat).
     async fn restart(&mut self, by: &Participant) -> Result<(u64, String), SessionError> {
-        let machine = self.record.as_ref().ok_or_else(not_found)?.machine.clone();
-        self.claim_machine(&machine).await?;
+        let r = self.record.as_ref().ok_or_else(not_found)?;
+        let key = super::invite::chat_key(r).ok_or_else(not_found)?;
+        let taken = if r.machine.is_empty() {
+            "a chat with this operator is already in progress"
+        } else {
+            "a chat with this machine is already in progress"
+        };
+        claim_chat_key(&self.ctx.stores, &self.id, &key, taken).await?;
         let (seq, _) = self
             .append(EventBody::Restarted { by: by.clone() }, None)
             .await?;
@@ -223,19 +238,24 @@ impl SessionState {
                 "the chat has already ended",
             ));
         }
-        let machine = r.machine.clone();
+        let key = super::invite::chat_key(r);
+        let invited: Vec<String> = r.invited.iter().map(|p| p.id.clone()).collect();
         let (seq, _) = self.append(EventBody::Ended { by }, None).await?;
         if let Some(r) = self.record.as_mut() {
             r.ended = true;
         }
         self.save_record().await?;
-        // Free the machine for a new chat, unless it has moved on to another session.
+        for who in &invited {
+            self.withdraw_incoming(who).await;
+        }
+        // Free the machine (or the pair) for a new chat, unless it has moved on to another one.
         let index = &self.ctx.stores.machine_sessions;
-        if let Ok(Some(entry)) = index.entry(&machine).await
+        if let Some(key) = key
+            && let Ok(Some(entry)) = index.entry(&key).await
             && entry.value.as_ref() == self.id.as_bytes()
         {
             let _ = index
-                .delete_expect_revision(&machine, Some(entry.revision))
+                .delete_expect_revision(&key, Some(entry.revision))
                 .await;
         }
         Ok(Ack {
@@ -245,6 +265,35 @@ impl SessionState {
     }
 }
 
+/// One chat in progress per machine (and per pair of operators): claims `key` (a machine ID or
+/// [`crate::subjects::operator_pair_key`]) in the machine-sessions bucket for `session`, or
+/// fails with `Conflict` naming the session that holds it.
+pub(super) async fn claim_chat_key(
+    stores: &crate::store::Stores,
+    session: &str,
+    key: &str,
+    taken: &str,
+) -> Result<(), SessionError> {
+    let index = &stores.machine_sessions;
+    let Err(e) = index.create(key, session.to_owned().into()).await else {
+        return Ok(());
+    };
+    if e.kind() != kv::CreateErrorKind::AlreadyExists {
+        return Err(unavailable("claiming the chat", e));
+    }
+    let current = index
+        .get(key)
+        .await
+        .map_err(|e| unavailable("reading the chat in progress", e))?
+        .map(|b| String::from_utf8_lossy(&b).into_owned());
+    if current.as_deref() == Some(session) {
+        return Ok(());
+    }
+    let mut err = SessionError::new(SessionErrorKind::Conflict, taken);
+    err.session = current;
+    Err(err)
+}
+
 pub(super) fn not_found() -> SessionError {
     SessionError::new(
         SessionErrorKind::NotFound,
@@ -252,7 +301,7 @@ pub(super) fn not_found() -> SessionError {
     )
 }
 
-fn invalid(message: impl Into<String>) -> SessionError {
+pub(super) fn invalid(message: impl Into<String>) -> SessionError {
     SessionError::new(SessionErrorKind::Invalid, message)
 }
 

@@ -15,8 +15,16 @@ pub fn fold(record: &mut Option<SessionRecord>, seq: u64, event: &Event) {
     let Some(r) = record.as_mut() else { return };
     r.seq = seq;
     match &event.body {
-        EventBody::Joined { who } if !r.members.iter().any(|m| m.same(who)) => {
-            r.members.push(who.clone())
+        EventBody::Joined { who } => {
+            r.invited.retain(|p| !p.same(who));
+            if !r.members.iter().any(|m| m.same(who)) {
+                r.members.push(who.clone())
+            }
+        }
+        EventBody::Invited { who, .. }
+            if !r.members.iter().chain(&r.invited).any(|m| m.same(who)) =>
+        {
+            r.invited.push(who.clone())
         }
         EventBody::Ended { .. } => r.ended = true,
         // As the live restart: a new epoch. Its link is not in the events, so a record rebuilt
@@ -42,6 +50,7 @@ pub(super) fn opened(
         machine: machine.into(),
         created_at: at,
         members: vec![by.clone()],
+        invited: Vec::new(),
         ended: false,
         token_sha256: String::new(),
         token_expires_at: 0,

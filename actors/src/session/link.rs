@@ -136,6 +136,7 @@ mod tests {
             machine: "pc1.acme".into(),
             created_at: 0,
             members: Vec::new(),
+            invited: Vec::new(),
             ended: false,
             token_sha256: String::new(),
             token_expires_at: 0,

@@ -10,6 +10,8 @@
 //! - [`commands`]: the six commands and message validation;
 //! - [`persist`]: rebuilding, the fenced and de-duplicated append, the record in KV;
 //! - [`agent`]: asking the machine's agent to open the chat window;
+//! - [`invite`]: chats waiting for an operator's answer (between operators, started by a
+//!   machine user) and their incoming-chat entries;
 //! - [`link`]: the machine user's chat link (single use, expiry, epochs) and its login;
 //! - [`fold`]: rebuilding a record from events (pure);
 //! - [`supervisor`]: the [`SessionSupervisor`] feeding commands from NATS to the actors.
@@ -17,6 +19,7 @@
 mod agent;
 mod commands;
 mod fold;
+mod invite;
 mod link;
 mod persist;
 pub mod supervisor;
@@ -189,6 +192,7 @@ impl SessionState {
             ended: r.ended,
             last_seq: self.last_seq,
             members: r.members.clone(),
+            invited: r.invited.clone(),
             retention_secs: self.ctx.stores.config.retention.as_secs(),
             agent: r.agent,
         })

@@ -175,9 +175,10 @@ impl SessionState {
         if self.save_record().await.is_ok()
             && let Some(r) = &self.record
             && !r.ended
+            && let Some(key) = super::invite::chat_key(r)
         {
             let index = &self.ctx.stores.machine_sessions;
-            let _ = index.put(&r.machine, self.id.clone().into()).await;
+            let _ = index.put(&key, self.id.clone().into()).await;
         }
     }
 }

@@ -212,7 +212,8 @@ impl SupervisorState {
         Ok(())
     }
 
-    /// Starts the actor of a session that exists. Only `Open` creates a session: any other
+    /// Starts the actor of a session that exists. Only the opening commands (`Open`,
+    /// `OpenWithOperator`, `OpenFromMachine`) create a session: any other
     /// command on an unknown ID is `NotFound` without an actor, so made-up IDs cannot fill the
     /// node with actors idling for `idle_actor_timeout`.
     async fn start(
@@ -220,7 +221,13 @@ impl SupervisorState {
         id: &str,
         cmd: &SessionCommand,
     ) -> Result<ActorRef<SessionMsg>, SessionError> {
-        if !matches!(cmd, SessionCommand::Open { .. }) && !self.exists(id).await? {
+        let opens = matches!(
+            cmd,
+            SessionCommand::Open { .. }
+                | SessionCommand::OpenWithOperator { .. }
+                | SessionCommand::OpenFromMachine { .. }
+        );
+        if !opens && !self.exists(id).await? {
             return Err(SessionError::new(
                 SessionErrorKind::NotFound,
                 "no such session",

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use natter_actors::directory;
 use natter_actors::machines::{MachineReply, MachineRequest};
 use natter_actors::protocol::valid_machine_id;
 use natter_actors::subjects;
@@ -14,6 +15,7 @@ use crate::auth::Login;
 use crate::error::ApiError;
 use crate::limits::StreamOwner;
 use crate::metrics::StreamKind;
+use crate::presence::PresenceEntry;
 use crate::{Gateway, sse};
 
 /// How long Quick View waits for the agent actor's live record.
@@ -48,7 +50,18 @@ pub async fn list(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, Api
 pub async fn events(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, ApiError> {
     let filter = checked_filter(q.filter)?;
     let slot = gw.limits().open_stream(&l.key, StreamOwner::Operator)?;
-    let stream = sse::machine_stream(gw.directory(), l.scope, filter).holding(slot);
+    // Options only decide where the operator is listed: without them (NATS slow), listed.
+    let options = directory::get_options(&gw.stores().operator_options, &l.who.id)
+        .await
+        .unwrap_or_default();
+    let present = gw.presence().enter(PresenceEntry {
+        username: l.who.id.clone(),
+        name: l.who.name.clone(),
+        scope: l.scope.clone(),
+        hide_from_operators: options.hide_from_operators,
+        hide_from_machine_users: options.hide_from_machine_users,
+    });
+    let stream = sse::machine_stream(&gw, l.scope, filter, present).holding(slot);
     Ok(sse::response(stream, &gw, StreamKind::Machines))
 }
 

@@ -20,7 +20,12 @@ pub struct LoginRequest {
 /// `POST /api/chats`.
 #[derive(Deserialize)]
 pub struct StartChatRequest {
-    pub machine: String,
+    /// A chat with this machine's logged-on user…
+    #[serde(default)]
+    pub machine: Option<String>,
+    /// …or with this operator (a username from `event: operators`).
+    #[serde(default)]
+    pub operator: Option<String>,
 }
 
 /// `POST …/messages`.
@@ -129,6 +134,12 @@ impl MachineView {
 pub struct MachineRemoved<'a> {
     pub id: &'a str,
     pub removed: bool,
+}
+
+/// `event: incoming_gone`: a chat no longer waits for this operator.
+#[derive(Serialize)]
+pub struct IncomingGone<'a> {
+    pub session: &'a str,
 }
 
 /// `event: hello`, first on every (re)connect of an event stream.

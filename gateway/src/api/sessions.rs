@@ -15,13 +15,44 @@ use crate::limits::StreamOwner;
 use crate::metrics::StreamKind;
 use crate::{Gateway, sse};
 
-/// POST /api/chats
+/// POST /api/chats: a chat with a machine's user, or with another operator.
 pub async fn start_chat(
     l: Login,
     gw: Gateway,
     body: StartChatRequest,
 ) -> Result<Response, ApiError> {
-    let machine = body.machine.trim().to_string();
+    let id = ulid::Ulid::new().to_string();
+    let open = match (body.machine, body.operator) {
+        (Some(machine), None) => open_with_machine(&l, &gw, machine)?,
+        (None, Some(operator)) => open_with_operator(&l, &gw, operator)?,
+        _ => {
+            return Err(ApiError::bad_request(
+                "name either a machine or an operator to chat with",
+            ));
+        }
+    };
+    let (status, ack) = match gw.command_as(&id, &open, &l.scope).await {
+        Ok(ack) => (StatusCode::CREATED, ack),
+        Err(e) if e.kind() == ErrorKind::Conflict && e.session.is_some() => {
+            // A chat with this machine (or operator) is in progress: join it (F6).
+            let existing = e.session.unwrap_or_default();
+            let join = SessionCommand::Join { by: l.who };
+            (
+                StatusCode::OK,
+                gw.command_as(&existing, &join, &l.scope).await?,
+            )
+        }
+        Err(e) => return Err(e),
+    };
+    let started = ChatStarted {
+        session: ack.session,
+    };
+    Ok(json_reply(status, &started))
+}
+
+/// The command opening a chat with `machine`'s logged-on user, if there is one to chat with.
+fn open_with_machine(l: &Login, gw: &Gateway, machine: String) -> Result<SessionCommand, ApiError> {
+    let machine = machine.trim().to_string();
     if !valid_machine_id(&machine) {
         return Err(ApiError::bad_request(format!(
             "{machine:?} is not a machine ID (like pc1.sales.acme)"
@@ -48,28 +79,45 @@ pub async fn start_chat(
             ),
         ));
     }
-    let id = ulid::Ulid::new().to_string();
-    let open = SessionCommand::Open {
+    Ok(SessionCommand::Open {
         by: l.who.clone(),
         machine,
+    })
+}
+
+/// The command opening a chat with `operator`, who must be on the Chat page now and not hiding
+/// from operators (the page's filter only narrows whom it lists).
+fn open_with_operator(
+    l: &Login,
+    gw: &Gateway,
+    operator: String,
+) -> Result<SessionCommand, ApiError> {
+    if l.who.kind != ParticipantKind::Operator {
+        return Err(ApiError::forbidden("only operators chat with operators"));
+    }
+    if operator == l.who.id {
+        return Err(ApiError::bad_request(
+            "you cannot start a chat with yourself",
+        ));
+    }
+    let listed = gw
+        .presence()
+        .operators_for(&l.who.id, &Default::default())
+        .into_iter()
+        .find(|p| p.username == operator);
+    let Some(with) = listed else {
+        return Err(ApiError::not_found(format!(
+            "no operator {operator:?} is available to chat"
+        )));
     };
-    let (status, ack) = match gw.command_as(&id, &open, &l.scope).await {
-        Ok(ack) => (StatusCode::CREATED, ack),
-        Err(e) if e.kind() == ErrorKind::Conflict && e.session.is_some() => {
-            // A chat with this machine is in progress: join it (F6).
-            let existing = e.session.unwrap_or_default();
-            let join = SessionCommand::Join { by: l.who };
-            (
-                StatusCode::OK,
-                gw.command_as(&existing, &join, &l.scope).await?,
-            )
-        }
-        Err(e) => return Err(e),
-    };
-    let started = ChatStarted {
-        session: ack.session,
-    };
-    Ok(json_reply(status, &started))
+    Ok(SessionCommand::OpenWithOperator {
+        by: l.who.clone(),
+        with: natter_actors::protocol::Participant {
+            kind: ParticipantKind::Operator,
+            id: with.username,
+            name: with.name,
+        },
+    })
 }
 
 /// GET /api/sessions/{id}

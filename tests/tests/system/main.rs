@@ -8,6 +8,7 @@ mod browser;
 mod chat;
 mod fanout;
 mod identity;
+mod incoming;
 mod input;
 mod limits;
 mod links;

@@ -1,0 +1,209 @@
+//! Chats that wait for an operator to answer: a chat between two operators, a chat a machine
+//! user starts with an operator, and the incoming-chat entries (KV `natter_incoming`) that tell
+//! the invited operator's Chat pages about them. Only this actor writes its session's entries:
+//! one for each invited operator who has not joined, deleted when they join or the chat ends.
+
+use super::SessionState;
+use super::commands::{claim_chat_key, invalid, not_found};
+use super::link::issue_link;
+use crate::protocol::{
+    Ack, AgentWindow, EventBody, Incoming, Participant, ParticipantKind, SessionError,
+    SessionErrorKind, SessionRecord, valid_machine_id,
+};
+use crate::subjects;
+
+type CmdResult = Result<Ack, SessionError>;
+
+/// The key that holds a chat's one-in-progress claim in the machine-sessions bucket: the
+/// machine's ID, or for a chat between operators the pair's key.
+pub(super) fn chat_key(r: &SessionRecord) -> Option<String> {
+    if !r.machine.is_empty() {
+        return Some(r.machine.clone());
+    }
+    let mut ops = r
+        .members
+        .iter()
+        .chain(&r.invited)
+        .filter(|p| p.kind == ParticipantKind::Operator)
+        .map(|p| p.id.as_str());
+    let (a, b) = (ops.next()?, ops.next()?);
+    Some(subjects::operator_pair_key(a, b))
+}
+
+impl SessionState {
+    /// Operator `by` starts a chat with operator `with`, who gets an incoming chat.
+    pub(super) async fn open_with_operator(
+        &mut self,
+        by: Participant,
+        with: Participant,
+    ) -> CmdResult {
+        if by.kind != ParticipantKind::Operator || with.kind != ParticipantKind::Operator {
+            return Err(invalid("a chat between operators is between two operators"));
+        }
+        if by.same(&with) {
+            return Err(invalid("you cannot start a chat with yourself"));
+        }
+        if let Some(r) = &self.record {
+            // A retried open by its opener is answered as the first was (and the invitation
+            // written again, in case the first attempt stopped before it).
+            if r.machine.is_empty() && r.members.iter().any(|m| m.same(&by)) {
+                self.offer_incoming().await?;
+                return Ok(self.view_ack());
+            }
+            return Err(SessionError::new(
+                SessionErrorKind::Conflict,
+                "this session already exists",
+            ));
+        }
+        claim_chat_key(
+            &self.ctx.stores,
+            &self.id,
+            &subjects::operator_pair_key(&by.id, &with.id),
+            "a chat with this operator is already in progress",
+        )
+        .await?;
+        let opened = EventBody::Opened {
+            by: by.clone(),
+            machine: String::new(),
+        };
+        let (seq, _) = self
+            .append(opened, Some(format!("{}.opened", self.id)))
+            .await?;
+        let at = crate::now_ms();
+        self.record = Some(super::fold::opened(&self.id, "", &by, at, seq));
+        let seq = self.invite(with, by).await?;
+        Ok(Ack {
+            seq: Some(seq),
+            ..self.view_ack()
+        })
+    }
+
+    /// The user logged on to `machine` starts a chat and invites `operator`. Their window is
+    /// open (they asked for it), so the agent is not asked; the answer carries a fresh link
+    /// token, which the gateway exchanges for their login.
+    pub(super) async fn open_from_machine(
+        &mut self,
+        machine: String,
+        user: String,
+        operator: Participant,
+    ) -> CmdResult {
+        if !valid_machine_id(&machine) {
+            return Err(invalid(format!("{machine:?} is not a machine ID")));
+        }
+        if operator.kind != ParticipantKind::Operator {
+            return Err(invalid("a machine user starts a chat with an operator"));
+        }
+        let user = crate::protocol::clean_text(&user, 64);
+        let by = Participant {
+            kind: ParticipantKind::MachineUser,
+            id: machine.clone(),
+            name: if user.trim().is_empty() {
+                "Machine user".into()
+            } else {
+                user
+            },
+        };
+        if self.record.is_some() {
+            return Err(SessionError::new(
+                SessionErrorKind::Conflict,
+                "this session already exists",
+            ));
+        }
+        claim_chat_key(
+            &self.ctx.stores,
+            &self.id,
+            &machine,
+            "a chat with this machine is already in progress",
+        )
+        .await?;
+        let opened = EventBody::Opened {
+            by: by.clone(),
+            machine: machine.clone(),
+        };
+        let (seq, _) = self
+            .append(opened, Some(format!("{}.opened", self.id)))
+            .await?;
+        let at = crate::now_ms();
+        let mut record = super::fold::opened(&self.id, &machine, &by, at, seq);
+        record.agent = AgentWindow::Opened;
+        let token = issue_link(&mut record, self.ctx.link_ttl);
+        self.record = Some(record);
+        let seq = self.invite(operator, by).await?;
+        Ok(Ack {
+            seq: Some(seq),
+            token: Some(token),
+            ..self.view_ack()
+        })
+    }
+
+    /// Invites operator `who` (an `invited` event, the record, their incoming entry); returns
+    /// the event's sequence.
+    async fn invite(&mut self, who: Participant, by: Participant) -> Result<u64, SessionError> {
+        let invited = EventBody::Invited {
+            who: who.clone(),
+            by,
+        };
+        let (seq, _) = self.append(invited, None).await?;
+        if let Some(r) = self.record.as_mut()
+            && !r.invited.iter().any(|p| p.same(&who))
+        {
+            r.invited.push(who);
+        }
+        self.save_record().await?;
+        self.offer_incoming().await?;
+        Ok(seq)
+    }
+
+    /// Writes the incoming entry of every invited operator (again: a put is idempotent).
+    pub(super) async fn offer_incoming(&self) -> Result<(), SessionError> {
+        let r = self.record.as_ref().ok_or_else(not_found)?;
+        if r.ended {
+            return Ok(());
+        }
+        let Some(from) = r.members.first().cloned() else {
+            return Ok(());
+        };
+        for who in &r.invited {
+            let entry = Incoming {
+                session: self.id.clone(),
+                from: from.clone(),
+                machine: r.machine.clone(),
+                at: r.created_at,
+            };
+            let json = serde_json::to_vec(&entry).unwrap_or_default();
+            self.ctx
+                .stores
+                .incoming
+                .put(subjects::incoming_key(&who.id, &self.id), json.into())
+                .await
+                .map_err(|e| super::persist::unavailable("offering the chat", e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the incoming entry of operator `who` (they answered, or the chat ended). A failed
+    /// delete is logged: the entry then waits until the session record expires, and the Chat
+    /// page's answer joins a live or ended chat as usual.
+    pub(super) async fn withdraw_incoming(&self, who: &str) {
+        let key = subjects::incoming_key(who, &self.id);
+        if let Err(e) = self.ctx.stores.incoming.delete(&key).await {
+            tracing::warn!(session = %self.id, error = %e, "could not withdraw an incoming chat");
+        }
+    }
+
+    /// `by` joins: an invited operator answers their incoming chat.
+    pub(super) fn take_invitation(&mut self, by: &Participant) -> bool {
+        let Some(r) = self.record.as_mut() else {
+            return false;
+        };
+        let before = r.invited.len();
+        r.invited.retain(|p| !p.same(by));
+        r.invited.len() != before
+    }
+
+    /// Whether `by` may join this chat: anyone in scope may join a chat with a machine; a chat
+    /// between operators only its two operators.
+    pub(super) fn may_join(r: &SessionRecord, by: &Participant) -> bool {
+        !r.machine.is_empty() || r.members.iter().chain(&r.invited).any(|m| m.same(by))
+    }
+}
