@@ -26,7 +26,7 @@ export class MachineStream {
    * @param {() => void} loggedOut        the login is gone
    * @param {object} [on]                 the stream's other events (docs/api.md)
    * @param {(ops: object[]) => void} [on.operators]   the whole list of operators online
-   * @param {() => void} [on.resync]                   (re)connected: waiting chats are resent
+   * @param {() => void} [on.resync]                   (re)connected: every waiting chat follows
    * @param {(inc: object) => void} [on.incoming]      a chat waiting for this operator
    * @param {(session: string) => void} [on.incomingGone]  ... no longer waiting
    */
@@ -74,7 +74,13 @@ export class MachineStream {
     const dataFilter = this.list.dataFilter;
     this.setLive(dataFilter === null || dataFilter !== f ? 'connecting' : 'reconnecting');
     const mine = () => this.es === src;
-    src.addEventListener('open', () => { if (mine()) this.setLive('live'); });
+    // The first `machines` of each connection (also the browser's own reconnects) is followed
+    // by every chat waiting now; a later one (the server fell behind) is not.
+    let connected = true;
+    src.addEventListener('open', () => {
+      connected = true;
+      if (mine()) this.setLive('live');
+    });
     src.addEventListener('machines', (e) => {
       if (!mine()) return;
       const list = parseJSON(e.data);
@@ -82,7 +88,8 @@ export class MachineStream {
       this.retryDelay = 1000;
       this.setLive('live');
       this.replace(list, f);
-      this.on.resync();
+      if (connected) this.on.resync();
+      connected = false;
     });
     src.addEventListener('operators', (e) => {
       if (!mine()) return;

@@ -83,9 +83,14 @@ async function waitForIncoming(page, want, what) {
 
 const notifications = (page) => page.evaluate(() => window.__notifications.map((n) => ({ title: n.title, body: n.body, closed: n.closed })));
 
-/** Puts bob's Chat page in the background: another of his pages gets the focus. */
-async function toBackground(chatPage, otherPage) {
-  await otherPage.bringToFront();
+/** Puts bob's Chat page in the background: a new tab of his gets the focus. */
+async function toBackground(chatPage) {
+  // Headless chromium tells every page it has the focus; for this one, the truth (set again
+  // each time: a navigation to another site may turn the emulation back on).
+  await bobPageCdp.send('Emulation.setFocusEmulationEnabled', { enabled: false });
+  const elsewhere = await bob.newPage();
+  await elsewhere.goto(BASE + '/healthz');
+  await elsewhere.bringToFront();
   await waitFor(chatPage, () => !document.hasFocus(), null, TIMEOUT, async () => 'the Chat page still has the focus');
 }
 
@@ -98,9 +103,7 @@ async function send(page, text) {
 // ---------------------------------------------------------------------------------------------
 const alicePage = await alice.newPage();
 const bobPage = await bob.newPage();
-// Headless chromium tells every page it has the focus; for this one, the truth.
-await (await bob.newCDPSession(bobPage)).send('Emulation.setFocusEmulationEnabled', { enabled: false });
-const bobElsewhere = await bob.newPage(); // another tab of bob's, brought to the front at times
+const bobPageCdp = await bob.newCDPSession(bobPage);
 let aliceName;
 let bobName;
 let aliceWindow;
@@ -140,7 +143,7 @@ await check('notifications are asked for only on a click of "Notify me of incomi
 });
 
 await check('alice clicks bob: her chat window is titled with his name and waits for his answer', async () => {
-  await toBackground(bobPage, bobElsewhere);
+  await toBackground(bobPage);
   const [popup] = await Promise.all([
     alice.waitForEvent('page'),
     alicePage.locator('#operators .operator-link', { hasText: bobName }).click(),
@@ -162,20 +165,17 @@ await check("bob's Chat page shows the popup, and a notification since the page 
     `notification: ${JSON.stringify(shown[0])}`);
 });
 
-await check('the waiting chat is still there after bob reloads the Chat page', async () => {
-  await bobPage.reload();
-  await bobPage.locator('#me-name').waitFor({ state: 'visible' });
-  await waitForIncoming(bobPage, [`${aliceName} wants to chat`], 'bob, after a reload');
-});
-
-await check('bob answers from the popup: his window opens, the popup goes, both talk', async () => {
+await check("bob answers from the notification: his window opens, the popup goes, both talk", async () => {
+  const session = chatIdOf(aliceWindow);
   const [popup] = await Promise.all([
     bob.waitForEvent('page'),
-    bobPage.locator('#incoming-list .incoming-answer').first().click(),
+    bobPage.evaluate(() => window.__notifications.find((n) => !n.closed).onclick()),
   ]);
   bobWindow = popup;
   await waitForTitle(bobWindow, `Chat with ${aliceName}`);
+  assert(chatIdOf(bobWindow) === session, `bob's window shows ${bobWindow.url()}, not the chat ${session}`);
   await waitForIncoming(bobPage, [], 'bob, after answering');
+  assert((await notifications(bobPage)).every((n) => n.closed), 'the notification stays after answering');
   await aliceWindow.locator('#waiting').waitFor({ state: 'hidden' });
   await bobWindow.locator('#text').waitFor({ state: 'visible' });
   await send(aliceWindow, 'hello bob');
@@ -186,29 +186,29 @@ await check('bob answers from the popup: his window opens, the popup goes, both 
   assert(members.includes(aliceName) && members.includes(bobName), `members: ${members}`);
 });
 
-await check("a new chat answered from the notification: bob's window opens, the popup goes", async () => {
+await check('a new chat waits over a reload of bob\'s Chat page; he answers from the popup', async () => {
   await aliceWindow.locator('#end').click();
   await aliceWindow.locator('#ended-note').waitFor({ state: 'visible' });
-  await toBackground(bobPage, bobElsewhere);
   const [popup] = await Promise.all([
     alice.waitForEvent('page'),
     alicePage.locator('#operators .operator-link', { hasText: bobName }).click(),
   ]);
   aliceWindow = popup;
-  const session = decodeURIComponent(new URL(await waitForChatUrl(aliceWindow)).pathname.split('/').pop());
+  await waitForTitle(aliceWindow, `Chat with ${bobName}`);
+  const session = chatIdOf(aliceWindow);
   await waitForIncoming(bobPage, [`${aliceName} wants to chat`], 'bob, second chat');
-  await waitFor(bobPage, () => window.__notifications.some((n) => !n.closed), null, TIMEOUT,
-    async () => `no open notification: ${JSON.stringify(await notifications(bobPage))}`);
+  await bobPage.reload();
+  await bobPage.locator('#me-name').waitFor({ state: 'visible' });
+  await waitForIncoming(bobPage, [`${aliceName} wants to chat`], 'bob, after a reload');
   const [answered] = await Promise.all([
     bob.waitForEvent('page'),
-    bobPage.evaluate(() => window.__notifications.find((n) => !n.closed).onclick()),
+    bobPage.locator('#incoming-list .incoming-answer').first().click(),
   ]);
   await waitForTitle(answered, `Chat with ${aliceName}`);
-  const path = new URL(answered.url()).pathname;
-  assert(path === `/chat/${encodeURIComponent(session)}`, `bob's window shows ${path}, not the new chat ${session}`);
-  await waitForIncoming(bobPage, [], 'bob, after answering the notification');
-  await send(answered, 'answered from the notification');
-  await waitForDelivered(aliceWindow, 'answered from the notification', 'alice');
+  assert(chatIdOf(answered) === session, `bob's window shows ${answered.url()}, not the new chat ${session}`);
+  await waitForIncoming(bobPage, [], 'bob, after answering from the popup');
+  await send(answered, 'answered from the popup');
+  await waitForDelivered(aliceWindow, 'answered from the popup', 'alice');
 });
 
 await check("bob logs out: he leaves alice's list", async () => {
@@ -218,10 +218,9 @@ await check("bob logs out: he leaves alice's list", async () => {
   await waitForOperators(alicePage, [], 'alice, after bob logged out');
 });
 
-/** The URL of a chat window once it left about:blank for /chat/{id}. */
-async function waitForChatUrl(page) {
-  await waitFor(page, () => location.pathname.startsWith('/chat/'), null, TIMEOUT, async () => `chat window at ${page.url()}`);
-  return page.url();
+/** The session a chat window (at /chat/{id}) shows. */
+function chatIdOf(page) {
+  return decodeURIComponent(new URL(page.url()).pathname.split('/').pop());
 }
 
 await run.finish();
