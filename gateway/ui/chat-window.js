@@ -101,6 +101,7 @@ export class ChatWindow {
   setAgent(status, detail) {
     const a = this.ui.agent;
     if (!a) return;
+    if (!this.machine) status = ''; // a chat between operators: no machine, no agent to ask
     a.dataset.state = status || '';
     a.textContent =
       status === 'pending' ? 'Waiting for the chat window to open on the machine…'

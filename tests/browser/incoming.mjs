@@ -154,6 +154,7 @@ await check('alice clicks bob: her chat window is titled with his name and waits
   await waiting.waitFor({ state: 'visible' });
   const text = await waiting.textContent();
   assert(text === `Waiting for ${bobName} to answer…`, `waiting line: ${JSON.stringify(text)}`);
+  assert(await aliceWindow.locator('#agent').isHidden(), 'a chat between operators shows a machine agent\'s status');
 });
 
 await check("bob's Chat page shows the popup, and a notification since the page is in the background", async () => {
