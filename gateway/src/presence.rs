@@ -89,13 +89,7 @@ impl Presence {
             }),
         };
         let p = presence.clone();
-        let (b, stop) = (bucket.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = p.write_all(b, queue) => {}
-                _ = stop.cancelled() => {}
-            }
-        });
+        tokio::spawn(p.write_all(bucket.clone(), queue, shutdown.clone()));
         let p = presence.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -220,9 +214,24 @@ impl Presence {
     }
 
     /// The one writer of this node's entries, in order: each write puts what `local` holds at
-    /// that moment, or deletes the entry when the operator has no page open here any more.
-    async fn write_all(&self, bucket: Arc<kv::Store>, mut queue: mpsc::UnboundedReceiver<String>) {
-        while let Some(username) = queue.recv().await {
+    /// that moment, or deletes the entry when the operator has no page open here any more. At
+    /// shutdown it deletes every entry it left, so the node's operators leave every list at
+    /// once rather than after [`STALE_AFTER`] (best effort: NATS may be gone too).
+    async fn write_all(
+        self,
+        bucket: Arc<kv::Store>,
+        mut queue: mpsc::UnboundedReceiver<String>,
+        shutdown: CancellationToken,
+    ) {
+        let mut written = HashSet::new();
+        loop {
+            let username = tokio::select! {
+                next = queue.recv() => match next {
+                    Some(username) => username,
+                    None => break,
+                },
+                _ = shutdown.cancelled() => break,
+            };
             let key = subjects::presence_key(&username, &self.inner.node);
             let entry = self
                 .inner
@@ -230,22 +239,30 @@ impl Presence {
                 .lock()
                 .get(&username)
                 .map(|(_, e)| e.clone());
-            let written = match entry {
+            let result = match entry {
                 Some(e) => {
+                    written.insert(username);
                     let json = serde_json::to_vec(&e).unwrap_or_default();
-                    bucket
-                        .put(&key, json.into())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                    let put = bucket.put(&key, json.into()).await;
+                    put.map(|_| ()).map_err(|e| e.to_string())
                 }
-                None => bucket.delete(&key).await.map_err(|e| e.to_string()),
+                None => {
+                    written.remove(&username);
+                    bucket.delete(&key).await.map_err(|e| e.to_string())
+                }
             };
-            if let Err(e) = written {
+            if let Err(e) = result {
                 // The next refresh writes it again.
                 tracing::warn!(error = %e, "presence: could not write an entry");
             }
         }
+        let node = &self.inner.node;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            for username in written {
+                let _ = bucket.delete(subjects::presence_key(&username, node)).await;
+            }
+        })
+        .await;
     }
 
     /// Writes every local entry again every [`REFRESH`], and drops entries of other nodes that

@@ -146,7 +146,8 @@ impl SessionState {
         let window_failed = !r.ended && r.agent == AgentWindow::Failed;
         let mut seq = None;
         let mut link = None;
-        if r.ended {
+        let restarting = r.ended;
+        if restarting {
             let (restarted, token) = self.restart(&by).await?;
             seq = Some(restarted);
             link = Some(token);
@@ -170,6 +171,9 @@ impl SessionState {
         }
         // Also when nothing changed here: an earlier answer may have stopped before it.
         self.withdraw_incoming(&by.id).await;
+        if restarting {
+            self.offer_restart(&by).await?;
+        }
         // Only once the new link is stored: the agent must never get a link that does not work.
         // A chat between operators has no agent to ask.
         if let Some(token) = link.filter(|_| !machine.is_empty()) {
@@ -239,7 +243,11 @@ impl SessionState {
             ));
         }
         let key = super::invite::chat_key(r);
-        let invited: Vec<String> = r.invited.iter().map(|p| p.id.clone()).collect();
+        // Every operator's entry: the invited, and a member asked again by a restart.
+        let invited: Vec<String> = (r.members.iter().chain(&r.invited))
+            .filter(|p| p.kind == ParticipantKind::Operator)
+            .map(|p| p.id.clone())
+            .collect();
         let (seq, _) = self.append(EventBody::Ended { by }, None).await?;
         if let Some(r) = self.record.as_mut() {
             r.ended = true;

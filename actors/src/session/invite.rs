@@ -160,23 +160,44 @@ impl SessionState {
         if r.ended {
             return Ok(());
         }
-        let Some(from) = r.members.first().cloned() else {
+        let Some(from) = r.members.first() else {
             return Ok(());
         };
         for who in &r.invited {
-            let entry = Incoming {
-                session: self.id.clone(),
-                from: from.clone(),
-                machine: r.machine.clone(),
-                at: r.created_at,
-            };
-            let json = serde_json::to_vec(&entry).unwrap_or_default();
-            self.ctx
-                .stores
-                .incoming
-                .put(subjects::incoming_key(&who.id, &self.id), json.into())
-                .await
-                .map_err(|e| super::persist::unavailable("offering the chat", e))?;
+            self.offer_to(&who.id, from, r.created_at).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes operator `who`'s incoming entry for this chat, asked by `from` at `at` (ms).
+    async fn offer_to(&self, who: &str, from: &Participant, at: u64) -> Result<(), SessionError> {
+        let machine = self.record.as_ref().map(|r| r.machine.clone());
+        let entry = Incoming {
+            session: self.id.clone(),
+            from: from.clone(),
+            machine: machine.unwrap_or_default(),
+            at,
+        };
+        let json = serde_json::to_vec(&entry).unwrap_or_default();
+        self.ctx
+            .stores
+            .incoming
+            .put(subjects::incoming_key(who, &self.id), json.into())
+            .await
+            .map_err(|e| super::persist::unavailable("offering the chat", e))?;
+        Ok(())
+    }
+
+    /// A chat between operators restarted by `by`: the other one is asked again (an incoming
+    /// chat), as when it started.
+    pub(super) async fn offer_restart(&self, by: &Participant) -> Result<(), SessionError> {
+        let r = self.record.as_ref().ok_or_else(not_found)?;
+        if !r.machine.is_empty() {
+            return Ok(());
+        }
+        let now = crate::now_ms();
+        for other in r.members.iter().filter(|m| !m.same(by)) {
+            self.offer_to(&other.id, by, now).await?;
         }
         Ok(())
     }

@@ -203,8 +203,25 @@ async fn a_chat_between_operators_waits_for_its_answer_then_goes_both_ways() {
         assert_eq!(texts(&got), ["hello bob", "hi alice"]);
     }
 
-    // Ended, the pair is free: the next request starts a new chat.
+    // Ended, then restarted by bob: alice is asked again, on her Chat page.
     let (s, _) = alice
+        .post(&format!("/api/sessions/{id}/end"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = bob
+        .post(&format!("/api/sessions/{id}/join"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let asked = wait_event(&mut alices_page, "incoming", |d| d["session"] == id).await;
+    assert_eq!(asked["from"]["id"], "bob");
+    let (s, _) = alice
+        .post(&format!("/api/sessions/{id}/join"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    wait_event(&mut alices_page, "incoming_gone", |d| d["session"] == id).await;
+
+    // Ended again, the pair is free: the next request starts a new chat.
+    let (s, _) = bob
         .post(&format!("/api/sessions/{id}/end"), &json!({}))
         .await;
     assert_eq!(s, StatusCode::OK);
@@ -328,4 +345,35 @@ async fn a_chat_a_machine_user_starts_reaches_the_operator_as_an_incoming_chat()
         ["my printer", "on it"]
     );
     system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_and_incoming_chats_cross_nodes() {
+    let nats = TestNats::start().await;
+    let first = TestNode::start(nats.node_config()).await;
+    let second = TestNode::start(nats.node_config()).await;
+    let alice = first.operator("alice").await;
+    let bob = second.operator("bob").await;
+
+    // Each on the Chat page of another node: each lists the other.
+    let mut alices_page = chat_page(&alice, "").await;
+    let mut bobs_page = chat_page(&bob, "").await;
+    wait_listed(&mut alices_page, &["bob"]).await;
+    wait_listed(&mut bobs_page, &["alice"]).await;
+
+    // Alice's chat request reaches bob's page on the other node; he answers there.
+    let (s, started) = alice.post("/api/chats", &json!({"operator": "bob"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{started}");
+    let id = session_id(&started);
+    wait_event(&mut bobs_page, "incoming", |d| d["session"] == id).await;
+    let (s, _) = bob
+        .post(&format!("/api/sessions/{id}/join"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    wait_event(&mut bobs_page, "incoming_gone", |d| d["session"] == id).await;
+
+    // Bob's node goes away: he leaves alice's list.
+    second.shutdown().await;
+    wait_listed(&mut alices_page, &[]).await;
+    first.shutdown().await;
 }
