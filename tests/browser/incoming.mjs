@@ -1,8 +1,9 @@
 // Browser checks of chats between operators (issue 11, items 1 and 2): the Chat page's live list
 // of operators online (changing with the filter and with a logout), starting a chat by clicking
 // a name, the incoming-chat popup of the operator asked (kept over a reload), the browser
-// notification while that page is in the background (permission asked only on a click), and
-// answering from the popup and from the notification. Two operators, two browser profiles.
+// notification while that page is in the background (permission asked only on a click), the
+// tone of the play_tone option, and answering from the notification and from the popup. Two
+// operators, two browser profiles.
 //
 // `window.Notification` is wrapped in bob's pages before they load: the real permission is
 // used, and each notification shown is recorded in window.__notifications (headless chromium
@@ -35,6 +36,16 @@ const bob = await run.newContext();
 const check = (name, fn) => run.check(name, fn);
 
 await bob.addInitScript(() => {
+  // An AudioContext that makes no sound and counts the tones started in window.__tones.
+  window.__tones = 0;
+  const param = { value: 0, setValueAtTime() {}, exponentialRampToValueAtTime() {} };
+  window.AudioContext = class {
+    constructor() { this.currentTime = 0; this.destination = {}; }
+    createOscillator() {
+      return { frequency: { ...param }, connect: (n) => n, start: () => { window.__tones++; }, stop() {} };
+    }
+    createGain() { return { gain: { ...param }, connect: (n) => n }; }
+  };
   const Real = window.Notification;
   window.__notifications = [];
   window.__permissionRequests = 0;
@@ -130,7 +141,7 @@ await check('a filter showing machines outside bob\'s scope drops him from the l
   await waitForOperators(alicePage, [bobName], `alice, filter ${BOB_SCOPE} again`);
 });
 
-await check('notifications are asked for only on a click of "Notify me of incoming chats"', async () => {
+await check('notifications are asked for only on a click of "Notify me of incoming chats"; bob turns the tone on', async () => {
   const button = bobPage.locator('#notify');
   await button.waitFor({ state: 'visible' });
   assert((await bobPage.evaluate(() => window.__permissionRequests)) === 0, 'the page asked for notifications by itself');
@@ -140,6 +151,11 @@ await check('notifications are asked for only on a click of "Notify me of incomi
   assert((await bobPage.evaluate(() => window.__permissionRequests)) === 1, 'the click did not ask');
   const status = await bobPage.locator('#notify-status').textContent();
   assert(status.includes('are on'), `notify status: ${status}`);
+  // And a tone for each incoming chat (bob's play_tone option).
+  await bobPage.locator('#options summary').click();
+  await bobPage.locator('#options-form input[name=play_tone]').setChecked(true);
+  await waitFor(bobPage, () => document.querySelector('#options-status').textContent === 'Saved', null, TIMEOUT,
+    async () => `options status: ${await bobPage.locator('#options-status').textContent()}`);
 });
 
 await check('alice clicks bob: her chat window is titled with his name and waits for his answer', async () => {
@@ -164,6 +180,8 @@ await check("bob's Chat page shows the popup, and a notification since the page 
   assert(shown.length === 1, `expected one notification: ${JSON.stringify(shown)}`);
   assert(shown[0].title === 'Incoming chat' && shown[0].body === `${aliceName} wants to chat`,
     `notification: ${JSON.stringify(shown[0])}`);
+  const tones = await bobPage.evaluate(() => window.__tones);
+  assert(tones === 1, `expected one tone for the incoming chat, got ${tones}`);
 });
 
 await check("bob answers from the notification: his window opens, the popup goes, both talk", async () => {
