@@ -28,6 +28,7 @@ export class IncomingChats {
   constructor(ui, actions) {
     Object.assign(this, { ui, actions });
     this.waiting = new Map(); // session id -> <li>
+    this.pageTitle = document.title;
     this.announced = new Set(); // session ids announced by this page (a reconnect resends them)
   }
 
@@ -90,5 +91,7 @@ export class IncomingChats {
     const items = [...this.waiting.values()];
     this.ui.list.replaceChildren(...items);
     this.ui.panel.hidden = items.length === 0;
+    // Seen on the browser's tab while the page is in the background.
+    document.title = items.length ? `(${items.length}) ${this.pageTitle}` : this.pageTitle;
   }
 }

@@ -175,6 +175,8 @@ await check('alice clicks bob: her chat window is titled with his name and waits
 
 await check("bob's Chat page shows the popup, and a notification since the page is in the background", async () => {
   await waitForIncoming(bobPage, [`${aliceName} wants to chat`], 'bob');
+  const title = await bobPage.title();
+  assert(title.startsWith('(1) '), `the Chat page's title does not count the waiting chat: ${title}`);
   await waitFor(bobPage, () => window.__notifications.length > 0, null, TIMEOUT, async () => 'no notification');
   const shown = await notifications(bobPage);
   assert(shown.length === 1, `expected one notification: ${JSON.stringify(shown)}`);
@@ -194,6 +196,7 @@ await check("bob answers from the notification: his window opens, the popup goes
   await waitForTitle(bobWindow, `Chat with ${aliceName}`);
   assert(chatIdOf(bobWindow) === session, `bob's window shows ${bobWindow.url()}, not the chat ${session}`);
   await waitForIncoming(bobPage, [], 'bob, after answering');
+  assert(!(await bobPage.title()).startsWith('('), `the title still counts: ${await bobPage.title()}`);
   assert((await notifications(bobPage)).every((n) => n.closed), 'the notification stays after answering');
   await aliceWindow.locator('#waiting').waitFor({ state: 'hidden' });
   await bobWindow.locator('#text').waitFor({ state: 'visible' });
