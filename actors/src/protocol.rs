@@ -62,6 +62,9 @@ pub enum SessionCommand {
         client_id: String,
         text: String,
     },
+    /// Hand the chat to operator `to`: they are invited (an incoming chat for them) and take
+    /// over when they join; `by` stays a member until they close their window.
+    HandOff { by: Participant, to: Participant },
     /// End the session.
     End { by: Participant },
     /// The session as `by` may see it (membership check included).
@@ -78,6 +81,7 @@ impl SessionCommand {
             SessionCommand::Open { by, .. }
             | SessionCommand::OpenWithOperator { by, .. }
             | SessionCommand::Join { by }
+            | SessionCommand::HandOff { by, .. }
             | SessionCommand::Send { by, .. }
             | SessionCommand::End { by }
             | SessionCommand::View { by } => Some(by),
@@ -228,6 +232,11 @@ pub enum EventBody {
     Invited {
         who: Participant,
         by: Participant,
+    },
+    /// `by` handed the chat to operator `to` (invited until they join).
+    HandedOff {
+        by: Participant,
+        to: Participant,
     },
     Message {
         from: Participant,

@@ -493,39 +493,7 @@ pub async fn join(
     n: usize,
     rounds: usize,
 ) -> Result<Vec<JoinResult>, BoxError> {
-    let ids = sessions(
-        client,
-        addr,
-        opener,
-        std::slice::from_ref(reader),
-        1,
-        "join",
-    )
-    .await?;
-    let id = ids[0].clone();
-    let sent = futures::stream::iter(0..n)
-        .map(|k| {
-            let (client, id, by) = (client.clone(), id.clone(), opener.who.clone());
-            async move {
-                command(
-                    &client,
-                    &id,
-                    &SessionCommand::Send {
-                        by,
-                        client_id: format!("h{k}"),
-                        text: text(MAX_STEPS, 0),
-                    },
-                )
-                .await
-            }
-        })
-        .buffer_unordered(64)
-        .filter(|r| futures::future::ready(r.is_ok()))
-        .count()
-        .await;
-    if sent < n {
-        return Err(format!("history: only {sent} of {n} messages stored").into());
-    }
+    let id = history(client, addr, opener, reader, n, "join").await?;
     let mut out = Vec::new();
     for _ in 0..rounds {
         let t0 = Instant::now();
@@ -557,4 +525,43 @@ pub async fn join(
         });
     }
     Ok(out)
+}
+
+/// A new session of `opener` with machine `pc0.<tag>.bench` (one chat per machine: each caller
+/// its own tag), joined by `reader`, with `n` messages from `opener` (sent to its actor over
+/// NATS, 64 in flight, 100-byte texts); returns its ID.
+pub async fn history(
+    client: &async_nats::Client,
+    addr: SocketAddr,
+    opener: &Operator,
+    reader: &Operator,
+    n: usize,
+    tag: &str,
+) -> Result<String, BoxError> {
+    let ids = sessions(client, addr, opener, std::slice::from_ref(reader), 1, tag).await?;
+    let id = ids[0].clone();
+    let sent = futures::stream::iter(0..n)
+        .map(|k| {
+            let (client, id, by) = (client.clone(), id.clone(), opener.who.clone());
+            async move {
+                command(
+                    &client,
+                    &id,
+                    &SessionCommand::Send {
+                        by,
+                        client_id: format!("h{k}"),
+                        text: text(MAX_STEPS, 0),
+                    },
+                )
+                .await
+            }
+        })
+        .buffer_unordered(64)
+        .filter(|r| futures::future::ready(r.is_ok()))
+        .count()
+        .await;
+    if sent < n {
+        return Err(format!("history: only {sent} of {n} messages stored").into());
+    }
+    Ok(id)
 }

@@ -7,6 +7,7 @@
 //! (`clients` mode). Every child dies with the bench: `kill_on_drop`, and each exits when its
 //! stdin closes.
 
+mod browser;
 mod chat;
 mod conns;
 mod http;
@@ -30,7 +31,7 @@ use crate::procs::{BoxError, NodeProc, raise_nofile};
 #[derive(Parser)]
 #[command(
     name = "natter-bench",
-    about = "Natter against raw NATS: latency, throughput, connections, join"
+    about = "Natter against raw NATS: latency, throughput, connections, join (server and browser)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -52,7 +53,7 @@ enum Cmd {
     Clients(modes::ClientsArgs),
 }
 
-const ALL_PHASES: &str = "raw,latency,throughput,join,nodes,conns,many,storm";
+const ALL_PHASES: &str = "raw,latency,throughput,join,browser-join,nodes,conns,many,storm";
 
 #[derive(clap::Args, Clone)]
 struct RunArgs {
@@ -71,7 +72,8 @@ struct RunArgs {
     /// Shorter phases (smoke runs, profiling).
     #[arg(long)]
     quick: bool,
-    /// Phases to run: raw, latency, throughput, join, nodes (throughput, fan-out share and
+    /// Phases to run: raw, latency, throughput, join, browser-join (a chat window in Chromium
+    /// opening a 10k-message history), nodes (throughput, fan-out share and
     /// failover with 1 and 3 nodes), conns (10k and 19k on one gateway), many (across several
     /// gateway processes), storm (many connects at once that need a replay).
     #[arg(long, value_delimiter = ',', default_value = ALL_PHASES)]
@@ -136,6 +138,7 @@ struct Results {
     latency: Option<chat::Step>,
     throughput: Option<(Option<chat::Step>, Option<chat::Step>)>,
     join: Option<Vec<chat::JoinResult>>,
+    browser_join: Option<browser::BrowserJoin>,
     nodes: Option<Vec<nodes::NodesPoint>>,
     conns: Option<Vec<conns::ConnPoint>>,
     many: Option<conns::ConnPoint>,

@@ -32,8 +32,11 @@ pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Resul
     if args.has("raw") {
         res.raw = Some(phase_raw(at, args.quick).await?);
     }
-    let chat_phases =
-        args.has("latency") || args.has("throughput") || args.has("join") || args.has("nodes");
+    let chat_phases = args.has("latency")
+        || args.has("throughput")
+        || args.has("join")
+        || args.has("browser-join")
+        || args.has("nodes");
     let conn_phases = args.has("conns") || args.has("many") || args.has("storm");
     if !chat_phases && !conn_phases {
         return Ok(());
@@ -50,6 +53,20 @@ pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Resul
     if args.has("join") {
         pause(args, &chat.node, "join").await;
         res.join = Some(phase_join(&chat).await?);
+    }
+    if args.has("browser-join") {
+        pause(args, &chat.node, "browser-join").await;
+        let j = crate::browser::phase_browser_join(
+            &chat.client,
+            chat.node.addr,
+            &chat.ops[0],
+            &chat.ops[1],
+        )
+        .await?;
+        if let crate::browser::BrowserJoin::Skipped(why) = &j {
+            res.notes.push(format!("Browser join not measured: {why}."));
+        }
+        res.browser_join = Some(j);
     }
     let Chat {
         node,

@@ -184,6 +184,14 @@ impl Presence {
         self.present(|e| !e.hide_from_machine_users && e.scope.covers_group(group))
     }
 
+    /// What operator `username` is present as (on any node), if present.
+    pub fn entry(&self, username: &str) -> Option<PresenceEntry> {
+        let all = self.inner.all.read();
+        all.values()
+            .find(|(at, e)| at.elapsed() < STALE_AFTER && e.username == username)
+            .map(|(_, e)| e.clone())
+    }
+
     /// The present operators `keep` accepts, once each (an operator may be present on several
     /// nodes), sorted by name.
     fn present(&self, keep: impl Fn(&PresenceEntry) -> bool) -> Vec<PresentOperator> {

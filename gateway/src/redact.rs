@@ -91,7 +91,7 @@ impl AliasKey {
             | EventBody::Ended { by }
             | EventBody::Restarted { by } => self.hide(&session, by),
             EventBody::Joined { who } => self.hide(&session, who),
-            EventBody::Invited { who, by } => {
+            EventBody::Invited { who, by } | EventBody::HandedOff { to: who, by } => {
                 self.hide(&session, who);
                 self.hide(&session, by);
             }

@@ -42,6 +42,11 @@ export class ChatWindow {
       send: byId('send'), end: byId('end'), endedNote: byId('ended-note'), restart: byId('restart'),
     };
     this.agentStatus = '';
+    this.incoming = []; // batches of events not yet shown (see handle)
+    this.showQueued = false;
+    this.historyEnd = null; // the session's last seq when the window opened
+    this.catchingUp = true; // its history has not all come yet
+    this.catchUpTimer = 0;
     this.transcript = new Transcript(this.ui, this.self);
     this.composer = new Composer(this.ui, this.transcript, cfg.send, () => this.ended);
     this.ui.end.addEventListener('click', () => this.endChat());
@@ -57,6 +62,7 @@ export class ChatWindow {
     for (const m of view.invited || []) this.invited.set(key(m), m);
     this.renderMembers();
     if (view.retention_secs) this.transcript.retention = view.retention_secs;
+    if (this.historyEnd === null) this.historyEnd = view.last_seq || 0;
     this.setAgent(view.agent);
     this.setEnded(!!view.ended);
   }
@@ -152,12 +158,32 @@ export class ChatWindow {
 
   // -- messages from the event hub (events-hub.js) --
   handle(m) {
+    if (m.type === 'events') {
+      // The history is shown at once when its last event has come (the browser then lays it
+      // out in one pass, not once per batch; or 300 ms after the last batch, should its end
+      // never come), later events once per frame, all that came meanwhile together. The timer
+      // covers a hidden window, which gets no frames (its tone still plays).
+      this.incoming.push(m.events);
+      if (this.catchingUp) {
+        const last = m.events.length ? m.events[m.events.length - 1].seq : 0;
+        clearTimeout(this.catchUpTimer);
+        if (this.historyEnd !== null && last < this.historyEnd) {
+          this.catchUpTimer = setTimeout(() => this.showIncoming(true), 300);
+          return;
+        }
+        this.catchingUp = false;
+      }
+      if (!this.showQueued) {
+        this.showQueued = true;
+        requestAnimationFrame(() => this.showIncoming());
+        setTimeout(() => this.showIncoming(), 100);
+      }
+      return;
+    }
+    this.showIncoming(m.type === 'reset'); // what came before this message first
     switch (m.type) {
       case 'hello':
         this.transcript.setClock(m.server_time, m.retention_secs);
-        break;
-      case 'events':
-        this.addEvents(m.events);
         break;
       case 'reset':
         this.transcript.clear();
@@ -174,6 +200,20 @@ export class ChatWindow {
         this.showBanner(m.message || 'The connection to the server failed.', 'error');
         break;
     }
+  }
+
+  /** Shows the events that came; during the history's catch-up only when `now`. */
+  showIncoming(now = false) {
+    if (this.catchingUp && !now) return;
+    if (now) {
+      this.catchingUp = false;
+      clearTimeout(this.catchUpTimer);
+    }
+    this.showQueued = false;
+    if (!this.incoming.length) return;
+    const batches = this.incoming;
+    this.incoming = [];
+    this.addEvents(batches.length === 1 ? batches[0] : batches.flat());
   }
 
   addEvents(list) {

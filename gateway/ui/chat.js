@@ -14,18 +14,25 @@ async function main() {
     end: () => postJSON(api + '/end'),
     restart: () => postJSON(api + '/join'),
   });
+  // The history starts coming while the window asks who it is and what the chat is; the
+  // stream's messages wait until then (the options decide the tone and auto-close).
+  const early = [];
+  let ready = false;
+  const unsubscribe = subscribeEvents(sessionId, (m) => (ready ? chat.handle(m) : early.push(m)), { shared: true });
   try {
-    const me = await getJSON('/api/me');
+    const [me, options, view] = await Promise.all([getJSON('/api/me'), loadOptions(), getJSON(api)]);
     chat.self.id = me.id;
-    chat.options = await loadOptions(); // before any event: they decide the tone and auto-close
+    chat.options = options;
     onOptionsChanged((o) => { chat.options = o; });
-    chat.setSession(await getJSON(api));
+    chat.setSession(view);
   } catch (e) {
+    unsubscribe();
     chat.showUnavailable(e.status === 401 ? 'You are not logged in. Log in on the Chat page, then open this chat again.' : e.message);
     return;
   }
   chat.ui.text.focus();
-  subscribeEvents(sessionId, (m) => chat.handle(m), { shared: true });
+  ready = true;
+  for (const m of early.splice(0)) chat.handle(m);
 }
 
 main();

@@ -1,4 +1,4 @@
-// Natter event hub: ONE EventSource for every chat session this browser has open.
+// Natter event hub: ONE event stream for every chat session this browser has open.
 //
 // Runs in the module SharedWorker (events-worker.js), so 10 operator windows use 1 HTTP
 // connection (HTTP/1.1 allows 6 per host); or inside one window (events.js) when there is no
@@ -15,9 +15,14 @@
 //                 {type:'error', error, message}
 //
 // Cursors: for each session the hub remembers the last seq it delivered. When the set of
-// sessions changes it opens a new EventSource with `sessions=ID:lastseq,...`, and closes the
+// sessions changes it opens a new stream with `sessions=ID:lastseq,...`, and closes the
 // old one only once the new one said `hello`; events seen twice meanwhile are dropped by seq.
+//
+// The stream is read with fetch (event-stream.js, EventSource's behaviour), and the events of
+// each chunk read from the network go to each window in ONE message: a 10k-event history then
+// costs some tens of messages, not 10k.
 import { parseJSON } from './api.js';
+import { EventStream, CLOSED } from './event-stream.js';
 
 /** The gateway's per-connection limit (docs/api.md, `GET /api/events`). */
 export const MAX_SESSIONS = 32;
@@ -31,16 +36,16 @@ export function operatorUrl(cursors) {
 /**
  * @param {object} [opts]
  * @param {(cursors: [string, number][]) => string} [opts.urlFor] the stream's URL for the cursors
- * @param {typeof EventSource} [opts.EventSource] for tests
+ * @param {typeof EventStream} [opts.EventStream] for tests
  * @returns {{connect(port: MessagePort): void}}
  */
 export function createEventHub(opts = {}) {
   const urlFor = opts.urlFor || operatorUrl;
-  const EventSourceImpl = opts.EventSource || EventSource;
+  const EventStreamImpl = opts.EventStream || EventStream;
 
   /** id -> {ports: Set<MessagePort>, last: number, events: object[], waiting: boolean} */
   const sessions = new Map();
-  let current = null;  // {es, key} — the connection in use
+  let current = null;  // {es, key} — the stream in use
   let pending = null;  // {es, key} — replacement waiting for its hello
   let hello = null;    // {server_time, retention_secs, received}
   let stopped = false; // a fatal `event: error` (login gone): wait for a new subscribe
@@ -75,17 +80,14 @@ export function createEventHub(opts = {}) {
     if (i) s.events.splice(0, i);
   }
 
-  // Events are handed to windows in batches: a replay of thousands of events then costs a
-  // few postMessage calls instead of one per event (live events wait at most one task).
+  // Events are handed to windows in batches, one per chunk read from the network (flushed
+  // at its end): a replay of thousands of events costs a few postMessage calls, not one each.
   const outbox = new Map(); // session -> events not yet posted
-  let flushQueued = false;
   function queue(ev) {
     const list = outbox.get(ev.session);
     if (list) list.push(ev); else outbox.set(ev.session, [ev]);
-    if (!flushQueued) { flushQueued = true; setTimeout(flush, 0); }
   }
   function flush() {
-    flushQueued = false;
     for (const [id, events] of outbox) {
       const s = sessions.get(id);
       if (!s) continue;
@@ -95,7 +97,7 @@ export function createEventHub(opts = {}) {
     outbox.clear();
   }
 
-  // ---- the EventSource(s) ---------------------------------------------------------------
+  // ---- the stream(s) --------------------------------------------------------------------
   /**
    * The sessions the stream carries: the first MAX_SESSIONS in the order they were opened, so a
    * window that receives events never loses its place to a newer one.
@@ -117,9 +119,10 @@ export function createEventHub(opts = {}) {
   }
 
   function scheduleReconfigure() {
-    // Debounced: a window that reloads unsubscribes and subscribes again in quick succession.
+    // Debounced while a stream is open: a window that reloads unsubscribes and subscribes again
+    // in quick succession. The first stream opens at once (a window waits for its history).
     clearTimeout(reconfigTimer);
-    reconfigTimer = setTimeout(reconfigure, 50);
+    reconfigTimer = setTimeout(reconfigure, current || pending ? 50 : 0);
   }
 
   function reconfigure() {
@@ -143,22 +146,33 @@ export function createEventHub(opts = {}) {
   function open(ids, key) {
     clearTimeout(retryTimer);
     const cursors = ids.map((id) => [id, sessions.get(id).last]);
-    const conn = { es: new EventSourceImpl(urlFor(cursors)), key };
+    const conn = { es: null, key };
     const live = () => conn === current || conn === pending;
     if (!current) broadcast({ type: 'status', state: 'connecting' });
-    conn.es.addEventListener('hello', (e) => {
-      if (!live()) return;
-      const d = parseJSON(e.data) || {};
-      hello = { server_time: d.server_time || Date.now(), retention_secs: d.retention_secs || 0, received: Date.now() };
-      retryDelay = 1000;
-      if (conn === pending) { close(current); current = conn; pending = null; }
-      broadcast(helloMsg(), true);
-      broadcast({ type: 'status', state: 'open' });
+    conn.es = new EventStreamImpl(urlFor(cursors), {
+      events(list) {
+        for (const e of list) {
+          if (!live()) break;
+          if (e.type === 'message') { received(parseJSON(e.data)); continue; }
+          flush(); // windows get everything in the stream's order
+          if (e.type === 'hello') helloReceived(conn, e.data);
+          else if (e.type === 'reset') reset(parseJSON(e.data) || {});
+          else if (e.type === 'error') failed(conn, e);
+        }
+        flush();
+      },
+      error(e) { if (live()) failed(conn, e); },
     });
-    conn.es.addEventListener('message', (e) => { if (live()) received(parseJSON(e.data)); });
-    conn.es.addEventListener('reset', (e) => { if (live()) reset(parseJSON(e.data) || {}); });
-    conn.es.addEventListener('error', (e) => { if (live()) failed(conn, e); });
     return conn;
+  }
+
+  function helloReceived(conn, data) {
+    const d = parseJSON(data) || {};
+    hello = { server_time: d.server_time || Date.now(), retention_secs: d.retention_secs || 0, received: Date.now() };
+    retryDelay = 1000;
+    if (conn === pending) { close(current); current = conn; pending = null; }
+    broadcast(helloMsg(), true);
+    broadcast({ type: 'status', state: 'open' });
   }
 
   function received(ev) {
@@ -173,14 +187,13 @@ export function createEventHub(opts = {}) {
   function reset(d) {
     const s = sessions.get(d.session);
     if (!s) return;
-    flush(); // what came before the reset goes out before it
     s.last = 0;
     s.events = [];
     for (const p of s.ports) post(p, { type: 'reset', session: d.session });
   }
 
-  // NB: a server-sent `event: error` and a connection failure both fire 'error';
-  // only the former is a MessageEvent with data.
+  // A server-sent `event: error` has data; a connection failure (`error` of event-stream.js,
+  // as EventSource's) has none.
   function failed(conn, e) {
     if (typeof e.data === 'string') {
       const d = parseJSON(e.data) || {};
@@ -189,9 +202,9 @@ export function createEventHub(opts = {}) {
         stopped = true;
         close(current); close(pending); current = pending = null; // windows keep the error shown
       }
-      return; // otherwise the stream ends and EventSource reconnects with Last-Event-ID
+      return; // otherwise the stream ends and reconnects with Last-Event-ID
     }
-    if (conn.es.readyState === 2 /* CLOSED: the browser gave up (HTTP error) */) {
+    if (conn.es.readyState === CLOSED /* an HTTP error: it gave up */) {
       if (conn === pending) pending = null; else current = null;
       if (!current) broadcast({ type: 'status', state: 'closed' });
       retryTimer = setTimeout(reconfigure, retryDelay);

@@ -8,11 +8,12 @@ const WORKER_NAME = 'natter-events-module';
 
 /**
  * Subscribe to one session's events. With `shared` (operator windows) all windows of this
- * browser share ONE EventSource through the module SharedWorker; otherwise (no SharedWorker, it
+ * browser share ONE event stream through the module SharedWorker; otherwise (no SharedWorker, it
  * fails to load, or the machine user's page) the very same hub runs inside this window.
  * @param {string} sessionId
  * @param {(msg: object) => void} onMessage gets the hub's messages (see events-hub.js)
  * @param {{shared?: boolean, urlFor?: (cursors: [string, number][]) => string}} [opts]
+ * @returns {() => void} unsubscribes (the window will not show this session)
  */
 export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } = {}) {
   let port = null;
@@ -31,8 +32,13 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
   } else {
     attach(localHub(urlFor));
   }
-  addEventListener('pagehide', () => port.postMessage({ unsubscribe: sessionId }));
-  addEventListener('pageshow', (e) => { if (e.persisted) port.postMessage({ subscribe: sessionId }); });
+  let subscribed = true;
+  addEventListener('pagehide', () => { if (subscribed) port.postMessage({ unsubscribe: sessionId }); });
+  addEventListener('pageshow', (e) => { if (e.persisted && subscribed) port.postMessage({ subscribe: sessionId }); });
+  return () => {
+    subscribed = false;
+    port.postMessage({ unsubscribe: sessionId });
+  };
 }
 
 function sharedWorker() {

@@ -34,7 +34,7 @@ async function main() {
     return;
   }
   chat.ui.text.focus();
-  // One session, one EventSource: the hub runs in this window (no SharedWorker needed).
+  // One session, one event stream: the hub runs in this window (no SharedWorker needed).
   subscribeEvents(sessionId, (m) => chat.handle(m), {
     shared: false,
     urlFor: ([[, seq]]) => base + '/events' + (seq > 0 ? '?since=' + seq : ''), // resume after a failure

@@ -140,7 +140,7 @@ if (MACHINES.length >= 10) {
 
 await check('a chat window beyond the shared stream\'s 32 sessions says so, and receives once one closes', async () => {
   // The hub of events-hub.js, already carrying 32 other sessions, stands in for the SharedWorker;
-  // its EventSource is a fake that says hello. 33 real windows would be too heavy for CI.
+  // its event stream is a fake that says hello. 33 real windows would be too heavy for CI.
   const page = await operator.newPage();
   await page.addInitScript(fakeFullHub);
   await page.goto(`${BASE}/chat/${encodeURIComponent(sessionId)}`);
@@ -159,7 +159,7 @@ await check('a chat window beyond the shared stream\'s 32 sessions says so, and 
     const es = streams[streams.length - 1];
     if (!es.url.includes(encodeURIComponent(id))) throw new Error(`the stream ${es.url} does not carry the session`);
     const ev = { seq: 1e12, session: id, type: 'message', at: Date.now(), text: t, from: { kind: 'machine_user', id: 'x', name: 'x' } };
-    es.dispatchEvent(new MessageEvent('message', { data: JSON.stringify(ev) }));
+    es.on.events([{ type: 'message', data: JSON.stringify(ev), id: String(ev.seq) }]);
   }, [sessionId, text]);
   await waitForDelivered(page, text, 'the window let onto the stream');
   await page.close();
@@ -168,16 +168,17 @@ await check('a chat window beyond the shared stream\'s 32 sessions says so, and 
 /** Runs in the page before its scripts: a SharedWorker whose hub is full with other sessions. */
 function fakeFullHub() {
   window.__natterStreams = [];
-  class FakeEventSource extends EventTarget {
-    constructor(url) {
-      super();
+  // As event-stream.js's EventStream: `on.events` gets a chunk's events.
+  class FakeEventStream {
+    constructor(url, on) {
       this.url = url;
+      this.on = on;
       this.readyState = 0;
       window.__natterStreams.push(this);
       setTimeout(() => {
         this.readyState = 1;
         const hello = { server_time: Date.now(), retention_secs: 3600 };
-        this.dispatchEvent(new MessageEvent('hello', { data: JSON.stringify(hello) }));
+        on.events([{ type: 'hello', data: JSON.stringify(hello), id: '' }]);
       }, 10);
     }
     close() { this.readyState = 2; }
@@ -188,7 +189,7 @@ function fakeFullHub() {
       const channel = new MessageChannel();
       this.port = channel.port2;
       import('/static/events-hub.js').then(({ createEventHub, MAX_SESSIONS }) => {
-        const hub = createEventHub({ EventSource: FakeEventSource });
+        const hub = createEventHub({ EventStream: FakeEventStream });
         window.__natterOthers = [];
         for (let i = 0; i < MAX_SESSIONS; i++) {
           const other = new MessageChannel();

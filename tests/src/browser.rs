@@ -64,7 +64,7 @@ impl Browser {
             .find_map(|c| c.strip_prefix(&prefix).map(str::to_string))
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
 

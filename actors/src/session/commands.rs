@@ -50,6 +50,7 @@ impl SessionState {
                 client_id,
                 text,
             } => self.send(by, client_id, text).await,
+            SessionCommand::HandOff { by, to } => self.hand_off(by, to).await,
             SessionCommand::End { by } => self.end(by).await,
             SessionCommand::View { by } => {
                 // An invited operator may look before answering.
@@ -65,7 +66,7 @@ impl SessionState {
     }
 
     /// The record, if `by` is one of its members.
-    fn member_record(&self, by: &Participant) -> Result<&SessionRecord, SessionError> {
+    pub(super) fn member_record(&self, by: &Participant) -> Result<&SessionRecord, SessionError> {
         let r = self.record.as_ref().ok_or_else(not_found)?;
         if r.members.iter().any(|m| m.same(by)) {
             Ok(r)

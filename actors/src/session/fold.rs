@@ -21,7 +21,7 @@ pub fn fold(record: &mut Option<SessionRecord>, seq: u64, event: &Event) {
                 r.members.push(who.clone())
             }
         }
-        EventBody::Invited { who, .. }
+        EventBody::Invited { who, .. } | EventBody::HandedOff { to: who, .. }
             if !r.members.iter().chain(&r.invited).any(|m| m.same(who)) =>
         {
             r.invited.push(who.clone())

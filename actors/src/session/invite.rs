@@ -136,21 +136,65 @@ impl SessionState {
         })
     }
 
+    /// Member `by` hands this chat with a machine to operator `to`, who gets an incoming chat.
+    /// Asking again for the same operator changes nothing.
+    pub(super) async fn hand_off(&mut self, by: Participant, to: Participant) -> CmdResult {
+        if by.kind != ParticipantKind::Operator || to.kind != ParticipantKind::Operator {
+            return Err(invalid("operators hand chats to operators"));
+        }
+        let r = self.member_record(&by)?;
+        if r.machine.is_empty() {
+            return Err(invalid("only a chat with a machine can be handed on"));
+        }
+        if r.ended {
+            return Err(SessionError::new(
+                SessionErrorKind::Ended,
+                "this chat has ended; join it again to restart it",
+            ));
+        }
+        if r.members.iter().any(|m| m.same(&to)) {
+            return Err(invalid(format!("{} is in this chat already", to.name)));
+        }
+        if r.invited.iter().any(|m| m.same(&to)) {
+            return Ok(self.view_ack());
+        }
+        let handed = EventBody::HandedOff {
+            by: by.clone(),
+            to: to.clone(),
+        };
+        let seq = self.invite_with(handed, to, by).await?;
+        Ok(Ack {
+            seq: Some(seq),
+            ..self.view_ack()
+        })
+    }
+
     /// Invites operator `who` (an `invited` event, the record, their incoming entry); returns
     /// the event's sequence.
     async fn invite(&mut self, who: Participant, by: Participant) -> Result<u64, SessionError> {
         let invited = EventBody::Invited {
             who: who.clone(),
-            by,
+            by: by.clone(),
         };
-        let (seq, _) = self.append(invited, None).await?;
+        self.invite_with(invited, who, by).await
+    }
+
+    /// Appends `event` (an invitation of `who` by `by`), adds `who` to the invited and writes
+    /// their incoming entry, asked by `by`.
+    async fn invite_with(
+        &mut self,
+        event: EventBody,
+        who: Participant,
+        by: Participant,
+    ) -> Result<u64, SessionError> {
+        let (seq, _) = self.append(event, None).await?;
         if let Some(r) = self.record.as_mut()
             && !r.invited.iter().any(|p| p.same(&who))
         {
-            r.invited.push(who);
+            r.invited.push(who.clone());
         }
         self.save_record().await?;
-        self.offer_incoming().await?;
+        self.offer_to(&who.id, &by, crate::now_ms()).await?;
         Ok(seq)
     }
 

@@ -2,7 +2,7 @@
 //!
 //! This file is the route table: one small filter per route, in the order they are tried. The
 //! extractors are in [`filters`], the handlers by area in [`pages`], [`login`], [`options`],
-//! [`machines`] and [`sessions`], and the JSON shapes in [`models`].
+//! [`machines`], [`sessions`] and [`transcript`], and the JSON shapes in [`models`].
 
 mod filters;
 mod login;
@@ -11,6 +11,7 @@ pub mod models;
 mod options;
 mod pages;
 mod sessions;
+mod transcript;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -150,6 +151,8 @@ fn operator_api(gw: Gateway) -> impl Route {
         session_join(gw.clone()),
         session_send(gw.clone()),
         session_end(gw.clone()),
+        session_hand_off(gw.clone()),
+        session_transcript(gw.clone()),
         session_events(gw),
     )
 }
@@ -282,6 +285,27 @@ fn session_end(gw: Gateway) -> impl Route {
         .and(operator(gw.clone()))
         .and(with_gw(gw))
         .and_then(|id, l, gw| respond(sessions::end(id, l, gw)))
+}
+
+fn session_hand_off(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("handoff"))
+        .and(warp::post())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|id, l, gw, body| respond(sessions::hand_off(id, l, gw, body)))
+}
+
+fn session_transcript(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("transcript"))
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and(warp::query())
+        .and_then(|id, l, gw, q| respond(transcript::transcript(id, l, gw, q)))
 }
 
 fn session_events(gw: Gateway) -> impl Route {

@@ -28,6 +28,13 @@ pub struct StartChatRequest {
     pub operator: Option<String>,
 }
 
+/// `POST /api/sessions/{id}/handoff`.
+#[derive(Deserialize)]
+pub struct HandOffRequest {
+    /// The username of the operator to take the chat.
+    pub operator: String,
+}
+
 /// `POST …/messages`.
 #[derive(Deserialize)]
 pub struct MessageRequest {
@@ -46,6 +53,12 @@ pub struct TokenRequest {
 #[derive(Deserialize)]
 pub struct FilterQuery {
     pub filter: Option<String>,
+}
+
+/// `?format=text|json` of a transcript.
+#[derive(Deserialize)]
+pub struct TranscriptQuery {
+    pub format: Option<String>,
 }
 
 /// `?sessions=A,B:17&since=N` of the event streams.

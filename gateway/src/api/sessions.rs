@@ -7,7 +7,8 @@ use warp::reply::Response;
 
 use super::json_reply;
 use super::models::{
-    ChatStarted, EventsQuery, MessageRequest, MessageSent, SessionEnded, StartChatRequest,
+    ChatStarted, EventsQuery, HandOffRequest, MessageRequest, MessageSent, SessionEnded,
+    StartChatRequest,
 };
 use crate::auth::{self, Login};
 use crate::error::{ApiError, ErrorKind};
@@ -118,6 +119,45 @@ fn open_with_operator(
             name: with.name,
         },
     })
+}
+
+/// POST /api/sessions/{id}/handoff: hand the chat to an operator on the Chat page who does not
+/// hide from operators and whose scope covers the machine.
+pub async fn hand_off(
+    id: String,
+    l: Login,
+    gw: Gateway,
+    body: HandOffRequest,
+) -> Result<Response, ApiError> {
+    let unavailable = || {
+        ApiError::not_found(format!(
+            "no operator {:?} is available to take the chat",
+            body.operator
+        ))
+    };
+    // Membership first: who is not in the chat learns nothing about who is present.
+    let view = gw
+        .command_for(&id, &SessionCommand::View { by: l.who.clone() }, &l)
+        .await?
+        .session
+        .ok_or_else(|| ApiError::not_found("no such chat session"))?;
+    let to = gw
+        .presence()
+        .entry(&body.operator)
+        .filter(|e| !e.hide_from_operators && e.username != l.who.id)
+        .ok_or_else(unavailable)?;
+    if !view.machine.is_empty() && !to.scope.covers(&view.machine) {
+        return Err(unavailable());
+    }
+    let cmd = SessionCommand::HandOff {
+        by: l.who.clone(),
+        to: natter_actors::protocol::Participant {
+            kind: ParticipantKind::Operator,
+            id: to.username,
+            name: to.name,
+        },
+    };
+    session_reply(&gw, &id, cmd, &l).await
 }
 
 /// GET /api/sessions/{id}

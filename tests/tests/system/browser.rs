@@ -3,9 +3,9 @@
 //! machine titled with its machine ID, both sides talking, text shown as text, ten windows
 //! sharing one event stream, a window beyond the stream's limit saying so, and the operator's
 //! options (tone, auto-close) applied in every chat window, a restart re-opening the machine
-//! user's window (opened / failed), and operators chatting with each other (the live list of
-//! operators online, the incoming-chat popup and notification). Runs when
-//! NATTER_BROWSER_TESTS=1.
+//! user's window (opened / failed), a 10k-message history shown whole, once, in order, and
+//! operators chatting with each other (the live list of operators online, the incoming-chat
+//! popup and notification). Runs when NATTER_BROWSER_TESTS=1.
 
 use std::path::Path;
 use std::process::Output;
@@ -275,6 +275,35 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
         .await
         .expect("browser test finishes")
         .expect("node runs");
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}
+
+/// Issue 11 item 6 in a real browser: a chat window opening a session with a 10k-message
+/// history shows all of it, once, in order, then a live message after it; a second window of the
+/// same browser (history from the shared worker) too. How fast is the bench's `browser-join`
+/// phase, never an assertion here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_window_shows_a_10k_message_history_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let machine = "pc1.sales.acme";
+    let s = Scenario::new()
+        .operator("alice")
+        .machine(machine, "carol")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(300),
+        browser_script("join.mjs", &s.node, "alice", dir.path())
+            .env("NATTER_MACHINE", machine)
+            .output(),
+    )
+    .await
+    .expect("browser test finishes within 5 minutes")
+    .expect("node runs");
     assert_every_check_passed(&output);
     s.shutdown().await;
 }

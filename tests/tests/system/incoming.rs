@@ -377,3 +377,70 @@ async fn presence_and_incoming_chats_cross_nodes() {
     wait_listed(&mut alices_page, &[]).await;
     first.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_handed_to_another_operator_reaches_them_and_the_user_sees_who_took_over() {
+    let system = Scenario::alice_and_carol_on_pc1()
+        .operator("bob")
+        .scoped_operator("erin", &["globex"])
+        .start()
+        .await;
+    let (alice, bob, erin) = (
+        system.operator("alice"),
+        system.operator("bob"),
+        system.operator("erin"),
+    );
+    let (id, user) = system.open_chat().await;
+    let mut bobs_page = chat_page(&bob, "").await;
+    let mut erins_page = chat_page(&erin, "").await;
+    wait_event(&mut erins_page, "operators", |_| true).await;
+    let mut users_stream = user.events(&format!("/m/{id}/api/events"), None).await;
+    let handoff = format!("/api/sessions/{id}/handoff");
+
+    // Only to an operator on the Chat page whose scope covers the machine.
+    for (body, status) in [
+        (json!({"operator": "erin"}), StatusCode::NOT_FOUND),
+        (json!({"operator": "nobody"}), StatusCode::NOT_FOUND),
+        (json!({"operator": "alice"}), StatusCode::NOT_FOUND),
+        (json!({}), StatusCode::BAD_REQUEST),
+    ] {
+        let (s, b) = alice.post(&handoff, &body).await;
+        assert_eq!(s, status, "{body} → {b}");
+    }
+    // Not by someone outside the chat.
+    let (s, _) = bob.post(&handoff, &json!({"operator": "bob"})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+
+    // Alice hands it to bob: his incoming chat, from alice, with the machine.
+    let (s, view) = alice.post(&handoff, &json!({"operator": "bob"})).await;
+    assert_eq!(s, StatusCode::OK, "{view}");
+    assert_eq!(view["invited"][0]["id"], "bob");
+    let incoming = wait_event(&mut bobs_page, "incoming", |d| d["session"] == id).await;
+    assert_eq!(incoming["from"]["id"], "alice");
+    assert_eq!(incoming["machine"], "pc1.sales.acme");
+
+    // The machine user sees who hands it to whom, by name (no login IDs)…
+    let handed = wait_event(&mut users_stream, "message", |d| d["type"] == "handed_off").await;
+    assert_eq!(handed["by"]["name"], "alice (operator)");
+    assert_eq!(handed["to"]["name"], "bob (operator)");
+    assert_ne!(handed["to"]["id"], "bob");
+    // …and who took over.
+    let (s, _) = bob
+        .post(&format!("/api/sessions/{id}/join"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    wait_event(&mut bobs_page, "incoming_gone", |d| d["session"] == id).await;
+    let joined = wait_event(&mut users_stream, "message", |d| d["type"] == "joined").await;
+    assert_eq!(joined["who"]["name"], "bob (operator)");
+
+    // A member cannot be handed it again; an ended chat cannot be handed on.
+    let (s, _) = alice.post(&handoff, &json!({"operator": "bob"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = alice
+        .post(&format!("/api/sessions/{id}/end"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = bob.post(&handoff, &json!({"operator": "alice"})).await;
+    assert_ne!(s, StatusCode::OK);
+    system.shutdown().await;
+}

@@ -21,3 +21,4 @@ mod reopen;
 mod resume;
 mod retention;
 mod tls;
+mod transcript;

@@ -1,0 +1,131 @@
+//! Transcript export (`GET /api/sessions/{id}/transcript`): the chat's retained history as text
+//! (names, UTC times, every message in order, line breaks kept, markup as text) and as JSON
+//! (exactly the events the session's stream carries); only for members; bad formats refused.
+
+use natter_system_tests::*;
+use serde_json::Value;
+
+/// GET of a transcript: status, content type, content disposition, body.
+async fn export(b: &Browser, path: &str) -> (StatusCode, String, String, String) {
+    let r = b.client.get(b.url(path)).send().await.expect("GET");
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (status, mime, disposition) = (
+        r.status(),
+        header("content-type"),
+        header("content-disposition"),
+    );
+    (
+        status,
+        mime,
+        disposition,
+        r.text().await.unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_holds_what_both_windows_showed() {
+    let system = Scenario::alice_and_carol_on_pc1()
+        .scoped_operator("outsider", &["globex"])
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (id, user) = system.open_chat().await;
+    assert_eq!(
+        alice.send(&id, "a1", "Hello, <b>carol</b>").await.0,
+        StatusCode::CREATED
+    );
+    let (s, _) = user
+        .send_as_machine_user(&id, "u1", "my printer\nis on fire")
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(alice.send(&id, "a2", "on it").await.0, StatusCode::CREATED);
+
+    // What the chat window's stream shows.
+    let mut stream = alice.session_events(&id).await;
+    let shown = stream.read_messages(3).await;
+    assert_eq!(
+        texts(&shown),
+        ["Hello, <b>carol</b>", "my printer\nis on fire", "on it"]
+    );
+
+    // Text: a line per message with the time and the sender's name, in order.
+    let path = format!("/api/sessions/{id}/transcript");
+    let (s, mime, disposition, text) = export(&alice, &path).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert!(mime.starts_with("text/plain"), "{mime}");
+    assert_eq!(
+        disposition,
+        format!("attachment; filename=\"chat-pc1.sales.acme-{id}.txt\"")
+    );
+    assert!(text.contains("chat with pc1.sales.acme"), "{text}");
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(": ") && l.contains(" UTC  "))
+        .collect();
+    let said: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_once(" UTC  ").unwrap().1)
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "alice (operator): Hello, <b>carol</b>",
+            "carol: my printer",
+            "alice (operator): on it"
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("carol: my printer\n    is on fire\n"),
+        "{text}"
+    );
+    assert!(text.contains("— carol joined"), "{text}");
+
+    // JSON: exactly the events of the stream, with their sequences.
+    let (s, mime, _, body) = export(&alice, &format!("{path}?format=json")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(mime, "application/json");
+    let doc: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(doc["session"], id.as_str());
+    assert_eq!(doc["machine"], "pc1.sales.acme");
+    let messages: Vec<(u64, String)> = doc["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == "message")
+        .map(|e| {
+            (
+                e["seq"].as_u64().unwrap(),
+                e["text"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let streamed: Vec<(u64, String)> = shown
+        .iter()
+        .filter(|e| e.data["type"] == "message")
+        .map(|e| (e.seq(), e.data["text"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(messages, streamed);
+
+    // Bad input and strangers: clear refusals, nothing leaked.
+    let (s, _, _, body) = export(&alice, &format!("{path}?format=pdf")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, _, _, body) = export(&system.operator("outsider"), &path).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(!body.contains("printer"), "{body}");
+    let (s, _, _, _) = export(&Browser::new(&system.node.base), &path).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, _, _) = export(
+        &alice,
+        "/api/sessions/01JD0000000000000000000000/transcript",
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    system.shutdown().await;
+}
