@@ -1,28 +1,17 @@
 // The chat window of chat.html (operator, chat.js) and machine.html (machine user, machine.js):
-// the session's header (machine, members, agent, ended), the banner, and what the event hub
-// sends (events.js); the transcript and the composer do the rest.
+// the session's header (title, members, operators asked to join, agent, ended), the banner, and
+// what the event hub sends (events.js); the transcript and the composer do the rest.
 import { byId } from './dom.js';
 import { DEFAULT_OPTIONS } from './options.js';
 import { Transcript, nameOf } from './transcript.js';
 import { Composer } from './composer.js';
+import { beep } from './tone.js';
+
+/** A participant's key in the maps of members and invited operators. */
+const key = (p) => p.kind + ':' + p.id;
 
 /** Shown in a window whose session found no room on the shared event stream. */
 export const FULL_MESSAGE = 'Too many chat windows open: close one to receive messages here.';
-
-let audio = null;
-function beep() {
-  try {
-    audio = audio || new AudioContext();
-    const o = audio.createOscillator();
-    const g = audio.createGain();
-    o.frequency.value = 880;
-    g.gain.setValueAtTime(0.08, audio.currentTime);
-    g.gain.exponentialRampToValueAtTime(0.0001, audio.currentTime + 0.25);
-    o.connect(g).connect(audio.destination);
-    o.start();
-    o.stop(audio.currentTime + 0.25);
-  } catch (_) { /* no audio */ }
-}
 
 /**
  * Drives the DOM of chat.html / machine.html.
@@ -43,10 +32,12 @@ export class ChatWindow {
     this.restartFn = cfg.restart;
     this.options = cfg.options || { ...DEFAULT_OPTIONS };
     this.members = new Map(); // "kind:id" -> participant
+    this.invited = new Map(); // "kind:id" -> operator asked to join who has not answered yet
     this.ended = false;
     this.machine = '';
     this.ui = {
-      machine: byId('machine'), members: byId('members'), agent: byId('agent'), banner: byId('banner'),
+      machine: byId('machine'), members: byId('members'), agent: byId('agent'), waiting: byId('waiting'),
+      banner: byId('banner'),
       scroller: byId('scroller'), list: byId('transcript'), form: byId('composer'), text: byId('text'),
       send: byId('send'), end: byId('end'), endedNote: byId('ended-note'), restart: byId('restart'),
     };
@@ -64,11 +55,11 @@ export class ChatWindow {
 
   // -- session info --
   setSession(view) {
-    this.machine = view.machine;
-    document.title = view.machine; // F2: the window title is exactly the machine ID
-    this.ui.machine.textContent = view.machine;
+    this.machine = view.machine || '';
     this.members.clear();
-    for (const m of view.members || []) this.members.set(m.kind + ':' + m.id, m);
+    for (const m of view.members || []) this.members.set(key(m), m);
+    this.invited.clear();
+    for (const m of view.invited || []) this.invited.set(key(m), m);
     this.renderMembers();
     if (view.retention_secs) this.transcript.retention = view.retention_secs;
     if (this.historyEnd === null) this.historyEnd = view.last_seq || 0;
@@ -76,7 +67,26 @@ export class ChatWindow {
     this.setEnded(!!view.ended);
   }
 
+  /**
+   * F2: a machine chat's title is exactly the machine ID. A chat between operators has none:
+   * it is titled with the other operators' names ("Chat with Bob Builder").
+   */
+  renderTitle() {
+    let title = this.machine;
+    if (!title) {
+      const others = new Map([...this.members, ...this.invited]);
+      const names = [...others.values()]
+        .filter((p) => p.kind === 'operator' && !this.transcript.isMine(p))
+        .map(nameOf);
+      title = names.length ? 'Chat with ' + names.join(', ') : 'Chat between operators';
+    }
+    document.title = title;
+    this.ui.machine.textContent = title;
+  }
+
   renderMembers() {
+    this.renderTitle();
+    this.renderWaiting();
     const ops = [], users = [];
     for (const m of this.members.values()) (m.kind === 'machine_user' ? users : ops).push(nameOf(m));
     const parts = [];
@@ -85,9 +95,19 @@ export class ChatWindow {
     this.ui.members.textContent = parts.join(' · ');
   }
 
+  /** "Waiting for Bob Builder to answer…" while an operator asked to join has not. */
+  renderWaiting() {
+    const w = this.ui.waiting;
+    if (!w) return;
+    const names = [...this.invited.values()].map(nameOf);
+    w.textContent = names.length && !this.ended ? `Waiting for ${names.join(', ')} to answer…` : '';
+    w.hidden = !w.textContent;
+  }
+
   setAgent(status, detail) {
     const a = this.ui.agent;
     if (!a) return;
+    if (!this.machine) status = ''; // a chat between operators: no machine, no agent to ask
     a.dataset.state = status || '';
     a.textContent =
       status === 'pending' ? 'Waiting for the chat window to open on the machine…'
@@ -116,6 +136,7 @@ export class ChatWindow {
     this.ui.end.hidden = ended;
     if (this.ui.endedNote) this.ui.endedNote.hidden = !ended;
     this.renderRestart();
+    this.renderWaiting();
   }
 
   showBanner(text, kind = 'info') {
@@ -128,6 +149,7 @@ export class ChatWindow {
   /** The chat could not be loaded: say why, and offer nothing to type into. */
   showUnavailable(message) {
     this.ui.machine.textContent = 'Chat unavailable';
+    this.invited.clear();
     document.title = 'Chat unavailable';
     this.showBanner(message, 'error');
     this.setEnded(true);
@@ -206,10 +228,19 @@ export class ChatWindow {
 
   /** State changes carried by events. */
   apply(ev, live) {
-    const key = (p) => p && p.kind + ':' + p.id;
     switch (ev.type) {
-      case 'joined': this.members.set(key(ev.who), ev.who); this.renderMembers(); break;
-      case 'left': this.members.delete(key(ev.who)); this.renderMembers(); break;
+      case 'joined':
+        if (!ev.who) break;
+        this.members.set(key(ev.who), ev.who);
+        this.invited.delete(key(ev.who));
+        this.renderMembers();
+        break;
+      case 'invited':
+        if (!ev.who || this.members.has(key(ev.who))) break;
+        this.invited.set(key(ev.who), ev.who);
+        this.renderMembers();
+        break;
+      case 'left': if (ev.who) { this.members.delete(key(ev.who)); this.renderMembers(); } break;
       case 'agent': this.setAgent(ev.status, ev.detail); this.agentAnswered = true; break;
       case 'ended':
         this.setEnded(true);

@@ -1,6 +1,7 @@
 // The operator's Chat page: GET /. Wires its parts together: the login (login.js), the live
-// machine list (machine-stream.js → machine-list.js → machine-row.js), the Quick View
-// (quick-view.js), chat windows (open-chat.js) and the operator's options (options-panel.js).
+// stream (machine-stream.js) with the machine list (machine-list.js → machine-row.js), the
+// operators online (operator-list.js) and incoming chats (incoming.js, notifications.js), the
+// Quick View (quick-view.js), chat windows (open-chat.js) and the options (options-panel.js).
 import { byId } from './dom.js';
 import { renderLegend } from './status-icons.js';
 import { PageError } from './page-error.js';
@@ -10,16 +11,39 @@ import { QuickView } from './quick-view.js';
 import { ChatOpener } from './open-chat.js';
 import { Login } from './login.js';
 import { optionsPanel } from './options-panel.js';
+import { OperatorList } from './operator-list.js';
+import { IncomingChats, incomingText } from './incoming.js';
+import { IncomingNotifier } from './notifications.js';
+import { beep } from './tone.js';
 import { RolesPanel } from './roles-panel.js';
 
 const errors = new PageError(byId('page-error'));
 const loggedOut = () => login.showLogin();
-const chats = new ChatOpener(errors, (machine) => list.refresh(machine), loggedOut);
+// A chat with a machine shows Join Session at once, whether or not the stream says so yet.
+const chats = new ChatOpener(errors, (view) => { if (view.machine) list.refresh(view.machine); }, loggedOut);
 const list = new MachineList(
   { tbody: byId('machines'), count: byId('count'), filter: byId('filter') },
   { chat: (machineId) => chats.start(machineId), join: (sessionId) => chats.join(sessionId) },
 );
-const stream = new MachineStream({ filter: byId('filter'), live: byId('live') }, list, errors, loggedOut);
+const operators = new OperatorList(
+  { list: byId('operators'), empty: byId('operators-empty') },
+  (operatorId) => chats.startWithOperator(operatorId),
+);
+const notifier = new IncomingNotifier({ button: byId('notify'), status: byId('notify-status') });
+const incoming = new IncomingChats({ panel: byId('incoming'), list: byId('incoming-list') }, {
+  answer: (sessionId) => chats.join(sessionId),
+  announce(inc) {
+    notifier.notify(inc.session, 'Incoming chat', incomingText(inc), () => chats.join(inc.session));
+    if (options.options.play_tone) beep();
+  },
+  gone: (sessionId) => notifier.close(sessionId),
+});
+const stream = new MachineStream({ filter: byId('filter'), live: byId('live') }, list, errors, loggedOut, {
+  operators: (ops) => operators.replace(ops),
+  resync: () => incoming.resync(),
+  incoming: (inc) => incoming.add(inc),
+  incomingGone: (sessionId) => incoming.remove(sessionId),
+});
 const quickView = new QuickView(byId('quickview'), byId('machines'), (id) => list.get(id));
 list.onMachine = (m) => quickView.update(m);
 list.onRender = () => quickView.closeIfDetached();
@@ -38,6 +62,8 @@ const login = new Login({
     stream.disconnect();
     quickView.close();
     list.clear();
+    operators.clear();
+    incoming.clear();
   },
 });
 

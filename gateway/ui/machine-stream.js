@@ -1,5 +1,6 @@
-// The live machine list: GET /api/machines/events?filter=… (filtered by the server, within the
-// operator's scopes), reopened when the filter changes, retried when it fails. No polling.
+// The Chat page's live stream: GET /api/machines/events?filter=… (filtered by the server, within
+// the operator's scopes), reopened when the filter changes, retried when it fails. No polling.
+// It carries the machine list, the operators online for that filter and incoming chats.
 import { getJSON, parseJSON } from './api.js';
 import { normFilter } from './machine-filter.js';
 
@@ -23,9 +24,15 @@ export class MachineStream {
    * @param {import('./machine-list.js').MachineList} list  receives what the stream sends
    * @param {import('./page-error.js').PageError} errors
    * @param {() => void} loggedOut        the login is gone
+   * @param {object} [on]                 the stream's other events (docs/api.md)
+   * @param {(ops: object[]) => void} [on.operators]   the whole list of operators online
+   * @param {() => void} [on.resync]                   (re)connected: every waiting chat follows
+   * @param {(inc: object) => void} [on.incoming]      a chat waiting for this operator
+   * @param {(session: string) => void} [on.incomingGone]  ... no longer waiting
    */
-  constructor(ui, list, errors, loggedOut) {
+  constructor(ui, list, errors, loggedOut, on = {}) {
     Object.assign(this, { ui, list, errors, loggedOut });
+    this.on = { operators() {}, resync() {}, incoming() {}, incomingGone() {}, ...on };
     this.es = null;           // the EventSource of the machine list
     this.streamFilter = null; // the filter `es` was opened with
     this.retryTimer = 0;
@@ -67,7 +74,13 @@ export class MachineStream {
     const dataFilter = this.list.dataFilter;
     this.setLive(dataFilter === null || dataFilter !== f ? 'connecting' : 'reconnecting');
     const mine = () => this.es === src;
-    src.addEventListener('open', () => { if (mine()) this.setLive('live'); });
+    // The first `machines` of each connection (also the browser's own reconnects) is followed
+    // by every chat waiting now; a later one (the server fell behind) is not.
+    let connected = true;
+    src.addEventListener('open', () => {
+      connected = true;
+      if (mine()) this.setLive('live');
+    });
     src.addEventListener('machines', (e) => {
       if (!mine()) return;
       const list = parseJSON(e.data);
@@ -75,6 +88,23 @@ export class MachineStream {
       this.retryDelay = 1000;
       this.setLive('live');
       this.replace(list, f);
+      if (connected) this.on.resync();
+      connected = false;
+    });
+    src.addEventListener('operators', (e) => {
+      if (!mine()) return;
+      const ops = parseJSON(e.data);
+      if (Array.isArray(ops)) this.on.operators(ops);
+    });
+    src.addEventListener('incoming', (e) => {
+      if (!mine()) return;
+      const inc = parseJSON(e.data);
+      if (inc && typeof inc.session === 'string') this.on.incoming(inc);
+    });
+    src.addEventListener('incoming_gone', (e) => {
+      if (!mine()) return;
+      const gone = parseJSON(e.data);
+      if (gone && typeof gone.session === 'string') this.on.incomingGone(gone.session);
     });
     src.addEventListener('machine', (e) => {
       if (!mine() || this.list.dataFilter !== f) return;

@@ -8,7 +8,8 @@ const CHAT_FEATURES = 'popup,width=480,height=640';
 export class ChatOpener {
   /**
    * @param {import('./page-error.js').PageError} errors
-   * @param {(machineId: string) => void} chatStarted  e.g. fetch the machine to show Join Session
+   * @param {(view: object) => void} chatStarted      the server answered with the session: e.g.
+   *                                                  fetch its machine to show Join Session
    * @param {() => void} loggedOut                    the login is gone
    */
   constructor(errors, chatStarted, loggedOut) {
@@ -21,7 +22,12 @@ export class ChatOpener {
     this.open(() => postJSON('/api/chats', { machine: machineId }).then((r) => r.session));
   }
 
-  /** Join the running session `sessionId`. */
+  /** Start a chat with operator `operatorId` (they get an incoming chat to answer). */
+  startWithOperator(operatorId) {
+    this.open(() => postJSON('/api/chats', { operator: operatorId }).then((r) => r.session));
+  }
+
+  /** Join the running session `sessionId` (also how an incoming chat is answered). */
   join(sessionId) {
     this.open(() => postJSON('/api/sessions/' + encodeURIComponent(sessionId) + '/join'));
   }
@@ -30,6 +36,7 @@ export class ChatOpener {
    * The window is opened synchronously inside the click (so popup blockers allow it) and
    * pointed at /chat/{id} once the server answered with the session.
    * @param {() => Promise<{id: string, machine: string}>} request resolves to a SessionView
+   *   (`machine` is '' for a chat between operators)
    */
   open(request) {
     this.errors.show('');
@@ -39,7 +46,7 @@ export class ChatOpener {
     }
     request().then((view) => {
       this.show(view.id, w);
-      this.chatStarted(view.machine); // show Join Session now, whether or not the stream says so
+      this.chatStarted(view);
     }).catch((e) => {
       if (w) w.close();
       if (e.status === 401) return this.loggedOut();

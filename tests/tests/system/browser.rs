@@ -2,9 +2,10 @@
 //! in tests/browser/ and their shared harness.mjs): login, machine list, a chat window per
 //! machine titled with its machine ID, both sides talking, text shown as text, ten windows
 //! sharing one event stream, a window beyond the stream's limit saying so, and the operator's
-//! options (tone, auto-close) applied in every chat window, and a restart re-opening the
-//! machine user's window (opened / failed), and a 10k-message history shown whole, once, in
-//! order. Runs when NATTER_BROWSER_TESTS=1.
+//! options (tone, auto-close) applied in every chat window, a restart re-opening the machine
+//! user's window (opened / failed), a 10k-message history shown whole, once, in order, and
+//! operators chatting with each other (the live list of operators online, the incoming-chat
+//! popup and notification). Runs when NATTER_BROWSER_TESTS=1.
 
 use std::path::Path;
 use std::process::Output;
@@ -302,6 +303,40 @@ async fn a_chat_window_shows_a_10k_message_history_in_a_real_browser() {
     )
     .await
     .expect("browser test finishes within 5 minutes")
+    .expect("node runs");
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}
+
+/// Issue 11, items 1 and 2, in a real browser: the Chat page lists the operators online whose
+/// scope covers what the filter shows, live under a filter change and a logout; clicking one
+/// starts a chat; the other gets the incoming-chat popup (kept over a reload) and, with the page
+/// in the background, a browser notification; answering from either opens the chat window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_chat_with_each_other_from_the_chat_page_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    // alice sees every machine; bob only sales.acme, so a list showing pc2.support.acme leaves
+    // him out.
+    let s = Scenario::new()
+        .operator("alice")
+        .scoped_operator("bob", &["sales.acme"])
+        .machine("pc1.sales.acme", "carol")
+        .machine("pc2.support.acme", "dave")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        browser_script("incoming.mjs", &s.node, "alice", dir.path())
+            .env("NATTER_OTHER_OPERATOR", "bob")
+            .env("NATTER_OTHER_PASSWORD", operator_password("bob"))
+            .env("NATTER_OTHER_SCOPE", "sales.acme")
+            .output(),
+    )
+    .await
+    .expect("browser test finishes within 3 minutes")
     .expect("node runs");
     assert_every_check_passed(&output);
     s.shutdown().await;
