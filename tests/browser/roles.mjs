@@ -2,7 +2,8 @@
 // admin manages the role in the Chat page's "Machine roles" section; with the right off, the
 // machine user's request (the agent's control socket, as `natter-agent chat` uses it) is refused;
 // with it on, the agent opens the start page, which lists the present operator by name; the
-// machine user clicks them, lands in the chat window, and the operator is invited to the chat.
+// machine user clicks them, lands in the chat window, and the operator is invited to the chat
+// (their Chat page pops the incoming chat up).
 //
 //   node tests/browser/roles.mjs
 //
@@ -143,6 +144,14 @@ await check('clicking the operator starts the chat and opens its window; the ope
   }, sessionId);
   assert(seen.status === 200, `the operator cannot see the session: ${seen.status} ${seen.body}`);
   assert(seen.body.includes(MACHINE), `the session is not with the machine: ${seen.body}`);
+});
+
+await check('the operator\'s Chat page pops up the incoming chat from the machine user', async () => {
+  const want = `carol on ${MACHINE} wants to chat`;
+  await waitFor(chatPage,
+    (w) => [...document.querySelectorAll('#incoming:not([hidden]) #incoming-list .incoming-text')].some((e) => e.textContent === w),
+    want, TIMEOUT,
+    async () => `incoming chats: ${JSON.stringify(await chatPage.$$eval('#incoming-list .incoming-text', (els) => els.map((e) => e.textContent)))}`);
 });
 
 await check('the right switched off: the machine user is refused again', async () => {
