@@ -17,7 +17,11 @@ const RUNS: usize = 5;
 /// What the phase measured: each run's window open → last history message rendered, in ms; or
 /// why it did not run.
 pub enum BrowserJoin {
-    Ran { runs_ms: Vec<f64> },
+    /// Per run: the whole history rendered, and its newest screenful shown (ms).
+    Ran {
+        runs_ms: Vec<f64>,
+        first_ms: Vec<f64>,
+    },
     Skipped(String),
 }
 
@@ -97,12 +101,18 @@ pub async fn phase_browser_join(
         )
         .into());
     }
-    // Lines `join-ms <total>` (one per measured run).
-    let runs_ms: Vec<f64> = stdout
+    // Lines `join-ms <total> first <first message shown> …` (one per measured run).
+    let runs: Vec<(f64, f64)> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("join-ms "))
-        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .filter_map(|v| {
+            let mut words = v.split_whitespace();
+            let total = words.next()?.parse().ok()?;
+            let first = words.nth(1)?.parse().ok()?;
+            Some((total, first))
+        })
         .collect();
+    let (runs_ms, first_ms): (Vec<f64>, Vec<f64>) = runs.into_iter().unzip();
     if runs_ms.len() != RUNS {
         return Err(format!(
             "browser-join: {} of {RUNS} runs reported a time",
@@ -110,7 +120,7 @@ pub async fn phase_browser_join(
         )
         .into());
     }
-    Ok(BrowserJoin::Ran { runs_ms })
+    Ok(BrowserJoin::Ran { runs_ms, first_ms })
 }
 
 /// Median and max of the runs (ms).

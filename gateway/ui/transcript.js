@@ -46,6 +46,11 @@ const MESSAGE = (() => {
   return li;
 })();
 
+/** How many of a long history's newest nodes are shown at once (a screenful, and more). */
+const FIRST_SCREEN = 150;
+/** How many older nodes go in per task after them. */
+const OLDER_CHUNK = 2500;
+
 export class Transcript {
   /**
    * @param {{list: HTMLOListElement, scroller: HTMLElement}} ui
@@ -57,6 +62,7 @@ export class Transcript {
     this.events = new Map();  // seq -> {ev, node}
     this.lastSeq = 0;         // the highest seq in `events`
     this.pending = new Map(); // client id -> node (sent by me, not yet seen in the stream)
+    this.older = null;        // the part of a long history still to go in (see appendTail)
     this.offset = 0;          // server clock - local clock (ms)
     this.retention = 0;       // seconds; 0 = unknown, keep everything
     this.loadedAt = Date.now();
@@ -98,27 +104,98 @@ export class Transcript {
     const cutoff = this.cutoff();
     const added = [];
     if (list.length > 1) this.ui.list.setAttribute('aria-busy', 'true');
-    let tail = null; // nodes that go after every event shown
+    let tail = []; // entries of events that go after every event shown
     for (const ev of list) {
       if (this.events.has(ev.seq) || ev.at < cutoff) continue; // dedupe by seq; F3
-      const node = this.render(ev);
-      this.events.set(ev.seq, { ev, node });
       if (ev.seq > this.lastSeq) {
         this.lastSeq = ev.seq;
-        if (node) (tail || (tail = document.createDocumentFragment())).append(node);
-      } else if (node) {
+        const entry = { ev, node: null }; // its node is made when it goes in
+        this.events.set(ev.seq, entry);
+        tail.push(entry);
+      } else {
         // An older event (the hub sends a session's events in order, so only defensively):
         // what is collected goes in first, then it takes its place by seq.
-        if (tail) this.appendEvents(tail);
-        tail = null;
-        this.insert(node, ev.seq);
+        const node = this.render(ev);
+        this.events.set(ev.seq, { ev, node });
+        if (node) {
+          this.finishOlder();
+          this.appendTail(tail);
+          tail = [];
+          this.insert(node, ev.seq);
+        }
       }
       added.push(ev);
     }
-    if (tail) this.appendEvents(tail);
-    this.ui.list.removeAttribute('aria-busy');
+    this.appendTail(tail);
+    if (!this.older) this.ui.list.removeAttribute('aria-busy');
     this.scrollToEnd();
     return added;
+  }
+
+  /**
+   * Puts the events of `entries` (in order) after every event shown. A long history (a join)
+   * shows its newest screenful at once and puts the older part in above it in chunks, newest
+   * first, one per task, making their nodes only then: making and laying out 10k messages at
+   * once kept the window blank for a second here, while a screenful takes a few ms. The reader
+   * sees the end of the chat at once, and the whole history (for scrolling up, find and copy)
+   * follows within about a second.
+   */
+  appendTail(entries) {
+    if (!entries.length) return;
+    const split = entries.length > FIRST_SCREEN * 2 ? entries.length - FIRST_SCREEN : 0;
+    const shown = this.nodesOf(entries, split, entries.length);
+    const f = document.createDocumentFragment();
+    f.append(...shown);
+    this.appendEvents(f);
+    if (!split) return;
+    this.finishOlder();
+    this.older = { entries, end: split, anchor: shown[0] || null };
+    setTimeout(() => this.putOlder(), 0);
+  }
+
+  /** Makes the nodes of `entries[start..end]` still wanted (not pruned or cleared since). */
+  nodesOf(entries, start, end) {
+    const nodes = [];
+    for (let i = start; i < end; i++) {
+      const entry = entries[i];
+      if (this.events.get(entry.ev.seq) !== entry) continue;
+      entry.node = this.render(entry.ev);
+      if (entry.node) nodes.push(entry.node);
+    }
+    return nodes;
+  }
+
+  /** Puts the next chunk of the older part of a history in, above what is shown. */
+  putOlder() {
+    const o = this.older;
+    if (!o) return;
+    const start = Math.max(0, o.end - OLDER_CHUNK);
+    this.putOlderRange(o, start);
+    if (start > 0) setTimeout(() => this.putOlder(), 0);
+    else {
+      this.older = null;
+      this.ui.list.removeAttribute('aria-busy');
+    }
+  }
+
+  /** Puts the events of `o.entries[start..o.end]` in, above `o.anchor`. */
+  putOlderRange(o, start) {
+    const nodes = this.nodesOf(o.entries, start, o.end);
+    o.end = start;
+    if (!nodes.length) return;
+    const f = document.createDocumentFragment();
+    f.append(...nodes);
+    if (o.anchor && o.anchor.isConnected) o.anchor.before(f); else this.appendEvents(f);
+    o.anchor = nodes[0];
+    this.scrollToEnd();
+  }
+
+  /** Whatever of a history is still to go in goes in now (before anything changes order). */
+  finishOlder() {
+    const o = this.older;
+    if (!o) return;
+    this.older = null;
+    this.putOlderRange(o, 0);
   }
 
   /** Puts `nodes` after every event shown, before my messages still being sent. */
@@ -131,6 +208,7 @@ export class Transcript {
 
   /** The stream starts over (a reset): its history follows. */
   clear() {
+    this.older = null;
     for (const { node } of this.events.values()) if (node) node.remove();
     this.events.clear();
     this.lastSeq = 0;
