@@ -236,10 +236,13 @@ export class ChatWindow {
         this.renderMembers();
         break;
       case 'invited':
-        if (!ev.who || this.members.has(key(ev.who))) break;
-        this.invited.set(key(ev.who), ev.who);
+      case 'handed_off': {
+        const who = ev.type === 'invited' ? ev.who : ev.to;
+        if (!who || this.members.has(key(who))) break;
+        this.invited.set(key(who), who);
         this.renderMembers();
         break;
+      }
       case 'left': if (ev.who) { this.members.delete(key(ev.who)); this.renderMembers(); } break;
       case 'agent': this.setAgent(ev.status, ev.detail); this.agentAnswered = true; break;
       case 'ended':

@@ -1,8 +1,10 @@
 // The operator's chat window for one session: GET /chat/{id}.
 import { getJSON, postJSON } from './api.js';
 import { ChatWindow } from './chat-window.js';
+import { byId } from './dom.js';
 import { subscribeEvents } from './events.js';
 import { loadOptions, onOptionsChanged } from './options.js';
+import { HandOff } from './handoff.js';
 
 const sessionId = decodeURIComponent(location.pathname.replace(/\/+$/, '').split('/').pop());
 const api = '/api/sessions/' + encodeURIComponent(sessionId);
@@ -30,6 +32,9 @@ async function main() {
     chat.showUnavailable(e.status === 401 ? 'You are not logged in. Log in on the Chat page, then open this chat again.' : e.message);
     return;
   }
+  byId('save-text').href = api + '/transcript?format=text';
+  byId('save-json').href = api + '/transcript?format=json';
+  new HandOff(api, chat).start();
   chat.ui.text.focus();
   ready = true;
   for (const m of early.splice(0)) chat.handle(m);

@@ -268,6 +268,7 @@ export class Transcript {
       case 'opened': return `${nameOf(ev.by)} started the chat`;
       case 'joined': return `${nameOf(ev.who)} joined the chat`;
       case 'invited': return `${nameOf(ev.by)} asked ${nameOf(ev.who)} to join`;
+      case 'handed_off': return `${nameOf(ev.by)} handed the chat to ${nameOf(ev.to)}`;
       case 'left': return `${nameOf(ev.who)} left the chat`;
       case 'ended': return `${nameOf(ev.by)} ended the chat`;
       case 'restarted': return `${nameOf(ev.by)} restarted the chat`;

@@ -182,6 +182,7 @@ fn session_api(gw: Gateway) -> impl Route {
         session_send(gw.clone()),
         session_end(gw.clone()),
         session_hand_off(gw.clone()),
+        session_hand_off_candidates(gw.clone()),
         session_transcript(gw.clone()),
         session_events(gw),
     )
@@ -386,6 +387,15 @@ fn session_hand_off(gw: Gateway) -> impl Route {
         .and(with_gw(gw.clone()))
         .and(json_body(&gw))
         .and_then(|id, l, gw, body| respond(sessions::hand_off(id, l, gw, body)))
+}
+
+fn session_hand_off_candidates(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("handoff"))
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and_then(|id, l, gw| respond(sessions::hand_off_candidates(id, l, gw)))
 }
 
 fn session_transcript(gw: Gateway) -> impl Route {

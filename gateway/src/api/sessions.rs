@@ -121,6 +121,35 @@ fn open_with_operator(
     })
 }
 
+/// GET /api/sessions/{id}/handoff: whom a member may hand this chat to now (the same checks as
+/// the POST), sorted by name.
+pub async fn hand_off_candidates(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
+    let view = gw
+        .command_for(&id, &SessionCommand::View { by: l.who.clone() }, &l)
+        .await?
+        .session
+        .ok_or_else(|| ApiError::not_found("no such chat session"))?;
+    if !view.members.iter().any(|m| m.same(&l.who)) {
+        return Err(ApiError::forbidden(
+            "you are not a member of this chat session",
+        ));
+    }
+    let mut candidates = Vec::new();
+    if !view.machine.is_empty() {
+        let in_chat = |u: &str| view.members.iter().chain(&view.invited).any(|m| m.id == u);
+        let group = natter_actors::machines::group_of(&view.machine);
+        for p in gw
+            .presence()
+            .operators_for(&l.who.id, &[group.to_owned()].into())
+        {
+            if !in_chat(&p.username) {
+                candidates.push(serde_json::json!({"id": p.username, "name": p.name}));
+            }
+        }
+    }
+    Ok(json_reply(StatusCode::OK, &candidates))
+}
+
 /// POST /api/sessions/{id}/handoff: hand the chat to an operator on the Chat page who does not
 /// hide from operators and whose scope covers the machine.
 pub async fn hand_off(

@@ -387,3 +387,31 @@ async fn the_machine_role_right_on_and_off_in_a_real_browser() {
     assert_every_check_passed(&output);
     s.shutdown().await;
 }
+
+/// Issue 12, items 3 and 4, in a real browser: "Hand over" in a chat window hands the chat to
+/// an operator on the Chat page (his popup, he answers and sees the whole chat, the giver's
+/// window says to whom it went); the window's transcript links give what both windows showed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_is_handed_over_and_its_transcript_saved_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let s = Scenario::alice_and_carol_on_pc1()
+        .operator("bob")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = tokio::time::timeout(
+        Duration::from_secs(180),
+        browser_script("handoff.mjs", &s.node, "alice", dir.path())
+            .env("NATTER_OTHER_OPERATOR", "bob")
+            .env("NATTER_OTHER_PASSWORD", operator_password("bob"))
+            .env("NATTER_MACHINE", "pc1.sales.acme")
+            .output(),
+    )
+    .await
+    .expect("browser test finishes within 3 minutes")
+    .expect("node runs");
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}
