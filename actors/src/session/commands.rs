@@ -95,31 +95,12 @@ impl SessionState {
             if r.machine == machine && r.members.iter().any(|m| m.same(&by)) {
                 return Ok(self.view_ack());
             }
-            return Err(SessionError::new(
-                SessionErrorKind::Conflict,
-                "this session already exists",
-            ));
+            return Err(already_exists());
         }
-        claim_chat_key(
-            &self.ctx.stores,
-            &self.id,
-            &machine,
-            "a chat with this machine is already in progress",
-        )
-        .await?;
-        let opened = EventBody::Opened {
-            by: by.clone(),
-            machine: machine.clone(),
+        let seq = self.begin(&by, &machine, &machine, MACHINE_TAKEN).await?;
+        let Some(record) = self.record.as_mut() else {
+            return Err(not_found());
         };
-        let opened_id = format!("{}.opened", self.id);
-        let (seq, _) = self.append(opened, Some(opened_id)).await?;
-        let record = self.record.insert(super::fold::opened(
-            &self.id,
-            &machine,
-            &by,
-            crate::now_ms(),
-            seq,
-        ));
         let token = issue_link(record, self.ctx.link_ttl);
         self.save_record().await?;
         self.ask_agent_to_open(machine, token, myself);
@@ -195,9 +176,9 @@ impl SessionState {
         let r = self.record.as_ref().ok_or_else(not_found)?;
         let key = super::invite::chat_key(r).ok_or_else(not_found)?;
         let taken = if r.machine.is_empty() {
-            "a chat with this operator is already in progress"
+            PAIR_TAKEN
         } else {
-            "a chat with this machine is already in progress"
+            MACHINE_TAKEN
         };
         claim_chat_key(&self.ctx.stores, &self.id, &key, taken).await?;
         let (seq, _) = self
@@ -271,6 +252,40 @@ impl SessionState {
             seq: Some(seq),
             ..self.view_ack()
         })
+    }
+}
+
+/// Why a machine (or a pair of operators) cannot have another chat now.
+pub(super) const MACHINE_TAKEN: &str = "a chat with this machine is already in progress";
+pub(super) const PAIR_TAKEN: &str = "a chat with this operator is already in progress";
+
+/// An opening command for an ID that is a session already.
+pub(super) fn already_exists() -> SessionError {
+    SessionError::new(SessionErrorKind::Conflict, "this session already exists")
+}
+
+impl SessionState {
+    /// Starts this session: claims `key` (one chat in progress per machine, or per pair of
+    /// operators), appends its `opened` event (de-duplicated: a retried open lands once) and
+    /// makes its record. Returns the event's sequence.
+    pub(super) async fn begin(
+        &mut self,
+        by: &Participant,
+        machine: &str,
+        key: &str,
+        taken: &str,
+    ) -> Result<u64, SessionError> {
+        claim_chat_key(&self.ctx.stores, &self.id, key, taken).await?;
+        let opened = EventBody::Opened {
+            by: by.clone(),
+            machine: machine.to_owned(),
+        };
+        let (seq, _) = self
+            .append(opened, Some(format!("{}.opened", self.id)))
+            .await?;
+        let at = crate::now_ms();
+        self.record = Some(super::fold::opened(&self.id, machine, by, at, seq));
+        Ok(seq)
     }
 }
 

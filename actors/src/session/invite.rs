@@ -4,7 +4,7 @@
 //! one for each invited operator who has not joined, deleted when they join or the chat ends.
 
 use super::SessionState;
-use super::commands::{claim_chat_key, invalid, not_found};
+use super::commands::{MACHINE_TAKEN, PAIR_TAKEN, already_exists, invalid, not_found};
 use super::link::issue_link;
 use crate::protocol::{
     Ack, AgentWindow, EventBody, Incoming, Participant, ParticipantKind, SessionError,
@@ -50,27 +50,10 @@ impl SessionState {
                 self.offer_incoming().await?;
                 return Ok(self.view_ack());
             }
-            return Err(SessionError::new(
-                SessionErrorKind::Conflict,
-                "this session already exists",
-            ));
+            return Err(already_exists());
         }
-        claim_chat_key(
-            &self.ctx.stores,
-            &self.id,
-            &subjects::operator_pair_key(&by.id, &with.id),
-            "a chat with this operator is already in progress",
-        )
-        .await?;
-        let opened = EventBody::Opened {
-            by: by.clone(),
-            machine: String::new(),
-        };
-        let (seq, _) = self
-            .append(opened, Some(format!("{}.opened", self.id)))
-            .await?;
-        let at = crate::now_ms();
-        self.record = Some(super::fold::opened(&self.id, "", &by, at, seq));
+        let pair = subjects::operator_pair_key(&by.id, &with.id);
+        self.begin(&by, "", &pair, PAIR_TAKEN).await?;
         let seq = self.invite(with, by).await?;
         Ok(Ack {
             seq: Some(seq),
@@ -104,30 +87,14 @@ impl SessionState {
             },
         };
         if self.record.is_some() {
-            return Err(SessionError::new(
-                SessionErrorKind::Conflict,
-                "this session already exists",
-            ));
+            return Err(already_exists());
         }
-        claim_chat_key(
-            &self.ctx.stores,
-            &self.id,
-            &machine,
-            "a chat with this machine is already in progress",
-        )
-        .await?;
-        let opened = EventBody::Opened {
-            by: by.clone(),
-            machine: machine.clone(),
+        self.begin(&by, &machine, &machine, MACHINE_TAKEN).await?;
+        let Some(record) = self.record.as_mut() else {
+            return Err(not_found());
         };
-        let (seq, _) = self
-            .append(opened, Some(format!("{}.opened", self.id)))
-            .await?;
-        let at = crate::now_ms();
-        let mut record = super::fold::opened(&self.id, &machine, &by, at, seq);
         record.agent = AgentWindow::Opened;
-        let token = issue_link(&mut record, self.ctx.link_ttl);
-        self.record = Some(record);
+        let token = issue_link(record, self.ctx.link_ttl);
         let seq = self.invite(operator, by).await?;
         Ok(Ack {
             seq: Some(seq),

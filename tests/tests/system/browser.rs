@@ -44,6 +44,14 @@ fn browser_script(
     cmd
 }
 
+/// Runs a browser script to its end, within `limit`.
+async fn finish_within(limit: Duration, script: &mut tokio::process::Command) -> Output {
+    tokio::time::timeout(limit, script.output())
+        .await
+        .unwrap_or_else(|_| panic!("browser test finishes within {limit:?}"))
+        .expect("node runs")
+}
+
 /// Prints the script's report; fails unless every check ran and passed.
 fn assert_every_check_passed(output: &Output) {
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -94,17 +102,14 @@ async fn the_web_ui_works_in_a_real_browser() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    let output = tokio::time::timeout(
+    let output = finish_within(
         Duration::from_secs(240),
         browser_script("chat.mjs", &s.node, "alice", dir.path())
             .env("NATTER_MACHINE", &machines[0])
             .env("NATTER_MACHINES", machines.join(","))
-            .env("NATTER_AGENT_URL_FILE", &url_file)
-            .output(),
+            .env("NATTER_AGENT_URL_FILE", &url_file),
     )
-    .await
-    .expect("browser test finishes within 4 minutes")
-    .expect("node runs");
+    .await;
     watcher.abort();
     assert_every_check_passed(&output);
     s.shutdown().await;
@@ -149,16 +154,13 @@ async fn operator_options_apply_in_every_chat_window_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let url_file = dir.path().join("agent-url.txt");
     let watcher = write_opened_urls(&s, machine, &url_file);
-    let output = tokio::time::timeout(
+    let output = finish_within(
         Duration::from_secs(180),
         browser_script("options.mjs", &s.node, "alice", dir.path())
             .env("NATTER_MACHINE", machine)
-            .env("NATTER_AGENT_URL_FILE", &url_file)
-            .output(),
+            .env("NATTER_AGENT_URL_FILE", &url_file),
     )
-    .await
-    .expect("browser test finishes within 3 minutes")
-    .expect("node runs");
+    .await;
     watcher.abort();
     assert_every_check_passed(&output);
     s.shutdown().await;
@@ -295,15 +297,11 @@ async fn a_chat_window_shows_a_10k_message_history_in_a_real_browser() {
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let output = tokio::time::timeout(
+    let output = finish_within(
         Duration::from_secs(300),
-        browser_script("join.mjs", &s.node, "alice", dir.path())
-            .env("NATTER_MACHINE", machine)
-            .output(),
+        browser_script("join.mjs", &s.node, "alice", dir.path()).env("NATTER_MACHINE", machine),
     )
-    .await
-    .expect("browser test finishes within 5 minutes")
-    .expect("node runs");
+    .await;
     assert_every_check_passed(&output);
     s.shutdown().await;
 }
@@ -327,17 +325,14 @@ async fn operators_chat_with_each_other_from_the_chat_page_in_a_real_browser() {
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let output = tokio::time::timeout(
+    let output = finish_within(
         Duration::from_secs(180),
         browser_script("incoming.mjs", &s.node, "alice", dir.path())
             .env("NATTER_OTHER_OPERATOR", "bob")
             .env("NATTER_OTHER_PASSWORD", operator_password("bob"))
-            .env("NATTER_OTHER_SCOPE", "sales.acme")
-            .output(),
+            .env("NATTER_OTHER_SCOPE", "sales.acme"),
     )
-    .await
-    .expect("browser test finishes within 3 minutes")
-    .expect("node runs");
+    .await;
     assert_every_check_passed(&output);
     s.shutdown().await;
 }
@@ -369,18 +364,15 @@ async fn the_machine_role_right_on_and_off_in_a_real_browser() {
         s.agent(machine).handle.clone(),
         stop.clone(),
     ));
-    let output = tokio::time::timeout(
+    let output = finish_within(
         Duration::from_secs(180),
         browser_script("roles.mjs", &s.node, "alice", dir.path())
             .env("NATTER_OPERATOR_NAME", "alice (operator)")
             .env("NATTER_MACHINE", machine)
             .env("NATTER_CONTROL_SOCKET", &socket)
-            .env("NATTER_AGENT_URL_FILE", &url_file)
-            .output(),
+            .env("NATTER_AGENT_URL_FILE", &url_file),
     )
-    .await
-    .expect("browser test finishes within 3 minutes")
-    .expect("node runs");
+    .await;
     watcher.abort();
     stop.cancel();
     let _ = control.await;
@@ -401,17 +393,14 @@ async fn a_chat_is_handed_over_and_its_transcript_saved_in_a_real_browser() {
         .start()
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let output = tokio::time::timeout(
+    let output = finish_within(
         Duration::from_secs(180),
         browser_script("handoff.mjs", &s.node, "alice", dir.path())
             .env("NATTER_OTHER_OPERATOR", "bob")
             .env("NATTER_OTHER_PASSWORD", operator_password("bob"))
-            .env("NATTER_MACHINE", "pc1.sales.acme")
-            .output(),
+            .env("NATTER_MACHINE", "pc1.sales.acme"),
     )
-    .await
-    .expect("browser test finishes within 3 minutes")
-    .expect("node runs");
+    .await;
     assert_every_check_passed(&output);
     s.shutdown().await;
 }

@@ -35,6 +35,17 @@ async fn wait_event(sse: &mut Sse, name: &str, done: impl Fn(&Value) -> bool) ->
     }
 }
 
+/// Sends `request` to session `id`'s actor as a gateway does; its answer.
+async fn command(client: &async_nats::Client, id: &str, request: &SessionRequest) -> SessionReply {
+    let body = serde_json::to_vec(request).unwrap();
+    let subject = natter_actors::subjects::session_command(id);
+    let answer = client
+        .request(subject, body.into())
+        .await
+        .expect("the session answers");
+    serde_json::from_slice(&answer.payload).unwrap()
+}
+
 /// The usernames in an `operators` event.
 fn listed(data: &Value) -> Vec<String> {
     data.as_array()
@@ -286,15 +297,9 @@ async fn a_chat_a_machine_user_starts_reaches_the_operator_as_an_incoming_chat()
         epoch: None,
     };
     let client = system.nats.broker_client().await;
-    let answer = client
-        .request(
-            natter_actors::subjects::session_command(&id),
-            serde_json::to_vec(&request).unwrap().into(),
-        )
+    let ack = command(&client, &id, &request)
         .await
-        .expect("the session answers");
-    let reply: SessionReply = serde_json::from_slice(&answer.payload).unwrap();
-    let ack = reply.expect("the chat starts");
+        .expect("the chat starts");
     let token = ack.token.expect("a link token for the machine user");
 
     let incoming = wait_event(&mut page, "incoming", |d| d["session"] == id).await;
@@ -319,15 +324,9 @@ async fn a_chat_a_machine_user_starts_reaches_the_operator_as_an_incoming_chat()
     let mut second = request.clone();
     second.cmd = request.cmd.clone();
     let other = ulid::Ulid::new().to_string();
-    let answer = client
-        .request(
-            natter_actors::subjects::session_command(&other),
-            serde_json::to_vec(&second).unwrap().into(),
-        )
+    let conflict = command(&client, &other, &second)
         .await
-        .expect("the session answers");
-    let reply: SessionReply = serde_json::from_slice(&answer.payload).unwrap();
-    let conflict = reply.expect_err("one chat per machine");
+        .expect_err("one chat per machine");
     assert_eq!(conflict.session.as_deref(), Some(id.as_str()));
 
     // Alice answers; the user's message reaches her, and hers the user.
