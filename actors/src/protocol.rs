@@ -294,6 +294,9 @@ pub struct Incoming {
     pub machine: String,
     /// When it was asked, ms since the epoch.
     pub at: u64,
+    /// `from` hands the chat over (rather than asking to chat).
+    #[serde(default)]
+    pub handoff: bool,
 }
 
 /// A check-in, published by an agent on [`crate::subjects::agent_checkin`].

@@ -9,9 +9,13 @@ import { nameOf } from './transcript.js';
 
 const SHORT_TIME = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 
-/** "Carol on pc1.sales.acme wants to chat" / "Bob Builder wants to chat". */
+/**
+ * "Carol on pc1.sales.acme wants to chat" / "Bob Builder wants to chat" / "Alice Admin hands
+ * you the chat with pc1.sales.acme".
+ */
 export function incomingText(inc) {
   const who = nameOf(inc.from);
+  if (inc.handoff) return `${who} hands you the chat with ${inc.machine}`;
   return inc.machine ? `${who} on ${inc.machine} wants to chat` : `${who} wants to chat`;
 }
 

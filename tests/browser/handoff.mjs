@@ -61,6 +61,8 @@ await check('"Hand over" lists bob; clicking him hands the chat on and says so',
 await check("bob's Chat page pops it up; he answers and sees the whole chat", async () => {
   const item = bobPage.locator('#incoming-list .incoming-item');
   await item.waitFor({ state: 'visible', timeout: TIMEOUT });
+  const said = await item.locator('.incoming-text').textContent();
+  assert(said.endsWith(`hands you the chat with ${MACHINE}`), `popup: ${JSON.stringify(said)}`);
   const [popup] = await Promise.all([bob.waitForEvent('page'), item.locator('.incoming-answer').click()]);
   bobWindow = popup;
   await waitForTitle(bobWindow, MACHINE);

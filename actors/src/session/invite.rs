@@ -14,6 +14,12 @@ use crate::subjects;
 
 type CmdResult = Result<Ack, SessionError>;
 
+/// What an invitation is: to join, or to take the chat over.
+enum Kind {
+    Invitation,
+    HandOff,
+}
+
 /// The key that holds a chat's one-in-progress claim in the machine-sessions bucket: the
 /// machine's ID, or for a chat between operators the pair's key.
 pub(super) fn chat_key(r: &SessionRecord) -> Option<String> {
@@ -154,6 +160,10 @@ impl SessionState {
         who: Participant,
         by: Participant,
     ) -> Result<u64, SessionError> {
+        let event_kind = match event {
+            EventBody::HandedOff { .. } => Kind::HandOff,
+            _ => Kind::Invitation,
+        };
         let (seq, _) = self.append(event, None).await?;
         if let Some(r) = self.record.as_mut()
             && !r.invited.iter().any(|p| p.same(&who))
@@ -161,7 +171,9 @@ impl SessionState {
             r.invited.push(who.clone());
         }
         self.save_record().await?;
-        self.offer_to(&who.id, &by, crate::now_ms()).await?;
+        let handoff = matches!(event_kind, Kind::HandOff);
+        self.offer_to(&who.id, &by, crate::now_ms(), handoff)
+            .await?;
         Ok(seq)
     }
 
@@ -175,19 +187,27 @@ impl SessionState {
             return Ok(());
         };
         for who in &r.invited {
-            self.offer_to(&who.id, from, r.created_at).await?;
+            self.offer_to(&who.id, from, r.created_at, false).await?;
         }
         Ok(())
     }
 
-    /// Writes operator `who`'s incoming entry for this chat, asked by `from` at `at` (ms).
-    async fn offer_to(&self, who: &str, from: &Participant, at: u64) -> Result<(), SessionError> {
+    /// Writes operator `who`'s incoming entry for this chat, asked by `from` at `at` (ms);
+    /// `handoff`: `from` hands the chat to them.
+    async fn offer_to(
+        &self,
+        who: &str,
+        from: &Participant,
+        at: u64,
+        handoff: bool,
+    ) -> Result<(), SessionError> {
         let machine = self.record.as_ref().map(|r| r.machine.clone());
         let entry = Incoming {
             session: self.id.clone(),
             from: from.clone(),
             machine: machine.unwrap_or_default(),
             at,
+            handoff,
         };
         let json = serde_json::to_vec(&entry).unwrap_or_default();
         self.ctx
@@ -208,7 +228,7 @@ impl SessionState {
         }
         let now = crate::now_ms();
         for other in r.members.iter().filter(|m| !m.same(by)) {
-            self.offer_to(&other.id, by, now).await?;
+            self.offer_to(&other.id, by, now, false).await?;
         }
         Ok(())
     }

@@ -165,6 +165,7 @@ async fn a_chat_between_operators_waits_for_its_answer_then_goes_both_ways() {
     let incoming = wait_event(&mut bobs_page, "incoming", |d| d["session"] == id).await;
     assert_eq!(incoming["from"]["id"], "alice");
     assert_eq!(incoming["machine"], "");
+    assert_eq!(incoming["handoff"], false);
 
     // Asking again joins the chat in progress between the two.
     let (s, again) = alice.post("/api/chats", &json!({"operator": "bob"})).await;
@@ -417,6 +418,7 @@ async fn a_chat_handed_to_another_operator_reaches_them_and_the_user_sees_who_to
     let incoming = wait_event(&mut bobs_page, "incoming", |d| d["session"] == id).await;
     assert_eq!(incoming["from"]["id"], "alice");
     assert_eq!(incoming["machine"], "pc1.sales.acme");
+    assert_eq!(incoming["handoff"], true);
 
     // The machine user sees who hands it to whom, by name (no login IDs)…
     let handed = wait_event(&mut users_stream, "message", |d| d["type"] == "handed_off").await;
