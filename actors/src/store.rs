@@ -20,6 +20,8 @@
 //!   ([`crate::protocol::Incoming`] at `<operator>.<session>`), written by the session's actor.
 //! - KV [`PRESENCE_BUCKET`]: operators who have the Chat page open (`<operator>.<node>`),
 //!   written by the gateway of that node and refreshed while the page is open.
+//! - KV [`OPEN_CHATS_BUCKET`]: username → the chats that operator has a window open for (a
+//!   JSON list of session IDs, newest first), so they come back on any browser (B7).
 
 use std::time::Duration;
 
@@ -37,6 +39,7 @@ pub const LOGINS_BUCKET: &str = "natter_logins";
 pub const PARTITIONS_BUCKET: &str = "natter_partitions";
 pub const INCOMING_BUCKET: &str = "natter_incoming";
 pub const PRESENCE_BUCKET: &str = "natter_presence";
+pub const OPEN_CHATS_BUCKET: &str = "natter_open_chats";
 /// Presence is refreshed every few seconds; the max age only collects what dead nodes left.
 pub const PRESENCE_MAX_AGE: Duration = Duration::from_secs(60);
 /// Leases are renewed every few hundred ms; the max age only collects what dead nodes left.
@@ -120,6 +123,8 @@ pub struct Stores {
     pub incoming: std::sync::Arc<kv::Store>,
     /// Operators on the Chat page now, per node.
     pub presence: std::sync::Arc<kv::Store>,
+    /// Each operator's open chat windows.
+    pub open_chats: std::sync::Arc<kv::Store>,
     pub config: StoreConfig,
 }
 
@@ -191,6 +196,9 @@ impl Stores {
             )),
             incoming: std::sync::Arc::new(bucket(INCOMING_BUCKET, config.session_ttl, 1).await?),
             presence: std::sync::Arc::new(bucket(PRESENCE_BUCKET, PRESENCE_MAX_AGE, 1).await?),
+            open_chats: std::sync::Arc::new(
+                bucket(OPEN_CHATS_BUCKET, config.session_ttl, 1).await?,
+            ),
             client,
             js,
             events,

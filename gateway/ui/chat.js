@@ -1,5 +1,5 @@
 // The operator's chat window for one session: GET /chat/{id}.
-import { getJSON, postJSON } from './api.js';
+import { getJSON, postJSON, putJSON } from './api.js';
 import { ChatWindow } from './chat-window.js';
 import { byId } from './dom.js';
 import { subscribeEvents } from './events.js';
@@ -35,6 +35,9 @@ async function main() {
   byId('save-text').href = api + '/transcript?format=text';
   byId('save-json').href = api + '/transcript?format=json';
   new HandOff(api, chat).start();
+  // Remembered for this operator (not this browser): the Chat page offers it again after a
+  // crash, a reboot or on another device (best effort: the chat works without it).
+  putJSON('/api/me/chats/' + encodeURIComponent(sessionId)).catch(() => {});
   chat.ui.text.focus();
   ready = true;
   for (const m of early.splice(0)) chat.handle(m);

@@ -1,7 +1,8 @@
 // The operator's Chat page: GET /. Wires its parts together: the login (login.js), the live
 // stream (machine-stream.js) with the machine list (machine-list.js → machine-row.js), the
 // operators online (operator-list.js) and incoming chats (incoming.js, notifications.js), the
-// Quick View (quick-view.js), chat windows (open-chat.js) and the options (options-panel.js).
+// Quick View (quick-view.js), chat windows (open-chat.js), the operator's open chats
+// (open-chats.js) and the options (options-panel.js).
 import { byId } from './dom.js';
 import { renderLegend } from './status-icons.js';
 import { PageError } from './page-error.js';
@@ -16,6 +17,7 @@ import { IncomingChats, incomingText } from './incoming.js';
 import { IncomingNotifier } from './notifications.js';
 import { beep } from './tone.js';
 import { RolesPanel } from './roles-panel.js';
+import { OpenChats } from './open-chats.js';
 
 const errors = new PageError(byId('page-error'));
 const loggedOut = () => login.showLogin();
@@ -29,6 +31,7 @@ const operators = new OperatorList(
   { list: byId('operators'), empty: byId('operators-empty') },
   (operatorId) => chats.startWithOperator(operatorId),
 );
+const openChats = new OpenChats({ section: byId('open-chats'), list: byId('open-chats-list') }, (id) => chats.show(id));
 const notifier = new IncomingNotifier({ button: byId('notify'), status: byId('notify-status') });
 const incoming = new IncomingChats({ panel: byId('incoming'), list: byId('incoming-list') }, {
   answer: (sessionId) => chats.join(sessionId),
@@ -55,6 +58,7 @@ const login = new Login({
     list.render();
     stream.connect();
     options.load();
+    openChats.load(me.id);
     roles.show(!!me.admin);
   },
   loggedOut() {
@@ -64,6 +68,7 @@ const login = new Login({
     list.clear();
     operators.clear();
     incoming.clear();
+    openChats.clear();
   },
 });
 

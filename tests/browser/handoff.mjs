@@ -2,7 +2,8 @@
 // alice's chat window with a machine, "Hand over" lists bob (on his Chat page); clicking him
 // shows "Waiting for bob to answer…" and "alice handed the chat to bob" in her transcript; bob's
 // Chat page pops the chat up, he answers, and his window shows the whole chat; the window's
-// "Save the transcript" links give the text and JSON of what the windows showed.
+// "Save the transcript" links give the text and JSON of what the windows showed; after alice's
+// browser is closed and started again, her Chat page offers the chat again (B7).
 //
 //   node tests/browser/handoff.mjs
 //
@@ -87,6 +88,27 @@ await check('the transcript links give what the windows showed, as text and JSON
   assert(JSON.stringify(texts) === JSON.stringify(shown), `JSON messages ${JSON.stringify(texts)} ≠ shown ${JSON.stringify(shown)}`);
   const bobShown = await deliveredTexts(bobWindow);
   assert(JSON.stringify(bobShown) === JSON.stringify(shown), `bob's window ${JSON.stringify(bobShown)} ≠ alice's`);
+});
+
+await check("alice's browser is closed and started again: her Chat page offers the chat, one click shows it whole", async () => {
+  const shown = await deliveredTexts(aliceWindow);
+  await alice.close();
+  const again = await run.newContext();
+  const page = await again.newPage();
+  await login(page, BASE, need('NATTER_OPERATOR'), need('NATTER_PASSWORD'));
+  const item = page.locator('#open-chats-list .open-chat-open', { hasText: MACHINE });
+  await item.waitFor({ state: 'visible', timeout: TIMEOUT });
+  const [popup] = await Promise.all([again.waitForEvent('page'), item.click()]);
+  await waitForTitle(popup, MACHINE);
+  await waitForDelivered(popup, shown[shown.length - 1], 'the window opened again');
+  const back = await deliveredTexts(popup);
+  assert(JSON.stringify(back) === JSON.stringify(shown), `opened again: ${JSON.stringify(back)} ≠ ${JSON.stringify(shown)}`);
+  // Forget takes it off the list, for good.
+  await page.locator('#open-chats-list .open-chat-forget').first().click();
+  await page.locator('#open-chats').waitFor({ state: 'hidden' });
+  await page.reload();
+  await page.locator('#machines tr').first().waitFor({ state: 'visible', timeout: TIMEOUT });
+  assert(await page.locator('#open-chats').isHidden(), 'a forgotten chat is offered again after a reload');
 });
 
 await run.finish();

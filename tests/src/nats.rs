@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use natter::Config;
 use natter::embedded::{
-    NatsServer, NatsServerOptions, ServerSecrets, ServerTls, find_server_bin, free_port,
+    EmbeddedError, NatsServer, NatsServerOptions, ServerSecrets, ServerTls, find_server_bin,
+    free_port,
 };
 
 use crate::{init_logging, repo_root};
@@ -32,8 +33,26 @@ impl TestNats {
     /// A server on a free port, running.
     pub async fn start() -> TestNats {
         let mut nats = TestNats::prepare();
-        nats.resume().await;
+        nats.start_on_a_free_port().await;
         nats
+    }
+
+    /// The first start: a port found free may be taken by another test before the server
+    /// binds it (seen in CI with many tests at once); then it starts on another one.
+    async fn start_on_a_free_port(&mut self) {
+        for _ in 0..5 {
+            match NatsServer::start(self.options.clone()).await {
+                Ok(server) => {
+                    self.server = Some(server);
+                    return;
+                }
+                Err(EmbeddedError::PortInUse(_)) => {
+                    self.options.port = free_port().expect("a free port");
+                }
+                Err(e) => panic!("start nats-server: {e:?}"),
+            }
+        }
+        panic!("start nats-server: every port tried was taken");
     }
 
     /// A server that accepts TLS connections only, with a certificate for 127.0.0.1 and
@@ -43,7 +62,7 @@ impl TestNats {
         let (ca, server) = write_test_ca(nats._dir.path());
         nats.options.tls = Some(server);
         nats.tls_ca = Some(ca);
-        nats.resume().await;
+        nats.start_on_a_free_port().await;
         nats
     }
 

@@ -8,6 +8,7 @@ mod filters;
 mod login;
 mod machines;
 pub mod models;
+mod my_chats;
 mod options;
 mod pages;
 mod roles;
@@ -162,8 +163,31 @@ fn account_api(gw: Gateway) -> impl Route {
         logout(gw.clone()),
         me(gw.clone()),
         options_get(gw.clone()),
-        options_put(gw),
+        options_put(gw.clone()),
+        my_chats_api(gw),
     )
+}
+
+/// The operator's open chats (B7).
+fn my_chats_api(gw: Gateway) -> impl Route {
+    let list = warp::path!("api" / "me" / "chats")
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and_then(|l, gw| respond(my_chats::list(l, gw)));
+    let remember = warp::path!("api" / "me" / "chats" / String)
+        .and(warp::put())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and_then(|id, l, gw| respond(my_chats::remember(id, l, gw)));
+    let forget = warp::path!("api" / "me" / "chats" / String)
+        .and(warp::delete())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and_then(|id, l, gw| respond(my_chats::forget(id, l, gw)));
+    any_of!(list, remember, forget)
 }
 
 fn machine_api(gw: Gateway) -> impl Route {

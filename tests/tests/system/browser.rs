@@ -382,7 +382,9 @@ async fn the_machine_role_right_on_and_off_in_a_real_browser() {
 
 /// Issue 12, items 3 and 4, in a real browser: "Hand over" in a chat window hands the chat to
 /// an operator on the Chat page (his popup, he answers and sees the whole chat, the giver's
-/// window says to whom it went); the window's transcript links give what both windows showed.
+/// window says to whom it went); the window's transcript links give what both windows showed;
+/// and (issue 12, item 5) after the giver's browser is closed and started again, her Chat page
+/// offers the chat again and one click shows it whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_is_handed_over_and_its_transcript_saved_in_a_real_browser() {
     if !browser_tests_enabled() {

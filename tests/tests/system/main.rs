@@ -13,6 +13,7 @@ mod input;
 mod limits;
 mod links;
 mod machines;
+mod open_chats;
 mod ops;
 mod options;
 mod ownership;
