@@ -33,6 +33,8 @@ export class RolesPanel {
     this.tbody.replaceChildren(...roles.map((r) => this.row(r)));
     byId('roles-empty').hidden = roles.length > 0;
     const select = byId('assign-role');
+    // A reload (after any change) keeps the role the admin has picked meanwhile.
+    const chosen = select.value;
     const none = el('option', null, '(no role)');
     none.value = '';
     select.replaceChildren(none, ...roles.map((r) => {
@@ -40,6 +42,7 @@ export class RolesPanel {
       o.value = r.name;
       return o;
     }));
+    if (roles.some((r) => r.name === chosen)) select.value = chosen;
   }
 
   row(role) {
