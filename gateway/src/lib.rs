@@ -270,6 +270,20 @@ impl Gateway {
             })
     }
 
+    /// The session as logged-in caller `l` may read it (scope and membership checked by its
+    /// actor): one View round trip.
+    pub async fn view_as(
+        &self,
+        session: &str,
+        l: &auth::Login,
+    ) -> Result<natter_actors::protocol::SessionView, ApiError> {
+        let view = SessionCommand::View { by: l.who.clone() };
+        self.command_for(session, &view, l)
+            .await?
+            .session
+            .ok_or_else(|| ApiError::not_found("no such chat session"))
+    }
+
     /// Sends one request to a session's actor. While the session's partition changes hands
     /// (nobody subscribed, or a former owner answers "unavailable") it is retried with a short
     /// back-off for up to [`natter_actors::partitions::RETRY_FOR`]; an attempt unanswered for

@@ -13,7 +13,7 @@
 //   NATTER_OTHER_OPERATOR  bob, NATTER_OTHER_PASSWORD his password (both see NATTER_MACHINE)
 //   NATTER_MACHINE         a machine with a user logged on
 import {
-  assert, deliveredTexts, login, need, rowOf, startBrowser, waitFor, waitForDelivered, waitForTitle, TIMEOUT,
+  assert, deliveredTexts, login, need, rowOf, startBrowser, waitFor, waitForDelivered, waitForTitle, TIMEOUT, send,
 } from './harness.mjs';
 
 const BASE = need('NATTER_URL').replace(/\/+$/, '');
@@ -22,12 +22,6 @@ const run = await startBrowser({ screenshotPrefix: 'handoff-' });
 const alice = await run.newContext();
 const bob = await run.newContext();
 const check = (name, fn) => run.check(name, fn);
-
-async function send(page, text) {
-  const box = page.locator('#text');
-  await box.fill(text);
-  await box.press('Enter');
-}
 
 const alicePage = await alice.newPage();
 const bobPage = await bob.newPage();

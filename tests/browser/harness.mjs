@@ -142,6 +142,13 @@ export async function waitForTitle(page, title) {
     async () => `title is ${JSON.stringify(await page.title())}, expected ${JSON.stringify(title)}`);
 }
 
+/** Types `text` in a chat window's message box and sends it with Enter. */
+export async function send(page, text) {
+  const box = page.locator('#text');
+  await box.fill(text);
+  await box.press('Enter');
+}
+
 /** Texts of the messages the page received from the server (rendered from SSE events). */
 export function deliveredTexts(page) {
   return page.$$eval('#transcript .msg[data-seq] .text', (els) => els.map((e) => e.textContent));

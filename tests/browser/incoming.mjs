@@ -20,7 +20,7 @@
 //   NATTER_OTHER_PASSWORD  ... and password
 //   NATTER_OTHER_SCOPE     bob's scope, a group (e.g. sales.acme); some machine lies outside it
 import {
-  assert, login, need, startBrowser, waitFor, waitForDelivered, waitForTitle, TIMEOUT,
+  assert, login, need, startBrowser, waitFor, waitForDelivered, waitForTitle, TIMEOUT, send,
 } from './harness.mjs';
 
 const BASE = need('NATTER_URL').replace(/\/+$/, '');
@@ -103,12 +103,6 @@ async function toBackground(chatPage) {
   await elsewhere.goto(BASE + '/healthz');
   await elsewhere.bringToFront();
   await waitFor(chatPage, () => !document.hasFocus(), null, TIMEOUT, async () => 'the Chat page still has the focus');
-}
-
-async function send(page, text) {
-  const box = page.locator('#text');
-  await box.fill(text);
-  await box.press('Enter');
 }
 
 // ---------------------------------------------------------------------------------------------

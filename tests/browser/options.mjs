@@ -14,7 +14,7 @@
 //   NATTER_AGENT_URL_FILE  file into which a test agent writes the machine-user URL it was asked to open
 import fs from 'node:fs/promises';
 import {
-  assert, login, need, rowOf, sleep, startBrowser, waitFor, waitForDelivered, waitForTitle, TIMEOUT,
+  assert, login, need, rowOf, sleep, startBrowser, waitFor, waitForDelivered, waitForTitle, TIMEOUT, send,
 } from './harness.mjs';
 
 const BASE = need('NATTER_URL').replace(/\/+$/, '');
@@ -76,12 +76,6 @@ async function setOptions(page, want) {
 }
 
 const tones = (page) => page.evaluate(() => window.__tones);
-
-async function send(page, text) {
-  const box = page.locator('#text');
-  await box.fill(text);
-  await box.press('Enter');
-}
 
 // ---------------------------------------------------------------------------------------------
 const chatPage = await operator.newPage();

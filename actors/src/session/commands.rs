@@ -141,6 +141,12 @@ impl SessionState {
             link = Some(issue_link(r, self.ctx.link_ttl));
         }
         let answered = self.take_invitation(&by);
+        // Its incoming entry goes before the record is saved: should a step after it fail, the
+        // record still has the invitation and the retried join withdraws it again. (A member of
+        // a chat between operators may have one from a restart.)
+        if answered || machine.is_empty() {
+            self.withdraw_incoming(&by.id).await;
+        }
         if !member {
             let joined = EventBody::Joined { who: by.clone() };
             seq = Some(self.append(joined, None).await?.0);
@@ -151,8 +157,6 @@ impl SessionState {
         if seq.is_some() || link.is_some() || answered {
             self.save_record().await?;
         }
-        // Also when nothing changed here: an earlier answer may have stopped before it.
-        self.withdraw_incoming(&by.id).await;
         if restarting {
             self.offer_restart(&by).await?;
         }
@@ -225,8 +229,10 @@ impl SessionState {
             ));
         }
         let key = super::invite::chat_key(r);
-        // Every operator's entry: the invited, and a member asked again by a restart.
-        let invited: Vec<String> = (r.members.iter().chain(&r.invited))
+        // Every operator's entry: the invited, and (between operators) a member asked again by
+        // a restart.
+        let direct = r.machine.is_empty();
+        let invited: Vec<String> = (r.members.iter().filter(|_| direct).chain(&r.invited))
             .filter(|p| p.kind == ParticipantKind::Operator)
             .map(|p| p.id.clone())
             .collect();

@@ -14,12 +14,6 @@ use crate::subjects;
 
 type CmdResult = Result<Ack, SessionError>;
 
-/// What an invitation is: to join, or to take the chat over.
-enum Kind {
-    Invitation,
-    HandOff,
-}
-
 /// The key that holds a chat's one-in-progress claim in the machine-sessions bucket: the
 /// machine's ID, or for a chat between operators the pair's key.
 pub(super) fn chat_key(r: &SessionRecord) -> Option<String> {
@@ -160,10 +154,7 @@ impl SessionState {
         who: Participant,
         by: Participant,
     ) -> Result<u64, SessionError> {
-        let event_kind = match event {
-            EventBody::HandedOff { .. } => Kind::HandOff,
-            _ => Kind::Invitation,
-        };
+        let handoff = matches!(event, EventBody::HandedOff { .. });
         let (seq, _) = self.append(event, None).await?;
         if let Some(r) = self.record.as_mut()
             && !r.invited.iter().any(|p| p.same(&who))
@@ -171,7 +162,6 @@ impl SessionState {
             r.invited.push(who.clone());
         }
         self.save_record().await?;
-        let handoff = matches!(event_kind, Kind::HandOff);
         self.offer_to(&who.id, &by, crate::now_ms(), handoff)
             .await?;
         Ok(seq)

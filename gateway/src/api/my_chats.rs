@@ -4,7 +4,7 @@
 //! click from its window with the whole retained history.
 
 use async_nats::jetstream::kv;
-use natter_actors::protocol::{SessionCommand, SessionView};
+use natter_actors::protocol::SessionView;
 use warp::http::StatusCode;
 use warp::reply::{Reply, Response};
 
@@ -20,12 +20,13 @@ const MOST: usize = 50;
 /// those that are gone (expired, or no longer theirs) are left out and forgotten.
 pub async fn list(l: Login, gw: Gateway) -> Result<Response, ApiError> {
     let (ids, _) = read(&gw, &l.who.id).await?;
+    // One View each, all at once (not one round trip after the other).
+    let answers = futures::future::join_all(ids.iter().map(|id| gw.view_as(id, &l))).await;
     let mut views: Vec<SessionView> = Vec::new();
     let mut gone = Vec::new();
-    for id in &ids {
-        let view = SessionCommand::View { by: l.who.clone() };
-        match gw.command_for(id, &view, &l).await {
-            Ok(ack) => views.extend(ack.session),
+    for (id, answer) in ids.iter().zip(answers) {
+        match answer {
+            Ok(view) => views.push(view),
             Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::Forbidden) => {
                 gone.push(id.clone())
             }
@@ -41,8 +42,7 @@ pub async fn list(l: Login, gw: Gateway) -> Result<Response, ApiError> {
 /// PUT /api/me/chats/{id}: a window of this chat is open (it goes first in the list). Only a
 /// member's chat is remembered.
 pub async fn remember(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
-    let view = SessionCommand::View { by: l.who.clone() };
-    gw.command_for(&id, &view, &l).await?;
+    gw.view_as(&id, &l).await?;
     change(&gw, &l.who.id, |ids| {
         ids.retain(|i| *i != id);
         ids.insert(0, id.clone());

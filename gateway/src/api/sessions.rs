@@ -124,11 +124,7 @@ fn open_with_operator(
 /// GET /api/sessions/{id}/handoff: whom a member may hand this chat to now (the same checks as
 /// the POST), sorted by name.
 pub async fn hand_off_candidates(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
-    let view = gw
-        .command_for(&id, &SessionCommand::View { by: l.who.clone() }, &l)
-        .await?
-        .session
-        .ok_or_else(|| ApiError::not_found("no such chat session"))?;
+    let view = gw.view_as(&id, &l).await?;
     if !view.members.iter().any(|m| m.same(&l.who)) {
         return Err(ApiError::forbidden(
             "you are not a member of this chat session",
@@ -165,11 +161,7 @@ pub async fn hand_off(
         ))
     };
     // Membership first: who is not in the chat learns nothing about who is present.
-    let view = gw
-        .command_for(&id, &SessionCommand::View { by: l.who.clone() }, &l)
-        .await?
-        .session
-        .ok_or_else(|| ApiError::not_found("no such chat session"))?;
+    let view = gw.view_as(&id, &l).await?;
     let to = gw
         .presence()
         .entry(&body.operator)

@@ -2,9 +2,7 @@
 //! ticket: plain text (a line per message and per change, with UTC times and names) or JSON
 //! (every event as the event stream carries it).
 
-use natter_actors::protocol::{
-    AgentWindow, Event, EventBody, Participant, SessionCommand, SessionView,
-};
+use natter_actors::protocol::{AgentWindow, Event, EventBody, Participant, SessionView};
 use natter_actors::store::StoredEvent;
 use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
@@ -31,11 +29,7 @@ pub async fn transcript(
         }
     };
     // Membership and scope, as for reading the session.
-    let view = gw
-        .command_for(&id, &SessionCommand::View { by: l.who.clone() }, &l)
-        .await?
-        .session
-        .ok_or_else(|| ApiError::not_found("no such chat session"))?;
+    let view = gw.view_as(&id, &l).await?;
     let events = history(&gw, &id).await?;
     let exported_at = natter_actors::now_ms();
     let (body, mime, ext) = if json {
