@@ -372,7 +372,11 @@ async fn two_nodes_given_the_same_id_never_own_one_partition_together() {
     // between owners for a moment, as a snapshot once showed in CI with 31 of 32).
     let nodes = [first, second];
     eventually(SETTLE, || async {
-        nodes.iter().map(|n| n.node.partitions.count()).sum::<usize>() == PARTITIONS as usize
+        nodes
+            .iter()
+            .map(|n| n.node.partitions.count())
+            .sum::<usize>()
+            == PARTITIONS as usize
     })
     .await;
     let [first, second] = nodes;
