@@ -264,6 +264,37 @@ impl Stores {
         Ok(info.state.first_sequence)
     }
 
+    /// The newest `n` events of `session`, in order: what a chat window shows first, before the
+    /// rest of a long history. The stream cannot count back by subject, so this replays the
+    /// session from a little before its last event and widens the start (×4 each time) until
+    /// `n` events are in or the stream's start is reached: one short replay for a busy chat.
+    pub async fn recent_events(
+        &self,
+        session: &str,
+        n: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let last = self.last_event_seq(session).await?;
+        if last == 0 || n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut span = (n as u64).saturating_mul(2);
+        loop {
+            let start = last.saturating_sub(span).max(1);
+            let mut replay = self.replay(&[session], start).await?;
+            let mut events = std::collections::VecDeque::with_capacity(n + 1);
+            while let Some(e) = replay.next().await {
+                events.push_back(e?);
+                if events.len() > n {
+                    events.pop_front();
+                }
+            }
+            if events.len() >= n || start == 1 {
+                return Ok(events.into());
+            }
+            span = span.saturating_mul(4);
+        }
+    }
+
     /// Replays the events of `sessions` with sequence ≥ `start_seq`, up to the stream's tail at
     /// the time of the call, in stream order, through one short-lived ordered consumer.
     pub async fn replay(&self, sessions: &[&str], start_seq: u64) -> Result<Replay, StoreError> {

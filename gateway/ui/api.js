@@ -23,7 +23,7 @@ async function request(method, url, body) {
   }
   let res;
   try {
-    res = await fetch(url, init);
+    res = await (takeEarly(method, url) || fetch(url, init));
   } catch (e) {
     throw new ApiError(0, 'network', 'Cannot reach the server. Check your connection.');
   }
@@ -35,6 +35,18 @@ async function request(method, url, body) {
     throw new ApiError(res.status, kind, message);
   }
   return data;
+}
+
+/**
+ * A GET the page started before its modules loaded (chat-boot.js puts them in
+ * `globalThis.natterEarly`): its response, once; null for any other request.
+ */
+function takeEarly(method, url) {
+  const early = method === 'GET' && globalThis.natterEarly;
+  if (!early || !early.has(url)) return null;
+  const res = early.get(url);
+  early.delete(url);
+  return res;
 }
 
 function defaultMessage(status) {

@@ -156,6 +156,14 @@ export class ChatWindow {
     this.ui.endedNote.hidden = true;
   }
 
+  /**
+   * The newest events of the session, fetched when the window opens: shown at once, before
+   * the hub brings the whole history (whose older part then goes in above them).
+   */
+  showRecent(events) {
+    if (events.length) this.addEvents(events);
+  }
+
   // -- messages from the event hub (events-hub.js) --
   handle(m) {
     if (m.type === 'events') {

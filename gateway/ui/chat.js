@@ -5,6 +5,7 @@ import { byId } from './dom.js';
 import { subscribeEvents } from './events.js';
 import { loadOptions, onOptionsChanged } from './options.js';
 import { HandOff } from './handoff.js';
+import { RECENT_URL } from './chat-boot.js';
 
 const sessionId = decodeURIComponent(location.pathname.replace(/\/+$/, '').split('/').pop());
 const api = '/api/sessions/' + encodeURIComponent(sessionId);
@@ -22,10 +23,15 @@ async function main() {
   let ready = false;
   const unsubscribe = subscribeEvents(sessionId, (m) => (ready ? chat.handle(m) : early.push(m)), { shared: true });
   try {
+    // The newest events come in one small request, so a long chat shows its end at once;
+    // without them (an error) the window waits for the stream's history as before.
+    const recent = getJSON(RECENT_URL).catch(() => ({ events: [] }));
     const [me, options, view] = await Promise.all([getJSON('/api/me'), loadOptions(), getJSON(api)]);
     chat.self.id = me.id;
     chat.options = options;
     onOptionsChanged((o) => { chat.options = o; });
+    // Before the view: the view's state (members, agent, ended) is newer than these events.
+    chat.showRecent((await recent).events || []);
     chat.setSession(view);
   } catch (e) {
     unsubscribe();

@@ -105,6 +105,8 @@ export class Transcript {
     const added = [];
     if (list.length > 1) this.ui.list.setAttribute('aria-busy', 'true');
     let tail = []; // entries of events that go after every event shown
+    const head = []; // entries of events that go before every event shown (see putHead)
+    const first = this.older ? -Infinity : this.firstShownSeq();
     for (const ev of list) {
       if (this.events.has(ev.seq) || ev.at < cutoff) continue; // dedupe by seq; F3
       if (ev.seq > this.lastSeq) {
@@ -112,6 +114,11 @@ export class Transcript {
         const entry = { ev, node: null }; // its node is made when it goes in
         this.events.set(ev.seq, entry);
         tail.push(entry);
+      } else if (ev.seq < first && (!head.length || ev.seq > head[head.length - 1].ev.seq)) {
+        const entry = { ev, node: null };
+        this.events.set(ev.seq, entry);
+        head.push(entry);
+        continue; // older than what the window has taken in: not "added"
       } else {
         // An older event (the hub sends a session's events in order, so only defensively):
         // what is collected goes in first, then it takes its place by seq.
@@ -127,9 +134,27 @@ export class Transcript {
       added.push(ev);
     }
     this.appendTail(tail);
+    this.putHead(head);
     if (!this.older) this.ui.list.removeAttribute('aria-busy');
     this.scrollToEnd();
     return added;
+  }
+
+  /** The seq of the first event shown, or -Infinity when none is. */
+  firstShownSeq() {
+    const n = this.ui.list.firstElementChild;
+    return n && n.dataset.seq !== undefined ? Number(n.dataset.seq) : -Infinity;
+  }
+
+  /**
+   * Puts the events of `entries` (in order) before every event shown: the rest of a long
+   * history that came after its newest part (the window shows the newest events it fetched
+   * first). Made and put in above, newest first, in chunks, as appendTail does.
+   */
+  putHead(entries) {
+    if (!entries.length) return;
+    this.older = { entries, end: entries.length, anchor: this.ui.list.firstElementChild };
+    setTimeout(() => this.putOlder(), 0);
   }
 
   /**

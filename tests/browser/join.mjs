@@ -98,11 +98,28 @@ await check(`a chat gets ${HISTORY} messages through the API`, async () => {
   assert(sent.length === HISTORY, `${sent.length} of ${HISTORY} sends answered`);
 });
 
-await check(`a chat window opened on it shows all ${HISTORY} messages, once, in seq order`, async () => {
+/** Installed before the page's scripts: the seqs of the messages in the first frame that shows any. */
+function recordFirstFrame() {
+  const tick = () => {
+    const msgs = document.querySelectorAll('#transcript .msg[data-seq]');
+    if (msgs.length) window.__firstFrame = [...msgs].map((m) => Number(m.dataset.seq));
+    else requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}
+
+await check(`a chat window opened on it shows the newest messages first, then all ${HISTORY}, once, in seq order`, async () => {
   first = await operator.newPage();
+  await first.addInitScript(recordFirstFrame);
   await first.goto(`${BASE}/chat/${encodeURIComponent(sessionId)}`);
   await waitForCount(first, HISTORY, 'the new window');
   await assertShows(first, sent, 'the new window');
+  // The reader sees the end of the chat first: the first frame with messages holds the newest
+  // ones (the window fetched them itself), not the start of the history.
+  const firstFrame = await first.evaluate(() => window.__firstFrame);
+  const newest = sent[sent.length - 1][0];
+  assert(firstFrame.includes(newest), `the first frame shows seqs ${firstFrame[0]}…${firstFrame[firstFrame.length - 1]}, not the newest (${newest})`);
+  assert(firstFrame.length < HISTORY, `the first frame already shows all ${firstFrame.length} messages`);
 });
 
 await check('a live message shows after the history, once', async () => {

@@ -208,6 +208,7 @@ fn session_api(gw: Gateway) -> impl Route {
         session_hand_off(gw.clone()),
         session_hand_off_candidates(gw.clone()),
         session_transcript(gw.clone()),
+        session_recent_events(gw.clone()),
         session_events(gw),
     )
 }
@@ -430,6 +431,16 @@ fn session_transcript(gw: Gateway) -> impl Route {
         .and(with_gw(gw))
         .and(warp::query())
         .and_then(|id, l, gw, q| respond(transcript::transcript(id, l, gw, q)))
+}
+
+fn session_recent_events(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("events"))
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and(warp::query())
+        .and_then(|id, l, gw, q| respond(transcript::recent_events(id, l, gw, q)))
 }
 
 fn session_events(gw: Gateway) -> impl Route {

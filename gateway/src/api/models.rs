@@ -61,6 +61,12 @@ pub struct TranscriptQuery {
     pub format: Option<String>,
 }
 
+/// `?last=N` of a session's recent events (a number, checked by the handler for a clear error).
+#[derive(Deserialize)]
+pub struct RecentQuery {
+    pub last: Option<String>,
+}
+
 /// `?sessions=A,B:17&since=N` of the event streams.
 #[derive(Deserialize)]
 pub struct EventsQuery {

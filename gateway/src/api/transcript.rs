@@ -1,13 +1,15 @@
-//! `GET /api/sessions/{id}/transcript`: a chat's retained history as a file, for the operator's
-//! ticket: plain text (a line per message and per change, with UTC times and names) or JSON
-//! (every event as the event stream carries it).
+//! A chat's retained history read at once: `GET /api/sessions/{id}/transcript`, as a file for
+//! the operator's ticket (plain text: a line per message and per change, with UTC times and
+//! names; or JSON: every event as the event stream carries it), and
+//! `GET /api/sessions/{id}/events?last=N`, the newest events, which a chat window shows before
+//! the rest of a long history comes on the event stream.
 
 use natter_actors::protocol::{AgentWindow, Event, EventBody, Participant, SessionView};
 use natter_actors::store::StoredEvent;
 use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
 
-use super::models::TranscriptQuery;
+use super::models::{RecentQuery, TranscriptQuery};
 use crate::Gateway;
 use crate::auth::Login;
 use crate::error::ApiError;
@@ -60,6 +62,54 @@ pub async fn transcript(
     if let Ok(v) = header::HeaderValue::from_str(&file) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
+    Ok(r)
+}
+
+/// How many recent events a window gets when it does not say (a few screens).
+const RECENT_DEFAULT: usize = 200;
+/// The most it may ask for: more is the event stream's work.
+const RECENT_MAX: usize = 1000;
+
+/// GET /api/sessions/{id}/events?last=N: `{"events": [...]}`, the session's newest `N` events in
+/// order, each exactly as the event stream carries it.
+pub async fn recent_events(
+    id: String,
+    l: Login,
+    gw: Gateway,
+    q: RecentQuery,
+) -> Result<Response, ApiError> {
+    let n = match q.last.as_deref() {
+        None => RECENT_DEFAULT,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=RECENT_MAX).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "last {text:?}: a number from 1 to {RECENT_MAX}"
+                )));
+            }
+        },
+    };
+    gw.view_as(&id, &l).await?;
+    let events = gw.stores().recent_events(&id, n).await.map_err(|e| {
+        tracing::warn!(session = %id, error = %e, "recent events: replay failed");
+        ApiError::unavailable("the chat's history could not be read; try again")
+    })?;
+    // The stored JSON as it is, not parsed and written again.
+    let mut body =
+        String::with_capacity(events.iter().map(|e| e.payload.len() + 16).sum::<usize>() + 16);
+    body.push_str("{\"events\":[");
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&e.to_wire_json());
+    }
+    body.push_str("]}");
+    let mut r = warp::reply::with_status(body, StatusCode::OK).into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
     Ok(r)
 }
 

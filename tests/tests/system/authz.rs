@@ -162,10 +162,13 @@ fn http_rows() -> Vec<Row> {
         // Asking for a chat with a machine outside the scope (an in-scope one would join A).
         row("POST", "/api/chats", op([NA, NA, NA, 404], 403)).body(json!({"machine": PC1})),
         row("POST", "/api/chats", op([201, 404, 404, 200], 403)).body(json!({"machine": SRV1})),
-        // Transcripts and hand-off: members only; open chats: each operator's own list.
+        // Transcripts, recent events and hand-off: members only; open chats: each operator's own list.
         row("GET", "/api/sessions/{A}/transcript", op([200, 200, 403, 404], NA)).sees("scoped", &[SECRET], &[SECRET_B]),
         row("GET", "/api/sessions/{B}/transcript?format=json", op([200, 403, 403, 404], NA)).sees("admin", &[SECRET_B], &[SECRET]),
         row("GET", "/api/sessions/{U}/transcript", op([404; 4], NA)),
+        row("GET", "/api/sessions/{A}/events?last=5", op([200, 200, 403, 404], NA)).sees("scoped", &[SECRET], &[SECRET_B]),
+        row("GET", "/api/sessions/{B}/events", op([200, 403, 403, 404], NA)).sees("admin", &[SECRET_B], &[SECRET]),
+        row("GET", "/api/sessions/{U}/events", op([404; 4], NA)),
         row("GET", "/api/sessions/{A}/handoff", op([200, 200, 403, 404], NA)),
         row("POST", "/api/sessions/{A}/handoff", op([404, 404, 403, 404], 403)).body(json!({"operator": "nobody"})),
         row("PUT", "/api/me/chats/{A}", op([204, 204, 403, 404], 403)),

@@ -129,3 +129,76 @@ async fn a_transcript_holds_what_both_windows_showed() {
     assert_eq!(s, StatusCode::NOT_FOUND);
     system.shutdown().await;
 }
+
+/// `GET /api/sessions/{id}/events?last=N` (what a chat window shows before the rest of a long
+/// history): the newest N events of that session only, in order, exactly as the stream
+/// carries them, also when other chats' events lie between them in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_events_come_in_order_and_only_for_members() {
+    let system = Scenario::alice_and_carol_on_pc1()
+        .machine("pc2.sales.acme", "dave")
+        .scoped_operator("outsider", &["globex"])
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (id, _) = system.open_chat().await;
+    let (other, _) = system.open_chat_between("alice", "pc2.sales.acme").await;
+    // The two chats' messages alternate in the store.
+    for i in 0..30 {
+        for (session, text) in [(&id, format!("pc1 #{i}")), (&other, format!("pc2 #{i}"))] {
+            let (s, body) = alice.send(session, &format!("m{i}"), &text).await;
+            assert_eq!(s, StatusCode::CREATED, "{body}");
+        }
+    }
+    let (s, doc) = alice
+        .get(&format!("/api/sessions/{id}/transcript?format=json"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let all = doc["events"].as_array().expect("events").clone();
+
+    for n in [1usize, 10, 25] {
+        let (s, body) = alice
+            .get(&format!("/api/sessions/{id}/events?last={n}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let recent = body["events"].as_array().expect("events");
+        assert_eq!(recent[..], all[all.len() - n..], "last={n}");
+    }
+    // More than the chat holds: all of it. Without `last`: up to 200, so all of it here.
+    for query in ["?last=1000", ""] {
+        let (s, body) = alice
+            .get(&format!("/api/sessions/{id}/events{query}"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        assert_eq!(body["events"].as_array().expect("events"), &all, "{query}");
+    }
+    let texts: Vec<&str> = all.iter().filter_map(|e| e["text"].as_str()).collect();
+    assert_eq!(texts.len(), 30);
+    assert!(texts.iter().all(|t| t.starts_with("pc1 #")), "{texts:?}");
+
+    // Bad input and strangers: clear refusals, nothing leaked.
+    for bad in ["0", "1001", "abc", "-1"] {
+        let (s, body) = alice
+            .get(&format!("/api/sessions/{id}/events?last={bad}"))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("1 to 1000"),
+            "{body}"
+        );
+    }
+    let (s, body) = system
+        .operator("outsider")
+        .get(&format!("/api/sessions/{id}/events"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(!body.to_string().contains("pc1 #"), "{body}");
+    let (s, _) = Browser::new(&system.node.base)
+        .get(&format!("/api/sessions/{id}/events"))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    system.shutdown().await;
+}
