@@ -27,6 +27,8 @@ pub struct ConnPoint {
     /// Share of one core all the nodes used while idle.
     pub idle_cpu: f64,
     pub open_secs: f64,
+    /// The same measure on a bare hyper SSE server (the `conns` phase only).
+    pub floor_kib_per_conn: Option<f64>,
 }
 
 impl ConnPoint {
@@ -183,6 +185,7 @@ pub async fn measure(
             rss_total_kib: now.iter().sum(),
             idle_cpu,
             open_secs,
+            floor_kib_per_conn: None,
         });
     }
     crowd.stop().await;

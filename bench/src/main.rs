@@ -10,6 +10,7 @@
 mod browser;
 mod chat;
 mod conns;
+mod floor;
 mod http;
 mod idle_phases;
 mod modes;
@@ -51,6 +52,9 @@ enum Cmd {
     /// (internal) Hold idle SSE connections until stdin closes.
     #[command(hide = true)]
     Clients(modes::ClientsArgs),
+    /// (internal) The floor of idle SSE connections: a bare hyper SSE server, until stdin closes.
+    #[command(hide = true)]
+    FloorSse,
 }
 
 const ALL_PHASES: &str = "raw,latency,throughput,join,browser-join,nodes,conns,many,storm";
@@ -101,6 +105,10 @@ fn main() -> Result<(), BoxError> {
             .enable_all()
             .build()?
             .block_on(modes::clients(args)),
+        Some(Cmd::FloorSse) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(floor::floor_sse()),
         Some(Cmd::Run(args)) => runtime()?.block_on(run(args)),
         None => runtime()?.block_on(run(RunArgs::parse_from(["run"]))),
     }

@@ -12,7 +12,7 @@ use crate::http;
 use crate::procs::{BoxError, raise_nofile};
 
 /// Waits until stdin is closed.
-async fn stdin_closed() {
+pub async fn stdin_closed() {
     let mut stdin = tokio::io::stdin();
     let mut buf = [0u8; 64];
     while let Ok(n) = stdin.read(&mut buf).await {

@@ -145,11 +145,20 @@ pub struct NodeProc {
 
 impl NodeProc {
     pub async fn start(nats_url: &str, password: &str, log: &Path) -> Result<NodeProc, BoxError> {
-        let mut proc = Proc::spawn(
+        let proc = Proc::spawn(
             &["node".into(), "--nats-url".into(), nats_url.into()],
             &[(ServerSecrets::BROKER_PASSWORD_VAR, password.to_string())],
             log,
         )?;
+        Self::ready(proc).await
+    }
+
+    /// The floor to compare idle connections with: a bare hyper SSE server (`floor-sse`).
+    pub async fn start_floor(log: &Path) -> Result<NodeProc, BoxError> {
+        Self::ready(Proc::spawn(&["floor-sse".into()], &[], log)?).await
+    }
+
+    async fn ready(mut proc: Proc) -> Result<NodeProc, BoxError> {
         // A profiler wrapping the node may print lines of its own first.
         for _ in 0..20 {
             let line = proc.line(Duration::from_secs(30)).await?;

@@ -205,6 +205,13 @@ fn row_conns(p: &ConnPoint) -> Row {
     } else {
         "–"
     };
+    // Beside the floor: what a bare hyper SSE server holds per connection, measured the same way.
+    let ratio = p.floor_kib_per_conn.map_or("–".to_string(), |f| {
+        format!(
+            "{:.2}× a bare hyper SSE server ({f:.1} KiB)",
+            p.kib_per_conn() / f.max(0.1)
+        )
+    });
     let met = (p.target >= 19_000).then(|| p.kib_per_conn() <= 12.0 && p.failed == 0);
     row(
         &format!(
@@ -222,7 +229,7 @@ fn row_conns(p: &ConnPoint) -> Row {
             p.kib_per_conn(),
             p.idle_cpu * 100.0
         ),
-        "–".into(),
+        ratio,
         target,
         met,
     )

@@ -1,0 +1,76 @@
+//! The floor of an idle SSE connection: a bare hyper server (the HTTP stack the gateway runs
+//! on, with the same HTTP/1 settings) that answers every request with an event stream holding
+//! one `hello` event and then a keep-alive comment every [`KEEP_ALIVE`]. What a gateway
+//! connection costs beyond this is Natter's own.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use http_body_util::StreamBody;
+use hyper::body::Frame;
+use hyper_util::rt::TokioIo;
+
+use crate::modes::stdin_closed;
+use crate::procs::{BoxError, raise_nofile};
+
+/// As the gateway's.
+const KEEP_ALIVE: Duration = natter_gateway::sse::KEEP_ALIVE;
+
+/// `natter-bench floor-sse`: prints `READY <addr>` and serves until stdin closes.
+pub async fn floor_sse() -> Result<(), BoxError> {
+    raise_nofile();
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind("127.0.0.1:0".parse()?)?;
+    let listener = socket.listen(4096)?;
+    println!("READY {}", listener.local_addr()?);
+    let accept = async {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(stream_response())
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(true)
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    };
+    tokio::select! {
+        _ = accept => {}
+        _ = stdin_closed() => {}
+    }
+    Ok(())
+}
+
+type Body = StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;
+
+fn stream_response() -> hyper::Response<Body> {
+    let hello = futures::stream::once(async {
+        Ok(Frame::data(Bytes::from_static(
+            b"retry:1000\n\nevent:hello\ndata:{}\n\n",
+        )))
+    });
+    let keep_alive = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(KEEP_ALIVE).await;
+        Some((Ok(Frame::data(Bytes::from_static(b":\n\n"))), ()))
+    });
+    let mut r = hyper::Response::new(StreamBody::new(hello.chain(keep_alive).boxed()));
+    let headers = r.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        hyper::header::CACHE_CONTROL,
+        hyper::header::HeaderValue::from_static("no-cache"),
+    );
+    r
+}
