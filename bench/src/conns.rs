@@ -29,6 +29,8 @@ pub struct ConnPoint {
     pub open_secs: f64,
     /// The same measure on a bare hyper SSE server (the `conns` phase only).
     pub floor_kib_per_conn: Option<f64>,
+    /// The same measure on warp's SSE reply alone (the `conns` phase only).
+    pub warp_kib_per_conn: Option<f64>,
 }
 
 impl ConnPoint {
@@ -186,6 +188,7 @@ pub async fn measure(
             idle_cpu,
             open_secs,
             floor_kib_per_conn: None,
+            warp_kib_per_conn: None,
         });
     }
     crowd.stop().await;

@@ -1,7 +1,8 @@
-//! The floor of an idle SSE connection: a bare hyper server (the HTTP stack the gateway runs
+//! The floors of an idle SSE connection: a bare hyper server (the HTTP stack the gateway runs
 //! on, with the same HTTP/1 settings) that answers every request with an event stream holding
-//! one `hello` event and then a keep-alive comment every [`KEEP_ALIVE`]. What a gateway
-//! connection costs beyond this is Natter's own.
+//! one `hello` event and then a keep-alive comment every [`KEEP_ALIVE`]; and (`--warp`) the
+//! same stream made by warp's SSE reply behind warp's service, as the gateway makes its
+//! streams. What a gateway connection costs beyond these is Natter's own.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -10,7 +11,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use http_body_util::StreamBody;
 use hyper::body::Frame;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use warp::Filter;
 
 use crate::modes::stdin_closed;
 use crate::procs::{BoxError, raise_nofile};
@@ -18,8 +21,8 @@ use crate::procs::{BoxError, raise_nofile};
 /// As the gateway's.
 const KEEP_ALIVE: Duration = natter_gateway::sse::KEEP_ALIVE;
 
-/// `natter-bench floor-sse`: prints `READY <addr>` and serves until stdin closes.
-pub async fn floor_sse() -> Result<(), BoxError> {
+/// `natter-bench floor-sse [--warp]`: prints `READY <addr>` and serves until stdin closes.
+pub async fn floor_sse(warp: bool) -> Result<(), BoxError> {
     raise_nofile();
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
@@ -32,15 +35,16 @@ pub async fn floor_sse() -> Result<(), BoxError> {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            tokio::spawn(async move {
+            if warp {
+                let routes = warp::any().map(warp_stream);
+                let service = TowerToHyperService::new(warp::service(routes));
+                tokio::spawn(http1().serve_connection(TokioIo::new(stream), service));
+            } else {
                 let service = hyper::service::service_fn(|_req| async {
                     Ok::<_, Infallible>(stream_response())
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
+                tokio::spawn(http1().serve_connection(TokioIo::new(stream), service));
+            }
         }
     };
     tokio::select! {
@@ -48,6 +52,23 @@ pub async fn floor_sse() -> Result<(), BoxError> {
         _ = stdin_closed() => {}
     }
     Ok(())
+}
+
+/// The gateway's HTTP/1 settings (`gateway/src/server.rs`).
+fn http1() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .keep_alive(true);
+    b
+}
+
+/// The stream as warp makes it: its SSE reply with keep-alive comments.
+fn warp_stream() -> impl warp::Reply {
+    let hello = warp::sse::Event::default().event("hello").data("{}");
+    let events = futures::stream::once(async { Ok::<_, Infallible>(hello) })
+        .chain(futures::stream::pending());
+    warp::sse::reply(warp::sse::keep_alive().interval(KEEP_ALIVE).stream(events))
 }
 
 type Body = StreamBody<futures::stream::BoxStream<'static, Result<Frame<Bytes>, Infallible>>>;

@@ -40,34 +40,44 @@ pub async fn phase_conns(
     )
     .await?;
     node.proc.stop(Duration::from_secs(10)).await;
-    // The floor, measured the same way right after: a bare hyper SSE server.
-    say("the same connections on a bare hyper SSE server (the floor of the HTTP stack)");
-    let floor = NodeProc::start_floor(at.log).await?;
-    let floor_points = conns::measure(
-        std::slice::from_ref(&floor),
-        cookie,
-        sessions,
-        targets,
-        Duration::from_secs(120),
-        natter_gateway::sse::KEEP_ALIVE,
-        0,
-        at.log,
-    )
-    .await?;
-    floor.proc.stop(Duration::from_secs(10)).await;
+    // The floors, measured the same way right after: a bare hyper SSE server, and warp's SSE.
     let mut points = points;
-    for (p, f) in points.iter_mut().zip(&floor_points) {
-        if f.failed == 0 && f.open > 0 {
-            p.floor_kib_per_conn = Some(f.kib_per_conn());
+    for warp in [false, true] {
+        say(if warp {
+            "the same connections on warp's SSE reply alone (the floor of the web framework)"
+        } else {
+            "the same connections on a bare hyper SSE server (the floor of the HTTP stack)"
+        });
+        let floor = NodeProc::start_floor(warp, at.log).await?;
+        let floor_points = conns::measure(
+            std::slice::from_ref(&floor),
+            cookie,
+            sessions,
+            targets,
+            Duration::from_secs(120),
+            natter_gateway::sse::KEEP_ALIVE,
+            0,
+            at.log,
+        )
+        .await?;
+        floor.proc.stop(Duration::from_secs(10)).await;
+        for (p, f) in points.iter_mut().zip(&floor_points) {
+            let kib = (f.failed == 0 && f.open > 0).then(|| f.kib_per_conn());
+            if warp {
+                p.warp_kib_per_conn = kib;
+            } else {
+                p.floor_kib_per_conn = kib;
+            }
         }
     }
+    let kib = |k: Option<f64>| k.map_or("-".to_string(), |f| format!("{f:.1} KiB"));
     for p in &points {
         say(format!(
-            "  {} open: {:.1} KiB each (bare hyper: {}), idle CPU {:.1}% of a core",
+            "  {} open: {:.1} KiB each (bare hyper: {}, warp SSE: {}), idle CPU {:.1}% of a core",
             p.open,
             p.kib_per_conn(),
-            p.floor_kib_per_conn
-                .map_or("-".to_string(), |f| format!("{f:.1} KiB")),
+            kib(p.floor_kib_per_conn),
+            kib(p.warp_kib_per_conn),
             p.idle_cpu * 100.0
         ));
     }

@@ -52,9 +52,13 @@ enum Cmd {
     /// (internal) Hold idle SSE connections until stdin closes.
     #[command(hide = true)]
     Clients(modes::ClientsArgs),
-    /// (internal) The floor of idle SSE connections: a bare hyper SSE server, until stdin closes.
+    /// (internal) The floor of idle SSE connections: a bare hyper SSE server (with `--warp`:
+    /// warp's SSE reply), until stdin closes.
     #[command(hide = true)]
-    FloorSse,
+    FloorSse {
+        #[arg(long)]
+        warp: bool,
+    },
 }
 
 const ALL_PHASES: &str = "raw,latency,throughput,join,browser-join,nodes,conns,many,storm";
@@ -105,10 +109,10 @@ fn main() -> Result<(), BoxError> {
             .enable_all()
             .build()?
             .block_on(modes::clients(args)),
-        Some(Cmd::FloorSse) => tokio::runtime::Builder::new_multi_thread()
+        Some(Cmd::FloorSse { warp }) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
-            .block_on(floor::floor_sse()),
+            .block_on(floor::floor_sse(warp)),
         Some(Cmd::Run(args)) => runtime()?.block_on(run(args)),
         None => runtime()?.block_on(run(RunArgs::parse_from(["run"]))),
     }

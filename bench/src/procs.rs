@@ -153,9 +153,14 @@ impl NodeProc {
         Self::ready(proc).await
     }
 
-    /// The floor to compare idle connections with: a bare hyper SSE server (`floor-sse`).
-    pub async fn start_floor(log: &Path) -> Result<NodeProc, BoxError> {
-        Self::ready(Proc::spawn(&["floor-sse".into()], &[], log)?).await
+    /// A floor to compare idle connections with: a bare hyper SSE server (`floor-sse`), or
+    /// warp's SSE reply behind warp's service (`floor-sse --warp`).
+    pub async fn start_floor(warp: bool, log: &Path) -> Result<NodeProc, BoxError> {
+        let mut args = vec!["floor-sse".to_string()];
+        if warp {
+            args.push("--warp".into());
+        }
+        Self::ready(Proc::spawn(&args, &[], log)?).await
     }
 
     async fn ready(mut proc: Proc) -> Result<NodeProc, BoxError> {

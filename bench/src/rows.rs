@@ -207,8 +207,11 @@ fn row_conns(p: &ConnPoint) -> Row {
     };
     // Beside the floor: what a bare hyper SSE server holds per connection, measured the same way.
     let ratio = p.floor_kib_per_conn.map_or("–".to_string(), |f| {
+        let warp = p
+            .warp_kib_per_conn
+            .map_or(String::new(), |w| format!("; warp's SSE alone {w:.1} KiB"));
         format!(
-            "{:.2}× a bare hyper SSE server ({f:.1} KiB)",
+            "{:.2}× a bare hyper SSE server ({f:.1} KiB{warp})",
             p.kib_per_conn() / f.max(0.1)
         )
     });
