@@ -111,6 +111,7 @@ export class ChatWindow {
     a.dataset.state = status || '';
     a.textContent =
       status === 'pending' ? 'Waiting for the chat window to open on the machine…'
+      : status === 'waiting' ? 'Waiting for the machine — the chat opens when it checks in again'
       : status === 'opened' ? 'Chat window open on the machine'
       : status === 'failed' ? 'The chat window could not be opened on the machine' + (detail ? ': ' + detail : '')
       : '';

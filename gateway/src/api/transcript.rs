@@ -125,6 +125,7 @@ fn line(event: &Event) -> String {
                 AgentWindow::Opened => "opened",
                 AgentWindow::Failed => "failed to open",
                 AgentWindow::Pending => "pending",
+                AgentWindow::Waiting => "waiting for the machine",
             };
             if detail.is_empty() {
                 format!("— the machine user's chat window {status}")
