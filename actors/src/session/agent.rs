@@ -113,8 +113,8 @@ impl SessionState {
 
     /// Ends the wait: the window counts as `failed` (an operator may ask again by joining).
     async fn stop_waiting(&mut self) {
-        let minutes = self.ctx.stores.config.retention.as_secs() / 60;
-        let detail = format!("the machine did not check in again within {minutes} minutes");
+        let retention = humantime::format_duration(self.ctx.stores.config.retention);
+        let detail = format!("the machine did not check in again within {retention}");
         let status = AgentWindow::Failed;
         let _ = self.append(EventBody::Agent { status, detail }, None).await;
         if let Some(r) = self.record.as_mut() {

@@ -125,3 +125,32 @@ async fn a_chat_ended_while_waiting_for_the_machine_opens_no_window_later() {
     assert_eq!(urls.len(), 1, "{urls:?}");
     system.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wait_for_the_machine_ends_after_the_retention() {
+    let mut system = Scenario::alice_and_carol_on_pc1()
+        .config(|c| {
+            c.chat.retention = std::time::Duration::from_secs(2);
+            c.chat.idle_actor_timeout = std::time::Duration::from_secs(1);
+        })
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    system.stop_agent(MACHINE).await;
+    let session = alice.new_chat(MACHINE).await;
+    let mut events = alice.session_events(&session).await;
+    let waiting = next_of_type(&mut events, "agent").await;
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+
+    // Nothing written meanwhile is left to deliver: the wait ends, and the window counts as
+    // failed (joining asks again).
+    let ended = next_of_type(&mut events, "agent").await;
+    assert_eq!(ended["status"], "failed", "{ended}");
+    assert_eq!(
+        ended["detail"], "the machine did not check in again within 2s",
+        "{ended}"
+    );
+    let (_, view) = alice.get(&format!("/api/sessions/{session}")).await;
+    assert_eq!(view["agent"], "failed", "{view}");
+    system.shutdown().await;
+}
