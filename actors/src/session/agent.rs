@@ -23,9 +23,9 @@ impl SessionState {
     /// Whether the session waits for its machine to check in again (its agent could not be
     /// reached when asked to open the window).
     pub(super) fn waiting_for_machine(&self) -> bool {
-        self.record.as_ref().is_some_and(|r| {
-            !r.ended && !r.machine.is_empty() && r.agent == AgentWindow::Waiting
-        })
+        self.record
+            .as_ref()
+            .is_some_and(|r| !r.ended && !r.machine.is_empty() && r.agent == AgentWindow::Waiting)
     }
 
     /// Tells the machine's owner that this session waits for the machine, and returns at once.
@@ -60,7 +60,9 @@ impl SessionState {
                 }
                 Ok(_) => {}
                 // The next re-check tries again.
-                Err(e) => tracing::debug!(%machine, error = %e, "could not reach the machine's owner"),
+                Err(e) => {
+                    tracing::debug!(%machine, error = %e, "could not reach the machine's owner")
+                }
             }
         });
     }
@@ -74,7 +76,10 @@ impl SessionState {
         if self.waited_past_retention() {
             return self.stop_waiting().await;
         }
-        if self.awaited_at.is_none_or(|t| t.elapsed() >= WAITING_RECHECK) {
+        if self
+            .awaited_at
+            .is_none_or(|t| t.elapsed() >= WAITING_RECHECK)
+        {
             self.await_machine(myself);
         }
     }
@@ -106,9 +111,9 @@ impl SessionState {
     fn waited_past_retention(&self) -> bool {
         let retention =
             u64::try_from(self.ctx.stores.config.retention.as_millis()).unwrap_or(u64::MAX);
-        self.record.as_ref().is_some_and(|r| {
-            crate::now_ms() > r.agent_waiting_since.saturating_add(retention)
-        })
+        self.record
+            .as_ref()
+            .is_some_and(|r| crate::now_ms() > r.agent_waiting_since.saturating_add(retention))
     }
 
     /// Ends the wait: the window counts as `failed` (an operator may ask again by joining).
@@ -194,9 +199,10 @@ fn window_status(
 ) -> (AgentWindow, String) {
     match answer {
         Ok(msg) => agent_window(&msg.payload),
-        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-            (AgentWindow::Waiting, "the machine's agent is offline".into())
-        }
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => (
+            AgentWindow::Waiting,
+            "the machine's agent is offline".into(),
+        ),
         Err(e) => (AgentWindow::Waiting, format!("agent request failed: {e}")),
     }
 }

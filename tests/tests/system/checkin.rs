@@ -53,7 +53,10 @@ async fn a_chat_opened_while_the_agent_is_offline_opens_when_it_checks_in_again(
     let mut events = alice.session_events(&session).await;
     let waiting = next_of_type(&mut events, "agent").await;
     assert_eq!(waiting["status"], "waiting", "{waiting}");
-    assert_eq!(waiting["detail"], "the machine's agent is offline", "{waiting}");
+    assert_eq!(
+        waiting["detail"], "the machine's agent is offline",
+        "{waiting}"
+    );
     let (_, view) = alice.get(&format!("/api/sessions/{session}")).await;
     assert_eq!(view["agent"], "waiting", "{view}");
     let (s, b) = alice
@@ -73,7 +76,9 @@ async fn a_chat_opened_while_the_agent_is_offline_opens_when_it_checks_in_again(
 
     // The user's window shows what was written while the machine was away.
     let carol = machine_user_login(&system, &session, &urls[0]).await;
-    let mut history = carol.events(&format!("/m/{session}/api/events"), None).await;
+    let mut history = carol
+        .events(&format!("/m/{session}/api/events"), None)
+        .await;
     let message = next_of_type(&mut history, "message").await;
     assert_eq!(message["text"], "written while the machine was away");
     let (s, b) = carol
