@@ -18,6 +18,9 @@ pub(super) const UNKNOWN_MACHINE: &str = "unknown machine";
 /// The stop reason of an actor whose machine's partition moved to another node.
 pub(super) const MOVED_STOP: &str = "moved";
 
+/// How many waiting sessions an agent actor remembers (the newest; see `awaited_by`).
+const MAX_AWAITED_BY: usize = 4;
+
 pub struct AgentActor;
 
 pub struct AgentArgs {
@@ -48,10 +51,12 @@ pub struct AgentState {
     /// What KV holds, to know whether a write is needed.
     stored: Option<MachineRecord>,
     stored_at: Instant,
-    /// A session whose ask could not reach the agent ([`MachineRequest::Await`]): told at the
-    /// next check-in. Only in memory: a waiting session asks again on a slow timer, which
-    /// covers this actor's restart or a move of the partition.
-    awaited_by: Option<String>,
+    /// Sessions whose ask could not reach the agent ([`MachineRequest::Await`]): told at the
+    /// next check-in. Only one chat with a machine is in progress at a time, but a chat ended
+    /// while waiting may still be listed (it ignores the notice), so a few are kept, the
+    /// newest last. Only in memory: a waiting session asks again on a slow timer, which covers
+    /// this actor's restart or a move of the partition.
+    awaited_by: Vec<String>,
 }
 
 impl Actor for AgentActor {
@@ -73,7 +78,7 @@ impl Actor for AgentActor {
             record: None,
             stored: None,
             stored_at: Instant::now(),
-            awaited_by: None,
+            awaited_by: Vec::new(),
         })
     }
 
@@ -167,14 +172,14 @@ impl AgentState {
         true
     }
 
-    /// Tells the session waiting for this machine (if any) that it checked in: a
-    /// [`SessionCommand::MachineBack`] on the session's command subject, which reaches the
+    /// Tells the sessions waiting for this machine (if any) that it checked in: a
+    /// [`SessionCommand::MachineBack`] on each session's command subject, which reaches the
     /// session's owner wherever it runs. Fire and forget: the session's own slow re-check covers
     /// a lost notice.
     async fn wake_the_waiting_session(&mut self) {
-        let Some(session) = self.awaited_by.take() else {
+        if self.awaited_by.is_empty() {
             return;
-        };
+        }
         let request = SessionRequest {
             cmd: SessionCommand::MachineBack {
                 machine: self.machine.clone(),
@@ -185,9 +190,16 @@ impl AgentState {
         let Ok(body) = serde_json::to_vec(&request) else {
             return;
         };
-        let subject = crate::subjects::session_command(&session);
-        if let Err(e) = self.shared.client.publish(subject, body.into()).await {
-            tracing::warn!(machine = %self.machine, %session, error = %e, "could not wake the waiting session");
+        for session in std::mem::take(&mut self.awaited_by) {
+            let subject = crate::subjects::session_command(&session);
+            if let Err(e) = self
+                .shared
+                .client
+                .publish(subject, body.clone().into())
+                .await
+            {
+                tracing::warn!(machine = %self.machine, %session, error = %e, "could not wake the waiting session");
+            }
         }
     }
 
@@ -212,7 +224,11 @@ impl AgentState {
                 // Checked in since the session asked: the answer's `last_checkin` tells it.
                 Some(r) if r.last_checkin.is_some_and(|t| t >= since) => Ok(()),
                 Some(_) => {
-                    self.awaited_by = Some(session);
+                    self.awaited_by.retain(|s| *s != session);
+                    if self.awaited_by.len() >= MAX_AWAITED_BY {
+                        self.awaited_by.remove(0);
+                    }
+                    self.awaited_by.push(session);
                     Ok(())
                 }
                 None => Err(no_such_machine()),

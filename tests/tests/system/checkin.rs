@@ -159,3 +159,63 @@ async fn the_wait_for_the_machine_ends_after_the_retention() {
     assert_eq!(view["agent"], "failed", "{view}");
     system.shutdown().await;
 }
+
+/// The session's owner and the machine's owner are different nodes: the machine's check-in
+/// still wakes the session (its `machine_back` travels over NATS to the session's owner).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_check_in_wakes_a_session_owned_by_another_node() {
+    use natter_actors::subjects::{PARTITIONS, partition_of};
+    let nats = TestNats::start().await;
+    let nodes = [
+        TestNode::start(nats.node_config()).await,
+        TestNode::start(nats.node_config()).await,
+    ];
+    let owner = |key: &str| {
+        let p = partition_of(key);
+        nodes.iter().position(|n| n.node.partitions.owns(p))
+    };
+    // Settled: every partition owned by one of the two, half each (no hand-over under way).
+    eventually(std::time::Duration::from_secs(20), || async {
+        (0..PARTITIONS).all(|p| nodes.iter().filter(|n| n.node.partitions.owns(p)).count() == 1)
+            && nodes
+                .iter()
+                .all(|n| n.node.partitions.count() == PARTITIONS as usize / 2)
+    })
+    .await;
+    let agent = TestAgent::start(&nats, &nodes[0], MACHINE, Some("carol")).await;
+    agent.stop().await;
+    let alice = nodes[0].operator("alice").await;
+
+    // Chats until one lands on the node that does not own the machine (each other one ends,
+    // which frees the machine for the next).
+    let machine_owner = owner(MACHINE).expect("the machine has an owner");
+    let mut session = None;
+    for _ in 0..40 {
+        let s = alice.new_chat(MACHINE).await;
+        if owner(&s).is_some_and(|o| o != machine_owner) {
+            session = Some(s);
+            break;
+        }
+        let (status, b) = alice
+            .post(&format!("/api/sessions/{s}/end"), &json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{b}");
+    }
+    let session = session.expect("a chat owned by the other node");
+    let mut events = alice.session_events(&session).await;
+    let waiting = next_of_type(&mut events, "agent").await;
+    assert_eq!(waiting["status"], "waiting", "{waiting}");
+    let (s, b) = alice.send(&session, "m1", "across nodes").await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+
+    let agent = TestAgent::start(&nats, &nodes[1], MACHINE, Some("carol")).await;
+    let opened = next_of_type(&mut events, "agent").await;
+    assert_eq!(opened["status"], "opened", "{opened}");
+    let url = agent.wait_for_chat_url().await;
+    assert!(url.contains(&format!("/m/{session}/")), "{url}");
+    assert_eq!(agent.opener.opened.lock().unwrap().len(), 1);
+    agent.stop().await;
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
