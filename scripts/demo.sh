@@ -144,13 +144,26 @@ demo_agents() {
   acme_token="$(demo_enroll_token acme)"
   globex_token="$(demo_enroll_token globex)"
   # The token goes through the environment, which keeps it out of `ps`.
+  # Every agent appends to one log (started empty), so none overwrites another's lines.
+  : >"$agents_log"
   NATTER_AGENT_ENROLL_TOKEN="$acme_token" demo_spawn "$agent" --nats-url "$nats_url" --opener print \
     --interval 10s --key-file "$demo/keys/{machine}.nk" \
     --machine pc1.sales.acme=carol \
-    --machine pc2.sales.acme=dave \
     --machine laptop7.east.support.acme=erin \
-    >"$agents_log" 2>&1
+    >>"$agents_log" 2>&1
   agents_pid=$!
+  # pc2's agent runs alone, so that it can be stopped and started again by hand (a chat opened
+  # meanwhile waits for the machine; README, demo step 13): $demo/pc2-agent starts it and keeps
+  # its pid in $demo/pc2.pid. Once pc2 is enrolled its key is enough.
+  cat >"$demo/pc2-agent" <<SH
+#!/usr/bin/env bash
+# pc2.sales.acme's demo agent (written by the demo). Stop it: kill \$(cat $demo/pc2.pid)
+echo \$\$ >"$demo/pc2.pid"
+exec "$NATTER_ROOT/$agent" --nats-url "$nats_url" --opener print --interval 10s \\
+  --key-file "$demo/keys/{machine}.nk" --machine pc2.sales.acme=dave >>"$agents_log" 2>&1 </dev/null
+SH
+  chmod 700 "$demo/pc2-agent"
+  NATTER_AGENT_ENROLL_TOKEN="$acme_token" demo_spawn "$demo/pc2-agent"
   NATTER_AGENT_ENROLL_TOKEN="$globex_token" demo_spawn "$agent" --nats-url "$nats_url" --opener print \
     --interval 10s --key-file "$demo/keys/{machine}.nk" \
     --machine kiosk1.lobby.globex= \
@@ -187,6 +200,9 @@ demo_admin() { "$natter" --config natter.toml admin "$@" || demo_fail "admin $* 
 # demo_stop_agents: agents first, so they do not spend a node's shutdown reconnecting.
 demo_stop_agents() {
   demo_stop "${agents_pid:-}" agents 10
+  # Whichever pc2 agent runs now (the demo's, or one started again by hand).
+  demo_stop "$(cat "$demo/pc2.pid" 2>/dev/null)" "pc2 agent" 10
+  rm -f "$demo/pc2.pid"
   demo_stop "${globex_pid:-}" "globex agents" 10
   demo_stop "${fleet_pid:-}" "simulated fleet" 10
 }
@@ -209,5 +225,11 @@ demo_logins_text() {
   Chat page, run
       $agent chat --control-socket ${demo#"$NATTER_ROOT"/}/keys/pc1.sales.acme.nk.sock
   and open the start page link it prints in agents.log.
+
+  A chat waits for a machine that is briefly offline: stop pc2's agent with
+      kill \$(cat ${demo#"$NATTER_ROOT"/}/pc2.pid)
+  open a chat with pc2.sales.acme, write, then start the agent again:
+      ${demo#"$NATTER_ROOT"/}/pc2-agent &
+  and open the link it prints in agents.log.
 MSG
 }

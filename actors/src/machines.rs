@@ -182,6 +182,10 @@ pub enum MachineRequest {
     Provision,
     /// Suspend or resume the agent (admin).
     Suspend { suspended: bool },
+    /// Session `session` could not reach the machine's agent when it asked at `since` (ms since
+    /// the epoch): if the machine checked in since, the answer's `last_checkin` says so;
+    /// otherwise its next check-in sends the session [`crate::protocol::SessionCommand::MachineBack`].
+    Await { session: String, since: u64 },
 }
 
 /// The answer to a [`MachineRequest`]: the record, or why not.

@@ -72,6 +72,10 @@ pub enum SessionCommand {
     /// Exchange the token of the machine user's chat link for the machine user's identity.
     /// The token works once, until it expires, and only while the chat is not ended.
     MachineLogin { token: String },
+    /// The machine checked in again after its agent could not be reached (sent by the node
+    /// that owns the machine, never by a gateway): a session waiting for it asks the agent
+    /// again; any other session ignores it.
+    MachineBack { machine: String },
 }
 
 impl SessionCommand {
@@ -85,7 +89,9 @@ impl SessionCommand {
             | SessionCommand::Send { by, .. }
             | SessionCommand::End { by }
             | SessionCommand::View { by } => Some(by),
-            SessionCommand::MachineLogin { .. } | SessionCommand::OpenFromMachine { .. } => None,
+            SessionCommand::MachineLogin { .. }
+            | SessionCommand::OpenFromMachine { .. }
+            | SessionCommand::MachineBack { .. } => None,
         }
     }
 }
@@ -189,6 +195,9 @@ pub enum AgentWindow {
     Pending,
     Opened,
     Failed,
+    /// The agent could not be reached (no agent listening, or no answer): the session asks it
+    /// again when the machine checks in next, within the retention.
+    Waiting,
 }
 
 /// A session as a member sees it.
@@ -279,7 +288,15 @@ pub struct SessionRecord {
     #[serde(default)]
     pub epoch: u32,
     pub agent: AgentWindow,
+    /// When the agent became unreachable (ms since the epoch; its `agent` `waiting` event), 0
+    /// when the session is not waiting for the machine. The wait ends after the retention.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub agent_waiting_since: u64,
     pub seq: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A chat waiting for an operator to answer: the value of key `<operator>.<session>` in the

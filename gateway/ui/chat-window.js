@@ -111,6 +111,8 @@ export class ChatWindow {
     a.dataset.state = status || '';
     a.textContent =
       status === 'pending' ? 'Waiting for the chat window to open on the machine…'
+      // An ended chat waits for nothing: it opens no window when the machine comes back.
+      : status === 'waiting' ? (this.ended ? '' : 'Waiting for the machine — the chat opens when it checks in again')
       : status === 'opened' ? 'Chat window open on the machine'
       : status === 'failed' ? 'The chat window could not be opened on the machine' + (detail ? ': ' + detail : '')
       : '';
@@ -135,6 +137,7 @@ export class ChatWindow {
     this.ui.send.disabled = ended;
     this.ui.end.hidden = ended;
     if (this.ui.endedNote) this.ui.endedNote.hidden = !ended;
+    if (this.agentStatus === 'waiting') this.setAgent(this.agentStatus, this.agentDetail);
     this.renderRestart();
     this.renderWaiting();
   }

@@ -281,7 +281,7 @@ export class Transcript {
     }
     const text = this.systemText(ev);
     if (text == null) return null;
-    const li = el('li', 'sys' + (ev.type === 'agent' && ev.status !== 'opened' ? ' sys-error' : ''));
+    const li = el('li', 'sys' + (ev.type === 'agent' && ev.status === 'failed' ? ' sys-error' : ''));
     li.dataset.seq = ev.seq;
     li.append(el('span', 'sys-text', text), ' ', timeEl(ev.at));
     return li;
@@ -299,8 +299,11 @@ export class Transcript {
       case 'restarted': return `${nameOf(ev.by)} restarted the chat`;
       case 'agent':
         if (this.self.kind === 'machine_user') return null; // only operators need this
-        return ev.status === 'opened' ? 'Chat window opened on the machine'
-          : 'The chat window could not be opened on the machine: ' + (ev.detail || 'unknown error');
+        if (ev.status === 'opened') return 'Chat window opened on the machine';
+        if (ev.status === 'waiting') {
+          return `Waiting for the machine (${ev.detail || 'its agent is offline'}): the chat opens when it checks in again`;
+        }
+        return 'The chat window could not be opened on the machine: ' + (ev.detail || 'unknown error');
       default: return null;
     }
   }

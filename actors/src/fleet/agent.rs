@@ -10,13 +10,16 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::Shared;
 use super::supervisor::FleetMsg;
-use crate::machines::{MachineRecord, MachineReply, MachineRequest, MachineStatus};
-use crate::protocol::Checkin;
+use crate::machines::{MachineRecord, MachineReply, MachineRequest, MachineStatus, Scope};
+use crate::protocol::{Checkin, SessionCommand, SessionRequest};
 
 /// The stop reason of an actor for a machine nobody provisioned (not a failure).
 pub(super) const UNKNOWN_MACHINE: &str = "unknown machine";
 /// The stop reason of an actor whose machine's partition moved to another node.
 pub(super) const MOVED_STOP: &str = "moved";
+
+/// How many waiting sessions an agent actor remembers (the newest; see `awaited_by`).
+const MAX_AWAITED_BY: usize = 4;
 
 pub struct AgentActor;
 
@@ -48,6 +51,12 @@ pub struct AgentState {
     /// What KV holds, to know whether a write is needed.
     stored: Option<MachineRecord>,
     stored_at: Instant,
+    /// Sessions whose ask could not reach the agent ([`MachineRequest::Await`]): told at the
+    /// next check-in. Only one chat with a machine is in progress at a time, but a chat ended
+    /// while waiting may still be listed (it ignores the notice), so a few are kept, the
+    /// newest last. Only in memory: a waiting session asks again on a slow timer, which covers
+    /// this actor's restart or a move of the partition.
+    awaited_by: Vec<String>,
 }
 
 impl Actor for AgentActor {
@@ -69,6 +78,7 @@ impl Actor for AgentActor {
             record: None,
             stored: None,
             stored_at: Instant::now(),
+            awaited_by: Vec::new(),
         })
     }
 
@@ -103,8 +113,11 @@ impl Actor for AgentActor {
                 tracing::warn!(machine = %state.machine, "dropped a simulated check-in for an enrolled machine");
             }
             AgentMsg::Checkin { checkin, .. } => {
-                state.apply_checkin(checkin, now);
+                let accepted = state.apply_checkin(checkin, now);
                 state.settle(now).await;
+                if accepted {
+                    state.wake_the_waiting_session().await;
+                }
             }
             AgentMsg::Tick if state.record.is_none() => myself.stop(Some(UNKNOWN_MACHINE.into())),
             AgentMsg::Tick => state.settle(now).await,
@@ -136,15 +149,15 @@ impl AgentState {
     }
 
     /// Takes the check-in's details into the record (a first check-in provisions the machine);
-    /// a suspended machine's check-in changes nothing.
-    fn apply_checkin(&mut self, c: Checkin, now: u64) {
+    /// a suspended machine's check-in changes nothing. Returns whether it was taken.
+    fn apply_checkin(&mut self, c: Checkin, now: u64) -> bool {
         let stats = &self.shared.stats;
         let record = self
             .record
             .get_or_insert_with(|| MachineRecord::provisioned(&c.machine));
         if record.suspended {
             stats.ignored.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         record.last_checkin = Some(now);
@@ -156,6 +169,38 @@ impl AgentState {
         record.interval_secs = c.interval_secs;
         record.audit_done = c.audit_done;
         record.remote_control = c.remote_control;
+        true
+    }
+
+    /// Tells the sessions waiting for this machine (if any) that it checked in: a
+    /// [`SessionCommand::MachineBack`] on each session's command subject, which reaches the
+    /// session's owner wherever it runs. Fire and forget: the session's own slow re-check covers
+    /// a lost notice.
+    async fn wake_the_waiting_session(&mut self) {
+        if self.awaited_by.is_empty() {
+            return;
+        }
+        let request = SessionRequest {
+            cmd: SessionCommand::MachineBack {
+                machine: self.machine.clone(),
+            },
+            scope: Scope::All,
+            epoch: None,
+        };
+        let Ok(body) = serde_json::to_vec(&request) else {
+            return;
+        };
+        for session in std::mem::take(&mut self.awaited_by) {
+            let subject = crate::subjects::session_command(&session);
+            if let Err(e) = self
+                .shared
+                .client
+                .publish(subject, body.clone().into())
+                .await
+            {
+                tracing::warn!(machine = %self.machine, %session, error = %e, "could not wake the waiting session");
+            }
+        }
     }
 
     /// Answers a machine request with the settled record. Returns whether the machine is known
@@ -175,6 +220,19 @@ impl AgentState {
                 Ok(())
             }
             MachineRequest::View => self.record.as_ref().map(|_| ()).ok_or_else(no_such_machine),
+            MachineRequest::Await { session, since } => match &self.record {
+                // Checked in since the session asked: the answer's `last_checkin` tells it.
+                Some(r) if r.last_checkin.is_some_and(|t| t >= since) => Ok(()),
+                Some(_) => {
+                    self.awaited_by.retain(|s| *s != session);
+                    if self.awaited_by.len() >= MAX_AWAITED_BY {
+                        self.awaited_by.remove(0);
+                    }
+                    self.awaited_by.push(session);
+                    Ok(())
+                }
+                None => Err(no_such_machine()),
+            },
             MachineRequest::Suspend { suspended } => match self.record.as_mut() {
                 Some(r) => {
                     r.suspended = suspended;

@@ -62,6 +62,10 @@ impl SessionState {
                 Ok(self.view_ack())
             }
             SessionCommand::MachineLogin { token } => self.machine_login(token).await,
+            SessionCommand::MachineBack { machine } => {
+                self.on_machine_back(&machine, myself).await;
+                Ok(Ack::default())
+            }
         }
     }
 

@@ -30,7 +30,16 @@ pub fn fold(record: &mut Option<SessionRecord>, seq: u64, event: &Event) {
         // As the live restart: a new epoch. Its link is not in the events, so a record rebuilt
         // here has none (the operator restarts the chat again for a new one).
         EventBody::Restarted { .. } => super::link::begin_epoch(r),
-        EventBody::Agent { status, .. } => r.agent = *status,
+        EventBody::Agent { status, .. } => {
+            // As the live actor: the wait starts with the first `waiting`, and ends with any
+            // other answer.
+            r.agent_waiting_since = match status {
+                AgentWindow::Waiting if r.agent == AgentWindow::Waiting => r.agent_waiting_since,
+                AgentWindow::Waiting => event.at,
+                _ => 0,
+            };
+            r.agent = *status;
+        }
         _ => {}
     }
 }
@@ -56,6 +65,7 @@ pub(super) fn opened(
         token_expires_at: 0,
         epoch: 0,
         agent: AgentWindow::Pending,
+        agent_waiting_since: 0,
         seq,
     }
 }
@@ -179,6 +189,31 @@ mod tests {
             fold_all(vec![opened(), answer]).unwrap().agent,
             AgentWindow::Opened
         );
+    }
+
+    #[test]
+    fn waiting_for_the_machine_starts_at_the_first_waiting_and_ends_with_an_answer() {
+        let agent = |status| EventBody::Agent {
+            status,
+            detail: String::new(),
+        };
+        // Events 2 and 3 (at 1001 and 1002): the wait started at the first.
+        let waiting = fold_all(vec![
+            opened(),
+            agent(AgentWindow::Waiting),
+            agent(AgentWindow::Waiting),
+        ])
+        .unwrap();
+        assert_eq!(waiting.agent, AgentWindow::Waiting);
+        assert_eq!(waiting.agent_waiting_since, 1001);
+        let opened_at_last = fold_all(vec![
+            opened(),
+            agent(AgentWindow::Waiting),
+            agent(AgentWindow::Opened),
+        ])
+        .unwrap();
+        assert_eq!(opened_at_last.agent, AgentWindow::Opened);
+        assert_eq!(opened_at_last.agent_waiting_since, 0);
     }
 
     #[test]

@@ -142,6 +142,7 @@ mod tests {
             token_expires_at: 0,
             epoch: 0,
             agent: AgentWindow::Pending,
+            agent_waiting_since: 0,
             seq: 1,
         }
     }

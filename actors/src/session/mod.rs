@@ -75,8 +75,11 @@ pub enum SessionMsg {
     },
     /// Rebuild the state now (sent after a restart).
     Load,
-    /// The agent's answer to "open chat".
+    /// The agent's answer to "open chat" (`Waiting`: it could not be reached).
     AgentAnswer { status: AgentWindow, detail: String },
+    /// The machine checked in since the session last asked its agent (found by the session's
+    /// own re-check; the machine's owner sends [`SessionCommand::MachineBack`] instead).
+    MachineBack { machine: String },
     /// Timer tick: stop when idle.
     IdleCheck,
     /// The node lost the session's partition: stop (after the commands queued before this).
@@ -101,6 +104,13 @@ pub struct SessionState {
     last_seq: u64,
     last_activity: Instant,
     timer: Option<tokio::task::JoinHandle<()>>,
+    /// An "open chat" to the agent is on its way: its answer has not arrived yet, so the
+    /// machine's check-in must not send a second one (a second window).
+    asking_agent: bool,
+    /// When (ms since the epoch) the agent was last asked to open the window.
+    asked_agent_at: u64,
+    /// When this actor last told the machine's owner that it waits for the machine.
+    awaited_at: Option<Instant>,
 }
 
 impl Actor for SessionActor {
@@ -127,6 +137,9 @@ impl Actor for SessionActor {
             last_seq: 0,
             last_activity: Instant::now(),
             timer: Some(timer),
+            asking_agent: false,
+            asked_agent_at: 0,
+            awaited_at: None,
         })
     }
 
@@ -160,7 +173,12 @@ impl Actor for SessionActor {
                 }
             }
             SessionMsg::AgentAnswer { status, detail } => {
-                state.on_agent_answer(status, detail).await
+                state.on_agent_answer(status, detail, &myself).await
+            }
+            SessionMsg::MachineBack { machine } => {
+                if state.ensure_loaded().await.is_ok() {
+                    state.on_machine_back(&machine, &myself).await;
+                }
             }
             SessionMsg::IdleCheck => state.on_idle_check(&myself).await,
             SessionMsg::Moved => myself.stop(Some(MOVED_STOP.into())),
@@ -236,20 +254,46 @@ impl SessionState {
         Ok(())
     }
 
-    /// Records what the agent said about the chat window, as an event and in the record.
-    async fn on_agent_answer(&mut self, status: AgentWindow, detail: String) {
+    /// Records what the agent said about the chat window, as an event and in the record. An
+    /// agent that could not be reached is waited for: one `waiting` event (not one per
+    /// attempt), and the machine's owner is told to wake the session at its next check-in.
+    async fn on_agent_answer(
+        &mut self,
+        status: AgentWindow,
+        detail: String,
+        myself: &ActorRef<SessionMsg>,
+    ) {
+        self.asking_agent = false;
         if self.ensure_loaded().await.is_err() || self.record.is_none() {
             return;
         }
-        let _ = self.append(EventBody::Agent { status, detail }, None).await;
-        if let Some(r) = self.record.as_mut() {
-            r.agent = status;
+        let was_waiting = self.waiting_for_machine();
+        if !(status == AgentWindow::Waiting && was_waiting) {
+            let _ = self.append(EventBody::Agent { status, detail }, None).await;
+            if let Some(r) = self.record.as_mut() {
+                r.agent_waiting_since = if status == AgentWindow::Waiting {
+                    crate::now_ms()
+                } else {
+                    0
+                };
+                r.agent = status;
+            }
+            let _ = self.save_record().await;
         }
-        let _ = self.save_record().await;
+        if self.waiting_for_machine() {
+            self.await_machine(myself);
+        }
     }
 
-    /// Stops the actor when it has been idle long enough.
+    /// Stops the actor when it has been idle long enough. A session waiting for its machine
+    /// stays, re-checking the machine now and then, until the wait ends.
     async fn on_idle_check(&mut self, myself: &ActorRef<SessionMsg>) {
+        if self.loaded && self.waiting_for_machine() {
+            self.recheck_machine(myself).await;
+            if self.waiting_for_machine() {
+                return;
+            }
+        }
         if self.last_activity.elapsed() < self.ctx.idle_timeout {
             return;
         }

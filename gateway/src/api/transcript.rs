@@ -175,6 +175,7 @@ fn line(event: &Event) -> String {
                 AgentWindow::Opened => "opened",
                 AgentWindow::Failed => "failed to open",
                 AgentWindow::Pending => "pending",
+                AgentWindow::Waiting => "waits for the machine to check in again",
             };
             if detail.is_empty() {
                 format!("— the machine user's chat window {status}")

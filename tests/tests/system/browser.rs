@@ -3,7 +3,8 @@
 //! machine titled with its machine ID, both sides talking, text shown as text, ten windows
 //! sharing one event stream, a window beyond the stream's limit saying so, and the operator's
 //! options (tone, auto-close) applied in every chat window, a restart re-opening the machine
-//! user's window (opened / failed), a 10k-message history shown whole, once, in order, and
+//! user's window (opened / failed), a chat waiting for a stopped agent and opening when it checks
+//! in again, a 10k-message history shown whole, once, in order, and
 //! operators chatting with each other (the live list of operators online, the incoming-chat
 //! popup and notification). Runs when NATTER_BROWSER_TESTS=1.
 
@@ -214,22 +215,103 @@ async fn restarting_a_chat_reopens_the_users_window_in_a_real_browser() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
+    let output = collect_output(status, &mut child).await;
+    watcher.abort();
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}
+
+/// Issue 12 item 2 in a real browser: the operator's window of a chat opened while the machine's
+/// agent is stopped says it waits for the machine; when the agent starts again and checks in, the
+/// user's window opens and shows the message written meanwhile. The script tells the test when
+/// to stop and start the agent (a control file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_waits_for_the_machine_and_opens_at_its_next_check_in_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let machine = "pc1.sales.acme";
+    let mut s = Scenario::new()
+        .operator("alice")
+        .machine(machine, "carol")
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("agent-url.txt");
+    let control = dir.path().join("agent-control.txt");
+    std::fs::write(&control, "").unwrap();
+    std::fs::write(&url_file, "").unwrap();
+    let mut child = browser_script("checkin.mjs", &s.node, "alice", dir.path())
+        .env("NATTER_MACHINE", machine)
+        .env("NATTER_AGENT_URL_FILE", &url_file)
+        .env("NATTER_AGENT_CONTROL", &control)
+        .spawn()
+        .expect("node runs");
+    let mut watcher = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        match std::fs::read_to_string(&control).unwrap_or_default().trim() {
+            "stop" => {
+                s.stop_agent(machine).await;
+                std::fs::write(&control, "stopped").unwrap();
+            }
+            "start" => {
+                s.add_machine(machine, "carol").await;
+                watcher = Some(write_opened_urls(&s, machine, &url_file));
+                std::fs::write(&control, "started").unwrap();
+            }
+            _ => {}
+        }
+        if let Some(status) = child.try_wait().expect("node runs") {
+            break status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "browser test finishes within 3 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let output = collect_output(status, &mut child).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    keep_screenshots_of_a_failure(dir, &output);
+    assert_every_check_passed(&output);
+    // One window: the agent was asked once, after it came back.
+    let opened = s.agent(machine).opener.opened.lock().unwrap().len();
+    assert_eq!(opened, 1, "links the agent was asked to open");
+    s.shutdown().await;
+}
+
+/// Keeps the screenshots a failed script took (its artifacts directory) instead of deleting
+/// them with the test's temporary directory, and says where they are.
+fn keep_screenshots_of_a_failure(dir: tempfile::TempDir, output: &Output) {
+    if output.status.success() {
+        return;
+    }
+    let kept = dir.keep();
+    eprintln!("screenshots of the failure kept in {}", kept.display());
+}
+
+/// The output of a script that has exited with `status`.
+async fn collect_output(
+    status: std::process::ExitStatus,
+    child: &mut tokio::process::Child,
+) -> Output {
+    use tokio::io::AsyncReadExt;
     let mut stdout = String::new();
     let mut stderr = String::new();
-    use tokio::io::AsyncReadExt;
     if let Some(mut out) = child.stdout.take() {
         out.read_to_string(&mut stdout).await.unwrap();
     }
     if let Some(mut err) = child.stderr.take() {
         err.read_to_string(&mut stderr).await.unwrap();
     }
-    watcher.abort();
-    assert_every_check_passed(&Output {
+    Output {
         status,
         stdout: stdout.into_bytes(),
         stderr: stderr.into_bytes(),
-    });
-    s.shutdown().await;
+    }
 }
 
 /// F10/F11 in a real browser: status icons change live (no reload), Quick View on hover, the

@@ -6,6 +6,7 @@ mod authz;
 mod bad_input;
 mod browser;
 mod chat;
+mod checkin;
 mod fanout;
 mod identity;
 mod incoming;
