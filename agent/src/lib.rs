@@ -19,18 +19,21 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use natter_actors::protocol::{
-    AgentCommand, AgentReply, Checkin, StartChatReply, StartChatRequest, StartRefusal,
+    AgentCommand, AgentReply, ChatUser, Checkin, CheckinUser, StartChatReply, StartChatRequest, StartRefusal,
 };
 use natter_actors::subjects;
 use tokio_util::sync::CancellationToken;
 
 /// Opens a chat URL in the machine user's browser.
 pub trait Opener: Send + Sync {
-    /// Opens `url`; `Err` says why the window could not be opened.
-    fn open(&self, machine: &str, url: &str) -> Result<(), String>;
+    /// Opens `url` in `user`'s desktop session (of several logged on), or the logged-on user's
+    /// (`None`); `Err` says why the window could not be opened.
+    fn open(&self, machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String>;
 }
 
-/// Runs a command with the URL as its last argument (e.g. `xdg-open`).
+/// Runs a command with the URL as its last argument (e.g. `xdg-open`). The user whose desktop
+/// it is for is in its environment: `NATTER_USER` and `NATTER_USER_SESSION` (unset when the
+/// chat is with the machine's only user); a wrapper script runs the browser in that session.
 pub struct CommandOpener {
     pub program: String,
     pub args: Vec<String>,
@@ -48,8 +51,14 @@ impl CommandOpener {
 }
 
 impl Opener for CommandOpener {
-    fn open(&self, _machine: &str, url: &str) -> Result<(), String> {
-        std::process::Command::new(&self.program)
+    fn open(&self, _machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String> {
+        let mut command = std::process::Command::new(&self.program);
+        if let Some(u) = user {
+            command
+                .env("NATTER_USER", &u.name)
+                .env("NATTER_USER_SESSION", &u.session);
+        }
+        command
             .args(&self.args)
             .arg(url)
             .stdin(std::process::Stdio::null())
@@ -63,10 +72,16 @@ impl Opener for CommandOpener {
 pub struct PrintOpener;
 
 impl Opener for PrintOpener {
-    fn open(&self, machine: &str, url: &str) -> Result<(), String> {
+    fn open(&self, machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String> {
         // Plain stdout, one line: a person copies the URL from here. Log lines get the link
         // without its token: a log is kept and shipped, and a link is a login until used.
-        println!("open chat on {machine}: {url}");
+        match user {
+            Some(u) => println!(
+                "open chat on {machine} for {} (session {}): {url}",
+                u.name, u.session
+            ),
+            None => println!("open chat on {machine}: {url}"),
+        }
         tracing::info!(machine, link = %without_token(url), "chat link printed on stdout");
         Ok(())
     }
@@ -80,15 +95,23 @@ pub fn without_token(url: &str) -> &str {
 /// Records the URLs it is asked to open (tests); can be told to fail.
 #[derive(Default, Clone)]
 pub struct RecordingOpener {
+    /// (machine, URL) of every window opened.
     pub opened: Arc<Mutex<Vec<(String, String)>>>,
+    /// (user session, URL) of every window opened: whose desktop got it (`None`: the
+    /// machine's only user).
+    pub opened_in: Arc<Mutex<Vec<(Option<String>, String)>>>,
     pub fail_with: Arc<Mutex<Option<String>>>,
 }
 
 impl Opener for RecordingOpener {
-    fn open(&self, machine: &str, url: &str) -> Result<(), String> {
+    fn open(&self, machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String> {
         if let Some(why) = self.fail_with.lock().map_err(|e| e.to_string())?.clone() {
             return Err(why);
         }
+        self.opened_in
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push((user.map(|u| u.session.clone()), url.to_string()));
         self.opened
             .lock()
             .map_err(|e| e.to_string())?
@@ -104,6 +127,9 @@ pub struct Presence {
     pub user: Option<String>,
     /// Seconds since the user's last input.
     pub idle_secs: u64,
+    /// Every logged-on user session (a terminal server has several); when not empty it is
+    /// what the check-in lists, and `user` / `idle_secs` are sent as its first user's.
+    pub users: Vec<CheckinUser>,
     /// Whether the first audit has completed.
     pub audit_done: bool,
     /// Whether remote control is enabled.
@@ -115,6 +141,7 @@ impl Default for Presence {
         Presence {
             user: None,
             idle_secs: 0,
+            users: Vec::new(),
             audit_done: true,
             remote_control: true,
         }
@@ -126,6 +153,22 @@ impl Presence {
     pub fn user(user: Option<&str>) -> Presence {
         Presence {
             user: user.map(String::from),
+            ..Presence::default()
+        }
+    }
+
+    /// Several users logged on: `(name, session)`, all active.
+    pub fn users(users: &[(&str, &str)]) -> Presence {
+        let users: Vec<CheckinUser> = (users.iter())
+            .map(|(name, session)| CheckinUser {
+                name: name.to_string(),
+                session: session.to_string(),
+                idle_secs: 0,
+            })
+            .collect();
+        Presence {
+            user: users.first().map(|u| u.name.clone()),
+            users,
             ..Presence::default()
         }
     }
@@ -262,7 +305,7 @@ impl AgentHandle {
             Err(e) => return ChatRequest::Failed(format!("an answer I cannot read: {e}")),
         };
         match (reply.ok, reply.url, reply.reason) {
-            (true, Some(url), _) => match running.opener.open(&running.machine, &url) {
+            (true, Some(url), _) => match running.opener.open(&running.machine, None, &url) {
                 Ok(()) => ChatRequest::Opened,
                 Err(why) => ChatRequest::Failed(why),
             },
@@ -288,8 +331,11 @@ fn checkin(config: &AgentConfig, presence: &Presence) -> Checkin {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         os: config.os.clone(),
         ip: config.ip.clone(),
-        user: presence.user.clone(),
-        idle_secs: presence.idle_secs,
+        user: (presence.users.first())
+            .map(|u| u.name.clone())
+            .or_else(|| presence.user.clone()),
+        idle_secs: presence.users.first().map_or(presence.idle_secs, |u| u.idle_secs),
+        users: (!presence.users.is_empty()).then(|| presence.users.clone()),
         interval_secs: config.interval.as_secs().max(1),
         audit_done: presence.audit_done,
         remote_control: presence.remote_control,
@@ -387,20 +433,14 @@ async fn publish_checkin(
 async fn answer(
     client: &async_nats::Client,
     config: &AgentConfig,
+    handle: &AgentHandle,
     opener: &dyn Opener,
     msg: async_nats::Message,
 ) {
     let reply = match serde_json::from_slice::<AgentCommand>(&msg.payload) {
-        Ok(AgentCommand::OpenChat { url, .. }) => match opener.open(&config.machine, &url) {
-            Ok(()) => AgentReply {
-                ok: true,
-                detail: "chat window opened".into(),
-            },
-            Err(why) => AgentReply {
-                ok: false,
-                detail: why,
-            },
-        },
+        Ok(AgentCommand::OpenChat { url, user, .. }) => {
+            open_chat(config, &handle.presence(), opener, user.as_ref(), &url)
+        }
         Err(e) => AgentReply {
             ok: false,
             detail: format!("unknown command: {e}"),
@@ -414,6 +454,38 @@ async fn answer(
         {
             tracing::warn!(machine = %config.machine, "reply to a command timed out");
         }
+    }
+}
+
+/// Opens a chat window in the desktop session it is for: a user session no longer logged on
+/// gets no window (it would open on nobody's screen, or somebody else's).
+fn open_chat(
+    config: &AgentConfig,
+    presence: &Presence,
+    opener: &dyn Opener,
+    user: Option<&ChatUser>,
+    url: &str,
+) -> AgentReply {
+    if let Some(u) = user
+        && !presence.users.iter().any(|p| p.session == u.session)
+    {
+        return AgentReply {
+            ok: false,
+            detail: format!("{} is no longer logged on (session {})", u.name, u.session),
+        };
+    }
+    match opener.open(&config.machine, user, url) {
+        Ok(()) => AgentReply {
+            ok: true,
+            detail: match user {
+                Some(u) => format!("chat window opened for {} (session {})", u.name, u.session),
+                None => "chat window opened".into(),
+            },
+        },
+        Err(why) => AgentReply {
+            ok: false,
+            detail: why,
+        },
     }
 }
 
@@ -479,7 +551,7 @@ async fn serve(
                 let sent = publish_checkin(client, &checkin_subject, config, &presence).await;
                 next_checkin = tokio::time::Instant::now() + next_checkin_delay(config.interval, sent);
             }
-            Some(msg) = commands.next() => answer(client, config, opener, msg).await,
+            Some(msg) = commands.next() => answer(client, config, handle, opener, msg).await,
         }
     }
 }
