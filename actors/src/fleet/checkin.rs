@@ -255,8 +255,6 @@ mod tests {
         let users = c.users.unwrap();
         assert_eq!(users.len(), 2);
         assert_eq!((users[1].name.as_str(), users[1].session.as_str()), ("dave", "rdp-tcp#3"));
-        let c = parse(|v| v["users"][0]["idle_secs"] = json!(u64::MAX)).unwrap();
-        assert!(c.users.is_none(), "a body without users has none");
         let c = parse(|v| {
             v["users"] = json!([{"name": "erin", "session": "2", "idle_secs": u64::MAX}])
         })

@@ -24,3 +24,4 @@ mod retention;
 mod roles;
 mod tls;
 mod transcript;
+mod users;
