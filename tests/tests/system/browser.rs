@@ -406,3 +406,65 @@ async fn a_chat_is_handed_over_and_its_transcript_saved_in_a_real_browser() {
     assert_every_check_passed(&output);
     s.shutdown().await;
 }
+
+/// Issue 12 item 6 in a real browser: a machine with two users; the operator picks the second
+/// on the Chat page (and the first in the Quick View), each chat window is titled with the
+/// machine and its user, and only that user's desktop session gets the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_with_the_second_of_two_users_reaches_only_that_user_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let machine = "ts1.sales.acme";
+    let s = Scenario::new()
+        .operator("alice")
+        .machine_with(
+            machine,
+            natter_agent::Presence::users(&[("carol", "console"), ("dave", "rdp-tcp#3")]),
+            Duration::from_secs(30),
+        )
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        dir.path().join("carol-url.txt"),
+        dir.path().join("dave-url.txt"),
+    ];
+    // Each user's desktop: the URL the agent was asked to open in that session.
+    let opened_in = s.agent(machine).opener.opened_in.clone();
+    let sessions = ["console", "rdp-tcp#3"];
+    for f in &files {
+        std::fs::write(f, "").unwrap();
+    }
+    let watcher = tokio::spawn({
+        let files = files.clone();
+        async move {
+            loop {
+                let opened = opened_in.lock().unwrap().clone();
+                for (session, file) in sessions.iter().zip(&files) {
+                    let last = opened.iter().rev().find(|(s, _)| s.as_deref() == Some(*session));
+                    if let Some((_, url)) = last {
+                        std::fs::write(file, url).unwrap();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let file_list = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let output = finish_within(
+        Duration::from_secs(180),
+        browser_script("users.mjs", &s.node, "alice", dir.path())
+            .env("NATTER_MACHINE", machine)
+            .env("NATTER_USERS", "carol,dave")
+            .env("NATTER_URL_FILES", file_list),
+    )
+    .await;
+    watcher.abort();
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}
