@@ -299,7 +299,10 @@ mod tests {
     fn a_user_chat_key_is_a_kv_key_and_round_trips() {
         let key = machine_user_chat_key("pc1.sales.acme", "rdp-tcp#3");
         assert_eq!(key, "pc1.sales.acme/7264702d7463702333");
-        assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b)));
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
+        );
         assert_eq!(
             parse_machine_user_chat_key(&key),
             Some(("pc1.sales.acme", "rdp-tcp#3".to_string()))

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use natter_actors::protocol::{
-    AgentCommand, AgentReply, ChatUser, Checkin, CheckinUser, StartChatReply, StartChatRequest, StartRefusal,
+    AgentCommand, AgentReply, ChatUser, Checkin, CheckinUser, StartChatReply, StartChatRequest,
+    StartRefusal,
 };
 use natter_actors::subjects;
 use tokio_util::sync::CancellationToken;
@@ -92,6 +93,10 @@ pub fn without_token(url: &str) -> &str {
     url.split_once('#').map_or(url, |(page, _)| page)
 }
 
+/// A window a [`RecordingOpener`] opened: the user session it was for (`None`: the machine's
+/// only user) and its URL.
+pub type OpenedIn = (Option<String>, String);
+
 /// Records the URLs it is asked to open (tests); can be told to fail.
 #[derive(Default, Clone)]
 pub struct RecordingOpener {
@@ -99,7 +104,7 @@ pub struct RecordingOpener {
     pub opened: Arc<Mutex<Vec<(String, String)>>>,
     /// (user session, URL) of every window opened: whose desktop got it (`None`: the
     /// machine's only user).
-    pub opened_in: Arc<Mutex<Vec<(Option<String>, String)>>>,
+    pub opened_in: Arc<Mutex<Vec<OpenedIn>>>,
     pub fail_with: Arc<Mutex<Option<String>>>,
 }
 
@@ -334,7 +339,10 @@ fn checkin(config: &AgentConfig, presence: &Presence) -> Checkin {
         user: (presence.users.first())
             .map(|u| u.name.clone())
             .or_else(|| presence.user.clone()),
-        idle_secs: presence.users.first().map_or(presence.idle_secs, |u| u.idle_secs),
+        idle_secs: presence
+            .users
+            .first()
+            .map_or(presence.idle_secs, |u| u.idle_secs),
         users: (!presence.users.is_empty()).then(|| presence.users.clone()),
         interval_secs: config.interval.as_secs().max(1),
         audit_done: presence.audit_done,

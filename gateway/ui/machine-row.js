@@ -108,8 +108,10 @@ function nameOf(m, actions) {
   if (!why) {
     const b = el('button', 'link machine-link', m.id);
     b.type = 'button';
-    b.title = `Chat with ${m.user} on ${m.id}`;
-    b.addEventListener('click', () => actions.chat(m.id));
+    // Of several users, the machine ID chats with the first (each user has Chat of their own).
+    const first = (m.users || [])[0];
+    b.title = `Chat with ${first ? first.name : m.user} on ${m.id}`;
+    b.addEventListener('click', () => (first ? actions.chat(m.id, first.session) : actions.chat(m.id)));
     name.append(b);
   } else {
     name.append(el('span', null, m.id), el('span', 'reason', ` (${why})`));

@@ -254,22 +254,38 @@ mod tests {
         let c = parse(|v| v["users"] = two_users()).unwrap();
         let users = c.users.unwrap();
         assert_eq!(users.len(), 2);
-        assert_eq!((users[1].name.as_str(), users[1].session.as_str()), ("dave", "rdp-tcp#3"));
+        assert_eq!(
+            (users[1].name.as_str(), users[1].session.as_str()),
+            ("dave", "rdp-tcp#3")
+        );
         let c = parse(|v| {
             v["users"] = json!([{"name": "erin", "session": "2", "idle_secs": u64::MAX}])
         })
         .unwrap();
         assert_eq!(c.users.unwrap()[0].idle_secs, MAX_IDLE_SECS);
-        assert_eq!(parse(|v| v["users"] = json!([])).unwrap().users, Some(vec![]));
+        assert_eq!(
+            parse(|v| v["users"] = json!([])).unwrap().users,
+            Some(vec![])
+        );
         let old = parse(|_| {}).unwrap();
-        assert_eq!((old.user.as_deref(), old.users), (Some("bob"), None), "old agents");
+        assert_eq!(
+            (old.user.as_deref(), old.users),
+            (Some("bob"), None),
+            "old agents"
+        );
     }
 
     #[test]
     fn bad_user_sessions_are_refused_whole() {
         let cases: Vec<(Value, &str)> = vec![
-            (json!([{"name": "", "session": "1"}]), "field users.name: empty"),
-            (json!([{"name": "a", "session": " "}]), "field users.session: empty"),
+            (
+                json!([{"name": "", "session": "1"}]),
+                "field users.name: empty",
+            ),
+            (
+                json!([{"name": "a", "session": " "}]),
+                "field users.session: empty",
+            ),
             (
                 json!([{"name": "a\u{202e}b", "session": "1"}]),
                 "field users.name: contains a control or invisible formatting character",

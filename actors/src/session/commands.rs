@@ -9,8 +9,8 @@ use super::persist::{message_id, unavailable};
 use super::{SessionMsg, SessionState};
 use crate::machines::Scope;
 use crate::protocol::{
-    Ack, AgentWindow, ChatUser, EventBody, Participant, ParticipantKind, SessionCommand, SessionError,
-    SessionErrorKind, SessionRecord, valid_client_id, valid_machine_id,
+    Ack, AgentWindow, ChatUser, EventBody, Participant, ParticipantKind, SessionCommand,
+    SessionError, SessionErrorKind, SessionRecord, valid_client_id, valid_machine_id,
 };
 
 type CmdResult = Result<Ack, SessionError>;

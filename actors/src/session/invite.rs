@@ -98,7 +98,8 @@ impl SessionState {
         if self.record.is_some() {
             return Err(already_exists());
         }
-        self.begin(&by, &machine, None, &machine, MACHINE_TAKEN).await?;
+        self.begin(&by, &machine, None, &machine, MACHINE_TAKEN)
+            .await?;
         let Some(record) = self.record.as_mut() else {
             return Err(not_found());
         };

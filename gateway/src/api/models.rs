@@ -153,10 +153,11 @@ impl MachineView {
                 session: u.session.clone(),
             })
             .collect();
-        let session = match users.first() {
-            Some(first) => first.chat.clone(),
-            None => chat_of(None),
-        };
+        // Of several users, the first's chat (or one the machine's user started, by machine).
+        let session = users
+            .first()
+            .and_then(|first| first.chat.clone())
+            .or_else(|| chat_of(None));
         MachineView {
             agent_version: m.agent_version.clone(),
             group: group_of(&m.id).to_string(),

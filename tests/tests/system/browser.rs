@@ -442,7 +442,10 @@ async fn a_chat_with_the_second_of_two_users_reaches_only_that_user_in_a_real_br
             loop {
                 let opened = opened_in.lock().unwrap().clone();
                 for (session, file) in sessions.iter().zip(&files) {
-                    let last = opened.iter().rev().find(|(s, _)| s.as_deref() == Some(*session));
+                    let last = opened
+                        .iter()
+                        .rev()
+                        .find(|(s, _)| s.as_deref() == Some(*session));
                     if let Some((_, url)) = last {
                         std::fs::write(file, url).unwrap();
                     }

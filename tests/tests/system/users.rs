@@ -103,12 +103,17 @@ async fn each_user_of_a_machine_has_a_chat_of_their_own() {
         .unwrap();
     assert_eq!(machine_user["name"], "dave", "{view}");
     alice
-        .wait_for(&format!("/api/sessions/{daves}"), |v| v["agent"] == "opened")
+        .wait_for(&format!("/api/sessions/{daves}"), |v| {
+            v["agent"] == "opened"
+        })
         .await;
 
     // Carol's chat is another one, opened in her session.
     let (status, answer) = alice
-        .post("/api/chats", &json!({"machine": TS, "user_session": "console"}))
+        .post(
+            "/api/chats",
+            &json!({"machine": TS, "user_session": "console"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{answer}");
     let carols = session_id(&answer);
@@ -201,18 +206,36 @@ async fn a_user_session_that_is_not_logged_on_is_refused_clearly() {
         .await;
     let alice = s.operator("alice");
     let refusals = [
-        (json!({"machine": TS, "user_session": "rdp-tcp#9"}), StatusCode::NOT_FOUND),
-        (json!({"machine": "pc1.sales.acme", "user_session": "console"}), StatusCode::NOT_FOUND),
-        (json!({"operator": "bob", "user_session": "console"}), StatusCode::BAD_REQUEST),
-        (json!({"machine": TS, "user_session": 3}), StatusCode::BAD_REQUEST),
+        (
+            json!({"machine": TS, "user_session": "rdp-tcp#9"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"machine": "pc1.sales.acme", "user_session": "console"}),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            json!({"operator": "bob", "user_session": "console"}),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            json!({"machine": TS, "user_session": 3}),
+            StatusCode::BAD_REQUEST,
+        ),
     ];
     for (body, expected) in refusals {
         let (status, answer) = alice.post("/api/chats", &body).await;
         assert_eq!(status, expected, "{body}: {answer}");
-        assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()), "{answer}");
+        assert!(
+            answer["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{answer}"
+        );
     }
     let (_, answer) = alice
-        .post("/api/chats", &json!({"machine": TS, "user_session": "rdp-tcp#9"}))
+        .post(
+            "/api/chats",
+            &json!({"machine": TS, "user_session": "rdp-tcp#9"}),
+        )
         .await;
     assert!(
         answer["message"].as_str().unwrap().contains("rdp-tcp#9"),
@@ -221,14 +244,18 @@ async fn a_user_session_that_is_not_logged_on_is_refused_clearly() {
     assert!(opened_in(&s, TS).is_empty(), "no window opened anywhere");
 
     // Dave logs off: his session is refused from then on; carol still chats.
-    s.agent(TS).check_in(Presence::users(&[("carol", "console")]));
+    s.agent(TS)
+        .check_in(Presence::users(&[("carol", "console")]));
     alice
         .wait_for(&format!("/api/machines/{TS}"), |m| {
             m["users"].as_array().is_some_and(|u| u.len() == 1)
         })
         .await;
     let (status, _) = alice
-        .post("/api/chats", &json!({"machine": TS, "user_session": "rdp-tcp#3"}))
+        .post(
+            "/api/chats",
+            &json!({"machine": TS, "user_session": "rdp-tcp#3"}),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // A machine with one user (an agent that sends only `user`) chats as before.
