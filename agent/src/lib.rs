@@ -622,7 +622,76 @@ pub async fn run_on_family(
 
 #[cfg(test)]
 mod tests {
-    use super::without_token;
+    use super::*;
+
+    fn config() -> AgentConfig {
+        AgentConfig {
+            nats_url: String::new(),
+            nats_ca: None,
+            nats_user: "ts1.acme".into(),
+            nats_password: String::new(),
+            nkey_seed: None,
+            machine: "ts1.acme".into(),
+            interval: Duration::from_secs(30),
+            os: "linux".into(),
+            ip: "10.0.0.1".into(),
+        }
+    }
+
+    #[test]
+    fn a_chat_opens_in_its_users_session_or_not_at_all() {
+        let opener = RecordingOpener::default();
+        let two = Presence::users(&[("carol", "console"), ("dave", "rdp-tcp#3")]);
+        let dave = ChatUser {
+            name: "dave".into(),
+            session: "rdp-tcp#3".into(),
+        };
+        let reply = open_chat(&config(), &two, &opener, Some(&dave), "http://x/m/S/#t=1");
+        assert!(reply.ok, "{}", reply.detail);
+        assert_eq!(
+            reply.detail,
+            "chat window opened for dave (session rdp-tcp#3)"
+        );
+        let opened = opener.opened_in.lock().unwrap().clone();
+        assert_eq!(
+            opened,
+            [(Some("rdp-tcp#3".into()), "http://x/m/S/#t=1".into())]
+        );
+
+        // Dave logged off: nothing opens, on nobody's desktop.
+        let carol_only = Presence::users(&[("carol", "console")]);
+        let reply = open_chat(
+            &config(),
+            &carol_only,
+            &opener,
+            Some(&dave),
+            "http://x/m/S/#t=2",
+        );
+        assert!(!reply.ok);
+        assert_eq!(
+            reply.detail,
+            "dave is no longer logged on (session rdp-tcp#3)"
+        );
+        assert_eq!(opener.opened_in.lock().unwrap().len(), 1);
+
+        // A chat with a machine's only user opens as it always did.
+        let one = Presence::user(Some("erin"));
+        let reply = open_chat(&config(), &one, &opener, None, "http://x/m/T/#t=3");
+        assert!(reply.ok);
+        assert_eq!(opener.opened_in.lock().unwrap()[1].0, None);
+    }
+
+    #[test]
+    fn a_checkin_lists_the_users_and_names_the_first_for_older_brokers() {
+        let c = checkin(
+            &config(),
+            &Presence::users(&[("carol", "console"), ("dave", "2")]),
+        );
+        assert_eq!(c.user.as_deref(), Some("carol"));
+        assert_eq!(c.users.as_ref().map(Vec::len), Some(2));
+        let old = checkin(&config(), &Presence::user(Some("erin")));
+        assert_eq!((old.user.as_deref(), old.users), (Some("erin"), None));
+    }
 
     #[test]
     fn a_logged_link_has_no_token() {

@@ -102,6 +102,22 @@ mod tests {
     }
 
     #[test]
+    fn a_chat_with_one_of_several_users_is_rebuilt_with_that_user() {
+        let dave = crate::protocol::ChatUser {
+            name: "dave".into(),
+            session: "rdp-tcp#3".into(),
+        };
+        let r = fold_all(vec![EventBody::Opened {
+            by: operator("alice"),
+            machine: "ts1.acme".into(),
+            user: Some(dave.clone()),
+        }])
+        .unwrap();
+        assert_eq!(r.user, Some(dave));
+        assert_eq!(fold_all(vec![opened()]).unwrap().user, None);
+    }
+
+    #[test]
     fn opened_starts_the_record_at_the_event_time() {
         let r = fold_all(vec![opened()]).unwrap();
         assert_eq!(r.id, "S1");

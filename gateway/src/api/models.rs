@@ -228,8 +228,21 @@ mod tests {
         let view = MachineView::new(&record, |_| None);
         assert_eq!(
             serde_json::to_string(&view).unwrap(),
-            r#"{"agent_version":"0.1.0","group":"east.sales.acme","id":"pc1.east.sales.acme","idle_secs":0,"ip":"10.0.0.7","last_checkin":1764045000123,"org":"acme","os":"linux","session":null,"status":"user","user":"carol"}"#
+            r#"{"agent_version":"0.1.0","group":"east.sales.acme","id":"pc1.east.sales.acme","idle_secs":0,"ip":"10.0.0.7","last_checkin":1764045000123,"org":"acme","os":"linux","session":null,"status":"user","user":"carol","users":[]}"#
         );
+        record.users = vec![natter_actors::machines::MachineUser {
+            name: "dave".into(),
+            session: "rdp-tcp#3".into(),
+            idle_secs: 700,
+        }];
+        let view = MachineView::new(&record, |s| s.map(|s| format!("chat-{s}")));
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            json["users"],
+            serde_json::json!([{"active": false, "chat": "chat-rdp-tcp#3", "idle_secs": 700,
+                                "name": "dave", "session": "rdp-tcp#3"}])
+        );
+        assert_eq!(json["session"], "chat-rdp-tcp#3", "the first user's chat");
     }
 
     #[test]

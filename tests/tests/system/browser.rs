@@ -25,23 +25,33 @@ fn browser_tests_enabled() -> bool {
 }
 
 /// `node tests/browser/<script>` against `node`, logged in as `operator` (with the harness's
-/// password for that operator); screenshots of a failed check go to `artifacts`.
+/// password for that operator); screenshots of a failed check are kept in
+/// [`screenshot_dir`] (`_scratch`, the test's temporary directory, goes away with the test).
 fn browser_script(
     script: &str,
     node: &TestNode,
     operator: &str,
-    artifacts: &Path,
+    _scratch: &Path,
 ) -> tokio::process::Command {
+    let artifacts = screenshot_dir();
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(repo_root().join("tests/browser").join(script))
         .env("NATTER_URL", &node.base)
         .env("NATTER_OPERATOR", operator)
         .env("NATTER_PASSWORD", operator_password(operator))
-        .env("NATTER_ARTIFACTS", artifacts)
+        .env("NATTER_ARTIFACTS", &artifacts)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     cmd
+}
+
+/// Where failed browser checks leave their screenshots (`<script>-check<N>-page<M>.png`):
+/// `$NATTER_ARTIFACTS`, else `target/browser-artifacts`; kept after the test, for CI to upload.
+fn screenshot_dir() -> std::path::PathBuf {
+    std::env::var_os("NATTER_ARTIFACTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/browser-artifacts"))
 }
 
 /// Runs a browser script to its end, within `limit`.
@@ -60,7 +70,8 @@ fn assert_every_check_passed(output: &Output) {
     eprintln!("{stderr}");
     assert!(
         output.status.success(),
-        "browser checks failed:\n{stdout}\n{stderr}"
+        "browser checks failed (screenshots in {}):\n{stdout}\n{stderr}",
+        screenshot_dir().display()
     );
     assert!(
         !stdout.contains("skip:"),
