@@ -150,6 +150,7 @@ demo_agents() {
     --interval 10s --key-file "$demo/keys/{machine}.nk" \
     --machine pc1.sales.acme=carol \
     --machine laptop7.east.support.acme=erin \
+    --machine 'ts1.sales.acme=gina@console,henry@rdp-tcp#3' \
     >>"$agents_log" 2>&1
   agents_pid=$!
   # pc2's agent runs alone, so that it can be stopped and started again by hand (a chat opened
@@ -213,7 +214,8 @@ demo_logins_text() {
   Operators:   alice / alice-demo   (admin: every organisation)
                bob   / bob-demo     (scope sales.acme: fewer machines)
 
-  Machines: 5 demo agents (pc1.sales.acme, pc2.sales.acme, … — chat with these),
+  Machines: 6 demo agents (pc1.sales.acme, pc2.sales.acme, … — chat with these;
+  ts1.sales.acme is a terminal server with two users, gina and henry),
   24 simulated ones (sim…) whose status changes live, newpc.east.sales.acme
   (never checked in) and srv1.dc.globex (suspended).
 

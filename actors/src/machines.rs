@@ -79,8 +79,13 @@ pub struct MachineRecord {
     pub status: MachineStatus,
     /// Milliseconds since the epoch; `None` before the first check-in.
     pub last_checkin: Option<u64>,
+    /// The logged-on user (of several: the most active one).
     pub user: Option<String>,
     pub idle_secs: u64,
+    /// Every logged-on user session, as the agent listed them; empty when the agent reports
+    /// only `user` (one user, as agents did before).
+    #[serde(default)]
+    pub users: Vec<MachineUser>,
     pub os: String,
     pub agent_version: String,
     pub ip: String,
@@ -99,6 +104,7 @@ impl MachineRecord {
             last_checkin: None,
             user: None,
             idle_secs: 0,
+            users: Vec::new(),
             os: String::new(),
             agent_version: String::new(),
             ip: String::new(),
@@ -118,6 +124,12 @@ impl MachineRecord {
         };
         use crate::untrusted::clean_text;
         self.user = self.user.map(|u| clean_text(&u, MAX_USER_CHARS));
+        self.users.truncate(crate::fleet::checkin::MAX_USERS);
+        for u in &mut self.users {
+            u.name = clean_text(&u.name, MAX_USER_CHARS);
+            u.session = clean_text(&u.session, crate::fleet::checkin::MAX_SESSION_CHARS);
+            u.idle_secs = u.idle_secs.min(MAX_IDLE_SECS);
+        }
         self.os = clean_text(&self.os, MAX_OS_CHARS);
         self.agent_version = clean_text(&self.agent_version, MAX_AGENT_VERSION_CHARS);
         if self.ip.parse::<std::net::IpAddr>().is_err() {
@@ -169,6 +181,22 @@ impl MachineRecord {
             .clamp(*INTERVAL_SECS.start(), *INTERVAL_SECS.end())
             .saturating_mul(1000)
             .saturating_mul(u64::from(offline_after.max(1)))
+    }
+}
+
+/// One logged-on user session of a machine (a terminal server has several).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct MachineUser {
+    pub name: String,
+    /// The OS's id of the user's session.
+    pub session: String,
+    pub idle_secs: u64,
+}
+
+impl MachineUser {
+    /// Active: some input within the last 10 minutes.
+    pub fn active(&self) -> bool {
+        self.idle_secs < IDLE_AFTER_SECS
     }
 }
 

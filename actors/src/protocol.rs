@@ -38,9 +38,15 @@ impl Participant {
 #[derive(Serialize, Deserialize, Clone, Debug)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum SessionCommand {
-    /// Start the session with a machine. Fails with `Conflict` (carrying the session in progress)
-    /// when that machine already has one.
-    Open { by: Participant, machine: String },
+    /// Start the session with a machine (with `user`, one of its logged-on users: each has a
+    /// chat of their own). Fails with `Conflict` (carrying the session in progress) when that
+    /// machine (or that user of it) already has one.
+    Open {
+        by: Participant,
+        machine: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<ChatUser>,
+    },
     /// Start a chat between two operators: `by` is its member and `with` is invited (an incoming
     /// chat for them). Fails with `Conflict` (carrying the session) when the two already have a
     /// chat in progress.
@@ -200,12 +206,24 @@ pub enum AgentWindow {
     Waiting,
 }
 
+/// The one user of a machine with several logged-on users (a terminal server) whom a chat is
+/// with: their name and the OS's session id of their desktop (from the machine's check-in).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct ChatUser {
+    pub name: String,
+    pub session: String,
+}
+
 /// A session as a member sees it.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct SessionView {
     pub id: String,
     /// The machine chatted with; empty for a chat between operators.
     pub machine: String,
+    /// The machine's user this chat is with, when it was opened for one of several users;
+    /// absent for a chat with a machine's only user (as agents without `users` report them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ChatUser>,
     pub ended: bool,
     pub last_seq: u64,
     pub members: Vec<Participant>,
@@ -233,6 +251,9 @@ pub enum EventBody {
     Opened {
         by: Participant,
         machine: String,
+        /// The machine's user the chat is with (one of several), if one was picked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<ChatUser>,
     },
     Joined {
         who: Participant,
@@ -272,6 +293,9 @@ pub struct SessionRecord {
     pub id: String,
     /// Empty for a chat between operators.
     pub machine: String,
+    /// The machine's user the chat is with, when picked among several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ChatUser>,
     pub created_at: u64,
     pub members: Vec<Participant>,
     /// Operators invited who have not joined yet.
@@ -325,11 +349,15 @@ pub struct Checkin {
     pub agent_version: String,
     pub os: String,
     pub ip: String,
-    /// The logged-on user, if any.
+    /// The logged-on user, if any (with `users`: the console's or first user, for old brokers).
     pub user: Option<String>,
     /// Seconds since the logged-on user's last input.
     #[serde(default)]
     pub idle_secs: u64,
+    /// Every logged-on user session (terminal servers have several); when present it is the
+    /// truth and `user` / `idle_secs` are ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<CheckinUser>>,
     /// The agent's check-in interval, so the broker can tell when it is overdue.
     pub interval_secs: u64,
     /// Whether the machine's first audit has completed (absent = yes).
@@ -340,6 +368,17 @@ pub struct Checkin {
     pub remote_control: bool,
 }
 
+/// One logged-on user session in a check-in.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CheckinUser {
+    pub name: String,
+    /// The OS's id of the user's session (e.g. `rdp-tcp#3`, `2`, `tty7`).
+    pub session: String,
+    /// Seconds since this user's last input.
+    #[serde(default)]
+    pub idle_secs: u64,
+}
+
 fn yes() -> bool {
     true
 }
@@ -348,8 +387,14 @@ fn yes() -> bool {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum AgentCommand {
-    /// Open the machine user's chat window at `url`.
-    OpenChat { session: String, url: String },
+    /// Open the machine user's chat window at `url`: in `user`'s desktop session when the chat
+    /// is with one of several users, else in the logged-on user's.
+    OpenChat {
+        session: String,
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        user: Option<ChatUser>,
+    },
 }
 
 /// An agent's answer to an [`AgentCommand`].

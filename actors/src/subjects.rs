@@ -251,6 +251,20 @@ pub fn operator_pair_key(a: &str, b: &str) -> String {
     format!("ops={first}={second}")
 }
 
+/// The key of the chat in progress with one user (OS session `user_session`) of a machine
+/// with several, in the machine-sessions bucket: `<machine>/<hex of the session id>` (a session
+/// id may hold characters a KV key may not, such as `#`; a machine ID never holds `/`).
+pub fn machine_user_chat_key(machine: &str, user_session: &str) -> String {
+    format!("{machine}/{}", hex::encode(user_session.as_bytes()))
+}
+
+/// The machine and user session a [`machine_user_chat_key`] names.
+pub fn parse_machine_user_chat_key(key: &str) -> Option<(&str, String)> {
+    let (machine, session) = key.split_once('/')?;
+    let session = String::from_utf8(hex::decode(session).ok()?).ok()?;
+    crate::protocol::valid_machine_id(machine).then_some((machine, session))
+}
+
 /// The key of an operator's presence, as one node's gateway sees it, in the presence bucket:
 /// `<operator>.<node id>` (node ids have no dots).
 pub fn presence_key(operator: &str, node: &str) -> String {
@@ -280,6 +294,22 @@ pub const FLEET_QUEUE: &str = "natter-fleet";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_chat_key_is_a_kv_key_and_round_trips() {
+        let key = machine_user_chat_key("pc1.sales.acme", "rdp-tcp#3");
+        assert_eq!(key, "pc1.sales.acme/7264702d7463702333");
+        assert!(
+            key.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-/_=.".contains(&b))
+        );
+        assert_eq!(
+            parse_machine_user_chat_key(&key),
+            Some(("pc1.sales.acme", "rdp-tcp#3".to_string()))
+        );
+        assert_eq!(parse_machine_user_chat_key("pc1.sales.acme"), None);
+        assert_eq!(parse_machine_user_chat_key("ops=a=b"), None);
+    }
 
     #[test]
     fn machine_ids_round_trip_through_one_token() {

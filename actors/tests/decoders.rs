@@ -95,6 +95,7 @@ fn valid_checkin() -> impl Strategy<Value = Checkin> {
                 ip: std::net::Ipv4Addr::from(ip).to_string(),
                 user,
                 idle_secs,
+                users: None,
                 interval_secs,
                 audit_done: audit,
                 remote_control: remote,

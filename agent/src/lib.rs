@@ -19,18 +19,22 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use natter_actors::protocol::{
-    AgentCommand, AgentReply, Checkin, StartChatReply, StartChatRequest, StartRefusal,
+    AgentCommand, AgentReply, ChatUser, Checkin, CheckinUser, StartChatReply, StartChatRequest,
+    StartRefusal,
 };
 use natter_actors::subjects;
 use tokio_util::sync::CancellationToken;
 
 /// Opens a chat URL in the machine user's browser.
 pub trait Opener: Send + Sync {
-    /// Opens `url`; `Err` says why the window could not be opened.
-    fn open(&self, machine: &str, url: &str) -> Result<(), String>;
+    /// Opens `url` in `user`'s desktop session (of several logged on), or the logged-on user's
+    /// (`None`); `Err` says why the window could not be opened.
+    fn open(&self, machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String>;
 }
 
-/// Runs a command with the URL as its last argument (e.g. `xdg-open`).
+/// Runs a command with the URL as its last argument (e.g. `xdg-open`). The user whose desktop
+/// it is for is in its environment: `NATTER_USER` and `NATTER_USER_SESSION` (unset when the
+/// chat is with the machine's only user); a wrapper script runs the browser in that session.
 pub struct CommandOpener {
     pub program: String,
     pub args: Vec<String>,
@@ -48,8 +52,14 @@ impl CommandOpener {
 }
 
 impl Opener for CommandOpener {
-    fn open(&self, _machine: &str, url: &str) -> Result<(), String> {
-        std::process::Command::new(&self.program)
+    fn open(&self, _machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String> {
+        let mut command = std::process::Command::new(&self.program);
+        if let Some(u) = user {
+            command
+                .env("NATTER_USER", &u.name)
+                .env("NATTER_USER_SESSION", &u.session);
+        }
+        command
             .args(&self.args)
             .arg(url)
             .stdin(std::process::Stdio::null())
@@ -63,10 +73,16 @@ impl Opener for CommandOpener {
 pub struct PrintOpener;
 
 impl Opener for PrintOpener {
-    fn open(&self, machine: &str, url: &str) -> Result<(), String> {
+    fn open(&self, machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String> {
         // Plain stdout, one line: a person copies the URL from here. Log lines get the link
         // without its token: a log is kept and shipped, and a link is a login until used.
-        println!("open chat on {machine}: {url}");
+        match user {
+            Some(u) => println!(
+                "open chat on {machine} for {} (session {}): {url}",
+                u.name, u.session
+            ),
+            None => println!("open chat on {machine}: {url}"),
+        }
         tracing::info!(machine, link = %without_token(url), "chat link printed on stdout");
         Ok(())
     }
@@ -77,18 +93,30 @@ pub fn without_token(url: &str) -> &str {
     url.split_once('#').map_or(url, |(page, _)| page)
 }
 
+/// A window a [`RecordingOpener`] opened: the user session it was for (`None`: the machine's
+/// only user) and its URL.
+pub type OpenedIn = (Option<String>, String);
+
 /// Records the URLs it is asked to open (tests); can be told to fail.
 #[derive(Default, Clone)]
 pub struct RecordingOpener {
+    /// (machine, URL) of every window opened.
     pub opened: Arc<Mutex<Vec<(String, String)>>>,
+    /// (user session, URL) of every window opened: whose desktop got it (`None`: the
+    /// machine's only user).
+    pub opened_in: Arc<Mutex<Vec<OpenedIn>>>,
     pub fail_with: Arc<Mutex<Option<String>>>,
 }
 
 impl Opener for RecordingOpener {
-    fn open(&self, machine: &str, url: &str) -> Result<(), String> {
+    fn open(&self, machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String> {
         if let Some(why) = self.fail_with.lock().map_err(|e| e.to_string())?.clone() {
             return Err(why);
         }
+        self.opened_in
+            .lock()
+            .map_err(|e| e.to_string())?
+            .push((user.map(|u| u.session.clone()), url.to_string()));
         self.opened
             .lock()
             .map_err(|e| e.to_string())?
@@ -104,6 +132,9 @@ pub struct Presence {
     pub user: Option<String>,
     /// Seconds since the user's last input.
     pub idle_secs: u64,
+    /// Every logged-on user session (a terminal server has several); when not empty it is
+    /// what the check-in lists, and `user` / `idle_secs` are sent as its first user's.
+    pub users: Vec<CheckinUser>,
     /// Whether the first audit has completed.
     pub audit_done: bool,
     /// Whether remote control is enabled.
@@ -115,6 +146,7 @@ impl Default for Presence {
         Presence {
             user: None,
             idle_secs: 0,
+            users: Vec::new(),
             audit_done: true,
             remote_control: true,
         }
@@ -126,6 +158,22 @@ impl Presence {
     pub fn user(user: Option<&str>) -> Presence {
         Presence {
             user: user.map(String::from),
+            ..Presence::default()
+        }
+    }
+
+    /// Several users logged on: `(name, session)`, all active.
+    pub fn users(users: &[(&str, &str)]) -> Presence {
+        let users: Vec<CheckinUser> = (users.iter())
+            .map(|(name, session)| CheckinUser {
+                name: name.to_string(),
+                session: session.to_string(),
+                idle_secs: 0,
+            })
+            .collect();
+        Presence {
+            user: users.first().map(|u| u.name.clone()),
+            users,
             ..Presence::default()
         }
     }
@@ -262,7 +310,7 @@ impl AgentHandle {
             Err(e) => return ChatRequest::Failed(format!("an answer I cannot read: {e}")),
         };
         match (reply.ok, reply.url, reply.reason) {
-            (true, Some(url), _) => match running.opener.open(&running.machine, &url) {
+            (true, Some(url), _) => match running.opener.open(&running.machine, None, &url) {
                 Ok(()) => ChatRequest::Opened,
                 Err(why) => ChatRequest::Failed(why),
             },
@@ -288,8 +336,14 @@ fn checkin(config: &AgentConfig, presence: &Presence) -> Checkin {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         os: config.os.clone(),
         ip: config.ip.clone(),
-        user: presence.user.clone(),
-        idle_secs: presence.idle_secs,
+        user: (presence.users.first())
+            .map(|u| u.name.clone())
+            .or_else(|| presence.user.clone()),
+        idle_secs: presence
+            .users
+            .first()
+            .map_or(presence.idle_secs, |u| u.idle_secs),
+        users: (!presence.users.is_empty()).then(|| presence.users.clone()),
         interval_secs: config.interval.as_secs().max(1),
         audit_done: presence.audit_done,
         remote_control: presence.remote_control,
@@ -387,20 +441,14 @@ async fn publish_checkin(
 async fn answer(
     client: &async_nats::Client,
     config: &AgentConfig,
+    handle: &AgentHandle,
     opener: &dyn Opener,
     msg: async_nats::Message,
 ) {
     let reply = match serde_json::from_slice::<AgentCommand>(&msg.payload) {
-        Ok(AgentCommand::OpenChat { url, .. }) => match opener.open(&config.machine, &url) {
-            Ok(()) => AgentReply {
-                ok: true,
-                detail: "chat window opened".into(),
-            },
-            Err(why) => AgentReply {
-                ok: false,
-                detail: why,
-            },
-        },
+        Ok(AgentCommand::OpenChat { url, user, .. }) => {
+            open_chat(config, &handle.presence(), opener, user.as_ref(), &url)
+        }
         Err(e) => AgentReply {
             ok: false,
             detail: format!("unknown command: {e}"),
@@ -414,6 +462,38 @@ async fn answer(
         {
             tracing::warn!(machine = %config.machine, "reply to a command timed out");
         }
+    }
+}
+
+/// Opens a chat window in the desktop session it is for: a user session no longer logged on
+/// gets no window (it would open on nobody's screen, or somebody else's).
+fn open_chat(
+    config: &AgentConfig,
+    presence: &Presence,
+    opener: &dyn Opener,
+    user: Option<&ChatUser>,
+    url: &str,
+) -> AgentReply {
+    if let Some(u) = user
+        && !presence.users.iter().any(|p| p.session == u.session)
+    {
+        return AgentReply {
+            ok: false,
+            detail: format!("{} is no longer logged on (session {})", u.name, u.session),
+        };
+    }
+    match opener.open(&config.machine, user, url) {
+        Ok(()) => AgentReply {
+            ok: true,
+            detail: match user {
+                Some(u) => format!("chat window opened for {} (session {})", u.name, u.session),
+                None => "chat window opened".into(),
+            },
+        },
+        Err(why) => AgentReply {
+            ok: false,
+            detail: why,
+        },
     }
 }
 
@@ -479,7 +559,7 @@ async fn serve(
                 let sent = publish_checkin(client, &checkin_subject, config, &presence).await;
                 next_checkin = tokio::time::Instant::now() + next_checkin_delay(config.interval, sent);
             }
-            Some(msg) = commands.next() => answer(client, config, opener, msg).await,
+            Some(msg) = commands.next() => answer(client, config, handle, opener, msg).await,
         }
     }
 }
@@ -542,7 +622,76 @@ pub async fn run_on_family(
 
 #[cfg(test)]
 mod tests {
-    use super::without_token;
+    use super::*;
+
+    fn config() -> AgentConfig {
+        AgentConfig {
+            nats_url: String::new(),
+            nats_ca: None,
+            nats_user: "ts1.acme".into(),
+            nats_password: String::new(),
+            nkey_seed: None,
+            machine: "ts1.acme".into(),
+            interval: Duration::from_secs(30),
+            os: "linux".into(),
+            ip: "10.0.0.1".into(),
+        }
+    }
+
+    #[test]
+    fn a_chat_opens_in_its_users_session_or_not_at_all() {
+        let opener = RecordingOpener::default();
+        let two = Presence::users(&[("carol", "console"), ("dave", "rdp-tcp#3")]);
+        let dave = ChatUser {
+            name: "dave".into(),
+            session: "rdp-tcp#3".into(),
+        };
+        let reply = open_chat(&config(), &two, &opener, Some(&dave), "http://x/m/S/#t=1");
+        assert!(reply.ok, "{}", reply.detail);
+        assert_eq!(
+            reply.detail,
+            "chat window opened for dave (session rdp-tcp#3)"
+        );
+        let opened = opener.opened_in.lock().unwrap().clone();
+        assert_eq!(
+            opened,
+            [(Some("rdp-tcp#3".into()), "http://x/m/S/#t=1".into())]
+        );
+
+        // Dave logged off: nothing opens, on nobody's desktop.
+        let carol_only = Presence::users(&[("carol", "console")]);
+        let reply = open_chat(
+            &config(),
+            &carol_only,
+            &opener,
+            Some(&dave),
+            "http://x/m/S/#t=2",
+        );
+        assert!(!reply.ok);
+        assert_eq!(
+            reply.detail,
+            "dave is no longer logged on (session rdp-tcp#3)"
+        );
+        assert_eq!(opener.opened_in.lock().unwrap().len(), 1);
+
+        // A chat with a machine's only user opens as it always did.
+        let one = Presence::user(Some("erin"));
+        let reply = open_chat(&config(), &one, &opener, None, "http://x/m/T/#t=3");
+        assert!(reply.ok);
+        assert_eq!(opener.opened_in.lock().unwrap()[1].0, None);
+    }
+
+    #[test]
+    fn a_checkin_lists_the_users_and_names_the_first_for_older_brokers() {
+        let c = checkin(
+            &config(),
+            &Presence::users(&[("carol", "console"), ("dave", "2")]),
+        );
+        assert_eq!(c.user.as_deref(), Some("carol"));
+        assert_eq!(c.users.as_ref().map(Vec::len), Some(2));
+        let old = checkin(&config(), &Presence::user(Some("erin")));
+        assert_eq!((old.user.as_deref(), old.users), (Some("erin"), None));
+    }
 
     #[test]
     fn a_logged_link_has_no_token() {

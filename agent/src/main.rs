@@ -55,7 +55,9 @@ struct Cli {
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     interval: Duration,
     /// Machine ID, optionally with its logged-on user: `pc1.sales.acme=carol`
-    /// (`pc1.sales.acme=` = nobody logged on). Repeat to run several agents.
+    /// (`pc1.sales.acme=` = nobody logged on), or several user sessions (a terminal server):
+    /// `ts1.sales.acme=carol@console,dave@rdp-tcp#3` (a user without `@SESSION` gets its
+    /// position, `1`, `2`, …). Repeat to run several agents.
     #[arg(long = "machine", required_unless_present = "simulate")]
     machines: Vec<String>,
     /// Run a simulated fleet of this many agents instead (same protocol code, shared
@@ -287,12 +289,35 @@ fn opener(spec: &str) -> Option<Arc<dyn Opener>> {
     CommandOpener::parse(spec).map(|o| Arc::new(o) as Arc<dyn Opener>)
 }
 
-/// One `--machine ID[=USER]`: its configuration (with its key, created on first start) and who
-/// is logged on (`USER`, else `$USER`; `ID=` means nobody).
+/// Who is logged on, from `--machine`'s `=…` part: one user (`carol`, as agents always
+/// reported), or several user sessions (`carol@console,dave@rdp-tcp#3`).
+fn logged_on(users: &str) -> Presence {
+    if !users.contains(',') && !users.contains('@') {
+        return Presence::user(Some(users).filter(|u| !u.is_empty()));
+    }
+    let users: Vec<(String, String)> = (users.split(','))
+        .filter(|u| !u.trim().is_empty())
+        .enumerate()
+        .map(|(i, u)| match u.split_once('@') {
+            Some((name, session)) => (name.trim().to_string(), session.trim().to_string()),
+            None => (u.trim().to_string(), (i + 1).to_string()),
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = (users.iter())
+        .map(|(n, s)| (n.as_str(), s.as_str()))
+        .collect();
+    Presence::users(&pairs)
+}
+
+/// One `--machine ID[=USERS]`: its configuration (with its key, created on first start) and who
+/// is logged on (`USERS`, else `$USER`; `ID=` means nobody).
 fn agent_config(cli: &Cli, spec: &str) -> Result<(AgentConfig, Presence), String> {
-    let (machine, user) = match spec.split_once('=') {
-        Some((m, u)) => (m.to_string(), Some(u.to_string()).filter(|u| !u.is_empty())),
-        None => (spec.to_string(), std::env::var("USER").ok()),
+    let (machine, presence) = match spec.split_once('=') {
+        Some((m, u)) => (m.to_string(), logged_on(u)),
+        None => (
+            spec.to_string(),
+            Presence::user(std::env::var("USER").ok().as_deref()),
+        ),
     };
     let seed = machine_key(cli, &machine)?;
     let config = AgentConfig {
@@ -305,10 +330,6 @@ fn agent_config(cli: &Cli, spec: &str) -> Result<(AgentConfig, Presence), String
         interval: cli.interval,
         os: cli.os.clone(),
         ip: cli.ip.clone(),
-    };
-    let presence = Presence {
-        user,
-        ..Presence::default()
     };
     Ok((config, presence))
 }

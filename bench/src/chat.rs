@@ -106,6 +106,7 @@ pub async fn sessions(
             &SessionCommand::Open {
                 by: opener.who.clone(),
                 machine: format!("pc{i}.{tag}.bench"),
+                user: None,
             },
         )
         .await?;

@@ -107,6 +107,13 @@ impl Directory {
                 if is_machines || natter_actors::protocol::valid_machine_id(&key) {
                     self.apply(&key, &entry, is_machines);
                     let _ = self.inner.changes.send(key);
+                } else if let Some((machine, _)) =
+                    natter_actors::subjects::parse_machine_user_chat_key(&key)
+                {
+                    // A chat with one user of a machine changes that machine's row.
+                    let machine = machine.to_owned();
+                    self.apply(&key, &entry, false);
+                    let _ = self.inner.changes.send(machine);
                 }
                 if entry.delta == 0 && !signalled {
                     signalled = true;
@@ -155,7 +162,12 @@ impl Directory {
 
     /// The browser's view of a machine.
     pub fn view(&self, record: &MachineRecord) -> MachineView {
-        MachineView::new(record, self.session_of(&record.id))
+        MachineView::new(record, |user_session| match user_session {
+            None => self.session_of(&record.id),
+            Some(s) => self.session_of(&natter_actors::subjects::machine_user_chat_key(
+                &record.id, s,
+            )),
+        })
     }
 
     /// Machines in `scope` matching `filter`, sorted by ID.

@@ -192,6 +192,7 @@ mod tests {
         let view = key.view(SessionView {
             id: "S1".into(),
             machine: "pc1.acme".into(),
+            user: None,
             ended: false,
             last_seq: 7,
             members: vec![alice(), bob.clone()],

@@ -56,6 +56,7 @@ export class ChatWindow {
   // -- session info --
   setSession(view) {
     this.machine = view.machine || '';
+    this.user = view.user || null; // the one user of several this chat is with
     this.members.clear();
     for (const m of view.members || []) this.members.set(key(m), m);
     this.invited.clear();
@@ -68,11 +69,12 @@ export class ChatWindow {
   }
 
   /**
-   * F2: a machine chat's title is exactly the machine ID. A chat between operators has none:
+   * F2: a machine chat's title is exactly the machine ID; a chat with one of a machine's several
+   * users has that user beside it ("ts1.sales.acme — dave"). A chat between operators has none:
    * it is titled with the other operators' names ("Chat with Bob Builder").
    */
   renderTitle() {
-    let title = this.machine;
+    let title = this.machine && this.user ? `${this.machine} — ${this.user.name}` : this.machine;
     if (!title) {
       const others = new Map([...this.members, ...this.invited]);
       const names = [...others.values()]

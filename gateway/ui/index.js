@@ -25,7 +25,10 @@ const loggedOut = () => login.showLogin();
 const chats = new ChatOpener(errors, (view) => { if (view.machine) list.refresh(view.machine); }, loggedOut);
 const list = new MachineList(
   { tbody: byId('machines'), count: byId('count'), filter: byId('filter') },
-  { chat: (machineId) => chats.start(machineId), join: (sessionId) => chats.join(sessionId) },
+  {
+    chat: (machineId, userSession) => chats.start(machineId, userSession),
+    join: (sessionId) => chats.join(sessionId),
+  },
 );
 const operators = new OperatorList(
   { list: byId('operators'), empty: byId('operators-empty') },
@@ -47,7 +50,10 @@ const stream = new MachineStream({ filter: byId('filter'), live: byId('live') },
   incoming: (inc) => incoming.add(inc),
   incomingGone: (sessionId) => incoming.remove(sessionId),
 });
-const quickView = new QuickView(byId('quickview'), byId('machines'), (id) => list.get(id));
+const quickView = new QuickView(byId('quickview'), byId('machines'), (id) => list.get(id), {
+  chat: (machineId, userSession) => chats.start(machineId, userSession),
+  join: (sessionId) => chats.join(sessionId),
+});
 list.onMachine = (m) => quickView.update(m);
 list.onRender = () => quickView.closeIfDetached();
 

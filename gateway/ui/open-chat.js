@@ -17,9 +17,13 @@ export class ChatOpener {
     this.windows = new Map(); // session id -> the window this page opened for it
   }
 
-  /** Start a chat with the user logged on to `machineId`. */
-  start(machineId) {
-    this.open(() => postJSON('/api/chats', { machine: machineId }).then((r) => r.session));
+  /**
+   * Start a chat with the user logged on to `machineId`: of several users, the one whose OS
+   * session is `userSession` (omitted: the first).
+   */
+  start(machineId, userSession) {
+    const body = userSession === undefined ? { machine: machineId } : { machine: machineId, user_session: userSession };
+    this.open(() => postJSON('/api/chats', body).then((r) => r.session));
   }
 
   /** Start a chat with operator `operatorId` (they get an incoming chat to answer). */

@@ -39,7 +39,9 @@ export class OpenChats {
     const li = el('li', 'open-chat');
     li.dataset.session = view.id;
     const others = [...(view.members || []), ...(view.invited || [])].filter((p) => p.kind === 'operator' && p.id !== this.me);
-    const title = view.machine || ('Chat with ' + others.map(nameOf).join(', '));
+    // As the chat window's title: the machine ID (with the user, of several), or the operators.
+    const machine = view.machine && view.user ? `${view.machine} — ${view.user.name}` : view.machine;
+    const title = machine || ('Chat with ' + others.map(nameOf).join(', '));
     const open = el('button', 'link open-chat-open', title);
     open.type = 'button';
     // Synchronous inside the click: the window opens at once (popup blockers).

@@ -5,7 +5,7 @@
 import { getJSON } from './api.js';
 import { el } from './dom.js';
 import { statusSvg, statusLabel } from './status-icons.js';
-import { groupOf } from './machine-row.js';
+import { groupOf, userList } from './machine-row.js';
 import { LONG_TIME, ago, duration } from './time-text.js';
 
 const CLOSE_DELAY = 200; // ms, lets the pointer travel from the icon onto the Quick View
@@ -15,9 +15,10 @@ export class QuickView {
    * @param {HTMLElement} panel   the Quick View (#quickview)
    * @param {HTMLElement} tbody   the machine rows, whose `.status` icons open it
    * @param {(id: string) => object | undefined} machineOf  the list's data for a machine
+   * @param {import('./machine-row.js').RowActions} [actions]  chat with / join a user of several
    */
-  constructor(panel, tbody, machineOf) {
-    Object.assign(this, { panel, tbody, machineOf });
+  constructor(panel, tbody, machineOf, actions) {
+    Object.assign(this, { panel, tbody, machineOf, actions });
     this.id = null;        // the machine shown
     this.anchor = null;    // the icon it belongs to
     this.view = null;      // the machine's data shown
@@ -101,8 +102,12 @@ export class QuickView {
     };
     item('Status', statusLabel(m.status));
     item('Last check-in', lastCheckin(m));
-    item('User', m.user || 'nobody logged on');
-    if (m.user) {
+    if ((m.users || []).length && this.actions) {
+      item('Users', userList(m, this.actions, m.status === 'user' || m.status === 'idle'), 'qv-users');
+    } else if ((m.users || []).length) {
+      item('Users', m.users.map((u) => `${u.name} (${u.active ? 'active' : 'idle'})`).join(', '), 'qv-users');
+    } else item('User', m.user || 'nobody logged on');
+    if (m.user && !(m.users || []).length) {
       const idle = Number(m.idle_secs) || 0;
       item('Idle', idle > 0 ? duration(idle) : 'active');
     }

@@ -10,7 +10,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 
 use super::Shared;
 use super::supervisor::FleetMsg;
-use crate::machines::{MachineRecord, MachineReply, MachineRequest, MachineStatus, Scope};
+use crate::machines::{
+    MachineRecord, MachineReply, MachineRequest, MachineStatus, MachineUser, Scope,
+};
 use crate::protocol::{Checkin, SessionCommand, SessionRequest};
 
 /// The stop reason of an actor for a machine nobody provisioned (not a failure).
@@ -161,8 +163,27 @@ impl AgentState {
         }
         stats.accepted.fetch_add(1, Ordering::Relaxed);
         record.last_checkin = Some(now);
-        record.user = c.user.filter(|u| !u.trim().is_empty());
-        record.idle_secs = c.idle_secs;
+        match c.users {
+            // The list is the truth: the machine's user (and its status) is the most active.
+            Some(users) => {
+                let most_active = users.iter().min_by_key(|u| u.idle_secs);
+                record.user = most_active.map(|u| u.name.clone());
+                record.idle_secs = most_active.map_or(0, |u| u.idle_secs);
+                record.users = users
+                    .into_iter()
+                    .map(|u| MachineUser {
+                        name: u.name,
+                        session: u.session,
+                        idle_secs: u.idle_secs,
+                    })
+                    .collect();
+            }
+            None => {
+                record.user = c.user.filter(|u| !u.trim().is_empty());
+                record.idle_secs = c.idle_secs;
+                record.users.clear();
+            }
+        }
         record.os = c.os;
         record.agent_version = c.agent_version;
         record.ip = c.ip;
@@ -289,6 +310,14 @@ impl AgentState {
             let mut a = stored.clone();
             a.last_checkin = record.last_checkin;
             a.idle_secs = record.idle_secs;
+            // Likewise a user's idle time, unless it turns them active or idle.
+            let same_users = a.users.len() == record.users.len()
+                && a.users.iter().zip(&record.users).all(|(x, y)| {
+                    (&x.name, &x.session, x.active()) == (&y.name, &y.session, y.active())
+                });
+            if same_users {
+                a.users = record.users.clone();
+            }
             // A change of idle time alone is not worth a write unless it changes the status.
             &a != record
         });

@@ -13,6 +13,10 @@ pub const MAX_USER_CHARS: usize = 64;
 pub const MAX_OS_CHARS: usize = 64;
 /// The longest agent version, in characters.
 pub const MAX_AGENT_VERSION_CHARS: usize = 32;
+/// The most logged-on user sessions one check-in may list (a large terminal server's worth).
+pub const MAX_USERS: usize = 64;
+/// The longest OS session id of a logged-on user, in characters.
+pub const MAX_SESSION_CHARS: usize = 64;
 /// `idle_secs` is clamped to a year: longer changes nothing (idle is idle).
 pub const MAX_IDLE_SECS: u64 = 366 * 24 * 3600;
 
@@ -61,6 +65,9 @@ pub fn parse_checkin(subject: &str, payload: &[u8]) -> Result<Checkin, CheckinEr
     if let Some(user) = &c.user {
         check_text("user", user, MAX_USER_CHARS)?;
     }
+    if let Some(users) = c.users.as_mut() {
+        check_users(users)?;
+    }
     check_text("os", &c.os, MAX_OS_CHARS)?;
     check_text("agent_version", &c.agent_version, MAX_AGENT_VERSION_CHARS)?;
     if c.ip.parse::<IpAddr>().is_err() {
@@ -71,6 +78,38 @@ pub fn parse_checkin(subject: &str, payload: &[u8]) -> Result<Checkin, CheckinEr
         .clamp(*INTERVAL_SECS.start(), *INTERVAL_SECS.end());
     c.idle_secs = c.idle_secs.min(MAX_IDLE_SECS);
     Ok(c)
+}
+
+/// Checks the list of logged-on user sessions: at most [`MAX_USERS`], each with a name and a
+/// session id that can be shown, no session id twice; idle times clamped.
+fn check_users(users: &mut [crate::protocol::CheckinUser]) -> Result<(), CheckinError> {
+    if users.len() > MAX_USERS {
+        return Err(bad("users", "more than 64 user sessions"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for u in users.iter_mut() {
+        if u.name.trim().is_empty() {
+            return Err(bad("users.name", "empty"));
+        }
+        check_text("users.name", &u.name, MAX_USER_CHARS)?;
+        if u.session.trim().is_empty() {
+            return Err(bad("users.session", "empty"));
+        }
+        check_text("users.session", &u.session, MAX_SESSION_CHARS)?;
+        if !seen.insert(u.session.as_str()) {
+            return Err(bad("users.session", "the same session twice"));
+        }
+        u.idle_secs = u.idle_secs.min(MAX_IDLE_SECS);
+    }
+    Ok(())
+}
+
+/// Whether `name` and `session` are a user session a check-in could have listed.
+pub fn valid_user_session(name: &str, session: &str) -> bool {
+    !name.trim().is_empty()
+        && !session.trim().is_empty()
+        && check_text("users.name", name, MAX_USER_CHARS).is_ok()
+        && check_text("users.session", session, MAX_SESSION_CHARS).is_ok()
 }
 
 /// Whether a check-in came on the simulator's subject family (only the `natter-simulator` NATS
@@ -203,6 +242,83 @@ mod tests {
             "field agent_version: too long"
         );
         assert!(refusal(|v| v["os"] = json!("linux\r\n")).starts_with("field os: contains"));
+    }
+
+    fn two_users() -> Value {
+        json!([{"name": "carol", "session": "console", "idle_secs": 5},
+               {"name": "dave", "session": "rdp-tcp#3", "idle_secs": 700}])
+    }
+
+    #[test]
+    fn a_list_of_user_sessions_is_accepted_and_its_idle_times_clamped() {
+        let c = parse(|v| v["users"] = two_users()).unwrap();
+        let users = c.users.unwrap();
+        assert_eq!(users.len(), 2);
+        assert_eq!(
+            (users[1].name.as_str(), users[1].session.as_str()),
+            ("dave", "rdp-tcp#3")
+        );
+        let c = parse(|v| {
+            v["users"] = json!([{"name": "erin", "session": "2", "idle_secs": u64::MAX}])
+        })
+        .unwrap();
+        assert_eq!(c.users.unwrap()[0].idle_secs, MAX_IDLE_SECS);
+        assert_eq!(
+            parse(|v| v["users"] = json!([])).unwrap().users,
+            Some(vec![])
+        );
+        let old = parse(|_| {}).unwrap();
+        assert_eq!(
+            (old.user.as_deref(), old.users),
+            (Some("bob"), None),
+            "old agents"
+        );
+    }
+
+    #[test]
+    fn bad_user_sessions_are_refused_whole() {
+        let cases: Vec<(Value, &str)> = vec![
+            (
+                json!([{"name": "", "session": "1"}]),
+                "field users.name: empty",
+            ),
+            (
+                json!([{"name": "a", "session": " "}]),
+                "field users.session: empty",
+            ),
+            (
+                json!([{"name": "a\u{202e}b", "session": "1"}]),
+                "field users.name: contains a control or invisible formatting character",
+            ),
+            (
+                json!([{"name": "a", "session": "1\n"}]),
+                "field users.session: contains a control or invisible formatting character",
+            ),
+            (
+                json!([{"name": "x".repeat(MAX_USER_CHARS + 1), "session": "1"}]),
+                "field users.name: too long",
+            ),
+            (
+                json!([{"name": "a", "session": "s".repeat(MAX_SESSION_CHARS + 1)}]),
+                "field users.session: too long",
+            ),
+            (
+                json!([{"name": "a", "session": "1"}, {"name": "b", "session": "1"}]),
+                "field users.session: the same session twice",
+            ),
+        ];
+        for (users, why) in cases {
+            assert_eq!(refusal(|v| v["users"] = users.clone()), why, "{users}");
+        }
+        let many: Vec<Value> = (0..=MAX_USERS)
+            .map(|i| json!({"name": "u", "session": i.to_string()}))
+            .collect();
+        assert_eq!(
+            refusal(|v| v["users"] = json!(many)),
+            "field users: more than 64 user sessions"
+        );
+        assert!(refusal(|v| v["users"] = json!({"name": "a"})).starts_with("invalid JSON"));
+        assert!(refusal(|v| v["users"] = json!([{"name": "a"}])).starts_with("invalid JSON"));
     }
 
     #[test]

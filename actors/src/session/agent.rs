@@ -143,6 +143,7 @@ impl SessionState {
         let cmd = AgentCommand::OpenChat {
             session: self.id.clone(),
             url: chat_link(&self.ctx.public_url, &self.id, &token),
+            user: self.record.as_ref().and_then(|r| r.user.clone()),
         };
         let client = self.ctx.stores.client.clone();
         let js = self.ctx.stores.js.clone();

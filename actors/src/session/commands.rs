@@ -9,8 +9,8 @@ use super::persist::{message_id, unavailable};
 use super::{SessionMsg, SessionState};
 use crate::machines::Scope;
 use crate::protocol::{
-    Ack, AgentWindow, EventBody, Participant, ParticipantKind, SessionCommand, SessionError,
-    SessionErrorKind, SessionRecord, valid_client_id, valid_machine_id,
+    Ack, AgentWindow, ChatUser, EventBody, Participant, ParticipantKind, SessionCommand,
+    SessionError, SessionErrorKind, SessionRecord, valid_client_id, valid_machine_id,
 };
 
 type CmdResult = Result<Ack, SessionError>;
@@ -35,7 +35,9 @@ impl SessionState {
             return Err(not_found());
         }
         match cmd {
-            SessionCommand::Open { by, machine } => self.open(by, machine, myself).await,
+            SessionCommand::Open { by, machine, user } => {
+                self.open(by, machine, user, myself).await
+            }
             SessionCommand::OpenWithOperator { by, with } => {
                 self.open_with_operator(by, with).await
             }
@@ -86,6 +88,7 @@ impl SessionState {
         &mut self,
         by: Participant,
         machine: String,
+        user: Option<ChatUser>,
         myself: &ActorRef<SessionMsg>,
     ) -> CmdResult {
         if by.kind != ParticipantKind::Operator {
@@ -94,14 +97,25 @@ impl SessionState {
         if !valid_machine_id(&machine) {
             return Err(invalid(format!("{machine:?} is not a machine ID")));
         }
+        if let Some(u) = &user
+            && !crate::fleet::checkin::valid_user_session(&u.name, &u.session)
+        {
+            return Err(invalid("not a machine user's name and session"));
+        }
         if let Some(r) = &self.record {
             // A retried open by its opener is answered as the first was.
-            if r.machine == machine && r.members.iter().any(|m| m.same(&by)) {
+            if r.machine == machine && r.user == user && r.members.iter().any(|m| m.same(&by)) {
                 return Ok(self.view_ack());
             }
             return Err(already_exists());
         }
-        let seq = self.begin(&by, &machine, &machine, MACHINE_TAKEN).await?;
+        let key = super::invite::machine_chat_key(&machine, user.as_ref());
+        let taken = if user.is_some() {
+            USER_TAKEN
+        } else {
+            MACHINE_TAKEN
+        };
+        let seq = self.begin(&by, &machine, user, &key, taken).await?;
         let Some(record) = self.record.as_mut() else {
             return Err(not_found());
         };
@@ -185,6 +199,8 @@ impl SessionState {
         let key = super::invite::chat_key(r).ok_or_else(not_found)?;
         let taken = if r.machine.is_empty() {
             PAIR_TAKEN
+        } else if r.user.is_some() {
+            USER_TAKEN
         } else {
             MACHINE_TAKEN
         };
@@ -267,6 +283,7 @@ impl SessionState {
 
 /// Why a machine (or a pair of operators) cannot have another chat now.
 pub(super) const MACHINE_TAKEN: &str = "a chat with this machine is already in progress";
+pub(super) const USER_TAKEN: &str = "a chat with this user of the machine is already in progress";
 pub(super) const PAIR_TAKEN: &str = "a chat with this operator is already in progress";
 
 /// An opening command for an ID that is a session already.
@@ -282,6 +299,7 @@ impl SessionState {
         &mut self,
         by: &Participant,
         machine: &str,
+        user: Option<ChatUser>,
         key: &str,
         taken: &str,
     ) -> Result<u64, SessionError> {
@@ -289,12 +307,15 @@ impl SessionState {
         let opened = EventBody::Opened {
             by: by.clone(),
             machine: machine.to_owned(),
+            user: user.clone(),
         };
         let (seq, _) = self
             .append(opened, Some(format!("{}.opened", self.id)))
             .await?;
         let at = crate::now_ms();
-        self.record = Some(super::fold::opened(&self.id, machine, by, at, seq));
+        let mut record = super::fold::opened(&self.id, machine, by, at, seq);
+        record.user = user;
+        self.record = Some(record);
         Ok(seq)
     }
 }

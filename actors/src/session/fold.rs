@@ -6,10 +6,12 @@ use crate::protocol::{AgentWindow, Event, EventBody, Participant, SessionRecord}
 /// Applies one event, stored at stream sequence `seq`, to a session record. The record starts
 /// with the session's `opened` event; events before it change nothing.
 pub fn fold(record: &mut Option<SessionRecord>, seq: u64, event: &Event) {
-    if let EventBody::Opened { by, machine } = &event.body
+    if let EventBody::Opened { by, machine, user } = &event.body
         && record.is_none()
     {
-        *record = Some(opened(&event.session, machine, by, event.at, seq));
+        let mut r = opened(&event.session, machine, by, event.at, seq);
+        r.user = user.clone();
+        *record = Some(r);
         return;
     }
     let Some(r) = record.as_mut() else { return };
@@ -57,6 +59,7 @@ pub(super) fn opened(
     SessionRecord {
         id: id.into(),
         machine: machine.into(),
+        user: None,
         created_at: at,
         members: vec![by.clone()],
         invited: Vec::new(),
@@ -104,7 +107,24 @@ mod tests {
         EventBody::Opened {
             by: operator("alice"),
             machine: "pc1.acme".into(),
+            user: None,
         }
+    }
+
+    #[test]
+    fn a_chat_with_one_of_several_users_is_rebuilt_with_that_user() {
+        let dave = crate::protocol::ChatUser {
+            name: "dave".into(),
+            session: "rdp-tcp#3".into(),
+        };
+        let r = fold_all(vec![EventBody::Opened {
+            by: operator("alice"),
+            machine: "ts1.acme".into(),
+            user: Some(dave.clone()),
+        }])
+        .unwrap();
+        assert_eq!(r.user, Some(dave));
+        assert_eq!(fold_all(vec![opened()]).unwrap().user, None);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use super::SessionState;
 use super::commands::{MACHINE_TAKEN, PAIR_TAKEN, already_exists, invalid, not_found};
 use super::link::issue_link;
 use crate::protocol::{
-    Ack, AgentWindow, EventBody, Incoming, Participant, ParticipantKind, SessionError,
+    Ack, AgentWindow, ChatUser, EventBody, Incoming, Participant, ParticipantKind, SessionError,
     SessionErrorKind, SessionRecord, valid_machine_id,
 };
 use crate::subjects;
@@ -15,10 +15,11 @@ use crate::subjects;
 type CmdResult = Result<Ack, SessionError>;
 
 /// The key that holds a chat's one-in-progress claim in the machine-sessions bucket: the
-/// machine's ID, or for a chat between operators the pair's key.
+/// machine's ID (with the user's session, for one of several users), or for a chat between
+/// operators the pair's key.
 pub(super) fn chat_key(r: &SessionRecord) -> Option<String> {
     if !r.machine.is_empty() {
-        return Some(r.machine.clone());
+        return Some(machine_chat_key(&r.machine, r.user.as_ref()));
     }
     let mut ops = r
         .members
@@ -28,6 +29,14 @@ pub(super) fn chat_key(r: &SessionRecord) -> Option<String> {
         .map(|p| p.id.as_str());
     let (a, b) = (ops.next()?, ops.next()?);
     Some(subjects::operator_pair_key(a, b))
+}
+
+/// The claim key of a chat with `machine`, or with one `user` of it.
+pub(super) fn machine_chat_key(machine: &str, user: Option<&ChatUser>) -> String {
+    match user {
+        Some(u) => subjects::machine_user_chat_key(machine, &u.session),
+        None => machine.to_owned(),
+    }
 }
 
 impl SessionState {
@@ -53,7 +62,7 @@ impl SessionState {
             return Err(already_exists());
         }
         let pair = subjects::operator_pair_key(&by.id, &with.id);
-        self.begin(&by, "", &pair, PAIR_TAKEN).await?;
+        self.begin(&by, "", None, &pair, PAIR_TAKEN).await?;
         let seq = self.invite(with, by).await?;
         Ok(Ack {
             seq: Some(seq),
@@ -89,7 +98,8 @@ impl SessionState {
         if self.record.is_some() {
             return Err(already_exists());
         }
-        self.begin(&by, &machine, &machine, MACHINE_TAKEN).await?;
+        self.begin(&by, &machine, None, &machine, MACHINE_TAKEN)
+            .await?;
         let Some(record) = self.record.as_mut() else {
             return Err(not_found());
         };

@@ -49,6 +49,7 @@ impl SessionState {
             ));
         }
         let machine = r.machine.clone();
+        let picked = r.user.as_ref().map(|u| u.name.clone());
         let existing = r
             .members
             .iter()
@@ -59,7 +60,10 @@ impl SessionState {
             None => {
                 let who = Participant {
                     kind: ParticipantKind::MachineUser,
-                    name: self.logged_on_user(&machine).await,
+                    name: match picked {
+                        Some(name) => name,
+                        None => self.logged_on_user(&machine).await,
+                    },
                     id: machine,
                 };
                 self.append(EventBody::Joined { who: who.clone() }, None)
@@ -134,6 +138,7 @@ mod tests {
         SessionRecord {
             id: "S1".into(),
             machine: "pc1.acme".into(),
+            user: None,
             created_at: 0,
             members: Vec::new(),
             invited: Vec::new(),

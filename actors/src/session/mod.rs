@@ -207,6 +207,7 @@ impl SessionState {
         Some(SessionView {
             id: r.id.clone(),
             machine: r.machine.clone(),
+            user: r.user.clone(),
             ended: r.ended,
             last_seq: self.last_seq,
             members: r.members.clone(),

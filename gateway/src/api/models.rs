@@ -26,6 +26,9 @@ pub struct StartChatRequest {
     /// …or with this operator (a username from `event: operators`).
     #[serde(default)]
     pub operator: Option<String>,
+    /// With a machine: which of its logged-on users (their OS session id).
+    #[serde(default)]
+    pub user_session: Option<String>,
 }
 
 /// `POST /api/sessions/{id}/handoff`.
@@ -124,14 +127,43 @@ pub struct MachineView {
     pub last_checkin: Option<u64>,
     pub org: String,
     pub os: String,
-    /// The chat in progress with the machine.
+    /// The chat in progress with the machine (of several users: with the first).
     pub session: Option<String>,
     pub status: MachineStatus,
     pub user: Option<String>,
+    /// Every logged-on user session (empty when the agent reports only `user`).
+    pub users: Vec<MachineUserView>,
+}
+
+/// One logged-on user session in a `<MachineView>`.
+#[derive(Serialize, Clone, Debug, PartialEq)]
+pub struct MachineUserView {
+    pub active: bool,
+    /// The chat in progress with this user.
+    pub chat: Option<String>,
+    pub idle_secs: u64,
+    pub name: String,
+    pub session: String,
 }
 
 impl MachineView {
-    pub fn new(m: &MachineRecord, session: Option<String>) -> Self {
+    /// The view of `m`; `chat_of(None)` is the chat in progress with the machine, and
+    /// `chat_of(Some(session))` the one with that user session.
+    pub fn new(m: &MachineRecord, chat_of: impl Fn(Option<&str>) -> Option<String>) -> Self {
+        let users: Vec<MachineUserView> = (m.users.iter())
+            .map(|u| MachineUserView {
+                active: u.active(),
+                chat: chat_of(Some(&u.session)),
+                idle_secs: u.idle_secs,
+                name: u.name.clone(),
+                session: u.session.clone(),
+            })
+            .collect();
+        // Of several users, the first's chat (or one the machine's user started, by machine).
+        let session = users
+            .first()
+            .and_then(|first| first.chat.clone())
+            .or_else(|| chat_of(None));
         MachineView {
             agent_version: m.agent_version.clone(),
             group: group_of(&m.id).to_string(),
@@ -144,6 +176,7 @@ impl MachineView {
             session,
             status: m.status,
             user: m.user.clone(),
+            users,
         }
     }
 }
@@ -198,11 +231,24 @@ mod tests {
         record.os = "linux".into();
         record.agent_version = "0.1.0".into();
         record.ip = "10.0.0.7".into();
-        let view = MachineView::new(&record, None);
+        let view = MachineView::new(&record, |_| None);
         assert_eq!(
             serde_json::to_string(&view).unwrap(),
-            r#"{"agent_version":"0.1.0","group":"east.sales.acme","id":"pc1.east.sales.acme","idle_secs":0,"ip":"10.0.0.7","last_checkin":1764045000123,"org":"acme","os":"linux","session":null,"status":"user","user":"carol"}"#
+            r#"{"agent_version":"0.1.0","group":"east.sales.acme","id":"pc1.east.sales.acme","idle_secs":0,"ip":"10.0.0.7","last_checkin":1764045000123,"org":"acme","os":"linux","session":null,"status":"user","user":"carol","users":[]}"#
         );
+        record.users = vec![natter_actors::machines::MachineUser {
+            name: "dave".into(),
+            session: "rdp-tcp#3".into(),
+            idle_secs: 700,
+        }];
+        let view = MachineView::new(&record, |s| s.map(|s| format!("chat-{s}")));
+        let json = serde_json::to_value(&view).unwrap();
+        assert_eq!(
+            json["users"],
+            serde_json::json!([{"active": false, "chat": "chat-rdp-tcp#3", "idle_secs": 700,
+                                "name": "dave", "session": "rdp-tcp#3"}])
+        );
+        assert_eq!(json["session"], "chat-rdp-tcp#3", "the first user's chat");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Chat sessions: starting one, and what its members do in it (operators under `/api`, the
 //! machine user under `/m/{id}/api`).
 
-use natter_actors::protocol::{ParticipantKind, SessionCommand, valid_machine_id};
+use natter_actors::protocol::{ChatUser, ParticipantKind, SessionCommand, valid_machine_id};
 use warp::http::StatusCode;
 use warp::reply::Response;
 
@@ -24,7 +24,12 @@ pub async fn start_chat(
 ) -> Result<Response, ApiError> {
     let id = ulid::Ulid::new().to_string();
     let open = match (body.machine, body.operator) {
-        (Some(machine), None) => open_with_machine(&l, &gw, machine)?,
+        (Some(machine), None) => open_with_machine(&l, &gw, machine, body.user_session)?,
+        (None, Some(_)) if body.user_session.is_some() => {
+            return Err(ApiError::bad_request(
+                "user_session goes with a machine, not with an operator",
+            ));
+        }
         (None, Some(operator)) => open_with_operator(&l, &gw, operator)?,
         _ => {
             return Err(ApiError::bad_request(
@@ -51,8 +56,14 @@ pub async fn start_chat(
     Ok(json_reply(status, &started))
 }
 
-/// The command opening a chat with `machine`'s logged-on user, if there is one to chat with.
-fn open_with_machine(l: &Login, gw: &Gateway, machine: String) -> Result<SessionCommand, ApiError> {
+/// The command opening a chat with `machine`'s logged-on user, if there is one to chat with:
+/// of several users, the one in `user_session` (by default the first the agent listed).
+fn open_with_machine(
+    l: &Login,
+    gw: &Gateway,
+    machine: String,
+    user_session: Option<String>,
+) -> Result<SessionCommand, ApiError> {
     let machine = machine.trim().to_string();
     if !valid_machine_id(&machine) {
         return Err(ApiError::bad_request(format!(
@@ -80,9 +91,27 @@ fn open_with_machine(l: &Login, gw: &Gateway, machine: String) -> Result<Session
             ),
         ));
     }
+    let user = match (user_session, record.users.first()) {
+        (None, None) => None,
+        (None, Some(first)) => Some(first),
+        (Some(wanted), _) => Some(
+            (record.users.iter())
+                .find(|u| u.session == wanted)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "no user session {wanted:?} is logged on to {machine} (the user may have logged off)"
+                    ))
+                })?,
+        ),
+    };
+    let user = user.map(|u| ChatUser {
+        name: u.name.clone(),
+        session: u.session.clone(),
+    });
     Ok(SessionCommand::Open {
         by: l.who.clone(),
         machine,
+        user,
     })
 }
 

@@ -26,23 +26,33 @@ fn browser_tests_enabled() -> bool {
 }
 
 /// `node tests/browser/<script>` against `node`, logged in as `operator` (with the harness's
-/// password for that operator); screenshots of a failed check go to `artifacts`.
+/// password for that operator); screenshots of a failed check are kept in
+/// [`screenshot_dir`] (`_scratch`, the test's temporary directory, goes away with the test).
 fn browser_script(
     script: &str,
     node: &TestNode,
     operator: &str,
-    artifacts: &Path,
+    _scratch: &Path,
 ) -> tokio::process::Command {
+    let artifacts = screenshot_dir();
     let mut cmd = tokio::process::Command::new("node");
     cmd.arg(repo_root().join("tests/browser").join(script))
         .env("NATTER_URL", &node.base)
         .env("NATTER_OPERATOR", operator)
         .env("NATTER_PASSWORD", operator_password(operator))
-        .env("NATTER_ARTIFACTS", artifacts)
+        .env("NATTER_ARTIFACTS", &artifacts)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
     cmd
+}
+
+/// Where failed browser checks leave their screenshots (`<script>-check<N>-page<M>.png`):
+/// `$NATTER_ARTIFACTS`, else `target/browser-artifacts`; kept after the test, for CI to upload.
+fn screenshot_dir() -> std::path::PathBuf {
+    std::env::var_os("NATTER_ARTIFACTS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/browser-artifacts"))
 }
 
 /// Runs a browser script to its end, within `limit`.
@@ -61,7 +71,8 @@ fn assert_every_check_passed(output: &Output) {
     eprintln!("{stderr}");
     assert!(
         output.status.success(),
-        "browser checks failed:\n{stdout}\n{stderr}"
+        "browser checks failed (screenshots in {}):\n{stdout}\n{stderr}",
+        screenshot_dir().display()
     );
     assert!(
         !stdout.contains("skip:"),
@@ -485,6 +496,71 @@ async fn a_chat_is_handed_over_and_its_transcript_saved_in_a_real_browser() {
             .env("NATTER_MACHINE", "pc1.sales.acme"),
     )
     .await;
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}
+
+/// Issue 12 item 6 in a real browser: a machine with two users; the operator picks the second
+/// on the Chat page (and the first in the Quick View), each chat window is titled with the
+/// machine and its user, and only that user's desktop session gets the link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_with_the_second_of_two_users_reaches_only_that_user_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let machine = "ts1.sales.acme";
+    let s = Scenario::new()
+        .operator("alice")
+        .machine_with(
+            machine,
+            natter_agent::Presence::users(&[("carol", "console"), ("dave", "rdp-tcp#3")]),
+            Duration::from_secs(30),
+        )
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = [
+        dir.path().join("carol-url.txt"),
+        dir.path().join("dave-url.txt"),
+    ];
+    // Each user's desktop: the URL the agent was asked to open in that session.
+    let opened_in = s.agent(machine).opener.opened_in.clone();
+    let sessions = ["console", "rdp-tcp#3"];
+    for f in &files {
+        std::fs::write(f, "").unwrap();
+    }
+    let watcher = tokio::spawn({
+        let files = files.clone();
+        async move {
+            loop {
+                let opened = opened_in.lock().unwrap().clone();
+                for (session, file) in sessions.iter().zip(&files) {
+                    let last = opened
+                        .iter()
+                        .rev()
+                        .find(|(s, _)| s.as_deref() == Some(*session));
+                    if let Some((_, url)) = last {
+                        std::fs::write(file, url).unwrap();
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let file_list = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let output = finish_within(
+        Duration::from_secs(180),
+        browser_script("users.mjs", &s.node, "alice", dir.path())
+            .env("NATTER_MACHINE", machine)
+            .env("NATTER_USERS", "carol,dave")
+            .env("NATTER_URL_FILES", file_list),
+    )
+    .await;
+    watcher.abort();
     assert_every_check_passed(&output);
     s.shutdown().await;
 }

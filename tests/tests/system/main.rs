@@ -25,3 +25,4 @@ mod retention;
 mod roles;
 mod tls;
 mod transcript;
+mod users;
