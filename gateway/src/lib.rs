@@ -35,6 +35,7 @@ pub mod presence;
 pub mod readiness;
 pub mod redact;
 mod server;
+pub mod signals;
 pub mod sse;
 pub mod ui;
 
@@ -133,6 +134,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Makes operators' aliases for machine users ([`redact`]).
     alias_key: redact::AliasKey,
+    /// What typing and seen signals were forwarded, for throttling ([`signals`]).
+    signals: signals::Throttle,
 }
 
 impl Gateway {
@@ -173,6 +176,7 @@ impl Gateway {
                 config,
                 shutdown: shutdown.clone(),
                 alias_key,
+                signals: Default::default(),
             }),
         };
         tokio::spawn(metrics::measure_nats(gateway.clone(), shutdown));
@@ -186,6 +190,11 @@ impl Gateway {
     /// The key of operators' aliases for machine users.
     pub fn alias_key(&self) -> &redact::AliasKey {
         &self.inner.alias_key
+    }
+
+    /// The throttle of typing and seen signals.
+    pub fn signals(&self) -> &signals::Throttle {
+        &self.inner.signals
     }
 
     pub fn hub(&self) -> &Hub {

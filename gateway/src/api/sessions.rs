@@ -3,17 +3,18 @@
 
 use natter_actors::protocol::{ParticipantKind, SessionCommand, valid_machine_id};
 use warp::http::StatusCode;
-use warp::reply::Response;
+use warp::reply::{Reply, Response};
 
 use super::json_reply;
 use super::models::{
-    ChatStarted, EventsQuery, HandOffRequest, MessageRequest, MessageSent, SessionEnded,
-    StartChatRequest,
+    ChatStarted, EventsQuery, HandOffRequest, MessageRequest, MessageSent, SeenRequest,
+    SessionEnded, StartChatRequest, TypingRequest,
 };
 use crate::auth::{self, Login};
 use crate::error::{ApiError, ErrorKind};
 use crate::limits::StreamOwner;
 use crate::metrics::StreamKind;
+use crate::signals::{self, SignalBody};
 use crate::{Gateway, sse};
 
 /// POST /api/chats: a chat with a machine's user, or with another operator.
@@ -218,6 +219,60 @@ pub async fn events(
     let cursors = sse::parse_cursors(q.sessions.as_deref().unwrap_or(""), q.since.unwrap_or(0))?;
     let last = sse::parse_last_event_id(last_event_id.as_deref())?;
     event_stream(&gw, &l, cursors, last).await
+}
+
+/// POST /api/sessions/{id}/typing
+pub async fn typing(
+    id: String,
+    l: Login,
+    gw: Gateway,
+    body: TypingRequest,
+) -> Result<Response, ApiError> {
+    signal(&gw, &id, &l, typing_of(body)).await
+}
+
+/// POST /api/sessions/{id}/seen
+pub async fn seen(
+    id: String,
+    l: Login,
+    gw: Gateway,
+    body: SeenRequest,
+) -> Result<Response, ApiError> {
+    signal(&gw, &id, &l, SignalBody::Seen { seq: body.seq }).await
+}
+
+/// POST /m/{id}/api/typing
+pub async fn mu_typing(
+    id: String,
+    token: Option<String>,
+    gw: Gateway,
+    body: TypingRequest,
+) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    signal(&gw, &id, &l, typing_of(body)).await
+}
+
+/// POST /m/{id}/api/seen
+pub async fn mu_seen(
+    id: String,
+    token: Option<String>,
+    gw: Gateway,
+    body: SeenRequest,
+) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    signal(&gw, &id, &l, SignalBody::Seen { seq: body.seq }).await
+}
+
+fn typing_of(body: TypingRequest) -> SignalBody {
+    SignalBody::Typing {
+        typing: body.typing,
+    }
+}
+
+/// Forwards a signal (or drops it, throttled): `204` either way.
+async fn signal(gw: &Gateway, id: &str, l: &Login, body: SignalBody) -> Result<Response, ApiError> {
+    signals::post(gw, id, l, body).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// GET /m/{id}/api/session
