@@ -8,9 +8,11 @@
 //! writes the signal on their event streams as an SSE event without an `id` (docs/api.md). A
 //! signal lost on the way (a gateway reconnecting, a slow browser) is simply not shown.
 //!
-//! Throttling (per session and member, in this gateway's memory): `typing` at most once per
-//! [`TYPING_EVERY`], and its end (`typing: false`) only after a `typing` was forwarded; `seen`
-//! only when its sequence grows. A dropped signal is answered like a forwarded one.
+//! Throttling (per session and member, in this gateway's memory): while a member keeps typing,
+//! `typing` at most once per [`TYPING_EVERY`]; a change (`typing: false` when they emptied their
+//! input, `typing` again after it) at once, but typing signals of both kinds at most
+//! [`TYPING_BURST`] at once and on average one per [`TYPING_REFILL`]; `seen` only when its
+//! sequence grows. A dropped signal is answered like a forwarded one.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,6 +28,12 @@ use crate::error::{ApiError, ErrorKind};
 
 /// Most one member's `typing` signals forwarded: one per this interval.
 pub const TYPING_EVERY: Duration = Duration::from_secs(2);
+
+/// Most typing signals of one member forwarded at once (then one per [`TYPING_REFILL`]).
+pub const TYPING_BURST: f64 = 4.0;
+
+/// How often one more typing signal of a member may be forwarded, on average.
+pub const TYPING_REFILL: Duration = Duration::from_millis(500);
 
 /// How long what was forwarded for a member is remembered; within it a signal that would be
 /// dropped is dropped without asking the session again (its sender was a member a moment ago).
@@ -68,6 +76,9 @@ struct Forwarded {
     typing_at: Option<Instant>,
     /// Whether the last typing signal forwarded said `true`.
     typing: bool,
+    /// Typing signals that may be forwarded now (a token bucket), and when it was filled.
+    tokens: f64,
+    filled_at: Instant,
     /// The highest `seen` forwarded.
     seen: u64,
     /// When the member was last found to be a member.
@@ -78,12 +89,24 @@ impl Forwarded {
     /// Whether `body` says something new after what was forwarded.
     fn wants(&self, body: &SignalBody, now: Instant) -> bool {
         match *body {
-            SignalBody::Typing { typing: true } => self
-                .typing_at
-                .is_none_or(|at| now.duration_since(at) >= TYPING_EVERY),
-            SignalBody::Typing { typing: false } => self.typing,
+            SignalBody::Typing { typing } => {
+                let new = if typing {
+                    !self.typing
+                        || self
+                            .typing_at
+                            .is_none_or(|at| now.duration_since(at) >= TYPING_EVERY)
+                } else {
+                    self.typing
+                };
+                new && self.tokens_at(now) >= 1.0
+            }
             SignalBody::Seen { seq } => seq > self.seen,
         }
+    }
+
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let refilled = now.duration_since(self.filled_at).as_secs_f64() / TYPING_REFILL.as_secs_f64();
+        (self.tokens + refilled).min(TYPING_BURST)
     }
 }
 
@@ -115,6 +138,8 @@ impl Throttle {
         let f = forwarded.entry(key).or_insert(Forwarded {
             typing_at: None,
             typing: false,
+            tokens: TYPING_BURST,
+            filled_at: now,
             seen: 0,
             checked_at: now,
         });
@@ -124,6 +149,8 @@ impl Throttle {
         }
         match *body {
             SignalBody::Typing { typing } => {
+                f.tokens = f.tokens_at(now) - 1.0;
+                f.filled_at = now;
                 f.typing = typing;
                 if typing {
                     f.typing_at = Some(now);
@@ -210,7 +237,10 @@ mod tests {
         assert!(!t.record(key(), &typing));
         assert!(t.record(key(), &stopped));
         assert!(!t.worth_checking(&key(), &stopped));
-        // Typing again within the interval is still throttled.
+        // Typing again after stopping is news at once…
+        assert!(t.record(key(), &typing));
+        assert!(t.record(key(), &stopped));
+        // …but not without end: the burst is spent (4 forwarded), the rest waits for the refill.
         assert!(!t.record(key(), &typing));
     }
 

@@ -26,6 +26,7 @@ async function main() {
     self: { kind: 'machine_user' },
     send: (body) => postJSON(base + '/messages', body),
     end: () => postJSON(base + '/end'),
+    signal: (kind, body) => postJSON(base + '/' + kind, body),
   });
   try {
     chat.setSession(await login());
