@@ -22,5 +22,6 @@ mod reopen;
 mod resume;
 mod retention;
 mod roles;
+mod signals;
 mod tls;
 mod transcript;
