@@ -105,7 +105,8 @@ impl Forwarded {
     }
 
     fn tokens_at(&self, now: Instant) -> f64 {
-        let refilled = now.duration_since(self.filled_at).as_secs_f64() / TYPING_REFILL.as_secs_f64();
+        let refilled =
+            now.duration_since(self.filled_at).as_secs_f64() / TYPING_REFILL.as_secs_f64();
         (self.tokens + refilled).min(TYPING_BURST)
     }
 }
@@ -173,9 +174,16 @@ fn member_key(who: &Participant) -> String {
 /// Forwards `body` from logged-in member `l` of `session` (throttled). Errors: `403` for a
 /// non-member (an invited operator included), `404` outside the scope or unknown, `400` for a
 /// `seen` above the session's last event, `409` for `typing` in an ended chat.
-pub async fn post(gw: &Gateway, session: &str, l: &Login, body: SignalBody) -> Result<(), ApiError> {
+pub async fn post(
+    gw: &Gateway,
+    session: &str,
+    l: &Login,
+    body: SignalBody,
+) -> Result<(), ApiError> {
     if matches!(body, SignalBody::Seen { seq: 0 }) {
-        return Err(ApiError::bad_request("seq must be a session event's seq (above 0)"));
+        return Err(ApiError::bad_request(
+            "seq must be a session event's seq (above 0)",
+        ));
     }
     let key = (session.to_string(), member_key(&l.who));
     let throttle = gw.signals();

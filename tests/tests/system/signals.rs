@@ -82,7 +82,10 @@ async fn typing_and_seen_reach_the_other_side_live_and_are_never_stored() {
     assert_eq!(seen.data["who"]["kind"], "machine_user");
     assert_eq!(seen.id, message_id);
     let (status, _) = carol
-        .post(&format!("/m/{session}/api/typing"), &json!({"typing": false}))
+        .post(
+            &format!("/m/{session}/api/typing"),
+            &json!({"typing": false}),
+        )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     let stopped = next_named(&mut alice_sees, "typing", "machine_user").await;
