@@ -136,6 +136,8 @@ struct Inner {
     alias_key: redact::AliasKey,
     /// What typing and seen signals were forwarded, for throttling ([`signals`]).
     signals: signals::Throttle,
+    /// Each member's latest seen signal, kept a short while ([`signals::SEEN_BUCKET`]).
+    seen: async_nats::jetstream::kv::Store,
 }
 
 impl Gateway {
@@ -154,6 +156,7 @@ impl Gateway {
         )
         .await;
         let alias_key = redact::AliasKey::load(&stores.js).await?;
+        let seen = signals::seen_bucket(&stores).await?;
         let presence = presence::Presence::start(
             stores.presence.clone(),
             stores.operator_options.clone(),
@@ -177,6 +180,7 @@ impl Gateway {
                 shutdown: shutdown.clone(),
                 alias_key,
                 signals: Default::default(),
+                seen,
             }),
         };
         tokio::spawn(metrics::measure_nats(gateway.clone(), shutdown));
@@ -195,6 +199,11 @@ impl Gateway {
     /// The throttle of typing and seen signals.
     pub fn signals(&self) -> &signals::Throttle {
         &self.inner.signals
+    }
+
+    /// The bucket of each member's latest seen signal.
+    pub fn seen_store(&self) -> &async_nats::jetstream::kv::Store {
+        &self.inner.seen
     }
 
     pub fn hub(&self) -> &Hub {

@@ -13,9 +13,16 @@
 //! input, `typing` again after it) at once, but typing signals of both kinds at most
 //! [`TYPING_BURST`] at once and on average one per [`TYPING_REFILL`]; `seen` only when its
 //! sequence grows. A dropped signal is answered like a forwarded one.
+//!
+//! Each member's latest forwarded `seen` is also kept for [`SEEN_KEPT_FOR`] in the KV bucket
+//! [`SEEN_BUCKET`] (in memory on the NATS servers), so that a chat window opened again ("Seen"
+//! under my last message) can ask for it; nothing else of a signal is kept.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, kv};
+use natter_actors::store::{StoreError, Stores};
 
 use natter_actors::protocol::{Participant, ParticipantKind};
 use natter_actors::subjects;
@@ -28,6 +35,48 @@ use crate::error::{ApiError, ErrorKind};
 
 /// Most one member's `typing` signals forwarded: one per this interval.
 pub const TYPING_EVERY: Duration = Duration::from_secs(2);
+
+/// The latest `seen` of each member of each session, for windows opened again.
+pub const SEEN_BUCKET: &str = "natter_seen";
+
+/// How long a member's latest `seen` is kept after it was sent (short: a signal, not history).
+pub const SEEN_KEPT_FOR: Duration = Duration::from_secs(600);
+
+/// Opens (or makes) the [`SEEN_BUCKET`].
+pub async fn seen_bucket(stores: &Stores) -> Result<kv::Store, StoreError> {
+    stores
+        .js
+        .create_or_update_key_value(kv::Config {
+            bucket: SEEN_BUCKET.into(),
+            history: 1,
+            max_age: SEEN_KEPT_FOR,
+            storage: jetstream::stream::StorageType::Memory,
+            num_replicas: stores.config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| StoreError::new("creating the seen bucket", e))
+}
+
+/// A member's key in [`SEEN_BUCKET`]: the session, then the participant (hex: IDs may hold
+/// characters a key may not).
+fn seen_key(session: &str, who: &Participant) -> String {
+    format!("{session}.{}", hex::encode(member_key(who)))
+}
+
+/// The latest `seen` of each of `members` of `session` that is still kept.
+pub async fn latest_seen(gw: &Gateway, session: &str, members: &[Participant]) -> Vec<Signal> {
+    let gets = members
+        .iter()
+        .map(|m| gw.seen_store().get(seen_key(session, m)));
+    futures::future::join_all(gets)
+        .await
+        .into_iter()
+        .filter_map(|got| got.ok().flatten())
+        .filter_map(|value| serde_json::from_slice::<Signal>(&value).ok())
+        .filter(|s| s.session == session && members.iter().any(|m| m.same(&s.who)))
+        .collect()
+}
 
 /// Most typing signals of one member forwarded at once (then one per [`TYPING_REFILL`]).
 pub const TYPING_BURST: f64 = 4.0;
@@ -220,9 +269,16 @@ pub async fn post(
     let payload = serde_json::to_vec(&signal).map_err(|e| ApiError::bad_request(e.to_string()))?;
     gw.stores()
         .client
-        .publish(subjects::session_signal(session), payload.into())
+        .publish(subjects::session_signal(session), payload.clone().into())
         .await
         .map_err(|_| ApiError::unavailable("the chat service is not reachable; try again"))?;
+    if matches!(signal.body, SignalBody::Seen { .. }) {
+        let key = seen_key(session, &signal.who);
+        if let Err(e) = gw.seen_store().put(key, payload.into()).await {
+            // Only a window opened again misses it.
+            tracing::warn!(%session, error = %e, "could not keep a seen signal");
+        }
+    }
     Ok(())
 }
 

@@ -239,6 +239,13 @@ export class ChatWindow {
     this.sendSignal('seen', { seq });
   }
 
+  /** What the others had seen when this window opened (kept a while on the server). */
+  async loadSeen(fetchSeen) {
+    try {
+      for (const m of await fetchSeen()) this.noteSeen(m);
+    } catch (_) { /* "Seen" then comes with the next one */ }
+  }
+
   showTyping(m) {
     if (!m.who || this.transcript.isMine(m.who)) return; // my own (another of my windows)
     const k = key(m.who);

@@ -42,6 +42,7 @@ async function main() {
   chat.ui.text.focus();
   ready = true;
   for (const m of early.splice(0)) chat.handle(m);
+  chat.loadSeen(() => getJSON(api + '/seen'));
 }
 
 main();

@@ -40,6 +40,7 @@ async function main() {
     shared: false,
     urlFor: ([[, seq]]) => base + '/events' + (seq > 0 ? '?since=' + seq : ''), // resume after a failure
   });
+  chat.loadSeen(() => getJSON(base + '/seen'));
 }
 
 main();

@@ -2,7 +2,7 @@
 // operator's chat window and in the machine user's, "<name> is typing…" shows while the other
 // side types and goes when they clear their input or their message arrives; "Seen" (with the
 // time) shows under the newest of my messages the other side's window has shown. Neither is a
-// line of the transcript.
+// line of the transcript. "Seen" is still shown after a window is reloaded.
 //
 //   node tests/browser/typing.mjs
 //
@@ -120,6 +120,15 @@ await check('"Seen" moves to the newest message seen', async () => {
   await waitForDelivered(muPage, 'Found it, fixing now', 'machine user');
   await muPage.bringToFront();
   await waitForSeenUnder(opWindow, 'Found it, fixing now', 'operator');
+});
+
+await check('"Seen" is still there after either window is reloaded', async () => {
+  await opWindow.reload();
+  await waitForTitle(opWindow, MACHINE);
+  await waitForSeenUnder(opWindow, 'Found it, fixing now', 'operator after a reload');
+  await muPage.reload();
+  await waitForTitle(muPage, MACHINE);
+  await waitForSeenUnder(muPage, 'It is the one on the second floor', 'machine user after a reload');
 });
 
 await check('"is typing" goes by itself when no more comes (the sender went quiet)', async () => {

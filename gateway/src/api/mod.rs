@@ -210,6 +210,7 @@ fn session_api(gw: Gateway) -> impl Route {
         session_transcript(gw.clone()),
         session_typing(gw.clone()),
         session_seen(gw.clone()),
+        session_latest_seen(gw.clone()),
         session_events(gw),
     )
 }
@@ -282,6 +283,7 @@ fn machine_user_api(gw: Gateway) -> impl Route {
         mu_end(gw.clone()),
         mu_typing(gw.clone()),
         mu_seen(gw.clone()),
+        mu_latest_seen(gw.clone()),
         mu_events(gw),
     )
 }
@@ -458,6 +460,15 @@ fn session_seen(gw: Gateway) -> impl Route {
         .and_then(|id, l, gw, body| respond(sessions::seen(id, l, gw, body)))
 }
 
+fn session_latest_seen(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("seen"))
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and_then(|id, l, gw| respond(sessions::latest_seen(id, l, gw)))
+}
+
 fn session_events(gw: Gateway) -> impl Route {
     warp::path!("api" / "events")
         .and(warp::get())
@@ -528,6 +539,15 @@ fn mu_seen(gw: Gateway) -> impl Route {
         .and(with_gw(gw.clone()))
         .and(json_body(&gw))
         .and_then(|id, token, gw, body| respond(sessions::mu_seen(id, token, gw, body)))
+}
+
+fn mu_latest_seen(gw: Gateway) -> impl Route {
+    machine_user_session()
+        .and(warp::path!("seen"))
+        .and(warp::get())
+        .and(machine_user_token())
+        .and(with_gw(gw))
+        .and_then(|id, token, gw| respond(sessions::mu_latest_seen(id, token, gw)))
 }
 
 fn mu_events(gw: Gateway) -> impl Route {

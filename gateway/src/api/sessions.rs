@@ -263,6 +263,38 @@ pub async fn mu_seen(
     signal(&gw, &id, &l, SignalBody::Seen { seq: body.seq }).await
 }
 
+/// GET /api/sessions/{id}/seen
+pub async fn latest_seen(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
+    seen_list(&gw, &id, &l).await
+}
+
+/// GET /m/{id}/api/seen
+pub async fn mu_latest_seen(
+    id: String,
+    token: Option<String>,
+    gw: Gateway,
+) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    seen_list(&gw, &id, &l).await
+}
+
+/// The latest `seen` of each member still kept (members only), as the caller may read them.
+async fn seen_list(gw: &Gateway, id: &str, l: &Login) -> Result<Response, ApiError> {
+    let view = gw.view_as(id, l).await?;
+    if !view.members.iter().any(|m| m.same(&l.who)) {
+        return Err(ApiError::forbidden(
+            "you are not a member of this chat session",
+        ));
+    }
+    let redaction = crate::redact::Redaction::for_login(gw, l);
+    let seen: Vec<_> = signals::latest_seen(gw, id, &view.members)
+        .await
+        .iter()
+        .map(|s| redaction.signal(s).into_owned())
+        .collect();
+    Ok(json_reply(StatusCode::OK, &seen))
+}
+
 fn typing_of(body: TypingRequest) -> SignalBody {
     SignalBody::Typing {
         typing: body.typing,

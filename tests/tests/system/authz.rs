@@ -165,6 +165,8 @@ fn http_rows() -> Vec<Row> {
         row("POST", "/api/sessions/{U}/seen", op([404; 4], 403)).body(json!({"seq": 1})),
         row("POST", "/m/{A}/api/typing", mu(204, 401, 403)),
         row("POST", "/m/{A}/api/seen", mu(204, 401, 403)).body(json!({"seq": 1})),
+        row("GET", "/api/sessions/{A}/seen", op([200, 200, 403, 404], NA)),
+        row("GET", "/m/{A}/api/seen", mu(200, 401, NA)),
         // Asking for a chat with a machine outside the scope (an in-scope one would join A).
         row("POST", "/api/chats", op([NA, NA, NA, 404], 403)).body(json!({"machine": PC1})),
         row("POST", "/api/chats", op([201, 404, 404, 200], 403)).body(json!({"machine": SRV1})),

@@ -115,6 +115,25 @@ async fn typing_and_seen_reach_the_other_side_live_and_are_never_stored() {
     let seen = next_named(&mut carol_sees, "seen", "operator").await;
     assert_eq!(seen.data["who"]["id"], alias);
 
+    // A window opened again asks what each member has seen (kept a short while).
+    let (status, latest) = alice.get(&format!("/api/sessions/{session}/seen")).await;
+    assert_eq!(status, StatusCode::OK, "{latest}");
+    let by = |kind: &str| {
+        latest
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|s| s["who"]["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no seen of a {kind} in {latest}"))
+    };
+    assert_eq!(by("machine_user")["seq"], first);
+    assert_eq!(by("operator")["who"]["id"], "alice");
+    let (status, latest) = carol.get(&format!("/m/{session}/api/seen")).await;
+    assert_eq!(status, StatusCode::OK, "{latest}");
+    assert!(!latest.to_string().contains("\"alice\""), "{latest}");
+    assert!(latest.to_string().contains(alias), "{latest}");
+
     // A stream opened now replays the chat without a single signal, and the transcript has
     // none either.
     let mut replayed = alice.session_events(&session).await;
@@ -173,6 +192,8 @@ async fn bad_signals_are_refused_and_non_members_may_not_send_any() {
     let (status, body) = dave.post(&typing, &json!({})).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let (status, body) = dave.post(&seen, &json!({"seq": last})).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = dave.get(&seen).await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     let unknown = "01JD0000000000000000000000";
     let (status, _) = alice
