@@ -25,7 +25,7 @@
 //! - **Signals.** With each session's events the hub subscribes to its signals ("is typing",
 //!   "seen": `signals.rs`), which are not stored and have no sequence: they are pushed to the
 //!   session's connections as they come, outside the events' order, and dropped (never cutting a
-//!   connection off) when a connection's queue is full.
+//!   connection off) when a connection's queue is half full.
 //!
 //! Connections register the sessions they carry, and the hub pushes into their bounded queues.
 //! A connection that falls behind (queue full) is cut off; its browser reconnects and resumes
@@ -86,8 +86,8 @@ struct Queue {
 }
 
 impl Queue {
-    /// Queues `item`; false when the connection is too far behind (or already cut off).
-    fn push(&self, item: Live) -> bool {
+    /// Queues `event`; false when the connection is too far behind (or already cut off).
+    fn push(&self, event: Arc<StoredEvent>) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
@@ -96,10 +96,26 @@ impl Queue {
             if q.len() >= CONNECTION_BUFFER {
                 return false;
             }
-            q.push_back(item);
+            q.push_back(Live::Event(event));
         }
         self.waker.wake();
         true
+    }
+
+    /// Queues a signal if the connection is well within its buffer (a signal never takes the
+    /// room events need: a full queue cuts the connection off).
+    fn push_signal(&self, signal: Arc<Signal>) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        {
+            let mut q = self.events.lock();
+            if q.len() >= CONNECTION_BUFFER / 2 {
+                return;
+            }
+            q.push_back(Live::Signal(signal));
+        }
+        self.waker.wake();
     }
 
     fn close(&self) {
@@ -353,7 +369,7 @@ impl Hub {
         // after what is queued; the browser then resumes. They stay registered for the other
         // sessions they carry, where pushing to a closed queue fails at once.
         f.conns.retain(|(_, queue)| {
-            let kept = queue.push(Live::Event(event.clone()));
+            let kept = queue.push(event.clone());
             if !kept {
                 queue.close();
             }
@@ -372,8 +388,8 @@ impl Hub {
         };
         let signal = Arc::new(signal);
         for (_, queue) in &f.conns {
-            // A full queue loses the signal, and only that: signals may be lost (docs/api.md).
-            queue.push(Live::Signal(signal.clone()));
+            // A busy queue loses the signal, and only that: signals may be lost (docs/api.md).
+            queue.push_signal(signal.clone());
         }
     }
 

@@ -356,6 +356,7 @@ export class ChatWindow {
       case 'agent': this.setAgent(ev.status, ev.detail); this.agentAnswered = true; break;
       case 'ended':
         this.setEnded(true);
+        for (const k of [...this.typing.keys()]) this.stopTyping(k); // nobody types in it now
         // A short pause lets the reader see why the window goes away.
         if (this.options.auto_close && live) setTimeout(() => window.close(), 1500);
         break;
