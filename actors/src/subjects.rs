@@ -76,6 +76,19 @@ pub fn session_of_live(subject: &str) -> Option<&str> {
         .filter(|s| !s.is_empty() && !s.contains('.'))
 }
 
+/// A session's signals ("is typing", "seen"): core NATS only, never stored, published by the
+/// gateway a member posts to and read by every gateway whose browsers follow the session.
+pub fn session_signal(session: &str) -> String {
+    format!("natter.signal.{session}")
+}
+
+/// The session ID in a [`session_signal`] subject.
+pub fn session_of_signal(subject: &str) -> Option<&str> {
+    subject
+        .strip_prefix("natter.signal.")
+        .filter(|s| !s.is_empty() && !s.contains('.'))
+}
+
 /// A machine ID as one subject token.
 pub fn machine_token(machine: &str) -> String {
     machine.replace('.', ":")
@@ -378,6 +391,8 @@ mod tests {
         assert_eq!(session_of_events(&session_events("01JDX")), Some("01JDX"));
         assert_eq!(session_of_live(&session_live("01JDX")), Some("01JDX"));
         assert_eq!(session_of_live("natter.live.a.b"), None);
+        assert_eq!(session_of_signal(&session_signal("01JDX")), Some("01JDX"));
+        assert_eq!(session_of_signal("natter.signal.a.b"), None);
     }
 
     #[test]

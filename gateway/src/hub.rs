@@ -22,6 +22,11 @@
 //!   stream, before delivering anything more, and forgets every subscription: browsers reconnect
 //!   and resume exactly from their `Last-Event-ID` through the replay path.
 //!
+//! - **Signals.** With each session's events the hub subscribes to its signals ("is typing",
+//!   "seen": `signals.rs`), which are not stored and have no sequence: they are pushed to the
+//!   session's connections as they come, outside the events' order, and dropped (never cutting a
+//!   connection off) when a connection's queue is half full.
+//!
 //! Connections register the sessions they carry, and the hub pushes into their bounded queues.
 //! A connection that falls behind (queue full) is cut off; its browser reconnects and resumes
 //! from its `Last-Event-ID`, so nothing is lost.
@@ -44,6 +49,8 @@ use prometheus::IntCounter;
 use tokio::sync::{OnceCell, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::signals::Signal;
+
 /// Events buffered per connection before the hub gives up on it.
 const CONNECTION_BUFFER: usize = 1024;
 
@@ -60,13 +67,19 @@ const TICK: Duration = Duration::from_millis(100);
 /// Longest a new subscription (subscribe, flush, read the session's last sequence) may take.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the hub hands a connection: a session's stored event, or a signal.
+pub enum Live {
+    Event(Arc<StoredEvent>),
+    Signal(Arc<Signal>),
+}
+
 /// One connection's queue of live events: the hub pushes, the connection's stream pops.
 ///
 /// A plain locked `VecDeque` and a waker rather than a tokio channel: an idle connection's queue
 /// allocates nothing but this small struct (a bounded tokio channel costs ≈ 0.9 KiB up front,
 /// and idle SSE connections are counted in tens of thousands per gateway).
 struct Queue {
-    events: Mutex<VecDeque<Arc<StoredEvent>>>,
+    events: Mutex<VecDeque<Live>>,
     waker: AtomicWaker,
     /// Set when the hub cut the connection off; the stream ends after what is queued.
     closed: AtomicBool,
@@ -83,10 +96,26 @@ impl Queue {
             if q.len() >= CONNECTION_BUFFER {
                 return false;
             }
-            q.push_back(event);
+            q.push_back(Live::Event(event));
         }
         self.waker.wake();
         true
+    }
+
+    /// Queues a signal if the connection is well within its buffer (a signal never takes the
+    /// room events need: a full queue cuts the connection off).
+    fn push_signal(&self, signal: Arc<Signal>) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        {
+            let mut q = self.events.lock();
+            if q.len() >= CONNECTION_BUFFER / 2 {
+                return;
+            }
+            q.push_back(Live::Signal(signal));
+        }
+        self.waker.wake();
     }
 
     fn close(&self) {
@@ -94,7 +123,7 @@ impl Queue {
         self.waker.wake();
     }
 
-    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Arc<StoredEvent>>> {
+    fn poll_pop(&self, cx: &mut Context<'_>) -> Poll<Option<Live>> {
         if let Some(e) = self.pop() {
             return Poll::Ready(Some(e));
         }
@@ -107,7 +136,7 @@ impl Queue {
         }
     }
 
-    fn pop(&self) -> Option<Arc<StoredEvent>> {
+    fn pop(&self) -> Option<Live> {
         let mut q = self.events.lock();
         let e = q.pop_front();
         if q.is_empty() && q.capacity() > 64 {
@@ -124,8 +153,8 @@ pub struct LiveEvents {
 }
 
 impl LiveEvents {
-    /// The next live event; `None` once the hub has cut the connection off.
-    pub async fn recv(&mut self) -> Option<Arc<StoredEvent>> {
+    /// The next live event or signal; `None` once the hub has cut the connection off.
+    pub async fn recv(&mut self) -> Option<Live> {
         std::future::poll_fn(|cx| self.queue.poll_pop(cx)).await
     }
 }
@@ -149,6 +178,7 @@ enum Command {
         session: String,
         generation: u64,
         subscriber: async_nats::Subscriber,
+        signals: async_nats::Subscriber,
         last_seq: u64,
     },
     /// The session's last stored sequence, [`FIRST_CHECK_AFTER`] after it was followed.
@@ -289,23 +319,28 @@ impl Hub {
                 .subscribe(subjects::session_live(&session))
                 .await
                 .map_err(|e| StoreError::new("following a session's events", e))?;
+            let signals = client
+                .subscribe(subjects::session_signal(&session))
+                .await
+                .map_err(|e| StoreError::new("following a session's signals", e))?;
             // The server has the interest once the flush returns.
             client
                 .flush()
                 .await
                 .map_err(|e| StoreError::new("following a session's events", e))?;
             let last_seq = self.inner.stores.last_event_seq(&session).await?;
-            Ok::<_, StoreError>((subscriber, last_seq))
+            Ok::<_, StoreError>((subscriber, signals, last_seq))
         })
         .await
         .map_err(|e| StoreError::new("following a session's events", e))??;
-        let (subscriber, last_seq) = made;
+        let (subscriber, signals, last_seq) = made;
         self.inner
             .commands
             .send(Command::Follow {
                 session,
                 generation,
                 subscriber,
+                signals,
                 last_seq,
             })
             .map_err(|e| StoreError::new("following a session's events", e.to_string()))
@@ -342,6 +377,19 @@ impl Hub {
         });
         if before > 0 && f.conns.is_empty() {
             f.idle_since = Some(Instant::now());
+        }
+    }
+
+    /// Pushes `signal` to every connection following its session that has room for it.
+    fn deliver_signal(&self, signal: Signal) {
+        let followed = self.inner.followed.lock();
+        let Some(f) = followed.get(&signal.session) else {
+            return;
+        };
+        let signal = Arc::new(signal);
+        for (_, queue) in &f.conns {
+            // A busy queue loses the signal, and only that: signals may be lost (docs/api.md).
+            queue.push_signal(signal.clone());
         }
     }
 
@@ -385,6 +433,8 @@ impl Wake for SubscriptionWaker {
 struct Subscription {
     session: String,
     subscriber: async_nats::Subscriber,
+    /// The session's signals, read with the same waker.
+    signals: async_nats::Subscriber,
     waker: Waker,
     /// The last sequence of the session the hub delivered (or knew to be stored when it
     /// subscribed: connections replay up to there themselves).
@@ -497,6 +547,7 @@ impl Pump {
                 session,
                 generation,
                 subscriber,
+                signals,
                 last_seq,
             } => {
                 let current = self
@@ -520,6 +571,7 @@ impl Pump {
                     Subscription {
                         session: session.clone(),
                         subscriber,
+                        signals,
                         waker,
                         delivered: last_seq,
                     },
@@ -583,6 +635,11 @@ impl Pump {
                     self.hub.inner.received.inc();
                     if let Some(received) = parse(key, &sub.session, message) {
                         batch.push(received);
+                    }
+                }
+                while let Poll::Ready(Some(message)) = sub.signals.poll_next_unpin(&mut cx) {
+                    if let Some(signal) = parse_signal(&sub.session, &message) {
+                        self.hub.deliver_signal(signal);
                     }
                 }
             }
@@ -665,4 +722,18 @@ fn parse(key: u64, session: &str, message: async_nats::Message) -> Option<Receiv
             payload: message.payload,
         },
     })
+}
+
+/// A signal of `session`; `None` (and logged) if it is not one.
+fn parse_signal(session: &str, message: &async_nats::Message) -> Option<Signal> {
+    if subjects::session_of_signal(message.subject.as_str()) != Some(session) {
+        return None;
+    }
+    match serde_json::from_slice::<Signal>(&message.payload) {
+        Ok(signal) if signal.session == session => Some(signal),
+        _ => {
+            tracing::warn!(subject = %message.subject, "hub: not a signal of this session");
+            None
+        }
+    }
 }

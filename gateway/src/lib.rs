@@ -35,6 +35,7 @@ pub mod presence;
 pub mod readiness;
 pub mod redact;
 mod server;
+pub mod signals;
 pub mod sse;
 pub mod ui;
 
@@ -133,6 +134,10 @@ struct Inner {
     shutdown: CancellationToken,
     /// Makes operators' aliases for machine users ([`redact`]).
     alias_key: redact::AliasKey,
+    /// What typing and seen signals were forwarded, for throttling ([`signals`]).
+    signals: signals::Throttle,
+    /// Each member's latest seen signal, kept a short while ([`signals::SEEN_BUCKET`]).
+    seen: async_nats::jetstream::kv::Store,
 }
 
 impl Gateway {
@@ -151,6 +156,7 @@ impl Gateway {
         )
         .await;
         let alias_key = redact::AliasKey::load(&stores.js).await?;
+        let seen = signals::seen_bucket(&stores).await?;
         let presence = presence::Presence::start(
             stores.presence.clone(),
             stores.operator_options.clone(),
@@ -173,6 +179,8 @@ impl Gateway {
                 config,
                 shutdown: shutdown.clone(),
                 alias_key,
+                signals: Default::default(),
+                seen,
             }),
         };
         tokio::spawn(metrics::measure_nats(gateway.clone(), shutdown));
@@ -186,6 +194,16 @@ impl Gateway {
     /// The key of operators' aliases for machine users.
     pub fn alias_key(&self) -> &redact::AliasKey {
         &self.inner.alias_key
+    }
+
+    /// The throttle of typing and seen signals.
+    pub fn signals(&self) -> &signals::Throttle {
+        &self.inner.signals
+    }
+
+    /// The bucket of each member's latest seen signal.
+    pub fn seen_store(&self) -> &async_nats::jetstream::kv::Store {
+        &self.inner.seen
     }
 
     pub fn hub(&self) -> &Hub {

@@ -14,6 +14,8 @@ use natter_actors::protocol::{EventBody, Participant, ParticipantKind, SessionVi
 use natter_actors::store::{StoreError, StoredEvent};
 use sha2::{Digest, Sha256};
 
+use crate::signals::Signal;
+
 /// Installation-wide secrets of the gateways.
 pub const SECRETS_BUCKET: &str = "natter_gateway_secrets";
 const ALIAS_KEY: &str = "operator_alias_key";
@@ -72,6 +74,13 @@ impl AliasKey {
         }
     }
 
+    /// A signal as a machine user may read it.
+    pub fn signal(&self, signal: &Signal) -> Signal {
+        let mut signal = signal.clone();
+        self.hide(&signal.session, &mut signal.who);
+        signal
+    }
+
     /// A session view as a machine user may read it.
     pub fn view(&self, mut view: SessionView) -> SessionView {
         for member in view.members.iter_mut().chain(&mut view.invited) {
@@ -118,6 +127,14 @@ impl Redaction {
         match login.who.kind {
             ParticipantKind::Operator => Redaction::None,
             ParticipantKind::MachineUser => Redaction::MachineUser(gw.alias_key().clone()),
+        }
+    }
+
+    /// `signal` as this reader may read it.
+    pub fn signal<'a>(&self, signal: &'a Signal) -> Cow<'a, Signal> {
+        match self {
+            Redaction::None => Cow::Borrowed(signal),
+            Redaction::MachineUser(key) => Cow::Owned(key.signal(signal)),
         }
     }
 

@@ -1,9 +1,9 @@
 // The chat window of chat.html (operator, chat.js) and machine.html (machine user, machine.js):
 // the session's header (title, members, operators asked to join, agent, ended), the banner, and
 // what the event hub sends (events.js); the transcript and the composer do the rest.
-import { byId } from './dom.js';
+import { byId, el } from './dom.js';
 import { DEFAULT_OPTIONS } from './options.js';
-import { Transcript, nameOf } from './transcript.js';
+import { Transcript, nameOf, shortTime } from './transcript.js';
 import { Composer } from './composer.js';
 import { beep } from './tone.js';
 
@@ -13,12 +13,17 @@ const key = (p) => p.kind + ':' + p.id;
 /** Shown in a window whose session found no room on the shared event stream. */
 export const FULL_MESSAGE = 'Too many chat windows open: close one to receive messages here.';
 
+/** How long "… is typing" stays without a new typing signal (the sender repeats it every 2 s). */
+export const TYPING_SHOWN_MS = 5000;
+
 /**
  * Drives the DOM of chat.html / machine.html.
  * @param {object} cfg
  * @param {{kind:string, id?:string}} cfg.self   who "I" am, to mark my own messages
  * @param {(body:{id:string,text:string}) => Promise<any>} cfg.send
  * @param {() => Promise<any>} cfg.end
+ * @param {(kind: 'typing'|'seen', body: object) => Promise<any>} [cfg.signal] posts a signal
+ *                                               (…/typing, …/seen); failures are ignored
  * @param {() => Promise<any>} [cfg.restart]     join again: restarts an ended chat, or asks the
  *                                               machine's agent again for a window that failed
  *                                               (operators only); resolves to a SessionView
@@ -48,7 +53,18 @@ export class ChatWindow {
     this.catchingUp = true; // its history has not all come yet
     this.catchUpTimer = 0;
     this.transcript = new Transcript(this.ui, this.self);
-    this.composer = new Composer(this.ui, this.transcript, cfg.send, () => this.ended);
+    this.signalFn = cfg.signal || (() => Promise.resolve());
+    this.composer = new Composer(this.ui, this.transcript, cfg.send, () => this.ended,
+      (typing) => this.sendSignal('typing', typing ? {} : { typing: false }));
+    this.typing = new Map(); // "kind:id" -> {who, timer}: the others typing now
+    this.seenBy = new Map(); // "kind:id" -> {who, seq, at}: the latest seen of each other member
+    this.seenMark = null;    // the "Seen" line, under the newest of my messages seen
+    this.seenSent = 0;       // the highest seq this window said it has seen
+    this.unseen = false;     // a message from someone else came since
+    this.ui.typing = byId('typing');
+    const looked = () => this.sendSeen();
+    addEventListener('focus', looked);
+    document.addEventListener('visibilitychange', looked);
     this.ui.end.addEventListener('click', () => this.endChat());
     if (this.ui.restart) this.ui.restart.addEventListener('click', () => this.restartChat());
   }
@@ -212,7 +228,94 @@ export class ChatWindow {
       case 'error':
         this.showBanner(m.message || 'The connection to the server failed.', 'error');
         break;
+      case 'typing':
+        this.showTyping(m);
+        break;
+      case 'seen':
+        this.noteSeen(m);
+        break;
     }
+  }
+
+  // -- signals: "… is typing" and "Seen" (docs/api.md, "Typing and seen") --
+  sendSignal(kind, body) {
+    this.signalFn(kind, body).catch(() => {}); // a lost signal is only not shown
+  }
+
+  /** Tells the others what this window shows, when it is seen: visible and focused. */
+  sendSeen() {
+    if (!this.unseen || document.visibilityState !== 'visible' || !document.hasFocus()) return;
+    const seq = this.transcript.lastSeq;
+    if (seq <= this.seenSent) return;
+    this.unseen = false;
+    this.seenSent = seq;
+    this.sendSignal('seen', { seq });
+  }
+
+  /** What the others had seen when this window opened (kept a while on the server). */
+  async loadSeen(fetchSeen) {
+    try {
+      for (const m of await fetchSeen()) this.noteSeen(m);
+    } catch (_) { /* "Seen" then comes with the next one */ }
+  }
+
+  showTyping(m) {
+    if (!m.who || this.transcript.isMine(m.who)) return; // my own (another of my windows)
+    const k = key(m.who);
+    const was = this.typing.get(k);
+    if (was) clearTimeout(was.timer);
+    if (m.typing === false) this.typing.delete(k);
+    else this.typing.set(k, { who: m.who, timer: setTimeout(() => this.stopTyping(k), TYPING_SHOWN_MS) });
+    this.renderTyping();
+  }
+
+  stopTyping(k) {
+    const was = this.typing.get(k);
+    if (!was) return;
+    clearTimeout(was.timer);
+    this.typing.delete(k);
+    this.renderTyping();
+  }
+
+  renderTyping() {
+    const t = this.ui.typing;
+    if (!t) return;
+    const names = [...this.typing.values()].map((x) => nameOf(x.who));
+    t.textContent = !names.length ? ''
+      : names.length === 1 ? `${names[0]} is typing…`
+      : `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]} are typing…`;
+  }
+
+  noteSeen(m) {
+    if (!m.who || this.transcript.isMine(m.who) || typeof m.seq !== 'number') return;
+    const k = key(m.who);
+    const was = this.seenBy.get(k);
+    if (was && was.seq >= m.seq) return;
+    this.seenBy.set(k, { who: m.who, seq: m.seq, at: m.at });
+    this.renderSeen();
+  }
+
+  /** "Seen" and its time under the newest of my messages someone else has seen. */
+  renderSeen() {
+    let upTo = 0;
+    for (const s of this.seenBy.values()) upTo = Math.max(upTo, s.seq);
+    let mine = null;
+    for (const [seq, { ev, node }] of this.transcript.events) {
+      if (seq <= upTo && node && ev.type === 'message' && this.transcript.isMine(ev.from)
+          && (!mine || seq > mine.seq)) mine = { seq, node };
+    }
+    if (!mine) {
+      if (this.seenMark) this.seenMark.remove();
+      return;
+    }
+    const by = [...this.seenBy.values()].filter((s) => s.seq >= mine.seq);
+    const at = Math.max(...by.map((s) => s.at || 0));
+    // Named when others could have seen it too (several members besides me).
+    const others = [...this.members.values()].filter((p) => !this.transcript.isMine(p));
+    const names = others.length > 1 ? ' by ' + by.map((s) => nameOf(s.who)).join(', ') : '';
+    if (!this.seenMark) this.seenMark = el('div', 'seen');
+    this.seenMark.textContent = `Seen${names}` + (at ? ' ' + shortTime(at) : '');
+    if (this.seenMark.parentNode !== mine.node) mine.node.append(this.seenMark);
   }
 
   /** Shows the events that came; during the history's catch-up only when `now`. */
@@ -234,9 +337,15 @@ export class ChatWindow {
     for (const ev of this.transcript.add(list)) {
       const live = this.transcript.isLive(ev);
       if (ev.type === 'message' && live) newMessage = true; // sent or received
+      if (ev.type === 'message' && !this.transcript.isMine(ev.from)) {
+        this.unseen = true;
+        if (ev.from) this.stopTyping(key(ev.from)); // their message is what they typed
+      }
       this.apply(ev, live);
     }
     if (newMessage && this.options.play_tone) beep();
+    if (this.seenBy.size) this.renderSeen();
+    this.sendSeen();
   }
 
   /** State changes carried by events. */
@@ -260,6 +369,7 @@ export class ChatWindow {
       case 'agent': this.setAgent(ev.status, ev.detail); this.agentAnswered = true; break;
       case 'ended':
         this.setEnded(true);
+        for (const k of [...this.typing.keys()]) this.stopTyping(k); // nobody types in it now
         // A short pause lets the reader see why the window goes away.
         if (this.options.auto_close && live) setTimeout(() => window.close(), 1500);
         break;

@@ -16,6 +16,7 @@ async function main() {
     send: (body) => postJSON(api + '/messages', body),
     end: () => postJSON(api + '/end'),
     restart: () => postJSON(api + '/join'),
+    signal: (kind, body) => postJSON(api + '/' + kind, body),
   });
   // The history starts coming while the window asks who it is and what the chat is; the
   // stream's messages wait until then (the options decide the tone and auto-close).
@@ -47,6 +48,7 @@ async function main() {
   chat.ui.text.focus();
   ready = true;
   for (const m of early.splice(0)) chat.handle(m);
+  chat.loadSeen(() => getJSON(api + '/seen'));
 }
 
 main();

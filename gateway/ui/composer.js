@@ -4,6 +4,8 @@ import { sleep } from './api.js';
 import { el } from './dom.js';
 
 const MAX_RETRIES = 4;
+/** At most one "is typing" per this interval (the server drops more anyway: docs/api.md). */
+export const TYPING_EVERY_MS = 2000;
 
 /** A client message id (UUID v4); crypto.randomUUID needs a secure context, this does not. */
 export function newClientId() {
@@ -21,13 +23,18 @@ export class Composer {
    * @param {import('./transcript.js').Transcript} transcript shows what is being sent
    * @param {(body: {id: string, text: string}) => Promise<any>} sendFn
    * @param {() => boolean} isEnded nothing is sent once the chat ended
+   * @param {(typing: boolean) => void} [onTyping] told `true` at most once per
+   *   TYPING_EVERY_MS while text is typed, `false` when the input is emptied again
    */
-  constructor(ui, transcript, sendFn, isEnded) {
+  constructor(ui, transcript, sendFn, isEnded, onTyping = () => {}) {
     this.ui = ui;
     this.transcript = transcript;
     this.sendFn = sendFn;
     this.isEnded = isEnded;
     this.queue = Promise.resolve();
+    this.onTyping = onTyping;
+    this.typingSentAt = 0; // when onTyping(true) was last called; 0: not typing
+    ui.text.addEventListener('input', () => this.typed());
     ui.text.addEventListener('keydown', (e) => {
       if (e.key !== 'Enter' || e.isComposing || e.keyCode === 229) return; // IME in progress
       if (e.shiftKey) return; // Shift+Enter: the textarea inserts the line break
@@ -37,10 +44,29 @@ export class Composer {
     ui.form.addEventListener('submit', (e) => { e.preventDefault(); this.submit(); });
   }
 
+  /** Typing shown to the others: throttled here as on the server; cleared when emptied. */
+  typed() {
+    if (this.isEnded()) return;
+    const typing = this.ui.text.value.trim() !== '';
+    const now = Date.now();
+    if (typing && now - this.typingSentAt >= TYPING_EVERY_MS) {
+      this.typingSentAt = now;
+      this.onTyping(true);
+    } else if (!typing && this.typingSentAt) {
+      this.typingSentAt = 0;
+      this.onTyping(false);
+    }
+  }
+
   submit() {
     const t = this.ui.text;
     const value = t.value;
     if (this.isEnded() || !value.trim()) return;
+    // Sent: no longer typing (the message also ends "is typing" where it arrives).
+    if (this.typingSentAt) {
+      this.typingSentAt = 0;
+      this.onTyping(false);
+    }
     t.value = '';
     t.focus();
     this.send(value);

@@ -13,6 +13,9 @@
 //                 {type:'full', session, limit}            (no room on the stream: no events
 //                                                           until another session is closed)
 //                 {type:'error', error, message}
+//                 {type:'typing', session, who, at, typing}  (signals: no seq, not kept, except
+//                 {type:'seen', session, who, at, seq}        the latest `seen` of each member,
+//                                                            repeated to a window that subscribes)
 //
 // Cursors: for each session the hub remembers the last seq it delivered. When the set of
 // sessions changes it opens a new stream with `sessions=ID:lastseq,...`, and closes the
@@ -158,6 +161,7 @@ export function createEventHub(opts = {}) {
           if (e.type === 'hello') helloReceived(conn, e.data);
           else if (e.type === 'reset') reset(parseJSON(e.data) || {});
           else if (e.type === 'error') failed(conn, e);
+          else if (e.type === 'typing' || e.type === 'seen') signal(e.type, e.data);
         }
         flush();
       },
@@ -182,6 +186,22 @@ export function createEventHub(opts = {}) {
     s.last = ev.seq;
     s.events.push(ev);
     queue(ev);
+  }
+
+  /** A typing or seen signal: to the session's windows as it comes. */
+  function signal(type, data) {
+    const d = parseJSON(data);
+    if (!d || !d.who || typeof d.session !== 'string') return;
+    const s = sessions.get(d.session);
+    if (!s) return;
+    const msg = { ...d, type };
+    if (type === 'seen') {
+      const who = d.who.kind + ':' + d.who.id;
+      const before = s.seen.get(who);
+      if (before && before.seq >= d.seq) return;
+      s.seen.set(who, msg);
+    }
+    for (const p of s.ports) post(p, msg);
   }
 
   function reset(d) {
@@ -218,12 +238,13 @@ export function createEventHub(opts = {}) {
   function subscribe(port, id) {
     flush();
     let s = sessions.get(id);
-    if (!s) sessions.set(id, (s = { ports: new Set(), last: 0, events: [], waiting: false }));
+    if (!s) sessions.set(id, (s = { ports: new Set(), last: 0, events: [], waiting: false, seen: new Map() }));
     s.ports.add(port);
     stopped = false;
     if (hello) post(port, helloMsg());
     prune(s);
     if (s.events.length) post(port, { type: 'events', session: id, events: s.events.slice() });
+    for (const seen of s.seen.values()) post(port, seen);
     if (s.waiting) post(port, fullMsg(id));
     else if (current && current.key.split(',').includes(id)) post(port, { type: 'status', state: 'open' });
     scheduleReconfigure();

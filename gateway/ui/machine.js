@@ -26,6 +26,7 @@ async function main() {
     self: { kind: 'machine_user' },
     send: (body) => postJSON(base + '/messages', body),
     end: () => postJSON(base + '/end'),
+    signal: (kind, body) => postJSON(base + '/' + kind, body),
   });
   try {
     chat.setSession(await login());
@@ -39,6 +40,7 @@ async function main() {
     shared: false,
     urlFor: ([[, seq]]) => base + '/events' + (seq > 0 ? '?since=' + seq : ''), // resume after a failure
   });
+  chat.loadSeen(() => getJSON(base + '/seen'));
 }
 
 main();

@@ -12,7 +12,7 @@ const SHORT_TIME = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute:
 // Formatting is the slow part of a time (a few µs, 10k times for a long history): "12:34" is
 // kept per minute, and the full date (the tooltip) is made only when the pointer comes by.
 const shortTimes = new Map(); // minute since the epoch -> "12:34"
-function shortTime(at) {
+export function shortTime(at) {
   const minute = Math.floor(at / 60000);
   let text = shortTimes.get(minute);
   if (text === undefined) {

@@ -209,6 +209,9 @@ fn session_api(gw: Gateway) -> impl Route {
         session_hand_off_candidates(gw.clone()),
         session_transcript(gw.clone()),
         session_recent_events(gw.clone()),
+        session_typing(gw.clone()),
+        session_seen(gw.clone()),
+        session_latest_seen(gw.clone()),
         session_events(gw),
     )
 }
@@ -279,6 +282,9 @@ fn machine_user_api(gw: Gateway) -> impl Route {
         mu_session(gw.clone()),
         mu_send(gw.clone()),
         mu_end(gw.clone()),
+        mu_typing(gw.clone()),
+        mu_seen(gw.clone()),
+        mu_latest_seen(gw.clone()),
         mu_events(gw),
     )
 }
@@ -443,6 +449,37 @@ fn session_recent_events(gw: Gateway) -> impl Route {
         .and_then(|id, l, gw, q| respond(transcript::recent_events(id, l, gw, q)))
 }
 
+fn session_typing(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("typing"))
+        .and(warp::post())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|id, l, gw, body| respond(sessions::typing(id, l, gw, body)))
+}
+
+fn session_seen(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("seen"))
+        .and(warp::post())
+        .and(csrf(&gw))
+        .and(operator(gw.clone()))
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|id, l, gw, body| respond(sessions::seen(id, l, gw, body)))
+}
+
+fn session_latest_seen(gw: Gateway) -> impl Route {
+    operator_session()
+        .and(warp::path!("seen"))
+        .and(warp::get())
+        .and(operator(gw.clone()))
+        .and(with_gw(gw))
+        .and_then(|id, l, gw| respond(sessions::latest_seen(id, l, gw)))
+}
+
 fn session_events(gw: Gateway) -> impl Route {
     warp::path!("api" / "events")
         .and(warp::get())
@@ -491,6 +528,37 @@ fn mu_end(gw: Gateway) -> impl Route {
         .and(machine_user_token())
         .and(with_gw(gw))
         .and_then(|id, token, gw| respond(sessions::mu_end(id, token, gw)))
+}
+
+fn mu_typing(gw: Gateway) -> impl Route {
+    machine_user_session()
+        .and(warp::path!("typing"))
+        .and(warp::post())
+        .and(csrf(&gw))
+        .and(machine_user_token())
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|id, token, gw, body| respond(sessions::mu_typing(id, token, gw, body)))
+}
+
+fn mu_seen(gw: Gateway) -> impl Route {
+    machine_user_session()
+        .and(warp::path!("seen"))
+        .and(warp::post())
+        .and(csrf(&gw))
+        .and(machine_user_token())
+        .and(with_gw(gw.clone()))
+        .and(json_body(&gw))
+        .and_then(|id, token, gw, body| respond(sessions::mu_seen(id, token, gw, body)))
+}
+
+fn mu_latest_seen(gw: Gateway) -> impl Route {
+    machine_user_session()
+        .and(warp::path!("seen"))
+        .and(warp::get())
+        .and(machine_user_token())
+        .and(with_gw(gw))
+        .and_then(|id, token, gw| respond(sessions::mu_latest_seen(id, token, gw)))
 }
 
 fn mu_events(gw: Gateway) -> impl Route {

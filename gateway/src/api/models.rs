@@ -46,6 +46,25 @@ pub struct MessageRequest {
     pub text: String,
 }
 
+/// `POST …/typing`: `{}` while typing, `{"typing": false}` when the input was cleared or sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypingRequest {
+    #[serde(default = "typing_default")]
+    pub typing: bool,
+}
+
+fn typing_default() -> bool {
+    true
+}
+
+/// `POST …/seen`: the highest event seq the sender's window shows.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeenRequest {
+    pub seq: u64,
+}
+
 /// `POST /m/{id}/api/login`: the token from the chat link.
 #[derive(Deserialize)]
 pub struct TokenRequest {

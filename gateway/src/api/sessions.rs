@@ -3,17 +3,18 @@
 
 use natter_actors::protocol::{ChatUser, ParticipantKind, SessionCommand, valid_machine_id};
 use warp::http::StatusCode;
-use warp::reply::Response;
+use warp::reply::{Reply, Response};
 
 use super::json_reply;
 use super::models::{
-    ChatStarted, EventsQuery, HandOffRequest, MessageRequest, MessageSent, SessionEnded,
-    StartChatRequest,
+    ChatStarted, EventsQuery, HandOffRequest, MessageRequest, MessageSent, SeenRequest,
+    SessionEnded, StartChatRequest, TypingRequest,
 };
 use crate::auth::{self, Login};
 use crate::error::{ApiError, ErrorKind};
 use crate::limits::StreamOwner;
 use crate::metrics::StreamKind;
+use crate::signals::{self, SignalBody};
 use crate::{Gateway, sse};
 
 /// POST /api/chats: a chat with a machine's user, or with another operator.
@@ -247,6 +248,92 @@ pub async fn events(
     let cursors = sse::parse_cursors(q.sessions.as_deref().unwrap_or(""), q.since.unwrap_or(0))?;
     let last = sse::parse_last_event_id(last_event_id.as_deref())?;
     event_stream(&gw, &l, cursors, last).await
+}
+
+/// POST /api/sessions/{id}/typing
+pub async fn typing(
+    id: String,
+    l: Login,
+    gw: Gateway,
+    body: TypingRequest,
+) -> Result<Response, ApiError> {
+    signal(&gw, &id, &l, typing_of(body)).await
+}
+
+/// POST /api/sessions/{id}/seen
+pub async fn seen(
+    id: String,
+    l: Login,
+    gw: Gateway,
+    body: SeenRequest,
+) -> Result<Response, ApiError> {
+    signal(&gw, &id, &l, SignalBody::Seen { seq: body.seq }).await
+}
+
+/// POST /m/{id}/api/typing
+pub async fn mu_typing(
+    id: String,
+    token: Option<String>,
+    gw: Gateway,
+    body: TypingRequest,
+) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    signal(&gw, &id, &l, typing_of(body)).await
+}
+
+/// POST /m/{id}/api/seen
+pub async fn mu_seen(
+    id: String,
+    token: Option<String>,
+    gw: Gateway,
+    body: SeenRequest,
+) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    signal(&gw, &id, &l, SignalBody::Seen { seq: body.seq }).await
+}
+
+/// GET /api/sessions/{id}/seen
+pub async fn latest_seen(id: String, l: Login, gw: Gateway) -> Result<Response, ApiError> {
+    seen_list(&gw, &id, &l).await
+}
+
+/// GET /m/{id}/api/seen
+pub async fn mu_latest_seen(
+    id: String,
+    token: Option<String>,
+    gw: Gateway,
+) -> Result<Response, ApiError> {
+    let l = auth::machine_user(&gw, token, &id).await?;
+    seen_list(&gw, &id, &l).await
+}
+
+/// The latest `seen` of each member still kept (members only), as the caller may read them.
+async fn seen_list(gw: &Gateway, id: &str, l: &Login) -> Result<Response, ApiError> {
+    let view = gw.view_as(id, l).await?;
+    if !view.members.iter().any(|m| m.same(&l.who)) {
+        return Err(ApiError::forbidden(
+            "you are not a member of this chat session",
+        ));
+    }
+    let redaction = crate::redact::Redaction::for_login(gw, l);
+    let seen: Vec<_> = signals::latest_seen(gw, id, &view.members)
+        .await
+        .iter()
+        .map(|s| redaction.signal(s).into_owned())
+        .collect();
+    Ok(json_reply(StatusCode::OK, &seen))
+}
+
+fn typing_of(body: TypingRequest) -> SignalBody {
+    SignalBody::Typing {
+        typing: body.typing,
+    }
+}
+
+/// Forwards a signal (or drops it, throttled): `204` either way.
+async fn signal(gw: &Gateway, id: &str, l: &Login, body: SignalBody) -> Result<Response, ApiError> {
+    signals::post(gw, id, l, body).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// GET /m/{id}/api/session

@@ -15,6 +15,9 @@
 //! event of another session; they are still written (never dropped), with their own sequence as
 //! `id`, so the browser's cursor moves back to them and a reconnect repeats rather than skips
 //! (clients ignore a `(session, seq)` they already have; docs/api.md).
+//!
+//! Signals ("is typing", "seen") come from the hub with the live events and are written as they
+//! come, as named events without an `id`: they never move the resume point.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -26,7 +29,7 @@ use super::{SseItem, SseStream, named_event};
 use crate::Gateway;
 use crate::api::models::{Hello, Reset, StreamError};
 use crate::error::ApiError;
-use crate::hub::{LiveEvents, Registration};
+use crate::hub::{Live, LiveEvents, Registration};
 
 /// Opens the event stream of login `l` over `cursors`. Fails before any byte is sent if `l`
 /// may not see one of the sessions.
@@ -226,7 +229,13 @@ impl Feed {
                 ReplayState::Done => {
                     // `None`: the hub cut us off (we fell behind); ending the stream makes the
                     // browser resume.
-                    let event = feed.live.recv().await?;
+                    let event = match feed.live.recv().await? {
+                        Live::Event(event) => event,
+                        Live::Signal(signal) => {
+                            let signal = feed.redaction.signal(&signal);
+                            return Some((Ok(named_event(signal.name(), &signal)), feed));
+                        }
+                    };
                     let floor = feed.cursor(&event.session).max(feed.delivered_to);
                     if event.seq > floor {
                         feed.advance(&event.session, event.seq);

@@ -159,6 +159,14 @@ fn http_rows() -> Vec<Row> {
         row("POST", "/m/{U}/api/login", all(401, 403)).body(bad_token),
         row("POST", "/api/sessions/{A}/messages", op([201, 201, 403, 404], 403)).body(message.clone()),
         row("POST", "/m/{A}/api/messages", mu(201, 401, 403)).body(message),
+        // Typing and seen: members only, as for sending (an invited operator is not one yet).
+        row("POST", "/api/sessions/{A}/typing", op([204, 204, 403, 404], 403)),
+        row("POST", "/api/sessions/{A}/seen", op([204, 204, 403, 404], 403)).body(json!({"seq": 1})),
+        row("POST", "/api/sessions/{U}/seen", op([404; 4], 403)).body(json!({"seq": 1})),
+        row("POST", "/m/{A}/api/typing", mu(204, 401, 403)),
+        row("POST", "/m/{A}/api/seen", mu(204, 401, 403)).body(json!({"seq": 1})),
+        row("GET", "/api/sessions/{A}/seen", op([200, 200, 403, 404], NA)),
+        row("GET", "/m/{A}/api/seen", mu(200, 401, NA)),
         // Asking for a chat with a machine outside the scope (an in-scope one would join A).
         row("POST", "/api/chats", op([NA, NA, NA, 404], 403)).body(json!({"machine": PC1})),
         row("POST", "/api/chats", op([201, 404, 404, 200], 403)).body(json!({"machine": SRV1})),

@@ -564,3 +564,34 @@ async fn a_chat_with_the_second_of_two_users_reaches_only_that_user_in_a_real_br
     assert_every_check_passed(&output);
     s.shutdown().await;
 }
+
+/// Typing indicators and read receipts (issue 12, item 1) in a real browser, both ways: "… is
+/// typing" in the operator's and the machine user's window while the other types, gone when the
+/// input is emptied, the message arrives or nothing more comes; "Seen" with its time under the
+/// newest of one's messages the other window has shown; neither a line of the transcript.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_and_seen_show_in_both_windows_in_a_real_browser() {
+    if !browser_tests_enabled() {
+        return;
+    }
+    let machine = "pc1.sales.acme";
+    let s = Scenario::alice_and_carol_on_pc1().start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let url_file = dir.path().join("agent-url.txt");
+    let watcher = write_opened_urls(&s, machine, &url_file);
+    let output = finish_within(
+        Duration::from_secs(180),
+        browser_script("typing.mjs", &s.node, "alice", dir.path())
+            .env("NATTER_MACHINE", machine)
+            .env("NATTER_USER", "carol")
+            .env("NATTER_AGENT_URL_FILE", &url_file),
+    )
+    .await;
+    watcher.abort();
+    if !output.status.success() {
+        // The screenshots of the failed check (one per page) outlive the test.
+        eprintln!("screenshots of the failure: {}", dir.keep().display());
+    }
+    assert_every_check_passed(&output);
+    s.shutdown().await;
+}

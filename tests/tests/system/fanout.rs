@@ -1,6 +1,6 @@
 //! Fan-out that grows with nodes: each gateway receives only the live events of the sessions its
 //! own browsers follow, resume by `Last-Event-ID` is exact on any node, and a NATS restart under
-//! an open stream loses and repeats nothing.
+//! an open stream loses and repeats nothing; typing and seen signals reach other nodes' streams.
 
 use std::time::Duration;
 
@@ -441,6 +441,35 @@ async fn live_events_a_gateway_missed_are_filled_from_the_stream_once() {
     assert_eq!(texts(&sse.read_messages(2).await), ["one-2", "one-3"]);
     assert_eq!(texts(&on_b.read_messages(1).await), ["one-3"]);
 
+    node_b.shutdown().await;
+    system.shutdown().await;
+}
+
+/// Typing and seen signals cross nodes: posted to one gateway, they reach a browser that
+/// follows the session on another (through that gateway's hub), and do not move its resume point.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_posted_on_one_gateway_reaches_a_stream_on_another() {
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
+    let (session, carol) = system.open_chat().await;
+    let node_b = TestGateway::start(&system.nats, "node-b").await;
+    let alice_b = system.operator("alice").at(&node_b.base);
+    let mut on_b = alice_b.session_events(&session).await;
+    assert_eq!(on_b.status, StatusCode::OK, "{}", on_b.error_body);
+    let (status, body) = carol
+        .post(&format!("/m/{session}/api/typing"), &serde_json::json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let mut last_id = String::new();
+    let typing = loop {
+        let e = on_b.next(WAIT).await.expect("carol's typing on node B");
+        if e.event == "typing" {
+            break e;
+        }
+        last_id = e.id;
+    };
+    assert_eq!(typing.data["who"]["name"], "carol");
+    assert_eq!(typing.data["session"], session.as_str());
+    assert_eq!(typing.id, last_id, "a signal has no id of its own");
     node_b.shutdown().await;
     system.shutdown().await;
 }

@@ -23,6 +23,7 @@ mod reopen;
 mod resume;
 mod retention;
 mod roles;
+mod signals;
 mod tls;
 mod transcript;
 mod users;

@@ -76,6 +76,8 @@ fn rows(a: &str) -> Vec<Row> {
         r(Subscribe, "natter.session.*.cmd", none(), [Refused, Refused]),
         r(Publish, &subjects::session_events(a), b"{}".to_vec(), [Refused, Refused]),
         r(Subscribe, "natter.events.>", none(), [Refused, Refused]),
+        r(Publish, &subjects::session_signal(a), b"{}".to_vec(), [Refused, Refused]),
+        r(Subscribe, "natter.signal.>", none(), [Refused, Refused]),
         r(Publish, &subjects::machine_request(PC2), b"{}".to_vec(), [Refused, Refused]),
         r(Subscribe, "natter.machine.*.req", none(), [Refused, Refused]),
         // JetStream, KV, the system account, other clients' replies, everything.
