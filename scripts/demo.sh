@@ -154,7 +154,7 @@ demo_agents() {
     >>"$agents_log" 2>&1
   agents_pid=$!
   # pc2's agent runs alone, so that it can be stopped and started again by hand (a chat opened
-  # meanwhile waits for the machine; README, demo step 13): $demo/pc2-agent starts it and keeps
+  # meanwhile waits for the machine; README, demo step 14): $demo/pc2-agent starts it and keeps
   # its pid in $demo/pc2.pid. Once pc2 is enrolled its key is enough.
   cat >"$demo/pc2-agent" <<SH
 #!/usr/bin/env bash
