@@ -286,22 +286,11 @@ async fn a_chat_waits_for_the_machine_and_opens_at_its_next_check_in_in_a_real_b
     if let Some(watcher) = watcher {
         watcher.abort();
     }
-    keep_screenshots_of_a_failure(dir, &output);
     assert_every_check_passed(&output);
     // One window: the agent was asked once, after it came back.
     let opened = s.agent(machine).opener.opened.lock().unwrap().len();
     assert_eq!(opened, 1, "links the agent was asked to open");
     s.shutdown().await;
-}
-
-/// Keeps the screenshots a failed script took (its artifacts directory) instead of deleting
-/// them with the test's temporary directory, and says where they are.
-fn keep_screenshots_of_a_failure(dir: tempfile::TempDir, output: &Output) {
-    if output.status.success() {
-        return;
-    }
-    let kept = dir.keep();
-    eprintln!("screenshots of the failure kept in {}", kept.display());
 }
 
 /// The output of a script that has exited with `status`.
@@ -588,10 +577,6 @@ async fn typing_and_seen_show_in_both_windows_in_a_real_browser() {
     )
     .await;
     watcher.abort();
-    if !output.status.success() {
-        // The screenshots of the failed check (one per page) outlive the test.
-        eprintln!("screenshots of the failure: {}", dir.keep().display());
-    }
     assert_every_check_passed(&output);
     s.shutdown().await;
 }
