@@ -82,11 +82,15 @@ impl Proc {
             .create(true)
             .append(true)
             .open(log)?;
-        // NATTER_BENCH_NODE_WRAPPER="perf record -g --" (or heaptrack …) runs nodes under a
-        // profiler; their pid is then the profiler's.
+        // NATTER_BENCH_NODE_WRAPPER="perf record -g --" (or heaptrack …) runs nodes and the
+        // idle-connection floors under a profiler; their pid is then the profiler's.
         let wrapper = std::env::var("NATTER_BENCH_NODE_WRAPPER").unwrap_or_default();
         let mut cmd = match wrapper.split_whitespace().collect::<Vec<_>>().split_first() {
-            Some((first, rest)) if args.first().is_some_and(|a| a == "node") => {
+            Some((first, rest))
+                if args
+                    .first()
+                    .is_some_and(|a| a == "node" || a == "floor-sse") =>
+            {
                 let mut c = Command::new(first);
                 c.args(rest).arg(exe);
                 c
