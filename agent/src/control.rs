@@ -1,17 +1,23 @@
-//! The agent's local control socket (a Unix socket): how the machine's user, through
-//! `natter-agent chat` (e.g. from a tray menu), asks the running agent to open the start page
-//! where they pick an operator to chat with.
+//! The agent's local control socket: how the machine's user, through `natter-agent chat` (e.g.
+//! from a tray menu), asks the running agent to open the start page where they pick an operator
+//! to chat with.
 //!
 //! The protocol is one line each way: the client sends `chat`, the agent answers `opened`,
-//! `refused (<reason>): <message>` or `failed: <why>`. The socket is mode 0660: the agent's
-//! user and group may use it (an installation puts the machine's users in that group).
+//! `refused (<reason>): <message>` or `failed: <why>`. On Unix it is a Unix socket of mode
+//! 0660: the agent's user and group may use it (an installation puts the machine's users in
+//! that group). On Windows it is a named pipe whose name is made from the same path
+//! ([`pipe_name`]), with the pipe's default access.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
+
+#[cfg(unix)]
+use tokio::net::{UnixListener as Listener, UnixStream};
+#[cfg(windows)]
+pub use windows::Listener;
 
 use crate::AgentHandle;
 
@@ -33,7 +39,8 @@ pub struct ControlError {
 }
 
 /// Binds the control socket at `path` (replacing a stale one) and returns the listener.
-pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
+#[cfg(unix)]
+pub fn bind(path: &Path) -> Result<Listener, ControlError> {
     let error = |source| ControlError {
         path: path.display().to_string(),
         source,
@@ -49,15 +56,42 @@ pub fn bind(path: &Path) -> Result<UnixListener, ControlError> {
     }) {
         std::fs::remove_file(path).map_err(error)?;
     }
-    let listener = UnixListener::bind(path).map_err(error)?;
+    let listener = Listener::bind(path).map_err(error)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(error)?;
     Ok(listener)
 }
 
+/// Binds the control pipe named after `path` ([`pipe_name`]) and returns the listener.
+#[cfg(windows)]
+pub fn bind(path: &Path) -> Result<Listener, ControlError> {
+    Listener::bind(&pipe_name(path)).map_err(|source| ControlError {
+        path: pipe_name(path),
+        source,
+    })
+}
+
+/// The Windows named pipe for the control socket path `path`: `\\.\pipe\natter-agent-` and the
+/// path's characters, those a pipe name cannot hold (`\`, `/`, `:`) as `-`.
+pub fn pipe_name(path: &Path) -> String {
+    let flat: String = path
+        .display()
+        .to_string()
+        .chars()
+        .map(|c| {
+            if matches!(c, '\\' | '/' | ':') {
+                '-'
+            } else {
+                c
+            }
+        })
+        .collect();
+    format!(r"\\.\pipe\natter-agent-{flat}")
+}
+
 /// Answers the control socket's clients until `shutdown`, then removes the socket.
 pub async fn serve(
-    listener: UnixListener,
+    #[allow(unused_mut)] mut listener: Listener,
     path: PathBuf,
     handle: AgentHandle,
     shutdown: CancellationToken,
@@ -76,11 +110,14 @@ pub async fn serve(
             _ = shutdown.cancelled() => break,
         }
     }
+    #[cfg(unix)]
     let _ = std::fs::remove_file(&path);
+    #[cfg(windows)]
+    let _ = path; // a pipe goes with its last handle
 }
 
-async fn answer(stream: UnixStream, handle: AgentHandle) {
-    let (read, mut write) = stream.into_split();
+async fn answer(stream: impl AsyncRead + AsyncWrite, handle: AgentHandle) {
+    let (read, mut write) = tokio::io::split(stream);
     let mut line = String::new();
     let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_LINE));
     let got = tokio::time::timeout(READ_TIMEOUT, reader.read_line(&mut line)).await;
@@ -101,7 +138,7 @@ async fn answer(stream: UnixStream, handle: AgentHandle) {
 /// answer line (`opened`, `refused (…): …`, `failed: …`).
 pub async fn ask_chat(path: &Path) -> Result<String, String> {
     let talk = async {
-        let mut stream = UnixStream::connect(path).await.map_err(|e| {
+        let mut stream = connect(path).await.map_err(|e| {
             format!(
                 "cannot reach the agent at {} ({e}); is natter-agent running?",
                 path.display()
@@ -123,7 +160,67 @@ pub async fn ask_chat(path: &Path) -> Result<String, String> {
         .map_err(|_| "the agent did not answer in time".to_string())?
 }
 
-#[cfg(test)]
+#[cfg(unix)]
+async fn connect(path: &Path) -> std::io::Result<UnixStream> {
+    UnixStream::connect(path).await
+}
+
+#[cfg(windows)]
+async fn connect(path: &Path) -> std::io::Result<tokio::net::windows::named_pipe::NamedPipeClient> {
+    windows::connect(&pipe_name(path)).await
+}
+
+/// The control pipe on Windows: a named pipe server instance waits for each client, and a new
+/// one is made as soon as one connects, so the next client always finds one.
+#[cfg(windows)]
+mod windows {
+    use std::time::Duration;
+
+    use tokio::net::windows::named_pipe::{
+        ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions,
+    };
+
+    /// `ERROR_PIPE_BUSY`: every instance is taken; try again shortly.
+    const PIPE_BUSY: i32 = 231;
+
+    pub struct Listener {
+        name: String,
+        next: NamedPipeServer,
+    }
+
+    impl Listener {
+        pub(super) fn bind(name: &str) -> std::io::Result<Listener> {
+            let next = ServerOptions::new()
+                .first_pipe_instance(true)
+                .create(name)?;
+            Ok(Listener {
+                name: name.to_string(),
+                next,
+            })
+        }
+
+        /// The next client's connection (the second value mirrors `UnixListener::accept`).
+        pub async fn accept(&mut self) -> std::io::Result<(NamedPipeServer, ())> {
+            self.next.connect().await?;
+            let fresh = ServerOptions::new().create(&self.name)?;
+            Ok((std::mem::replace(&mut self.next, fresh), ()))
+        }
+    }
+
+    pub(super) async fn connect(name: &str) -> std::io::Result<NamedPipeClient> {
+        for _ in 0..50 {
+            match ClientOptions::new().open(name) {
+                Err(e) if e.raw_os_error() == Some(PIPE_BUSY) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
+        ClientOptions::new().open(name)
+    }
+}
+
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 
@@ -161,6 +258,18 @@ mod tests {
                 .await
                 .unwrap_err()
                 .contains("is natter-agent running?")
+        );
+    }
+}
+
+#[cfg(test)]
+mod pipe_names {
+    #[test]
+    fn a_pipe_name_is_made_from_the_socket_path() {
+        let name = super::pipe_name(std::path::Path::new(r"C:\ProgramData\Natter\pc1.nk.sock"));
+        assert_eq!(
+            name,
+            r"\\.\pipe\natter-agent-C--ProgramData-Natter-pc1.nk.sock"
         );
     }
 }

@@ -334,14 +334,38 @@ fn agent_config(cli: &Cli, spec: &str) -> Result<(AgentConfig, Presence), String
     Ok((config, presence))
 }
 
+/// SIGTERM (Unix).
+#[cfg(unix)]
+fn terminated() -> std::io::Result<impl std::future::Future<Output = std::io::Result<bool>>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        term.recv().await;
+        Ok(false)
+    })
+}
+
+/// Windows: the console closing or the system shutting down (a service's stop request comes
+/// through the service control handler, issue 14).
+#[cfg(windows)]
+fn terminated() -> std::io::Result<impl std::future::Future<Output = std::io::Result<bool>>> {
+    let mut close = tokio::signal::windows::ctrl_close()?;
+    let mut shutdown = tokio::signal::windows::ctrl_shutdown()?;
+    Ok(async move {
+        tokio::select! {
+            _ = close.recv() => {}
+            _ = shutdown.recv() => {}
+        }
+        Ok(false)
+    })
+}
+
 /// Waits for Ctrl-C, SIGTERM or an agent that gave up; returns whether one failed.
 async fn wait_for_stop(
     tasks: &mut tokio::task::JoinSet<Result<(), natter_agent::AgentError>>,
 ) -> std::io::Result<bool> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(false),
-        _ = term.recv() => Ok(false),
+        r = terminated()? => r,
         Some(result) = tasks.join_next() => match result {
             Ok(Err(e)) => {
                 eprintln!("natter-agent: {e}");
