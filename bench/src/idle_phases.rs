@@ -28,29 +28,10 @@ pub async fn phase_conns(
     } else {
         &[10_000, 19_000]
     };
-    let points = conns::measure(
-        std::slice::from_ref(&node),
-        cookie,
-        sessions,
-        targets,
-        Duration::from_secs(120),
-        natter_gateway::sse::KEEP_ALIVE,
-        0,
-        at.log,
-    )
-    .await?;
-    node.proc.stop(Duration::from_secs(10)).await;
-    // The floors, measured the same way right after: a bare hyper SSE server, and warp's SSE.
-    let mut points = points;
-    for warp in [false, true] {
-        say(if warp {
-            "the same connections on warp's SSE reply alone (the floor of the web framework)"
-        } else {
-            "the same connections on a bare hyper SSE server (the floor of the HTTP stack)"
-        });
-        let floor = NodeProc::start_floor(warp, at.log).await?;
-        let floor_points = conns::measure(
-            std::slice::from_ref(&floor),
+    // One process's idle connections, opened and measured as for every server below.
+    let held_by = |server: NodeProc| async move {
+        let points = conns::measure(
+            std::slice::from_ref(&server),
             cookie,
             sessions,
             targets,
@@ -59,8 +40,19 @@ pub async fn phase_conns(
             0,
             at.log,
         )
-        .await?;
-        floor.proc.stop(Duration::from_secs(10)).await;
+        .await;
+        server.proc.stop(Duration::from_secs(10)).await;
+        points
+    };
+    let mut points = held_by(node).await?;
+    // The floors, measured the same way right after: a bare hyper SSE server, and warp's SSE.
+    for warp in [false, true] {
+        say(if warp {
+            "the same connections on warp's SSE reply alone (the floor of the web framework)"
+        } else {
+            "the same connections on a bare hyper SSE server (the floor of the HTTP stack)"
+        });
+        let floor_points = held_by(NodeProc::start_floor(warp, at.log).await?).await?;
         for (p, f) in points.iter_mut().zip(&floor_points) {
             let kib = (f.failed == 0 && f.open > 0).then(|| f.kib_per_conn());
             if warp {
