@@ -204,27 +204,19 @@ async fn restarting_a_chat_reopens_the_users_window_in_a_real_browser() {
         .spawn()
         .expect("node runs");
     let fail_with = s.agent(machine).opener.fail_with.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let mut script = ControlledScript::new(&mut child, &control);
     let status = loop {
-        match std::fs::read_to_string(&control).unwrap_or_default().trim() {
-            "fail" => {
+        match script.next(&["fail", "open"]).await {
+            Step::Asked("fail") => {
                 *fail_with.lock().unwrap() = Some("no browser on this machine".into());
-                std::fs::write(&control, "failing").unwrap();
+                script.answer("failing");
             }
-            "open" => {
+            Step::Asked(_) => {
                 *fail_with.lock().unwrap() = None;
-                std::fs::write(&control, "opening").unwrap();
+                script.answer("opening");
             }
-            _ => {}
+            Step::Exited(status) => break status,
         }
-        if let Some(status) = child.try_wait().expect("node runs") {
-            break status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "browser test finishes within 3 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let output = collect_output(status, &mut child).await;
     watcher.abort();
@@ -259,28 +251,20 @@ async fn a_chat_waits_for_the_machine_and_opens_at_its_next_check_in_in_a_real_b
         .spawn()
         .expect("node runs");
     let mut watcher = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
+    let mut script = ControlledScript::new(&mut child, &control);
     let status = loop {
-        match std::fs::read_to_string(&control).unwrap_or_default().trim() {
-            "stop" => {
+        match script.next(&["stop", "start"]).await {
+            Step::Asked("stop") => {
                 s.stop_agent(machine).await;
-                std::fs::write(&control, "stopped").unwrap();
+                script.answer("stopped");
             }
-            "start" => {
+            Step::Asked(_) => {
                 s.add_machine(machine, "carol").await;
                 watcher = Some(write_opened_urls(&s, machine, &url_file));
-                std::fs::write(&control, "started").unwrap();
+                script.answer("started");
             }
-            _ => {}
+            Step::Exited(status) => break status,
         }
-        if let Some(status) = child.try_wait().expect("node runs") {
-            break status;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "browser test finishes within 3 minutes"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let output = collect_output(status, &mut child).await;
     if let Some(watcher) = watcher {
@@ -291,6 +275,54 @@ async fn a_chat_waits_for_the_machine_and_opens_at_its_next_check_in_in_a_real_b
     let opened = s.agent(machine).opener.opened.lock().unwrap().len();
     assert_eq!(opened, 1, "links the agent was asked to open");
     s.shutdown().await;
+}
+
+/// A browser script that asks the test to act through a control file: it writes a command
+/// there and waits for the test's answer (another word) in the same file.
+struct ControlledScript<'a> {
+    child: &'a mut tokio::process::Child,
+    control: &'a Path,
+    deadline: tokio::time::Instant,
+}
+
+/// What a [`ControlledScript`] did next.
+enum Step {
+    /// It wrote this command (one of those [`ControlledScript::next`] was given).
+    Asked(&'static str),
+    Exited(std::process::ExitStatus),
+}
+
+impl<'a> ControlledScript<'a> {
+    fn new(child: &'a mut tokio::process::Child, control: &'a Path) -> Self {
+        ControlledScript {
+            child,
+            control,
+            deadline: tokio::time::Instant::now() + Duration::from_secs(180),
+        }
+    }
+
+    /// Waits until the script writes one of `commands` or exits (within 3 minutes in all).
+    async fn next(&mut self, commands: &[&'static str]) -> Step {
+        loop {
+            let written = std::fs::read_to_string(self.control).unwrap_or_default();
+            if let Some(command) = commands.iter().find(|c| **c == written.trim()) {
+                return Step::Asked(command);
+            }
+            if let Some(status) = self.child.try_wait().expect("node runs") {
+                return Step::Exited(status);
+            }
+            assert!(
+                tokio::time::Instant::now() < self.deadline,
+                "browser test finishes within 3 minutes"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Tells the script its command was carried out.
+    fn answer(&self, word: &str) {
+        std::fs::write(self.control, word).unwrap();
+    }
 }
 
 /// The output of a script that has exited with `status`.
