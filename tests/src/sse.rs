@@ -92,6 +92,21 @@ impl Sse {
         }
     }
 
+    /// The data of the next chat event of type `kind`, skipping others; panics after [`WAIT`].
+    pub async fn next_of_type(&mut self, kind: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let e = self
+                .next_chat(left)
+                .await
+                .unwrap_or_else(|| panic!("no {kind} event within {WAIT:?}"));
+            if e.data["type"] == kind {
+                return e.data;
+            }
+        }
+    }
+
     /// Reads chat events until `n` messages have arrived (other chat event types are kept too);
     /// panics if they do not within [`WAIT`].
     pub async fn read_messages(&mut self, n: usize) -> Vec<SseEvent> {

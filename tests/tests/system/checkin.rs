@@ -4,24 +4,9 @@
 //! what was written meanwhile. A chat ended while waiting opens no window later.
 
 use natter_system_tests::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const MACHINE: &str = "pc1.sales.acme";
-
-/// The next chat event of type `kind` on `sse`, skipping others; panics after [`WAIT`].
-async fn next_of_type(sse: &mut Sse, kind: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let e = sse
-            .next(left)
-            .await
-            .unwrap_or_else(|| panic!("no {kind} event within {WAIT:?}"));
-        if e.event == "message" && e.data["type"] == kind {
-            return e.data;
-        }
-    }
-}
 
 /// The links the (current) agent of [`MACHINE`] was asked to open.
 fn links(system: &Fixture) -> Vec<String> {
@@ -51,7 +36,7 @@ async fn a_chat_opened_while_the_agent_is_offline_opens_when_it_checks_in_again(
 
     let session = alice.new_chat(MACHINE).await;
     let mut events = alice.session_events(&session).await;
-    let waiting = next_of_type(&mut events, "agent").await;
+    let waiting = events.next_of_type("agent").await;
     assert_eq!(waiting["status"], "waiting", "{waiting}");
     assert_eq!(
         waiting["detail"], "the machine's agent is offline",
@@ -67,7 +52,7 @@ async fn a_chat_opened_while_the_agent_is_offline_opens_when_it_checks_in_again(
     // The agent starts again (same key): its first check-in wakes the session, which asks it
     // to open the user's window with a fresh link.
     system.add_machine(MACHINE, "carol").await;
-    let opened = next_of_type(&mut events, "agent").await;
+    let opened = events.next_of_type("agent").await;
     assert_eq!(opened["status"], "opened", "{opened}");
     let (_, view) = alice.get(&format!("/api/sessions/{session}")).await;
     assert_eq!(view["agent"], "opened", "{view}");
@@ -79,13 +64,13 @@ async fn a_chat_opened_while_the_agent_is_offline_opens_when_it_checks_in_again(
     let mut history = carol
         .events(&format!("/m/{session}/api/events"), None)
         .await;
-    let message = next_of_type(&mut history, "message").await;
+    let message = history.next_of_type("message").await;
     assert_eq!(message["text"], "written while the machine was away");
     let (s, b) = carol
         .send_as_machine_user(&session, "c1", "I'm here now")
         .await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
-    let reply = next_of_type(&mut events, "message").await;
+    let reply = events.next_of_type("message").await;
     assert_eq!(reply["text"], "I'm here now");
 
     // Later check-ins ask nothing more: still one window.
@@ -103,7 +88,7 @@ async fn a_chat_ended_while_waiting_for_the_machine_opens_no_window_later() {
     system.stop_agent(MACHINE).await;
     let old = alice.new_chat(MACHINE).await;
     let mut events = alice.session_events(&old).await;
-    let waiting = next_of_type(&mut events, "agent").await;
+    let waiting = events.next_of_type("agent").await;
     assert_eq!(waiting["status"], "waiting", "{waiting}");
     let (s, b) = alice
         .post(&format!("/api/sessions/{old}/end"), &json!({}))
@@ -144,12 +129,12 @@ async fn the_wait_for_the_machine_ends_after_the_retention() {
     system.stop_agent(MACHINE).await;
     let session = alice.new_chat(MACHINE).await;
     let mut events = alice.session_events(&session).await;
-    let waiting = next_of_type(&mut events, "agent").await;
+    let waiting = events.next_of_type("agent").await;
     assert_eq!(waiting["status"], "waiting", "{waiting}");
 
     // Nothing written meanwhile is left to deliver: the wait ends, and the window counts as
     // failed (joining asks again).
-    let ended = next_of_type(&mut events, "agent").await;
+    let ended = events.next_of_type("agent").await;
     assert_eq!(ended["status"], "failed", "{ended}");
     assert_eq!(
         ended["detail"], "the machine did not check in again within 2s",
@@ -203,13 +188,13 @@ async fn the_check_in_wakes_a_session_owned_by_another_node() {
     }
     let session = session.expect("a chat owned by the other node");
     let mut events = alice.session_events(&session).await;
-    let waiting = next_of_type(&mut events, "agent").await;
+    let waiting = events.next_of_type("agent").await;
     assert_eq!(waiting["status"], "waiting", "{waiting}");
     let (s, b) = alice.send(&session, "m1", "across nodes").await;
     assert_eq!(s, StatusCode::CREATED, "{b}");
 
     let agent = TestAgent::start(&nats, &nodes[1], MACHINE, Some("carol")).await;
-    let opened = next_of_type(&mut events, "agent").await;
+    let opened = events.next_of_type("agent").await;
     assert_eq!(opened["status"], "opened", "{opened}");
     let url = agent.wait_for_chat_url().await;
     assert!(url.contains(&format!("/m/{session}/")), "{url}");

@@ -4,24 +4,9 @@
 //! never takes the machine from a chat started with it since.
 
 use natter_system_tests::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 const MACHINE: &str = "pc1.sales.acme";
-
-/// The next chat event of type `kind` on `sse`, skipping others; panics after [`WAIT`].
-async fn next_of_type(sse: &mut Sse, kind: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let e = sse
-            .next(left)
-            .await
-            .unwrap_or_else(|| panic!("no {kind} event within {WAIT:?}"));
-        if e.event == "message" && e.data["type"] == kind {
-            return e.data;
-        }
-    }
-}
 
 /// How many links the agent of `machine` has been asked to open (and did).
 fn links_opened(fixture: &Fixture) -> usize {
@@ -35,7 +20,7 @@ async fn restarting_asks_the_agent_again_and_the_operator_sees_its_answer() {
     let (session, _carol) = system.open_chat().await;
     let join = format!("/api/sessions/{session}/join");
     let mut events = alice.session_events(&session).await;
-    let first = next_of_type(&mut events, "agent").await;
+    let first = events.next_of_type("agent").await;
     assert_eq!(first["status"], "opened", "{first}");
     assert_eq!(links_opened(&system), 1);
 
@@ -53,8 +38,8 @@ async fn restarting_asks_the_agent_again_and_the_operator_sees_its_answer() {
         (view["ended"].clone(), view["agent"].clone()),
         (json!(false), json!("pending"))
     );
-    next_of_type(&mut events, "restarted").await;
-    let failed = next_of_type(&mut events, "agent").await;
+    events.next_of_type("restarted").await;
+    let failed = events.next_of_type("agent").await;
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
         failed["detail"]
@@ -71,7 +56,7 @@ async fn restarting_asks_the_agent_again_and_the_operator_sees_its_answer() {
     let (s, view) = alice.post(&join, &json!({})).await;
     assert_eq!(s, StatusCode::OK, "{view}");
     assert_eq!(view["agent"], "pending", "{view}");
-    let opened = next_of_type(&mut events, "agent").await;
+    let opened = events.next_of_type("agent").await;
     assert_eq!(opened["status"], "opened", "{opened}");
     assert_eq!(links_opened(&system), 2);
     let url = system.agent(MACHINE).wait_for_chat_url().await;
