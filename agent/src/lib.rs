@@ -9,6 +9,7 @@
 
 mod connect;
 pub mod control;
+pub mod desktop;
 pub mod identity;
 pub mod simulate;
 

@@ -1,0 +1,111 @@
+//! The machine's own view of who is logged on ([`SessionSource`]), so a real agent reports the
+//! users its OS sees instead of being told them on the command line.
+//!
+//! Each OS has its source behind the one trait (systemd-logind on Linux, the WTS API on
+//! Windows); the check-in code and the simulator only ever see a [`Presence`].
+
+use natter_actors::protocol::CheckinUser;
+
+use crate::Presence;
+
+/// One logged-on user session as the OS reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OsSession {
+    /// The user's login name.
+    pub user: String,
+    /// The OS's id of the session (logind's session id such as `3` or `c2`; Windows' session
+    /// id or WinStation name such as `rdp-tcp#3`); the agent opens a chat window in it.
+    pub session: String,
+    /// Whether the session is the active one of its seat / connected (a locked or
+    /// disconnected session is not active).
+    pub active: bool,
+    /// Seconds since the user's last input in this session, where the OS knows it.
+    pub idle_secs: Option<u64>,
+    /// A remote session (RDP, SSH with a desktop, …) rather than the machine's console.
+    pub remote: bool,
+}
+
+/// Where the agent learns who is logged on.
+pub trait SessionSource: Send + Sync {
+    /// Every user session with a desktop (graphical or remote), in the OS's order. Blocking:
+    /// call it from `spawn_blocking`. `Err` says why the OS could not be asked.
+    fn sessions(&self) -> Result<Vec<OsSession>, String>;
+}
+
+/// Seconds of idle time reported for a session that is not active (locked or disconnected):
+/// the check-in states treat it as "user not active for 10 minutes" at once.
+pub const INACTIVE_IDLE_SECS: u64 = 600;
+
+/// The check-in presence for `sessions`: nobody, one user (reported as the machine's user, as
+/// agents always have) or several (a terminal server; each with its session).
+pub fn presence_of(sessions: &[OsSession]) -> Presence {
+    let idle = |s: &OsSession| {
+        let idle = s.idle_secs.unwrap_or(0);
+        if s.active {
+            idle
+        } else {
+            idle.max(INACTIVE_IDLE_SECS)
+        }
+    };
+    match sessions {
+        [] => Presence::user(None),
+        [only] => Presence {
+            idle_secs: idle(only),
+            ..Presence::user(Some(&only.user))
+        },
+        several => {
+            let users: Vec<CheckinUser> = (several.iter())
+                .map(|s| CheckinUser {
+                    name: s.user.clone(),
+                    session: s.session.clone(),
+                    idle_secs: idle(s),
+                })
+                .collect();
+            Presence {
+                user: users.first().map(|u| u.name.clone()),
+                idle_secs: users.first().map(|u| u.idle_secs).unwrap_or(0),
+                users,
+                ..Presence::default()
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(user: &str, session: &str, active: bool, idle: Option<u64>) -> OsSession {
+        OsSession {
+            user: user.into(),
+            session: session.into(),
+            active,
+            idle_secs: idle,
+            remote: false,
+        }
+    }
+
+    #[test]
+    fn nobody_one_user_and_several() {
+        assert_eq!(presence_of(&[]).user, None);
+
+        let one = presence_of(&[session("carol", "2", true, Some(12))]);
+        assert_eq!(one.user.as_deref(), Some("carol"));
+        assert_eq!(one.idle_secs, 12);
+        assert!(
+            one.users.is_empty(),
+            "one user is reported as the machine's user"
+        );
+
+        let two = presence_of(&[
+            session("carol", "1", false, Some(5)),
+            session("dave", "rdp-tcp#3", true, None),
+        ]);
+        let names: Vec<_> = two
+            .users
+            .iter()
+            .map(|u| (u.name.as_str(), u.idle_secs))
+            .collect();
+        assert_eq!(names, [("carol", INACTIVE_IDLE_SECS), ("dave", 0)]);
+    }
+}
