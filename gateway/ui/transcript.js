@@ -50,6 +50,15 @@ const MESSAGE = (() => {
 const FIRST_SCREEN = 150;
 /** How many older nodes go in per task after them. */
 const OLDER_CHUNK = 2500;
+/**
+ * How many older messages share one block (`li.older`), which the browser lays out only when
+ * it comes near the screen (`content-visibility: auto`): laying out a 10k history at once took
+ * most of a second here, a block of 250 takes a few ms. They stay in the page, so find in page,
+ * selection and copy see the whole history.
+ */
+const OLDER_BLOCK = 250;
+/** The height a block is given until it is first laid out (px per event: about a message). */
+const EVENT_HEIGHT_GUESS = 62;
 
 export class Transcript {
   /**
@@ -142,7 +151,8 @@ export class Transcript {
 
   /** The seq of the first event shown, or -Infinity when none is. */
   firstShownSeq() {
-    const n = this.ui.list.firstElementChild;
+    let n = this.ui.list.firstElementChild;
+    if (n && n.classList.contains('older')) n = n.firstElementChild.firstElementChild;
     return n && n.dataset.seq !== undefined ? Number(n.dataset.seq) : -Infinity;
   }
 
@@ -203,15 +213,19 @@ export class Transcript {
     }
   }
 
-  /** Puts the events of `o.entries[start..o.end]` in, above `o.anchor`. */
+  /** Puts the events of `o.entries[start..o.end]` in, above `o.anchor`, in blocks. */
   putOlderRange(o, start) {
     const nodes = this.nodesOf(o.entries, start, o.end);
     o.end = start;
     if (!nodes.length) return;
     const f = document.createDocumentFragment();
-    f.append(...nodes);
+    // Blocks end where the part shown begins, so the first (oldest) one may be short.
+    for (let end = nodes.length; end > 0; end -= OLDER_BLOCK) {
+      f.prepend(olderBlock(nodes.slice(Math.max(0, end - OLDER_BLOCK), end)));
+    }
+    const oldest = f.firstElementChild;
     if (o.anchor && o.anchor.isConnected) o.anchor.before(f); else this.appendEvents(f);
-    o.anchor = nodes[0];
+    o.anchor = oldest;
     this.scrollToEnd();
   }
 
@@ -227,7 +241,7 @@ export class Transcript {
   appendEvents(nodes) {
     const list = this.ui.list;
     let before = null;
-    for (let n = list.lastElementChild; n && n.dataset.seq === undefined; n = n.previousElementSibling) before = n;
+    for (let n = list.lastElementChild; n && n.dataset.pending !== undefined; n = n.previousElementSibling) before = n;
     list.insertBefore(nodes, before);
   }
 
@@ -235,6 +249,7 @@ export class Transcript {
   clear() {
     this.older = null;
     for (const { node } of this.events.values()) if (node) node.remove();
+    for (const block of [...this.ui.list.getElementsByClassName('older')]) block.remove();
     this.events.clear();
     this.lastSeq = 0;
   }
@@ -324,6 +339,16 @@ export class Transcript {
     const list = this.ui.list;
     let after = list.lastElementChild;
     while (after && (after.dataset.seq === undefined || Number(after.dataset.seq) > seq)) {
+      if (after.classList.contains('older')) {
+        // A block of older events: the node goes in it, after the last one before it.
+        const inner = after.firstElementChild;
+        let n = inner.lastElementChild;
+        while (n && Number(n.dataset.seq) > seq) n = n.previousElementSibling;
+        if (n || !after.previousElementSibling) {
+          if (n) n.after(node); else inner.prepend(node);
+          return;
+        }
+      }
       after = after.previousElementSibling;
     }
     if (after) after.after(node); else list.prepend(node);
@@ -335,8 +360,24 @@ export class Transcript {
     if (cutoff === -Infinity) return;
     for (const [seq, { ev, node }] of this.events) {
       if (ev.at >= cutoff) continue;
-      if (node) node.remove();
+      if (node) {
+        const block = node.parentElement.parentElement;
+        node.remove();
+        // An emptied block would keep the height it had (content-visibility remembers it).
+        if (block.classList.contains('older') && !block.firstElementChild.firstElementChild) block.remove();
+      }
       this.events.delete(seq); // a replayed copy is dropped by the age check in add()
     }
   }
+}
+
+/** A block of older events (see OLDER_BLOCK): `li.older > ol.older-events > li…`. */
+function olderBlock(nodes) {
+  const block = el('li', 'older');
+  block.dataset.seq = nodes[nodes.length - 1].dataset.seq;
+  block.style.containIntrinsicSize = `auto ${nodes.length * EVENT_HEIGHT_GUESS}px`;
+  const inner = el('ol', 'older-events');
+  inner.append(...nodes);
+  block.append(inner);
+  return block;
 }
