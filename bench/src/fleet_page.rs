@@ -27,10 +27,15 @@ pub struct FleetPage {
     pub machines: usize,
     pub paged: StreamCost,
     pub whole: StreamCost,
-    /// Per run: "Log in" pressed → the first page of rows and its count shown (ms); empty when
-    /// Chromium could not run (the note says why).
-    pub first_screen_ms: Vec<f64>,
+    /// Per run: (the login answered → the first page of rows and its count shown, "Log in"
+    /// pressed → the same) in ms; empty when Chromium could not run (the note says why).
+    pub first_screen_ms: Vec<(f64, f64)>,
+    /// Median time of `GET /api/machines?<query>` (a page of 200) for each of [`PAGE_QUERIES`].
+    pub page_ms: Vec<(&'static str, f64)>,
 }
+
+/// Pages whose answer time is measured: the middle of the list, and a filter that scans it.
+pub const PAGE_QUERIES: [&str; 2] = ["offset=50000&limit=200", "filter=*.sales.*&limit=200"];
 
 /// One Chat page stream's cost.
 pub struct StreamCost {
@@ -84,6 +89,10 @@ pub async fn phase_fleet_page(
             stream_cost(node.addr, &cookie, "", window),
         );
         let (paged, whole) = (paged?, whole?);
+        let mut page_ms = Vec::new();
+        for query in PAGE_QUERIES {
+            page_ms.push((query, page_time(node.addr, &cookie, query).await?));
+        }
         let first_screen_ms = match first_screen(node.addr, agents).await {
             Ok(runs) => runs,
             Err(why) => {
@@ -97,6 +106,7 @@ pub async fn phase_fleet_page(
             paged,
             whole,
             first_screen_ms,
+            page_ms,
         })
     }
     .await;
@@ -126,10 +136,33 @@ async fn wait_for_fleet(
             return Ok(());
         }
         if started.elapsed() > Duration::from_secs(600) {
-            return Err(format!("fleet-page: only {total} of {agents} machines after 10 minutes").into());
+            return Err(
+                format!("fleet-page: only {total} of {agents} machines after 10 minutes").into(),
+            );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// The median time of 20 requests `GET /api/machines?<query>` on one kept-alive connection (ms).
+async fn page_time(addr: std::net::SocketAddr, cookie: &str, query: &str) -> Result<f64, BoxError> {
+    let mut c = Client::new(addr, cookie);
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        let r = c
+            .request("GET", &format!("/api/machines?{query}"), b"")
+            .await?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if r.status != 200 {
+            return Err(format!("GET /api/machines?{query}: {}", r.status).into());
+        }
+    }
+    let (median, _) = crate::browser::median_max(&times);
+    say(format!(
+        "  GET /api/machines?{query}: median {median:.1} ms"
+    ));
+    Ok(median)
 }
 
 /// Opens the Chat page's stream with `query`; measures its first `machines` event and then
@@ -140,15 +173,22 @@ async fn stream_cost(
     query: &str,
     window: Duration,
 ) -> Result<StreamCost, BoxError> {
-    let mut sse = http::open_sse(addr, None, cookie, &format!("/api/machines/events?{query}")).await?;
+    let mut sse =
+        http::open_sse(addr, None, cookie, &format!("/api/machines/events?{query}")).await?;
     let first_bytes = loop {
         let e = sse.next().await?;
         if e.event == "machines" {
             break e.data.len();
         }
     };
-    // Whatever came with the first event (operators, …) is not the steady state.
-    while let Some(Ok(_)) = sse.next_within(Duration::from_millis(200)).await {}
+    // Whatever came with the first event (operators, …) is not the steady state; a stream that
+    // never falls quiet (every change of the fleet) is measured from 1 s on.
+    let settle = Instant::now() + Duration::from_secs(1);
+    while let Some(left) = settle.checked_duration_since(Instant::now()) {
+        if !matches!(sse.next_within(left).await, Some(Ok(_))) {
+            break;
+        }
+    }
     let before = sse.received();
     let started = Instant::now();
     let end = started + window;
@@ -168,7 +208,10 @@ async fn stream_cost(
 }
 
 /// Logins to the Chat page in Chromium until the first screen shows (ms per measured run).
-async fn first_screen(addr: std::net::SocketAddr, agents: usize) -> Result<Vec<f64>, String> {
+async fn first_screen(
+    addr: std::net::SocketAddr,
+    agents: usize,
+) -> Result<Vec<(f64, f64)>, String> {
     let (scripts, chromium) = crate::browser::environment()?;
     let out = tokio::time::timeout(
         Duration::from_secs(300),
@@ -196,10 +239,16 @@ async fn first_screen(addr: std::net::SocketAddr, agents: usize) -> Result<Vec<f
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    let runs: Vec<f64> = stdout
+    // Lines `first-screen-ms <ms> login <ms>`, both from pressing "Log in".
+    let runs: Vec<(f64, f64)> = stdout
         .lines()
         .filter_map(|l| l.strip_prefix("first-screen-ms "))
-        .filter_map(|v| v.trim().parse().ok())
+        .filter_map(|v| {
+            let mut words = v.split_whitespace();
+            let shown: f64 = words.next()?.parse().ok()?;
+            let login: f64 = words.nth(1)?.parse().ok()?;
+            Some((shown - login, shown))
+        })
         .collect();
     if runs.len() != RUNS {
         return Err(format!("{} of {RUNS} runs reported a time", runs.len()));

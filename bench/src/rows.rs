@@ -325,7 +325,9 @@ fn rows_fleet_page(f: &FleetPage) -> Vec<Row> {
     let kb = |b: f64| format!("{:.1} KB", b / 1000.0);
     let mut rows = vec![
         row(
-            &format!("Chat page, {k}k machines in scope: bytes per page load (first `machines` event)"),
+            &format!(
+                "Chat page, {k}k machines in scope: bytes per page load (first `machines` event)"
+            ),
             format!(
                 "{} a page of 200 (the whole list, without paging: {})",
                 kb(f.paged.first_bytes as f64),
@@ -336,7 +338,9 @@ fn rows_fleet_page(f: &FleetPage) -> Vec<Row> {
             None,
         ),
         row(
-            &format!("Chat page, {k}k machines checking in every 30 s: bytes per second per open page"),
+            &format!(
+                "Chat page, {k}k machines checking in every 30 s: bytes per second per open page"
+            ),
             format!(
                 "{}/s a page of 200 (the whole list, without paging: {}/s)",
                 kb(f.paged.bytes_per_sec),
@@ -347,14 +351,29 @@ fn rows_fleet_page(f: &FleetPage) -> Vec<Row> {
             None,
         ),
     ];
+    rows.push(row(
+        &format!("Chat page, {k}k machines: one page of 200 from the server (`GET /api/machines`, median of 20)"),
+        f.page_ms
+            .iter()
+            .map(|(q, ms)| format!("`{q}` {ms:.1} ms"))
+            .collect::<Vec<_>>()
+            .join(" · "),
+        "–".into(),
+        "–",
+        None,
+    ));
     if !f.first_screen_ms.is_empty() {
-        let (median, max) = browser::median_max(&f.first_screen_ms);
+        let (after, from_press): (Vec<f64>, Vec<f64>) = f.first_screen_ms.iter().copied().unzip();
+        let (median, max) = browser::median_max(&after);
+        let (pressed, _) = browser::median_max(&from_press);
         rows.push(row(
             &format!(
-                "Chat page, {k}k machines: \"Log in\" → first screen of machines with the count (Chromium, {} runs)",
+                "Chat page, {k}k machines: login answered → first screen of machines with the count (Chromium, {} runs)",
                 f.first_screen_ms.len()
             ),
-            format!("median {median:.0} ms · max {max:.0} ms"),
+            format!(
+                "median {median:.0} ms · max {max:.0} ms (from pressing \"Log in\", password hash included: median {pressed:.0} ms)"
+            ),
             "–".into(),
             "≤ 300 ms",
             Some(median <= 300.0),

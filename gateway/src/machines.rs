@@ -228,10 +228,13 @@ impl Directory {
     /// The groups of the machines in `scope` matching `filter` (those a list shows).
     pub fn groups(&self, scope: &Scope, filter: &str) -> std::collections::HashSet<String> {
         let map = self.inner.machines.read();
-        map.keys()
+        // Borrowed while scanning: a copy per group, not per machine.
+        let groups: std::collections::HashSet<&str> = map
+            .keys()
             .filter(|id| shown(scope, filter, id))
-            .map(|id| natter_actors::machines::group_of(id).to_owned())
-            .collect()
+            .map(|id| natter_actors::machines::group_of(id))
+            .collect();
+        groups.into_iter().map(str::to_owned).collect()
     }
 
     /// How many machines are in each status.

@@ -53,10 +53,10 @@ fn checked_page(
     }
     let offset = match offset {
         None => 0,
-        Some(o) => o
-            .parse::<u32>()
-            .map_err(|_| ApiError::bad_request("offset: a number from 0"))?
-            as usize,
+        Some(o) => {
+            o.parse::<u32>()
+                .map_err(|_| ApiError::bad_request("offset: a number from 0"))? as usize
+        }
     };
     let limit = match limit {
         None => DEFAULT_PAGE,
@@ -77,10 +77,9 @@ pub async fn list(l: Login, gw: Gateway, q: MachineListQuery) -> Result<Response
     let filter = checked_filter(q.filter)?;
     let dir = gw.directory();
     Ok(match checked_page(q.offset, q.limit)? {
-        Some((offset, limit)) => json_reply(
-            StatusCode::OK,
-            &dir.page(&l.scope, &filter, offset, limit),
-        ),
+        Some((offset, limit)) => {
+            json_reply(StatusCode::OK, &dir.page(&l.scope, &filter, offset, limit))
+        }
         None => json_reply(StatusCode::OK, &dir.list(&l.scope, &filter)),
     })
 }

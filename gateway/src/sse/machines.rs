@@ -208,7 +208,8 @@ impl ChatPageWatch {
             let on_page = window.ids.contains(id);
             if change.membership {
                 // Before the page's last machine (or on a page with room): its rows move.
-                let moves = on_page || !window.full || window.last.as_deref().is_none_or(|l| id < l);
+                let moves =
+                    on_page || !window.full || window.last.as_deref().is_none_or(|l| id < l);
                 let stale = if moves { Stale::Page } else { Stale::Total };
                 self.stale = self.stale.max(stale);
                 return;

@@ -492,20 +492,29 @@ async fn a_paged_machine_stream_shows_its_page_with_the_count_and_only_its_machi
 
     // The second page of 100: machines 100 … 199 of 250.
     let mut sse = alice
-        .events("/api/machines/events?filter=paging.acme&offset=100&limit=100", None)
+        .events(
+            "/api/machines/events?filter=paging.acme&offset=100&limit=100",
+            None,
+        )
         .await;
     assert_eq!(sse.status, StatusCode::OK, "{}", sse.error_body);
     let first = next_list_event(&mut sse).await;
     assert_eq!(first.event, "machines");
     assert_eq!(first.data["total"], 250, "{}", first.data["total"]);
-    assert_eq!((&first.data["offset"], &first.data["limit"]), (&json!(100), &json!(100)));
+    assert_eq!(
+        (&first.data["offset"], &first.data["limit"]),
+        (&json!(100), &json!(100))
+    );
     let want: Vec<String> = (100..200).map(paged).collect();
     assert_eq!(ids(&first.data["machines"]), want);
 
     // A machine on the page: its change comes live.
     suspend_listed(&system, &alice, &paged(150)).await;
     let e = next_list_event(&mut sse).await;
-    assert_eq!((e.event.as_str(), &e.data["id"]), ("machine", &json!(paged(150))));
+    assert_eq!(
+        (e.event.as_str(), &e.data["id"]),
+        ("machine", &json!(paged(150)))
+    );
     assert_eq!(e.data["status"], "suspended");
 
     // Machines before and after the page change: nothing is sent. The next event is the change
@@ -514,10 +523,19 @@ async fn a_paged_machine_stream_shows_its_page_with_the_count_and_only_its_machi
     suspend_listed(&system, &alice, &paged(220)).await;
     suspend_listed(&system, &alice, &paged(151)).await;
     let e = next_list_event(&mut sse).await;
-    assert_eq!((e.event.as_str(), &e.data["id"]), ("machine", &json!(paged(151))), "{e:?}");
+    assert_eq!(
+        (e.event.as_str(), &e.data["id"]),
+        ("machine", &json!(paged(151))),
+        "{e:?}"
+    );
 
     // A new machine before the page moves its rows: the page again, with the count.
-    admin_request(&system.nats, "m050a.paging.acme", json!({"op": "provision"})).await;
+    admin_request(
+        &system.nats,
+        "m050a.paging.acme",
+        json!({"op": "provision"}),
+    )
+    .await;
     let e = next_list_event(&mut sse).await;
     assert_eq!(e.event, "machines", "{e:?}");
     assert_eq!(e.data["total"], 251);
@@ -527,7 +545,10 @@ async fn a_paged_machine_stream_shows_its_page_with_the_count_and_only_its_machi
     // A new machine after the page: only the count.
     admin_request(&system.nats, "m999.paging.acme", json!({"op": "provision"})).await;
     let e = next_list_event(&mut sse).await;
-    assert_eq!((e.event.as_str(), &e.data), ("total", &json!({"total": 252})));
+    assert_eq!(
+        (e.event.as_str(), &e.data),
+        ("total", &json!({"total": 252}))
+    );
 
     // A page past the end is empty, with the count (the page steps back).
     let (_, past) = alice
