@@ -430,6 +430,9 @@ mod tests {
         assert!(!filter_matches("*.acme", "srv1.dc.globex"));
         assert!(filter_matches("sales.acme", "pc1.east.sales.acme"));
         assert!(!filter_matches("sales.acme", "pc1.presales.acme"));
+        assert!(!filter_matches("cme", "pc1.sales.acme"));
+        assert!(filter_matches("sales.acme", "PC1.SALES.ACME"));
+        assert!(!filter_matches("pc1.sales.acme.x", "pc1.sales.acme"));
         assert!(filter_matches("PC1.Sales.Acme", "pc1.sales.acme"));
         assert!(filter_matches("", "x.y"));
         assert!(filter_matches("p*1*acme", "pc1.sales.acme"));
