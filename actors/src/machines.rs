@@ -276,13 +276,24 @@ pub fn valid_scope(grant: &str) -> bool {
 /// pattern without `*` matches the machine ID itself or any machine ID ending in `.<pattern>`
 /// (a group and its subgroups). Case-insensitive; an empty pattern matches everything.
 pub fn filter_matches(pattern: &str, machine: &str) -> bool {
-    let pattern = pattern.trim().to_ascii_lowercase();
+    use std::borrow::Cow;
+    // Lower-cased only when needed: a list scans every machine with the same (checked,
+    // lower-case) pattern, and machine IDs are lower-case.
+    fn lower(s: &str) -> Cow<'_, str> {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(s.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(s)
+        }
+    }
+    let pattern = lower(pattern.trim());
     if pattern.is_empty() || pattern == "*" {
         return true;
     }
-    let machine = machine.to_ascii_lowercase();
+    let machine = lower(machine);
     if !pattern.contains('*') {
-        return machine == pattern || machine.ends_with(&format!(".{pattern}"));
+        let (m, p) = (machine.as_bytes(), pattern.as_bytes());
+        return m == p || (m.len() > p.len() && m.ends_with(p) && m[m.len() - p.len() - 1] == b'.');
     }
     glob(pattern.as_bytes(), machine.as_bytes())
 }
@@ -419,6 +430,9 @@ mod tests {
         assert!(!filter_matches("*.acme", "srv1.dc.globex"));
         assert!(filter_matches("sales.acme", "pc1.east.sales.acme"));
         assert!(!filter_matches("sales.acme", "pc1.presales.acme"));
+        assert!(!filter_matches("cme", "pc1.sales.acme"));
+        assert!(filter_matches("sales.acme", "PC1.SALES.ACME"));
+        assert!(!filter_matches("pc1.sales.acme.x", "pc1.sales.acme"));
         assert!(filter_matches("PC1.Sales.Acme", "pc1.sales.acme"));
         assert!(filter_matches("", "x.y"));
         assert!(filter_matches("p*1*acme", "pc1.sales.acme"));

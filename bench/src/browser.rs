@@ -29,7 +29,7 @@ pub enum BrowserJoin {
 const SCRIPTS: &str = "tests/browser";
 
 /// Node and Chromium, or why the phase cannot run.
-fn environment() -> Result<(PathBuf, PathBuf), String> {
+pub(crate) fn environment() -> Result<(PathBuf, PathBuf), String> {
     let scripts = PathBuf::from(SCRIPTS);
     if !scripts.join("node_modules/playwright-core").is_dir() {
         return Err(format!(

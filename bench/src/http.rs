@@ -291,6 +291,8 @@ pub struct Sse {
     /// Decoded body bytes not yet parsed into events.
     pending: Vec<u8>,
     pos: usize,
+    /// Body bytes received so far (without the chunked framing).
+    received: usize,
 }
 
 /// Opens `GET path` as an event stream; fails unless the answer is 200.
@@ -322,6 +324,7 @@ pub async fn open_sse(
         conn,
         pending: Vec::new(),
         pos: 0,
+        received: 0,
     })
 }
 
@@ -372,8 +375,14 @@ impl Sse {
             if chunk.is_empty() {
                 return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "stream ended"));
             }
+            self.received += chunk.len();
             self.pending.extend_from_slice(&chunk);
         }
+    }
+
+    /// Body bytes received so far (events, comments and keep-alives; no chunk framing).
+    pub fn received(&self) -> usize {
+        self.received
     }
 
     /// Gives the connection back (for clients that only hold it open).

@@ -10,6 +10,7 @@
 mod browser;
 mod chat;
 mod conns;
+mod fleet_page;
 mod floor;
 mod http;
 mod idle_phases;
@@ -61,7 +62,8 @@ enum Cmd {
     },
 }
 
-const ALL_PHASES: &str = "raw,latency,throughput,join,browser-join,nodes,conns,many,storm";
+const ALL_PHASES: &str =
+    "raw,latency,throughput,join,browser-join,nodes,conns,many,storm,fleet-page";
 
 #[derive(clap::Args, Clone)]
 struct RunArgs {
@@ -83,7 +85,8 @@ struct RunArgs {
     /// Phases to run: raw, latency, throughput, join, browser-join (a chat window in Chromium
     /// opening a 10k-message history), nodes (throughput, fan-out share and
     /// failover with 1 and 3 nodes), conns (10k and 19k on one gateway), many (across several
-    /// gateway processes), storm (many connects at once that need a replay).
+    /// gateway processes), storm (many connects at once that need a replay), fleet-page (the
+    /// Chat page with 100k simulated machines in scope; 5k with --quick).
     #[arg(long, value_delimiter = ',', default_value = ALL_PHASES)]
     phases: Vec<String>,
     /// Connections for the `many` phase.
@@ -151,6 +154,7 @@ struct Results {
     throughput: Option<(Option<chat::Step>, Option<chat::Step>)>,
     join: Option<Vec<chat::JoinResult>>,
     browser_join: Option<browser::BrowserJoin>,
+    fleet_page: Option<fleet_page::FleetPage>,
     nodes: Option<Vec<nodes::NodesPoint>>,
     conns: Option<Vec<conns::ConnPoint>>,
     many: Option<conns::ConnPoint>,
@@ -168,7 +172,8 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let child_log = logs.join("children.log");
     say(format!("logs in {}", logs.display()));
 
-    let (server, nats_version, password) = start_server(&args, tmp.path(), &logs).await?;
+    let (server, nats_version, password, simulator_password) =
+        start_server(&args, tmp.path(), &logs).await?;
     let url = server.url();
     say(format!(
         "{nats_version} on {url}; open files limit {nofile}"
@@ -179,6 +184,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     let at = phases::Target {
         url: &url,
         password: &password,
+        simulator_password: &simulator_password,
         log: &child_log,
     };
     // On Ctrl-C or SIGTERM the phases are dropped (their child processes are killed on drop)
@@ -210,7 +216,7 @@ async fn start_server(
     args: &RunArgs,
     tmp: &Path,
     logs: &Path,
-) -> Result<(NatsServer, String, String), BoxError> {
+) -> Result<(NatsServer, String, String, String), BoxError> {
     let bin = match &args.nats_server {
         Some(p) => p.clone(),
         None => find_server_bin("")?,
@@ -221,6 +227,7 @@ async fn start_server(
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let password = hex(&rand_bytes());
+    let simulator_password = hex(&rand_bytes());
     let server = NatsServer::start(NatsServerOptions {
         bin: bin.clone(),
         config: args.nats_conf.clone(),
@@ -229,8 +236,9 @@ async fn start_server(
         log_file: Some(logs.join("nats-server.log")),
         secrets: ServerSecrets {
             broker_password: password.clone(),
-            // The bench runs no agents and no simulator: nobody needs to know these.
-            simulator_password: hex(&rand_bytes()),
+            // The simulated fleet of the fleet-page phase logs in with this one.
+            simulator_password: simulator_password.clone(),
+            // The bench runs no real agents: nobody needs to know this.
             system_password: hex(&rand_bytes()),
             // nats.conf names the auth callout issuer; the bench runs no real agents.
             callout_issuer: natter_actors::auth_callout::Callout::generate_issuer().1,
@@ -238,7 +246,7 @@ async fn start_server(
         tls: None,
     })
     .await?;
-    Ok((server, nats_version, password))
+    Ok((server, nats_version, password, simulator_password))
 }
 
 /// The results block: the run's header line, the table, then the notes.

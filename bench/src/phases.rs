@@ -16,6 +16,8 @@ use crate::{Results, RunArgs, pause, say};
 pub struct Target<'a> {
     pub url: &'a str,
     pub password: &'a str,
+    /// The `natter-simulator` user's password (the `fleet-page` phase's simulated fleet).
+    pub simulator_password: &'a str,
     pub log: &'a Path,
 }
 
@@ -31,6 +33,10 @@ struct Chat {
 pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Result<(), BoxError> {
     if args.has("raw") {
         res.raw = Some(phase_raw(at, args.quick).await?);
+    }
+    if args.has("fleet-page") {
+        res.fleet_page =
+            Some(crate::fleet_page::phase_fleet_page(at, args.quick, &mut res.notes).await?);
     }
     let chat_phases = args.has("latency")
         || args.has("throughput")

@@ -1,8 +1,10 @@
 //! The gateway's view of the fleet: an in-memory copy of the machines and machine-sessions KV
 //! buckets, kept current by two KV watchers, so listing machines costs no NATS round trip and
-//! every status change reaches the browsers' machine streams as it happens.
+//! every status change reaches the browsers' machine streams as it happens. The machines are
+//! kept ordered by ID, so a page of the list costs the scan of what it skips and counts, and no
+//! sort per request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,11 +24,11 @@ pub struct Directory {
 }
 
 struct Inner {
-    machines: RwLock<HashMap<String, MachineRecord>>,
+    machines: RwLock<BTreeMap<String, MachineRecord>>,
     /// Machine ID → the session in progress with it.
     sessions: RwLock<HashMap<String, String>>,
-    /// IDs of machines that changed (status or session).
-    changes: broadcast::Sender<String>,
+    /// Machines that changed (status or session, or came or went).
+    changes: broadcast::Sender<MachineChange>,
     ready: AtomicBool,
 }
 
@@ -41,7 +43,7 @@ impl Directory {
         let (changes, _) = broadcast::channel(4096);
         let dir = Directory {
             inner: Arc::new(Inner {
-                machines: RwLock::new(HashMap::new()),
+                machines: RwLock::new(BTreeMap::new()),
                 sessions: RwLock::new(HashMap::new()),
                 changes,
                 ready: AtomicBool::new(false),
@@ -105,15 +107,21 @@ impl Directory {
                 // The machine-sessions bucket also holds chats between operators, by a key
                 // that is not a machine ID: not the fleet's business.
                 if is_machines || natter_actors::protocol::valid_machine_id(&key) {
-                    self.apply(&key, &entry, is_machines);
-                    let _ = self.inner.changes.send(key);
+                    let membership = self.apply(&key, &entry, is_machines);
+                    let _ = self.inner.changes.send(MachineChange {
+                        id: key,
+                        membership,
+                    });
                 } else if let Some((machine, _)) =
                     natter_actors::subjects::parse_machine_user_chat_key(&key)
                 {
                     // A chat with one user of a machine changes that machine's row.
                     let machine = machine.to_owned();
                     self.apply(&key, &entry, false);
-                    let _ = self.inner.changes.send(machine);
+                    let _ = self.inner.changes.send(MachineChange {
+                        id: machine,
+                        membership: false,
+                    });
                 }
                 if entry.delta == 0 && !signalled {
                     signalled = true;
@@ -124,18 +132,14 @@ impl Directory {
         }
     }
 
-    /// Applies one entry of either bucket to the copy.
-    fn apply(&self, key: &str, entry: &kv::Entry, is_machines: bool) {
+    /// Applies one entry of either bucket to the copy; true if a machine came or went.
+    fn apply(&self, key: &str, entry: &kv::Entry, is_machines: bool) -> bool {
         let put = entry.operation == kv::Operation::Put;
         if is_machines {
             let mut map = self.inner.machines.write();
             match serde_json::from_slice::<MachineRecord>(&entry.value) {
-                Ok(r) if put => {
-                    map.insert(key.to_owned(), r);
-                }
-                _ => {
-                    map.remove(key);
-                }
+                Ok(r) if put => map.insert(key.to_owned(), r).is_none(),
+                _ => map.remove(key).is_some(),
             }
         } else {
             let mut map = self.inner.sessions.write();
@@ -145,6 +149,7 @@ impl Directory {
             } else {
                 map.remove(key);
             }
+            false
         }
     }
 
@@ -172,24 +177,64 @@ impl Directory {
 
     /// Machines in `scope` matching `filter`, sorted by ID.
     pub fn list(&self, scope: &Scope, filter: &str) -> Vec<MachineView> {
-        let mut records: Vec<MachineRecord> = {
+        let records: Vec<MachineRecord> = {
             let map = self.inner.machines.read();
             map.values()
-                .filter(|m| scope.covers(&m.id) && filter_matches(filter, &m.id))
+                .filter(|m| shown(scope, filter, &m.id))
                 .cloned()
                 .collect()
         };
-        records.sort_by(|a, b| a.id.cmp(&b.id));
         records.iter().map(|r| self.view(r)).collect()
+    }
+
+    /// The machines in `scope` matching `filter` from the `offset`-th (by ID, from 0), at most
+    /// `limit` of them, and how many match in all.
+    pub fn page(&self, scope: &Scope, filter: &str, offset: usize, limit: usize) -> MachinePage {
+        let (total, records) = {
+            let map = self.inner.machines.read();
+            if matches!(scope, Scope::All) && (filter.is_empty() || filter == "*") {
+                let records: Vec<MachineRecord> =
+                    map.values().skip(offset).take(limit).cloned().collect();
+                (map.len(), records)
+            } else {
+                let mut total = 0;
+                let mut records = Vec::new();
+                for m in map.values().filter(|m| shown(scope, filter, &m.id)) {
+                    if total >= offset && records.len() < limit {
+                        records.push(m.clone());
+                    }
+                    total += 1;
+                }
+                (total, records)
+            }
+        };
+        MachinePage {
+            total,
+            offset,
+            limit,
+            machines: records.iter().map(|r| self.view(r)).collect(),
+        }
+    }
+
+    /// How many machines are in `scope` and match `filter`.
+    pub fn count(&self, scope: &Scope, filter: &str) -> usize {
+        let map = self.inner.machines.read();
+        if matches!(scope, Scope::All) && (filter.is_empty() || filter == "*") {
+            return map.len();
+        }
+        map.keys().filter(|id| shown(scope, filter, id)).count()
     }
 
     /// The groups of the machines in `scope` matching `filter` (those a list shows).
     pub fn groups(&self, scope: &Scope, filter: &str) -> std::collections::HashSet<String> {
         let map = self.inner.machines.read();
-        map.keys()
-            .filter(|id| scope.covers(id) && filter_matches(filter, id))
-            .map(|id| natter_actors::machines::group_of(id).to_owned())
-            .collect()
+        // Borrowed while scanning: a copy per group, not per machine.
+        let groups: std::collections::HashSet<&str> = map
+            .keys()
+            .filter(|id| shown(scope, filter, id))
+            .map(|id| natter_actors::machines::group_of(id))
+            .collect();
+        groups.into_iter().map(str::to_owned).collect()
     }
 
     /// How many machines are in each status.
@@ -202,8 +247,30 @@ impl Directory {
         counts
     }
 
-    /// Machine IDs as they change.
-    pub fn subscribe(&self) -> broadcast::Receiver<String> {
+    /// Machines as they change.
+    pub fn subscribe(&self) -> broadcast::Receiver<MachineChange> {
         self.inner.changes.subscribe()
     }
+}
+
+/// Whether a list for `scope` and `filter` shows machine `id`.
+fn shown(scope: &Scope, filter: &str, id: &str) -> bool {
+    scope.covers(id) && filter_matches(filter, id)
+}
+
+/// A change of one machine's row.
+#[derive(Clone, Debug)]
+pub struct MachineChange {
+    pub id: String,
+    /// The machine came or went (rather than changed): the list's membership changed.
+    pub membership: bool,
+}
+
+/// One page of the machine list (docs/api.md, "Paging").
+#[derive(serde::Serialize, Debug)]
+pub struct MachinePage {
+    pub total: usize,
+    pub offset: usize,
+    pub limit: usize,
+    pub machines: Vec<MachineView>,
 }

@@ -44,7 +44,10 @@ const incoming = new IncomingChats({ panel: byId('incoming'), list: byId('incomi
   },
   gone: (sessionId) => notifier.close(sessionId),
 });
-const stream = new MachineStream({ filter: byId('filter'), live: byId('live') }, list, errors, loggedOut, {
+const stream = new MachineStream({
+  filter: byId('filter'), live: byId('live'),
+  pager: byId('pager'), prev: byId('page-prev'), next: byId('page-next'),
+}, list, errors, loggedOut, {
   operators: (ops) => operators.replace(ops),
   resync: () => incoming.resync(),
   incoming: (inc) => incoming.add(inc),

@@ -1,12 +1,12 @@
-// The machines the server sent for the current filter, and the table that shows them.
+// The page of machines the server sent for the current filter, and the table that shows them.
 import { getJSON } from './api.js';
 import { machineFilter, normFilter } from './machine-filter.js';
 import { buildRow, fillRow } from './machine-row.js';
 
-const MAX_ROWS = 2000; // rows drawn at most; beyond that the operator narrows the filter
+const MAX_ROWS = 2000; // rows drawn at most (the server's largest page)
 
-const collator = new Intl.Collator(undefined, { numeric: true });
-const byId = (a, b) => collator.compare(a.id, b.id);
+// The server's order (by ID, byte by byte), so that pages follow each other without overlap.
+const byId = (a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 export class MachineList {
   /**
@@ -21,6 +21,7 @@ export class MachineList {
     this.actions = actions;
     this.machines = new Map(); // id -> MachineView, as the server sent them for `dataFilter`
     this.dataFilter = null;    // the (normalised) filter `machines` was sent for; null: nothing yet
+    this.page = null;          // {total, offset, limit} of what the server sent; null: the whole list
     this.rows = new Map();     // id -> <tr>
     this.onMachine = () => {}; // a machine's data changed
     this.onRender = () => {};  // rows may have come or gone
@@ -39,17 +40,30 @@ export class MachineList {
   clear() {
     this.machines = new Map();
     this.dataFilter = null;
+    this.page = null;
     this.rows.clear();
     this.ui.tbody.replaceChildren();
   }
 
-  /** The server's whole list for filter `f` (it replaces everything). */
-  replace(list, f) {
+  /**
+   * The server's list for filter `f` (it replaces everything): a page of it when `page`
+   * ({total, offset, limit}) is given, else the whole list.
+   */
+  replace(list, f, page = null) {
     this.machines = new Map();
     for (const m of list) if (m && typeof m.id === 'string') this.machines.set(m.id, m);
     this.dataFilter = f;
+    this.page = page;
     this.render();
     for (const m of this.machines.values()) this.onMachine(m);
+  }
+
+  /** How many machines match in all (the server's `total` event). */
+  setTotal(total) {
+    if (!this.page) return;
+    this.page = { ...this.page, total };
+    this.ui.count.textContent = this.countText(this.machines.size, this.machines.size);
+    this.onRender();
   }
 
   /** One changed machine: update its row in place (or add / remove it). */
@@ -113,6 +127,14 @@ export class MachineList {
 
   countText(matching, drawn) {
     if (this.dataFilter === null) return 'Loading machines…';
+    if (this.page && !this.previewing()) {
+      const { total, offset } = this.page;
+      const n = (x) => x.toLocaleString();
+      const all = `${n(total)} machine${total === 1 ? '' : 's'}`;
+      if (!drawn) return offset && total ? `None here of ${all}` : all;
+      if (offset === 0 && drawn === total) return all;
+      return `${n(offset + 1)}–${n(offset + drawn)} of ${all}`;
+    }
     let count = `${matching.toLocaleString()} machine${matching === 1 ? '' : 's'}`;
     if (drawn < matching) count += ` (the first ${drawn.toLocaleString()} shown; narrow the filter to see the others)`;
     return this.previewing() ? `${count} so far — filtering…` : count;

@@ -1,12 +1,14 @@
-// The Chat page's live stream: GET /api/machines/events?filter=… (filtered by the server, within
-// the operator's scopes), reopened when the filter changes, retried when it fails. No polling.
-// It carries the machine list, the operators online for that filter and incoming chats.
+// The Chat page's live stream: GET /api/machines/events?filter=…&offset=…&limit=… (filtered and
+// paged by the server, within the operator's scopes), reopened when the filter or the page
+// changes, retried when it fails. No polling. It carries one page of the machine list (and only
+// its machines' changes), the operators online for that filter and incoming chats.
 import { getJSON, parseJSON } from './api.js';
 import { normFilter } from './machine-filter.js';
 
 const FILTER_KEY = 'natter.filter';
 const FILTER_DELAY = 250; // ms of quiet typing before the stream is reopened with the filter
 const RETRY_MAX = 30000;  // ms, longest wait before reopening a failed stream
+export const PAGE_SIZE = 200; // machines a page shows
 
 const LIVE_TEXT = { live: 'live', connecting: 'connecting…', reconnecting: 'reconnecting…', error: 'not live' };
 const LIVE_TITLE = {
@@ -21,6 +23,9 @@ export class MachineStream {
    * @param {object} ui
    * @param {HTMLInputElement} ui.filter  the Machine ID / Group ID filter (remembered)
    * @param {HTMLElement} ui.live         the "live" indicator
+   * @param {HTMLElement} ui.pager        the page buttons' container
+   * @param {HTMLButtonElement} ui.prev   previous page
+   * @param {HTMLButtonElement} ui.next   next page
    * @param {import('./machine-list.js').MachineList} list  receives what the stream sends
    * @param {import('./page-error.js').PageError} errors
    * @param {() => void} loggedOut        the login is gone
@@ -38,6 +43,9 @@ export class MachineStream {
     this.retryTimer = 0;
     this.retryDelay = 1000;
     this.filterTimer = 0;
+    this.offset = 0;          // the first machine of the page shown (0: the first page)
+    ui.prev.addEventListener('click', () => this.goTo(this.offset - PAGE_SIZE));
+    ui.next.addEventListener('click', () => this.goTo(this.offset + PAGE_SIZE));
     const filter = ui.filter;
     filter.value = localStorage.getItem(FILTER_KEY) || '';
     filter.addEventListener('input', () => {
@@ -45,7 +53,10 @@ export class MachineStream {
       list.render(); // instant preview from what we have
       clearTimeout(this.filterTimer);
       this.filterTimer = setTimeout(() => {
-        if (!this.es || normFilter(filter.value) !== this.streamFilter) this.connect();
+        if (!this.es || normFilter(filter.value) !== this.streamFilter) {
+          this.offset = 0; // a new filter starts at its first page
+          this.connect();
+        }
       }, FILTER_DELAY);
     });
   }
@@ -55,6 +66,26 @@ export class MachineStream {
     el.dataset.state = state;
     el.textContent = LIVE_TEXT[state];
     el.title = LIVE_TITLE[state];
+  }
+
+  /** Show the page that starts at `offset`. */
+  goTo(offset) {
+    this.offset = Math.max(0, offset);
+    this.ui.prev.disabled = this.ui.next.disabled = true; // until the page arrives
+    this.connect();
+  }
+
+  /** The page buttons for what the server sent. */
+  showPager(page) {
+    const { pager, prev, next } = this.ui;
+    pager.hidden = !page || page.total <= page.limit && page.offset === 0;
+    if (!page) return;
+    prev.disabled = page.offset === 0;
+    next.disabled = page.offset + page.limit >= page.total;
+  }
+
+  url(f) {
+    return `/api/machines/events?filter=${encodeURIComponent(f)}&offset=${this.offset}&limit=${PAGE_SIZE}`;
   }
 
   disconnect() {
@@ -69,7 +100,7 @@ export class MachineStream {
     this.disconnect();
     const f = normFilter(this.ui.filter.value);
     this.streamFilter = f;
-    const src = new EventSource('/api/machines/events?filter=' + encodeURIComponent(f));
+    const src = new EventSource(this.url(f));
     this.es = src;
     const dataFilter = this.list.dataFilter;
     this.setLive(dataFilter === null || dataFilter !== f ? 'connecting' : 'reconnecting');
@@ -83,13 +114,25 @@ export class MachineStream {
     });
     src.addEventListener('machines', (e) => {
       if (!mine()) return;
-      const list = parseJSON(e.data);
-      if (!Array.isArray(list)) return;
+      const page = parseJSON(e.data);
+      if (!page || !Array.isArray(page.machines)) return;
       this.retryDelay = 1000;
       this.setLive('live');
-      this.replace(list, f);
+      if (page.offset > 0 && page.offset >= page.total) {
+        // Past the end (machines went, or the filter matches fewer): the last page instead.
+        return this.goTo(Math.floor(Math.max(page.total - 1, 0) / PAGE_SIZE) * PAGE_SIZE);
+      }
+      this.replace(page.machines, f, page);
       if (connected) this.on.resync();
       connected = false;
+    });
+    src.addEventListener('total', (e) => {
+      if (!mine() || this.list.dataFilter !== f) return;
+      const t = parseJSON(e.data);
+      if (t && typeof t.total === 'number') {
+        this.list.setTotal(t.total);
+        this.showPager(this.list.page);
+      }
     });
     src.addEventListener('operators', (e) => {
       if (!mine()) return;
@@ -132,10 +175,11 @@ export class MachineStream {
     }
   }
 
-  /** The server's list for `f`: it ends an error the stream showed. */
-  replace(list, f) {
+  /** The server's page for `f`: it ends an error the stream showed. */
+  replace(list, f, page) {
     this.errors.clear('stream');
-    this.list.replace(list, f);
+    this.list.replace(list, f, page);
+    this.showPager(page);
   }
 
   showError(text) {
@@ -152,15 +196,15 @@ export class MachineStream {
   async probe(f) {
     const stale = () => this.es || this.streamFilter !== f;
     try {
-      const list = await getJSON('/api/machines?filter=' + encodeURIComponent(f));
+      const page = await getJSON(`/api/machines?filter=${encodeURIComponent(f)}&offset=${this.offset}&limit=${PAGE_SIZE}`);
       if (stale()) return;
-      if (Array.isArray(list)) this.replace(list, f);
+      if (page && Array.isArray(page.machines)) this.replace(page.machines, f, page);
       this.retryLater();
     } catch (e) {
       if (stale()) return;
       if (e.status === 401) return this.loggedOut();
       if (e.status === 400) { // a bad filter: nothing matches it; wait for the next one
-        this.replace([], f);
+        this.replace([], f, null);
         this.showError(e.message);
         return this.setLive('error');
       }

@@ -10,7 +10,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::json_reply;
-use super::models::FilterQuery;
+use super::models::MachineListQuery;
 use crate::auth::Login;
 use crate::error::ApiError;
 use crate::limits::StreamOwner;
@@ -37,18 +37,57 @@ fn checked_filter(filter: Option<String>) -> Result<String, ApiError> {
     }
 }
 
-/// GET /api/machines?filter=
-pub async fn list(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, ApiError> {
-    let filter = checked_filter(q.filter)?;
-    Ok(json_reply(
-        StatusCode::OK,
-        &gw.directory().list(&l.scope, &filter),
-    ))
+/// Rows a page has unless the client says otherwise.
+pub const DEFAULT_PAGE: usize = 200;
+/// Rows a page has at most.
+pub const MAX_PAGE: usize = 2000;
+
+/// A page of the list: `offset` (from 0) and `limit` (1 … [`MAX_PAGE`]), or `None` when the
+/// client asks for neither (the whole list, as before paging).
+fn checked_page(
+    offset: Option<String>,
+    limit: Option<String>,
+) -> Result<Option<(usize, usize)>, ApiError> {
+    if offset.is_none() && limit.is_none() {
+        return Ok(None);
+    }
+    let offset = match offset {
+        None => 0,
+        Some(o) => {
+            o.parse::<u32>()
+                .map_err(|_| ApiError::bad_request("offset: a number from 0"))? as usize
+        }
+    };
+    let limit = match limit {
+        None => DEFAULT_PAGE,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit: a number from 1 to {MAX_PAGE}"
+                )));
+            }
+        },
+    };
+    Ok(Some((offset, limit)))
 }
 
-/// GET /api/machines/events?filter=
-pub async fn events(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, ApiError> {
+/// GET /api/machines?filter=&offset=&limit=
+pub async fn list(l: Login, gw: Gateway, q: MachineListQuery) -> Result<Response, ApiError> {
     let filter = checked_filter(q.filter)?;
+    let dir = gw.directory();
+    Ok(match checked_page(q.offset, q.limit)? {
+        Some((offset, limit)) => {
+            json_reply(StatusCode::OK, &dir.page(&l.scope, &filter, offset, limit))
+        }
+        None => json_reply(StatusCode::OK, &dir.list(&l.scope, &filter)),
+    })
+}
+
+/// GET /api/machines/events?filter=&offset=&limit=
+pub async fn events(l: Login, gw: Gateway, q: MachineListQuery) -> Result<Response, ApiError> {
+    let filter = checked_filter(q.filter)?;
+    let page = checked_page(q.offset, q.limit)?;
     let slot = gw.limits().open_stream(&l.key, StreamOwner::Operator)?;
     // Options only decide where the operator is listed: without them (NATS slow), listed.
     let options = directory::get_options(&gw.stores().operator_options, &l.who.id)
@@ -61,7 +100,7 @@ pub async fn events(l: Login, gw: Gateway, q: FilterQuery) -> Result<Response, A
         hide_from_operators: options.hide_from_operators,
         hide_from_machine_users: options.hide_from_machine_users,
     });
-    let stream = sse::machine_stream(&gw, l.scope, filter, present).holding(slot);
+    let stream = sse::machine_stream(&gw, l.scope, filter, page, present).holding(slot);
     Ok(sse::response(stream, &gw, StreamKind::Machines))
 }
 

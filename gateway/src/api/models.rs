@@ -77,6 +77,15 @@ pub struct FilterQuery {
     pub filter: Option<String>,
 }
 
+/// `?filter=&offset=&limit=` of the machine list and its stream (numbers checked by the handler,
+/// for a clear message).
+#[derive(Deserialize)]
+pub struct MachineListQuery {
+    pub filter: Option<String>,
+    pub offset: Option<String>,
+    pub limit: Option<String>,
+}
+
 /// `?format=text|json` of a transcript.
 #[derive(Deserialize)]
 pub struct TranscriptQuery {

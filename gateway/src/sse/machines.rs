@@ -1,27 +1,35 @@
-//! The Chat page's stream: the machine list (the whole list first, then each change: F10 icons
-//! change live), the operators one may chat with (F8), and the chats waiting for this operator's
-//! answer (F5). Only machines in the operator's scope and filter ever appear. While the stream
-//! is open its operator is present on the Chat page ([`crate::presence`]).
+//! The Chat page's stream: the machine list (the whole list or one page of it first, then each
+//! change: F10 icons change live), the operators one may chat with (F8), and the chats waiting
+//! for this operator's answer (F5). Only machines in the operator's scope and filter ever
+//! appear; with a page, only the changes of the machines on it, and the page again (at most
+//! once a second) when machines come or go. While the stream is open its operator is present
+//! on the Chat page ([`crate::presence`]).
 
 use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
 
 use natter_actors::machines::{Scope, filter_matches, group_of};
 use natter_actors::protocol::Incoming;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::time::Instant;
 use warp::sse::Event;
 
 use super::{SseItem, SseStream, named_event};
 use crate::api::models::{IncomingGone, MachineRemoved};
 use crate::incoming::{IncomingChange, IncomingChats};
-use crate::machines::Directory;
+use crate::machines::{Directory, MachineChange, MachinePage};
 use crate::presence::{Presence, PresenceGuard, PresentOperator};
 
+/// How often at most a paged stream sends its page (or count) again while machines come or go.
+const PAGE_RESEND: Duration = Duration::from_secs(1);
+
 /// The Chat page stream of the operator `presence` stands for, who may see `scope`, narrowed by
-/// `filter`.
+/// `filter`, and (`page`: offset, limit) only that page of it.
 pub fn machine_stream(
     gw: &crate::Gateway,
     scope: Scope,
     filter: String,
+    page: Option<(usize, usize)>,
     presence: PresenceGuard,
 ) -> SseStream {
     // Subscribe before taking the lists, so that no change falls between the two.
@@ -39,12 +47,22 @@ pub fn machine_stream(
         operators: Vec::new(),
         scope,
         filter,
+        window: page.map(|(offset, limit)| Window {
+            offset,
+            limit,
+            ids: HashSet::new(),
+            last: None,
+            full: false,
+        }),
+        stale: Stale::No,
+        last_resent: Instant::now(),
         pending: VecDeque::new(),
         presence_list: gw.presence().clone(),
         incoming: gw.incoming().clone(),
         _present: presence,
     };
-    watch.pending.push_back(watch.list_event());
+    let first = watch.list_event();
+    watch.pending.push_back(first);
     watch.push_operators_if_changed(true);
     for waiting in watch.incoming.waiting_for(&operator) {
         watch.pending.push_back(incoming_event(&waiting));
@@ -57,10 +75,32 @@ fn incoming_event(entry: &Incoming) -> Event {
     named_event("incoming", entry)
 }
 
+/// The page of the list a stream shows.
+struct Window {
+    offset: usize,
+    limit: usize,
+    /// The machines on it as last sent.
+    ids: HashSet<String>,
+    /// Its last machine ID.
+    last: Option<String>,
+    /// It has `limit` machines (a machine added after `last` is not on it).
+    full: bool,
+}
+
+/// What of a page is out of date.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stale {
+    No,
+    /// Only the count: machines came or went after the page's last one.
+    Total,
+    /// The page's machines.
+    Page,
+}
+
 /// What a Chat page stream follows after its first events.
 struct ChatPageWatch {
     directory: Directory,
-    machine_changes: broadcast::Receiver<String>,
+    machine_changes: broadcast::Receiver<MachineChange>,
     presence_changes: broadcast::Receiver<()>,
     incoming_changes: broadcast::Receiver<IncomingChange>,
     presence_list: Presence,
@@ -71,6 +111,12 @@ struct ChatPageWatch {
     groups: HashSet<String>,
     /// The operators the page was last sent.
     operators: Vec<PresentOperator>,
+    /// The page the stream shows (`None`: the whole list).
+    window: Option<Window>,
+    /// What of the page is out of date since machines came or went.
+    stale: Stale,
+    /// When the page (or count) was last sent again.
+    last_resent: Instant,
     /// Events due before waiting for more changes.
     pending: VecDeque<Event>,
     /// The operator is present while the stream lives.
@@ -87,13 +133,18 @@ impl ChatPageWatch {
             if let Some(event) = self.pending.pop_front() {
                 return Some((Ok(event), self));
             }
+            let resend_at = self.last_resent + PAGE_RESEND;
             tokio::select! {
+                () = tokio::time::sleep_until(resend_at), if self.stale != Stale::No => {
+                    self.resend();
+                }
                 change = self.machine_changes.recv() => match change {
-                    Ok(id) => self.machine_changed(&id),
+                    Ok(change) => self.machine_changed(&change),
                     // Fell behind the changes: send the whole list again.
                     Err(RecvError::Lagged(_)) => {
                         self.groups = self.directory.groups(&self.scope, &self.filter);
-                        self.pending.push_back(self.list_event());
+                        let list = self.list_event();
+                        self.pending.push_back(list);
                         self.push_operators_if_changed(false);
                     }
                     Err(RecvError::Closed) => return None,
@@ -111,26 +162,67 @@ impl ChatPageWatch {
         }
     }
 
-    /// `event: machines`: the whole list.
-    fn list_event(&self) -> Event {
-        named_event("machines", &self.directory.list(&self.scope, &self.filter))
+    /// `event: machines`: the whole list, or the page (then remembered as sent).
+    fn list_event(&mut self) -> Event {
+        let Some(window) = &mut self.window else {
+            return named_event("machines", &self.directory.list(&self.scope, &self.filter));
+        };
+        let page: MachinePage =
+            self.directory
+                .page(&self.scope, &self.filter, window.offset, window.limit);
+        window.ids = page.machines.iter().map(|m| m.id.clone()).collect();
+        window.last = page.machines.last().map(|m| m.id.clone());
+        window.full = page.machines.len() == window.limit;
+        self.stale = Stale::No;
+        self.last_resent = Instant::now();
+        named_event("machines", &page)
     }
 
-    /// `event: machine` for a change of machine `id`, unless it is outside scope or filter; a
-    /// machine of a group the list did not show yet may change whom the page lists.
-    fn machine_changed(&mut self, id: &str) {
+    /// The page, or its count, again after machines came or went.
+    fn resend(&mut self) {
+        if self.stale == Stale::Page {
+            let event = self.list_event();
+            self.pending.push_back(event);
+        } else {
+            let total = self.directory.count(&self.scope, &self.filter);
+            self.pending
+                .push_back(named_event("total", &serde_json::json!({ "total": total })));
+            self.stale = Stale::No;
+            self.last_resent = Instant::now();
+        }
+    }
+
+    /// `event: machine` for a change of a machine, unless it is outside scope or filter (or, on
+    /// a paged stream, off the page); a machine of a group the list did not show yet may change
+    /// whom the page lists.
+    fn machine_changed(&mut self, change: &MachineChange) {
+        let id = change.id.as_str();
         if !self.scope.covers(id) || !filter_matches(&self.filter, id) {
             return;
+        }
+        if !self.groups.contains(group_of(id)) {
+            self.groups = self.directory.groups(&self.scope, &self.filter);
+            self.push_operators_if_changed(false);
+        }
+        if let Some(window) = &self.window {
+            let on_page = window.ids.contains(id);
+            if change.membership {
+                // Before the page's last machine (or on a page with room): its rows move.
+                let moves =
+                    on_page || !window.full || window.last.as_deref().is_none_or(|l| id < l);
+                let stale = if moves { Stale::Page } else { Stale::Total };
+                self.stale = self.stale.max(stale);
+                return;
+            }
+            if !on_page {
+                return;
+            }
         }
         let event = match self.directory.record(id) {
             Some(record) => named_event("machine", &self.directory.view(&record)),
             None => named_event("machine", &MachineRemoved { id, removed: true }),
         };
         self.pending.push_back(event);
-        if !self.groups.contains(group_of(id)) {
-            self.groups = self.directory.groups(&self.scope, &self.filter);
-            self.push_operators_if_changed(false);
-        }
     }
 
     /// `event: operators` when whom the page lists changed (or `always`, first).

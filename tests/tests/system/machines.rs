@@ -432,3 +432,154 @@ async fn a_restarted_node_lists_every_known_machine() {
     );
     system.shutdown().await;
 }
+
+/// Machine `i` of the paging tests: `m000.paging.acme` … (zero-padded: ID order is number order).
+fn paged(i: usize) -> String {
+    format!("m{i:03}.paging.acme")
+}
+
+/// The next `machines`, `machine` or `total` event of a Chat page stream (others skipped).
+async fn next_list_event(sse: &mut Sse) -> SseEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let e = sse.next(left).await.expect("a machine list event");
+        if matches!(e.event.as_str(), "machines" | "machine" | "total") {
+            return e;
+        }
+    }
+}
+
+/// Suspends machine `m` and waits until the gateway's list shows it so (its change has been
+/// handed to every stream by then).
+async fn suspend_listed(system: &Fixture, alice: &Browser, m: &str) {
+    admin_request(&system.nats, m, json!({"op": "suspend", "suspended": true})).await;
+    alice
+        .wait_for(&format!("/api/machines?filter={m}"), |v| {
+            v[0]["status"] == "suspended"
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paged_machine_stream_shows_its_page_with_the_count_and_only_its_machines_changes() {
+    let system = Scenario::new().operator("alice").start().await;
+    let alice = system.operator("alice");
+    let client = system.nats.broker_client().await;
+    let provision = serde_json::to_vec(&json!({"op": "provision"})).unwrap();
+    futures::future::join_all((0..250).map(|i| {
+        let subject = natter_actors::subjects::machine_request(&paged(i));
+        client.request(subject, provision.clone().into())
+    }))
+    .await;
+    alice
+        .wait_for("/api/machines?filter=paging.acme&limit=1", |v| {
+            v["total"] == 250
+        })
+        .await;
+
+    // The plain list pages the same way.
+    let (status, page) = alice
+        .get("/api/machines?filter=paging.acme&offset=240&limit=20")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(
+        (&page["total"], &page["offset"], &page["limit"]),
+        (&json!(250), &json!(240), &json!(20))
+    );
+    let want: Vec<String> = (240..250).map(paged).collect();
+    assert_eq!(ids(&page["machines"]), want);
+
+    // The second page of 100: machines 100 … 199 of 250.
+    let mut sse = alice
+        .events(
+            "/api/machines/events?filter=paging.acme&offset=100&limit=100",
+            None,
+        )
+        .await;
+    assert_eq!(sse.status, StatusCode::OK, "{}", sse.error_body);
+    let first = next_list_event(&mut sse).await;
+    assert_eq!(first.event, "machines");
+    assert_eq!(first.data["total"], 250, "{}", first.data["total"]);
+    assert_eq!(
+        (&first.data["offset"], &first.data["limit"]),
+        (&json!(100), &json!(100))
+    );
+    let want: Vec<String> = (100..200).map(paged).collect();
+    assert_eq!(ids(&first.data["machines"]), want);
+
+    // A machine on the page: its change comes live.
+    suspend_listed(&system, &alice, &paged(150)).await;
+    let e = next_list_event(&mut sse).await;
+    assert_eq!(
+        (e.event.as_str(), &e.data["id"]),
+        ("machine", &json!(paged(150)))
+    );
+    assert_eq!(e.data["status"], "suspended");
+
+    // Machines before and after the page change: nothing is sent. The next event is the change
+    // of a machine on the page made after them.
+    suspend_listed(&system, &alice, &paged(10)).await;
+    suspend_listed(&system, &alice, &paged(220)).await;
+    suspend_listed(&system, &alice, &paged(151)).await;
+    let e = next_list_event(&mut sse).await;
+    assert_eq!(
+        (e.event.as_str(), &e.data["id"]),
+        ("machine", &json!(paged(151))),
+        "{e:?}"
+    );
+
+    // A new machine before the page moves its rows: the page again, with the count.
+    admin_request(
+        &system.nats,
+        "m050a.paging.acme",
+        json!({"op": "provision"}),
+    )
+    .await;
+    let e = next_list_event(&mut sse).await;
+    assert_eq!(e.event, "machines", "{e:?}");
+    assert_eq!(e.data["total"], 251);
+    let want: Vec<String> = (99..199).map(paged).collect();
+    assert_eq!(ids(&e.data["machines"]), want);
+
+    // A new machine after the page: only the count.
+    admin_request(&system.nats, "m999.paging.acme", json!({"op": "provision"})).await;
+    let e = next_list_event(&mut sse).await;
+    assert_eq!(
+        (e.event.as_str(), &e.data),
+        ("total", &json!({"total": 252}))
+    );
+
+    // A page past the end is empty, with the count (the page steps back).
+    let (_, past) = alice
+        .get("/api/machines?filter=paging.acme&offset=300&limit=100")
+        .await;
+    assert_eq!(past["machines"], json!([]));
+    assert_eq!(past["total"], 252);
+    system.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paging_parameters_are_refused_with_a_clear_message() {
+    let system = Scenario::new().operator("alice").start().await;
+    let alice = system.operator("alice");
+    for (query, says) in [
+        ("limit=0", "limit: a number from 1 to 2000"),
+        ("limit=2001", "limit: a number from 1 to 2000"),
+        ("limit=ten", "limit: a number from 1 to 2000"),
+        ("offset=-1", "offset: a number from 0"),
+        ("offset=1.5&limit=10", "offset: a number from 0"),
+    ] {
+        for path in ["/api/machines", "/api/machines/events"] {
+            let (status, body) = alice.get(&format!("{path}?{query}")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{path}?{query}: {body}");
+            assert_eq!(body["error"], "bad_request", "{body}");
+            assert_eq!(body["message"], says, "{path}?{query}");
+        }
+    }
+    // Without paging parameters: the whole list, as before.
+    let (status, all) = alice.get("/api/machines").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(all.is_array(), "{all}");
+    system.shutdown().await;
+}
