@@ -53,6 +53,9 @@ pub struct FleetConfig {
     pub refresh: Duration,
     /// How often the timer wheel is checked.
     pub sweep: Duration,
+    /// An agent actor that got no message for this long, with nothing pending, goes back to a
+    /// record.
+    pub rest_after: Duration,
 }
 
 impl Default for FleetConfig {
@@ -61,6 +64,7 @@ impl Default for FleetConfig {
             offline_after: 3,
             refresh: Duration::from_secs(300),
             sweep: Duration::from_millis(250),
+            rest_after: Duration::from_secs(10),
         }
     }
 }
