@@ -30,7 +30,10 @@ pub async fn floor_fleet(kind: FloorKind, count: usize) -> Result<(), BoxError> 
     // Let the runtime settle (spawned tasks polled once, queues drained).
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let after = resident_bytes()?;
-    println!("FLOOR {name} {}", after.saturating_sub(before) / count as u64);
+    println!(
+        "FLOOR {name} {}",
+        after.saturating_sub(before) / count as u64
+    );
     drop(keep);
     Ok(())
 }

@@ -176,9 +176,7 @@ const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_millis(450
 fn exit_after_shutdown_limit() {
     std::thread::spawn(|| {
         std::thread::sleep(SHUTDOWN_LIMIT);
-        eprintln!(
-            "natter: the shutdown did not finish within {SHUTDOWN_LIMIT:?}; exiting anyway"
-        );
+        eprintln!("natter: the shutdown did not finish within {SHUTDOWN_LIMIT:?}; exiting anyway");
         std::process::exit(1);
     });
 }

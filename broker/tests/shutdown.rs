@@ -46,7 +46,10 @@ fn a_node_whose_embedded_server_is_frozen_exits_on_sigterm_and_leaves_no_server(
     sigterm_and_time_exit(&mut node, "embedded server frozen");
     let deadline = Instant::now() + Duration::from_secs(5);
     while !nats_servers_using(data.path()).is_empty() {
-        assert!(Instant::now() < deadline, "the frozen server outlived its node");
+        assert!(
+            Instant::now() < deadline,
+            "the frozen server outlived its node"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -54,12 +54,15 @@ pub enum AgentMsg {
 }
 
 /// The facts of a resting machine that are newer in the supervisor's record than in KV.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Seed {
     last_checkin: Option<u64>,
     idle_secs: u64,
     /// When (ms) the record was last written, for the refresh.
     stored_at: u64,
+    /// The whole record, when the supervisor knows it (a check-in sets every field but the
+    /// suspension, which the supervisor knows): no need to read KV, it is written as it is.
+    pub(super) record: Option<Box<MachineRecord>>,
 }
 
 /// A machine with nothing going on, as its supervisor keeps it instead of an actor: enough to
@@ -93,6 +96,7 @@ impl Resting {
             last_checkin: Some(self.last_checkin).filter(|t| *t > 0),
             idle_secs: self.idle_secs,
             stored_at: self.stored_at,
+            record: None,
         }
     }
 
@@ -101,26 +105,20 @@ impl Resting {
     }
 
     /// Takes a check-in of a machine that is not suspended if it changes nothing worth writing:
-    /// same details and status as stored, no refresh due. Returns the machine's next "offline
-    /// at" deadline then, or `None` when an actor must handle it.
-    pub(super) fn take_quiet_checkin(
-        &mut self,
-        c: &Checkin,
-        now: u64,
-        shared: &Shared,
-    ) -> Option<Option<u64>> {
-        if self.suspended || self.refresh_due(now, shared) {
-            return None;
+    /// same details and status as stored, no refresh due.
+    pub(super) fn take_quiet_checkin(&mut self, c: &Checkin, now: u64, shared: &Shared) -> Quiet {
+        if self.suspended {
+            return Quiet::NotQuiet(None);
         }
         let mut record = MachineRecord::provisioned(&c.machine);
         take_checkin(&mut record, c.clone(), now);
         record.status = record.derive_status(now, shared.config.offline_after);
-        if material_hash(&record) != self.stored {
-            return None;
+        if material_hash(&record) != self.stored || self.refresh_due(now, shared) {
+            return Quiet::NotQuiet(Some(record));
         }
         self.last_checkin = now;
         self.idle_secs = record.idle_secs;
-        Some(deadline_of(&record, shared.config.offline_after))
+        Quiet::Taken(deadline_of(&record, shared.config.offline_after))
     }
 
     /// Whether the stored record is due its periodic rewrite.
@@ -128,6 +126,14 @@ impl Resting {
         let refresh = u64::try_from(shared.config.refresh.as_millis()).unwrap_or(u64::MAX);
         now.saturating_sub(self.stored_at) >= refresh
     }
+}
+
+/// What became of a check-in offered to a [`Resting`] record.
+pub(super) enum Quiet {
+    /// Taken; the machine's next "offline at" deadline.
+    Taken(Option<u64>),
+    /// An actor must take it; the record it makes, when the record alone can tell.
+    NotQuiet(Option<MachineRecord>),
 }
 
 /// A hash of what makes a record worth writing: everything but the check-in time and idle times
@@ -302,6 +308,12 @@ impl AgentState {
     /// Reads the machine's record from KV, once.
     async fn ensure_loaded(&mut self) -> Result<(), kv::EntryError> {
         if self.loaded {
+            return Ok(());
+        }
+        if let Some(record) = self.seed.as_mut().and_then(|s| s.record.take()) {
+            // Nothing stored to compare with: it is written.
+            self.record = Some(*record);
+            self.loaded = true;
             return Ok(());
         }
         let entry = self.shared.machines.entry(&self.machine).await?;

@@ -64,7 +64,7 @@ impl Default for FleetConfig {
             offline_after: 3,
             refresh: Duration::from_secs(300),
             sweep: Duration::from_millis(250),
-            rest_after: Duration::from_secs(10),
+            rest_after: Duration::from_secs(1),
         }
     }
 }

@@ -19,7 +19,7 @@ use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::agent::{
-    AgentActor, AgentArgs, AgentMsg, MOVED_STOP, REST_STOP, Resting, UNKNOWN_MACHINE,
+    AgentActor, AgentArgs, AgentMsg, MOVED_STOP, Quiet, REST_STOP, Resting, UNKNOWN_MACHINE,
 };
 use super::{FleetArgs, Shared, is_simulated_checkin, parse_checkin};
 use crate::machines::{MachineReply, MachineRequest};
@@ -259,10 +259,10 @@ impl FleetState {
         match parsed {
             Ok(checkin) => {
                 let simulated = is_simulated_checkin(msg.subject.as_str());
-                if !self.take_quiet_checkin(&checkin, simulated) {
+                if let Err(record) = self.take_quiet_checkin(&checkin, simulated) {
                     let machine = checkin.machine.clone();
-                    self.send(&machine, AgentMsg::Checkin { checkin, simulated })
-                        .await?;
+                    let msg = AgentMsg::Checkin { checkin, simulated };
+                    self.send_seeded(&machine, msg, record).await?;
                 }
             }
             Err(why) => {
@@ -333,47 +333,64 @@ impl FleetState {
     }
 
     /// Takes a check-in into the machine's record if it has one and the check-in changes
-    /// nothing worth writing (counted as the actor would); returns whether it did.
-    fn take_quiet_checkin(&mut self, checkin: &crate::protocol::Checkin, simulated: bool) -> bool {
+    /// nothing worth writing (counted as the actor would). Otherwise an actor must take it:
+    /// `Err` with the record the check-in makes when the resting record can tell it.
+    fn take_quiet_checkin(
+        &mut self,
+        checkin: &crate::protocol::Checkin,
+        simulated: bool,
+    ) -> Result<(), Option<crate::machines::MachineRecord>> {
         let shared = self.agents.spec().shared.clone();
         let machine = checkin.machine.as_str();
         let Some(resting) = self.resting.get_mut(machine) else {
-            return false;
+            return Err(None);
         };
         if simulated && !shared.enrolled.allows_simulated(machine) {
             shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%machine, "dropped a simulated check-in for an enrolled machine");
-            return true;
+            return Ok(());
         }
         let now = crate::now_ms();
         if resting.suspended() {
             if resting.refresh_due(now, &shared) {
-                return false;
+                return Err(None);
             }
             shared.stats.ignored.fetch_add(1, Ordering::Relaxed);
-            return true;
+            return Ok(());
         }
-        let r = resting.take_quiet_checkin(checkin, now, &shared);
-        match r {
-            Some(at) => {
+        match resting.take_quiet_checkin(checkin, now, &shared) {
+            Quiet::Taken(at) => {
                 shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 self.deadlines.set(checkin.machine.clone(), at);
-                true
+                Ok(())
             }
-            None => false,
+            Quiet::NotQuiet(record) => Err(record),
         }
     }
 
     /// Sends `msg` to the machine's actor, started (seeded with the machine's record, which it
     /// replaces) if it is not running.
     async fn send(&mut self, machine: &str, msg: AgentMsg) -> Result<(), ActorProcessingErr> {
+        self.send_seeded(machine, msg, None).await
+    }
+
+    /// [`FleetState::send`], with the whole record when the supervisor knows it (the actor then
+    /// does not read KV).
+    async fn send_seeded(
+        &mut self,
+        machine: &str,
+        msg: AgentMsg,
+        record: Option<crate::machines::MachineRecord>,
+    ) -> Result<(), ActorProcessingErr> {
         let running = self.agents.running(machine);
         let actor = match running {
             Some(actor) => actor,
             None => {
                 let actor = self.agents.get_or_start(machine).await?;
                 if let Some(resting) = self.resting.remove(machine) {
-                    let _ = actor.cast(AgentMsg::Seed(resting.seed()));
+                    let mut seed = resting.seed();
+                    seed.record = record.map(Box::new);
+                    let _ = actor.cast(AgentMsg::Seed(seed));
                 }
                 actor
             }

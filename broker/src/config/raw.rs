@@ -60,7 +60,7 @@ impl Default for RawFleet {
             offline_after: 3,
             refresh: "5m".into(),
             sweep: "250ms".into(),
-            rest_after: "10s".into(),
+            rest_after: "1s".into(),
         }
     }
 }
