@@ -114,7 +114,7 @@ impl Resting {
         take_checkin(&mut record, c.clone(), now);
         record.status = record.derive_status(now, shared.config.offline_after);
         if material_hash(&record) != self.stored || self.refresh_due(now, shared) {
-            return Quiet::NotQuiet(Some(record));
+            return Quiet::NotQuiet(Some(Box::new(record)));
         }
         self.last_checkin = now;
         self.idle_secs = record.idle_secs;
@@ -133,7 +133,7 @@ pub(super) enum Quiet {
     /// Taken; the machine's next "offline at" deadline.
     Taken(Option<u64>),
     /// An actor must take it; the record it makes, when the record alone can tell.
-    NotQuiet(Option<MachineRecord>),
+    NotQuiet(Option<Box<MachineRecord>>),
 }
 
 /// A hash of what makes a record worth writing: everything but the check-in time and idle times

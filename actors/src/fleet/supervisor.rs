@@ -339,7 +339,7 @@ impl FleetState {
         &mut self,
         checkin: &crate::protocol::Checkin,
         simulated: bool,
-    ) -> Result<(), Option<crate::machines::MachineRecord>> {
+    ) -> Result<(), Option<Box<crate::machines::MachineRecord>>> {
         let shared = self.agents.spec().shared.clone();
         let machine = checkin.machine.as_str();
         let Some(resting) = self.resting.get_mut(machine) else {
@@ -380,7 +380,7 @@ impl FleetState {
         &mut self,
         machine: &str,
         msg: AgentMsg,
-        record: Option<crate::machines::MachineRecord>,
+        record: Option<Box<crate::machines::MachineRecord>>,
     ) -> Result<(), ActorProcessingErr> {
         let running = self.agents.running(machine);
         let actor = match running {
@@ -389,7 +389,7 @@ impl FleetState {
                 let actor = self.agents.get_or_start(machine).await?;
                 if let Some(resting) = self.resting.remove(machine) {
                     let mut seed = resting.seed();
-                    seed.record = record.map(Box::new);
+                    seed.record = record;
                     let _ = actor.cast(AgentMsg::Seed(seed));
                 }
                 actor
