@@ -515,3 +515,44 @@ impl AgentState {
 fn no_such_machine() -> String {
     "no such machine".to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> MachineRecord {
+        let mut r = MachineRecord::provisioned("pc1.sales.acme");
+        r.status = MachineStatus::User;
+        r.last_checkin = Some(1_000);
+        r.user = Some("carol".into());
+        r.users = vec![MachineUser {
+            name: "carol".into(),
+            session: "1".into(),
+            idle_secs: 5,
+        }];
+        r
+    }
+
+    #[test]
+    fn the_material_hash_ignores_check_in_and_idle_times_only() {
+        let base = material_hash(&record());
+        let mut later = record();
+        later.last_checkin = Some(31_000);
+        later.idle_secs = 40;
+        later.users[0].idle_secs = 45;
+        assert_eq!(material_hash(&later), base, "a quiet check-in");
+
+        let mut idle = record();
+        idle.users[0].idle_secs = crate::machines::IDLE_AFTER_SECS;
+        assert_ne!(material_hash(&idle), base, "a user turning idle");
+        let mut other = record();
+        other.user = Some("dave".into());
+        assert_ne!(material_hash(&other), base);
+        let mut status = record();
+        status.status = MachineStatus::Offline;
+        assert_ne!(material_hash(&status), base);
+        let mut suspended = record();
+        suspended.suspended = true;
+        assert_ne!(material_hash(&suspended), base);
+    }
+}
