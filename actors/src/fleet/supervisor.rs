@@ -213,7 +213,11 @@ impl FleetState {
             }
         }
         if !lost.is_empty() {
+            // Records of lost machines go, and so does what was sent to their actors, so an
+            // answer to a rest request from one of them is not taken as a record.
             self.resting
+                .retain(|m, _| !lost.contains(&subjects::partition_of(m)));
+            self.activity
                 .retain(|m, _| !lost.contains(&subjects::partition_of(m)));
             for machine in self.agents.keys() {
                 if lost.contains(&subjects::partition_of(machine))
@@ -405,7 +409,9 @@ impl FleetState {
     /// Takes an actor's machine back as a record if nothing was sent to it since it was asked to
     /// rest, and stops it; otherwise it stays.
     fn rest(&mut self, machine: String, resting: Resting, epoch: u64) {
-        if self.activity.get(&machine).is_none_or(|a| a.sent != epoch) {
+        if self.activity.get(&machine).is_none_or(|a| a.sent != epoch)
+            || !self.shared().partitions.owns_key(&machine)
+        {
             return;
         }
         let Some(actor) = self.agents.forget(&machine) else {
