@@ -108,6 +108,17 @@ impl<S: ChildSpec> Children<S> {
         self.by_key.get(key).cloned()
     }
 
+    /// The key of a running child.
+    pub fn key_of(&self, child: &ChildRef<S>) -> Option<&str> {
+        self.by_actor.get(&child.get_id()).map(String::as_str)
+    }
+
+    /// Stops routing `key` to its child (which is about to stop cleanly) and returns it; its
+    /// next message starts a new one.
+    pub fn forget(&mut self, key: &str) -> Option<ChildRef<S>> {
+        self.by_key.remove(key)
+    }
+
     /// The keys of the running children.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.by_key.keys().map(String::as_str)

@@ -87,6 +87,18 @@ impl Server {
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as with a hung
+    /// server or a network that drops everything. It is killed when dropped (SIGKILL works on a
+    /// stopped process).
+    fn freeze(&self) {
+        let pid = self.child.id().expect("nats-server pid") as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGSTOP,
+        )
+        .expect("SIGSTOP");
+    }
+
     /// Kills the server (SIGKILL: gone without a goodbye).
     async fn kill(mut self) {
         self.child.kill().await.expect("kill nats-server");
@@ -176,6 +188,7 @@ impl Agent {
             .expect("wait");
         assert!(status.success(), "exit status {status}:\n{}", self.log());
         assert!(sent.elapsed() < STOP_LIMIT);
+        eprintln!("stopped {:?} after SIGTERM", sent.elapsed());
     }
 }
 
@@ -269,6 +282,46 @@ async fn sigterm_stops_a_simulated_fleet_whose_server_is_gone_within_5_s() {
     let fleet = Agent::start(port, PASSWORD, &["--simulate", "100"]);
     let simulated = natter_actors::subjects::ALL_SIMULATED_CHECKINS;
     wait_for_checkins(&mut server.checkins_on(simulated).await, 100).await;
+
+    server.kill().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fleet.stop_within_limit().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_an_agent_whose_server_is_frozen_within_5_s() {
+    let port = free_port();
+    let server = Server::start(port, PASSWORD).await;
+    let agent = Agent::machine(port, PASSWORD);
+    wait_for_checkins(&mut server.checkins().await, 1).await;
+
+    server.freeze();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    agent.stop_within_limit().await;
+}
+
+/// A large simulated fleet (20 connections of 1000 agents) whose server hangs: every connection
+/// has unanswered work in flight when SIGTERM comes.
+#[tokio::test]
+async fn sigterm_stops_a_simulated_fleet_of_20000_whose_server_is_frozen_within_5_s() {
+    let port = free_port();
+    let server = Server::start(port, PASSWORD).await;
+    let fleet = Agent::start(port, PASSWORD, &["--simulate", "20000"]);
+    let simulated = natter_actors::subjects::ALL_SIMULATED_CHECKINS;
+    wait_for_checkins(&mut server.checkins_on(simulated).await, 2000).await;
+
+    server.freeze();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    fleet.stop_within_limit().await;
+}
+
+#[tokio::test]
+async fn sigterm_stops_a_simulated_fleet_of_20000_whose_server_is_gone_within_5_s() {
+    let port = free_port();
+    let server = Server::start(port, PASSWORD).await;
+    let fleet = Agent::start(port, PASSWORD, &["--simulate", "20000"]);
+    let simulated = natter_actors::subjects::ALL_SIMULATED_CHECKINS;
+    wait_for_checkins(&mut server.checkins_on(simulated).await, 2000).await;
 
     server.kill().await;
     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -10,6 +10,7 @@
 mod browser;
 mod chat;
 mod conns;
+mod fleet_floor;
 mod fleet_page;
 mod floor;
 mod http;
@@ -59,6 +60,15 @@ enum Cmd {
     FloorSse {
         #[arg(long)]
         warp: bool,
+    },
+    /// (internal) The floor of one machine's state in a node: prints the resident memory per
+    /// item of `--count` items of `--kind`.
+    #[command(hide = true)]
+    FloorFleet {
+        #[arg(long, value_enum)]
+        kind: fleet_floor::FloorKind,
+        #[arg(long, default_value_t = 100_000)]
+        count: usize,
     },
 }
 
@@ -116,6 +126,10 @@ fn main() -> Result<(), BoxError> {
             .enable_all()
             .build()?
             .block_on(floor::floor_sse(warp)),
+        Some(Cmd::FloorFleet { kind, count }) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(fleet_floor::floor_fleet(kind, count)),
         Some(Cmd::Run(args)) => runtime()?.block_on(run(args)),
         None => runtime()?.block_on(run(RunArgs::parse_from(["run"]))),
     }

@@ -384,7 +384,7 @@ impl NatsServer {
         }
     }
 
-    /// Stops the server gracefully (SIGTERM, then SIGKILL after 10 s) and waits for it.
+    /// Stops the server gracefully (SIGTERM, then SIGKILL after 2 s) and waits for it.
     pub async fn stop(mut self) {
         self.stop.cancel();
         let _ = self.stopped.wait_for(|s| *s).await;

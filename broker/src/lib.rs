@@ -327,6 +327,11 @@ impl Node {
 }
 
 impl Node {
+    /// How many agent actors run now (machines with something going on; the others are records).
+    pub fn agent_actors(&self) -> usize {
+        self.fleet.get_children().len()
+    }
+
     /// Dies as a crashed node would (tests): stops renewing its leases without releasing them,
     /// stops its actors and HTTP server and closes its actors' NATS connection. Other nodes take
     /// its partitions once the leases lapse.
@@ -380,6 +385,7 @@ async fn start_fleet(
             offline_after: config.fleet.offline_after,
             refresh: config.fleet.refresh,
             sweep: config.fleet.sweep,
+            rest_after: config.fleet.rest_after,
         },
         enrolled,
     };

@@ -165,6 +165,22 @@ async fn stop_signal() {
     }
 }
 
+/// How long a node asked to stop gets to shut down before it exits anyway (its embedded
+/// nats-server, if any, is killed with it: the server asks for SIGKILL when its parent dies).
+/// Each step of the shutdown has its own bound; this one holds whatever state NATS is in, so
+/// the process is gone within 5 s of SIGTERM.
+const SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_millis(4500);
+
+/// Exits the process [`SHUTDOWN_LIMIT`] from now unless it has exited by then. A thread of its
+/// own, so a busy or stuck runtime cannot hold it up.
+fn exit_after_shutdown_limit() {
+    std::thread::spawn(|| {
+        std::thread::sleep(SHUTDOWN_LIMIT);
+        eprintln!("natter: the shutdown did not finish within {SHUTDOWN_LIMIT:?}; exiting anyway");
+        std::process::exit(1);
+    });
+}
+
 /// How long a node whose embedded server failed gets to shut down before it exits anyway.
 const FAILED_SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -211,7 +227,7 @@ async fn stop_requested(
         }
     };
     tokio::select! {
-        _ = stop_signal() => {}
+        _ = stop_signal() => exit_after_shutdown_limit(),
         why = failed => {
             // Without its NATS server, a step of the shutdown could wait for ever.
             let last_words = format!(

@@ -1,5 +1,14 @@
-//! The fleet supervisor: routes check-ins and machine requests to agent actors and keeps one
-//! timer wheel of "offline at" deadlines for the whole fleet.
+//! The fleet supervisor: keeps every machine of its partitions either as a compact [`Resting`]
+//! record (nothing going on) or as an [`AgentActor`] (something going on), routes check-ins and
+//! machine requests, and keeps one timer wheel of "offline at" deadlines for the whole fleet.
+//!
+//! A check-in that changes nothing worth writing is taken into the record here, without an
+//! actor. Anything else (a change to write, a refresh due, a deadline come due, a machine request)
+//! starts the machine's actor at once, seeded with the record, and the record is dropped: one
+//! writer of the machine's key at a time. An actor that got nothing for `rest_after` (short, so a
+//! burst of changes such as a fleet going offline together leaves few actors behind it) and has
+//! nothing pending is asked to rest; it answers with its record unless something came up, and
+//! the supervisor takes the record back only if it sent the actor nothing since it asked.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -9,7 +18,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use super::agent::{AgentActor, AgentArgs, AgentMsg, MOVED_STOP, UNKNOWN_MACHINE};
+use super::agent::{
+    AgentActor, AgentArgs, AgentMsg, MOVED_STOP, Quiet, REST_STOP, Resting, UNKNOWN_MACHINE,
+};
 use super::{FleetArgs, Shared, is_simulated_checkin, parse_checkin};
 use crate::machines::{MachineReply, MachineRequest};
 use crate::partitions::Owned;
@@ -18,6 +29,9 @@ use crate::subjects;
 use crate::supervision::{ChildSpec, Children, follow_partitions, pump};
 
 pub struct FleetSupervisor;
+
+/// How often running actors are checked for rest (at most).
+const REST_SCAN: Duration = Duration::from_secs(1);
 
 pub enum FleetMsg {
     /// A real or a simulated agent's check-in (the subject says which).
@@ -28,8 +42,16 @@ pub enum FleetMsg {
         machine: String,
         at: Option<u64>,
     },
-    /// Start actors for every machine in KV of these partitions (just taken).
+    /// Read every machine in KV of these partitions (just taken).
     Load(Vec<u32>),
+    /// Machines read from KV for [`FleetMsg::Load`].
+    Loaded(Vec<crate::machines::MachineRecord>),
+    /// An agent actor's answer to [`AgentMsg::Rest`]: its machine as a record.
+    Resting {
+        machine: String,
+        resting: Resting,
+        epoch: u64,
+    },
     /// The partitions this node owns now.
     Owned(Owned),
     Sweep,
@@ -44,7 +66,7 @@ struct AgentSpec {
 impl ChildSpec for AgentSpec {
     type Child = AgentActor;
     const KIND: &'static str = "agent";
-    const CLEAN_STOPS: &'static [&'static str] = &[UNKNOWN_MACHINE, MOVED_STOP];
+    const CLEAN_STOPS: &'static [&'static str] = &[UNKNOWN_MACHINE, MOVED_STOP, REST_STOP];
 
     fn build(&self, machine: &str) -> (AgentActor, AgentArgs) {
         let args = AgentArgs {
@@ -58,6 +80,12 @@ impl ChildSpec for AgentSpec {
 
 pub struct FleetState {
     agents: Children<AgentSpec>,
+    /// What the supervisor sent each running actor: to pick idle ones and to tell whether an
+    /// answer to [`AgentMsg::Rest`] is still true.
+    activity: HashMap<String, Activity>,
+    /// Machines without an actor.
+    resting: HashMap<Box<str>, Resting>,
+    last_rest_scan: u64,
     deadlines: Deadlines,
     /// Per owned partition: the pump of its machine-request subscription.
     requests: HashMap<u32, tokio::task::JoinHandle<()>>,
@@ -102,6 +130,9 @@ impl Actor for FleetSupervisor {
         };
         Ok(FleetState {
             agents: Children::new(spec, myself.get_cell()),
+            activity: HashMap::new(),
+            resting: HashMap::new(),
+            last_rest_scan: crate::now_ms(),
             deadlines: Deadlines::default(),
             requests: HashMap::new(),
             tasks,
@@ -129,7 +160,13 @@ impl Actor for FleetSupervisor {
             FleetMsg::Checkin(msg) => state.on_checkin(msg).await?,
             FleetMsg::Request(msg) => state.on_request(msg).await?,
             FleetMsg::Deadline { machine, at } => state.deadlines.set(machine, at),
-            FleetMsg::Load(partitions) => state.load(partitions, &myself).await?,
+            FleetMsg::Load(partitions) => state.load(partitions, &myself),
+            FleetMsg::Loaded(records) => state.loaded(records).await?,
+            FleetMsg::Resting {
+                machine,
+                resting,
+                epoch,
+            } => state.rest(machine, resting, epoch),
             FleetMsg::Owned(owned) => state.follow(owned, &myself).await,
             FleetMsg::Sweep => state.sweep().await?,
         }
@@ -146,6 +183,11 @@ impl Actor for FleetSupervisor {
         // agent's next check-in.
         if let Some(actor) = state.agents.on_event(evt).await {
             let _ = actor.cast(AgentMsg::Tick);
+            if let Some(key) = state.agents.key_of(&actor) {
+                let activity = state.activity.entry(key.to_string()).or_default();
+                activity.sent += 1;
+                activity.last = crate::now_ms();
+            }
         }
         Ok(())
     }
@@ -171,6 +213,12 @@ impl FleetState {
             }
         }
         if !lost.is_empty() {
+            // Records of lost machines go, and so does what was sent to their actors, so an
+            // answer to a rest request from one of them is not taken as a record.
+            self.resting
+                .retain(|m, _| !lost.contains(&subjects::partition_of(m)));
+            self.activity
+                .retain(|m, _| !lost.contains(&subjects::partition_of(m)));
             for machine in self.agents.keys() {
                 if lost.contains(&subjects::partition_of(machine))
                     && let Some(actor) = self.agents.running(machine)
@@ -214,9 +262,12 @@ impl FleetState {
         }
         match parsed {
             Ok(checkin) => {
-                let actor = self.agents.get_or_start(&checkin.machine).await?;
                 let simulated = is_simulated_checkin(msg.subject.as_str());
-                let _ = actor.cast(AgentMsg::Checkin { checkin, simulated });
+                if let Err(record) = self.take_quiet_checkin(&checkin, simulated) {
+                    let machine = checkin.machine.clone();
+                    let msg = AgentMsg::Checkin { checkin, simulated };
+                    self.send_seeded(&machine, msg, record).await?;
+                }
             }
             Err(why) => {
                 self.shared().stats.rejected.fetch_add(1, Ordering::Relaxed);
@@ -234,8 +285,8 @@ impl FleetState {
         };
         match parse_request(&msg) {
             Ok((machine, request)) => {
-                let actor = self.agents.get_or_start(&machine).await?;
-                let _ = actor.cast(AgentMsg::Request { request, reply });
+                self.send(&machine, AgentMsg::Request { request, reply })
+                    .await?;
             }
             Err(why) => {
                 let body = serde_json::to_vec(&MachineReply::Err(why))?;
@@ -245,49 +296,230 @@ impl FleetState {
         Ok(())
     }
 
-    /// Starts an actor for every machine in KV of `partitions` (just taken), so machines that
-    /// stop checking in go offline after a node start or a failover too.
-    async fn load(
+    /// Reads every machine in KV of `partitions` (just taken) in a task of its own, so machines
+    /// that stop checking in go offline after a node start or a failover too.
+    fn load(&mut self, partitions: Vec<u32>, myself: &ActorRef<FleetMsg>) {
+        let (store, myself) = (self.shared().machines.clone(), myself.clone());
+        self.tasks.retain(|t| !t.is_finished());
+        self.tasks
+            .push(tokio::spawn(read_machines(store, partitions, myself)));
+    }
+
+    /// Takes machines read from KV as records, unless the machine already has a record or an
+    /// actor (newer); one whose status is out of date (offline since) gets an actor to write it.
+    async fn loaded(
         &mut self,
-        partitions: Vec<u32>,
-        myself: &ActorRef<FleetMsg>,
+        records: Vec<crate::machines::MachineRecord>,
     ) -> Result<(), ActorProcessingErr> {
-        let keys = match self.shared().machines.keys().await {
-            Ok(keys) => {
-                keys.filter_map(|k| async move { k.ok() })
-                    .collect::<Vec<_>>()
-                    .await
+        let now = crate::now_ms();
+        let offline_after = self.shared().config.offline_after;
+        for record in records {
+            let machine = record.id.as_str();
+            if !self.shared().partitions.owns_key(machine)
+                || self.agents.running(machine).is_some()
+                || self.resting.contains_key(machine)
+            {
+                continue;
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "could not list machines; retrying");
-                myself.send_after(Duration::from_secs(1), move || FleetMsg::Load(partitions));
-                return Ok(());
+            let mut settled = record.clone().bounded();
+            settled.status = settled.derive_status(now, offline_after);
+            if settled != record {
+                let machine = record.id.clone();
+                self.send(&machine, AgentMsg::Tick).await?;
+                continue;
             }
-        };
-        let owner = &self.shared().partitions;
-        let taken: Vec<String> = keys
-            .into_iter()
-            .filter(|m| valid_machine_id(m))
-            .filter(|m| partitions.contains(&subjects::partition_of(m)) && owner.owns_key(m))
-            .collect();
-        for machine in taken {
-            let actor = self.agents.get_or_start(&machine).await?;
-            let _ = actor.cast(AgentMsg::Tick);
+            let at = super::agent::deadline_of(&record, offline_after);
+            self.deadlines.set(record.id.clone(), at);
+            let resting = Resting::of_stored(&record, now);
+            self.resting.insert(record.id.into_boxed_str(), resting);
         }
         Ok(())
     }
 
-    /// Ticks every agent actor whose deadline has passed.
+    /// Takes a check-in into the machine's record if it has one and the check-in changes
+    /// nothing worth writing (counted as the actor would). Otherwise an actor must take it:
+    /// `Err` with the record the check-in makes when the resting record can tell it.
+    fn take_quiet_checkin(
+        &mut self,
+        checkin: &crate::protocol::Checkin,
+        simulated: bool,
+    ) -> Result<(), Option<Box<crate::machines::MachineRecord>>> {
+        let shared = self.agents.spec().shared.clone();
+        let machine = checkin.machine.as_str();
+        let Some(resting) = self.resting.get_mut(machine) else {
+            return Err(None);
+        };
+        if simulated && !shared.enrolled.allows_simulated(machine) {
+            shared.stats.rejected.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%machine, "dropped a simulated check-in for an enrolled machine");
+            return Ok(());
+        }
+        let now = crate::now_ms();
+        if resting.suspended() {
+            if resting.refresh_due(now, &shared) {
+                return Err(None);
+            }
+            shared.stats.ignored.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        match resting.take_quiet_checkin(checkin, now, &shared) {
+            Quiet::Taken(at) => {
+                shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                self.deadlines.set(checkin.machine.clone(), at);
+                Ok(())
+            }
+            Quiet::NotQuiet(record) => Err(record),
+        }
+    }
+
+    /// Sends `msg` to the machine's actor, started (seeded with the machine's record, which it
+    /// replaces) if it is not running.
+    async fn send(&mut self, machine: &str, msg: AgentMsg) -> Result<(), ActorProcessingErr> {
+        self.send_seeded(machine, msg, None).await
+    }
+
+    /// [`FleetState::send`], with the whole record when the supervisor knows it (the actor then
+    /// does not read KV).
+    async fn send_seeded(
+        &mut self,
+        machine: &str,
+        msg: AgentMsg,
+        record: Option<Box<crate::machines::MachineRecord>>,
+    ) -> Result<(), ActorProcessingErr> {
+        let running = self.agents.running(machine);
+        let actor = match running {
+            Some(actor) => actor,
+            None => {
+                let actor = self.agents.get_or_start(machine).await?;
+                if let Some(resting) = self.resting.remove(machine) {
+                    let mut seed = resting.seed();
+                    seed.record = record;
+                    let _ = actor.cast(AgentMsg::Seed(seed));
+                }
+                actor
+            }
+        };
+        let activity = self.activity.entry(machine.to_string()).or_default();
+        activity.sent += 1;
+        activity.last = crate::now_ms();
+        let _ = actor.cast(msg);
+        Ok(())
+    }
+
+    /// Takes an actor's machine back as a record if nothing was sent to it since it was asked to
+    /// rest, and stops it; otherwise it stays.
+    fn rest(&mut self, machine: String, resting: Resting, epoch: u64) {
+        if self.activity.get(&machine).is_none_or(|a| a.sent != epoch)
+            || !self.shared().partitions.owns_key(&machine)
+        {
+            return;
+        }
+        let Some(actor) = self.agents.forget(&machine) else {
+            return;
+        };
+        self.activity.remove(&machine);
+        actor.stop(Some(REST_STOP.into()));
+        self.resting.insert(machine.into_boxed_str(), resting);
+    }
+
+    /// Asks the actors that got nothing for `rest_after` to rest; forgets the activity of
+    /// actors that stopped.
+    fn ask_idle_actors_to_rest(&mut self, now: u64) {
+        let idle_after =
+            u64::try_from(self.shared().config.rest_after.as_millis()).unwrap_or(u64::MAX);
+        let agents = &self.agents;
+        self.activity.retain(|machine, activity| {
+            let Some(actor) = agents.running(machine) else {
+                return false;
+            };
+            if now.saturating_sub(activity.last) >= idle_after {
+                activity.last = now;
+                let _ = actor.cast(AgentMsg::Rest {
+                    epoch: activity.sent,
+                });
+            }
+            true
+        });
+    }
+
+    /// Ticks every machine whose deadline has passed (an actor, started if it rests, writes its
+    /// new status); now and then, asks idle actors to rest.
     async fn sweep(&mut self) -> Result<(), ActorProcessingErr> {
         let now = crate::now_ms();
         while let Some(machine) = self.deadlines.pop_due(now) {
             if !self.shared().partitions.owns_key(&machine) {
                 continue;
             }
-            let actor = self.agents.get_or_start(&machine).await?;
-            let _ = actor.cast(AgentMsg::Tick);
+            self.send(&machine, AgentMsg::Tick).await?;
+        }
+        let scan = REST_SCAN.min(self.shared().config.rest_after);
+        if now.saturating_sub(self.last_rest_scan) >= scan.as_millis() as u64 {
+            self.last_rest_scan = now;
+            self.ask_idle_actors_to_rest(now);
         }
         Ok(())
+    }
+}
+
+/// What the supervisor sent one running actor.
+#[derive(Default)]
+struct Activity {
+    /// How many messages.
+    sent: u64,
+    /// When (ms) the last one went, or the actor was last asked to rest.
+    last: u64,
+}
+
+/// How many machines are read from KV at a time, and handed to the supervisor in one message.
+const LOAD_BATCH: usize = 256;
+
+/// Reads the machines of `partitions` from KV and hands them to the supervisor in batches;
+/// starts over after a second if the bucket cannot be listed.
+async fn read_machines(
+    store: async_nats::jetstream::kv::Store,
+    partitions: Vec<u32>,
+    supervisor: ActorRef<FleetMsg>,
+) {
+    use async_nats::jetstream::kv::Operation;
+    let keys = loop {
+        match store.keys().await {
+            Ok(keys) => break keys.filter_map(|k| async move { k.ok() }),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list machines; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let wanted = keys.filter(|m| {
+        let take = valid_machine_id(m) && partitions.contains(&subjects::partition_of(m));
+        async move { take }
+    });
+    let mut records = std::pin::pin!(
+        wanted
+            .map(|m| {
+                let store = store.clone();
+                async move { store.entry(&m).await }
+            })
+            .buffer_unordered(32)
+            .filter_map(|entry| async move {
+                let entry = match entry {
+                    Ok(Some(entry)) if entry.operation == Operation::Put => entry,
+                    Ok(_) => return None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read a machine");
+                        return None;
+                    }
+                };
+                serde_json::from_slice::<crate::machines::MachineRecord>(&entry.value)
+                    .ok()
+                    .filter(|r| r.id == entry.key)
+            })
+            .chunks(LOAD_BATCH)
+    );
+    while let Some(batch) = records.next().await {
+        if supervisor.cast(FleetMsg::Loaded(batch)).is_err() {
+            return;
+        }
     }
 }
 

@@ -134,6 +134,8 @@ pub struct FleetConfig {
     pub refresh: Duration,
     /// How often "offline" deadlines are checked.
     pub sweep: Duration,
+    /// An agent actor idle this long, with nothing pending, goes back to a record.
+    pub rest_after: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

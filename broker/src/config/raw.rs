@@ -51,6 +51,7 @@ pub(super) struct RawFleet {
     pub offline_after: u32,
     pub refresh: String,
     pub sweep: String,
+    pub rest_after: String,
 }
 
 impl Default for RawFleet {
@@ -59,6 +60,7 @@ impl Default for RawFleet {
             offline_after: 3,
             refresh: "5m".into(),
             sweep: "250ms".into(),
+            rest_after: "1s".into(),
         }
     }
 }

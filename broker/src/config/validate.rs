@@ -176,6 +176,7 @@ fn fleet(raw: RawFleet) -> Result<FleetConfig, ConfigError> {
         offline_after: raw.offline_after,
         refresh: duration("fleet.refresh", &raw.refresh)?,
         sweep: duration("fleet.sweep", &raw.sweep)?,
+        rest_after: duration("fleet.rest_after", &raw.rest_after)?,
     })
 }
 

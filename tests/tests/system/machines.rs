@@ -56,10 +56,24 @@ const WALK_INTERVAL: Duration = Duration::from_millis(1000);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_check_in_state_and_transition_reaches_the_browser_live() {
+    walk_every_state(None).await;
+}
+
+/// The same walk with agent actors going back to records as soon as they are idle: every check-in,
+/// deadline and request finds the machine as a record first, and must come out the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_and_transition_also_reaches_the_browser_when_actors_rest_at_once() {
+    walk_every_state(Some(Duration::from_millis(1))).await;
+}
+
+async fn walk_every_state(rest_after: Option<Duration>) {
     let mut system = Scenario::new()
-        .config(|c| {
+        .config(move |c| {
             c.fleet.offline_after = 2;
             c.fleet.sweep = Duration::from_millis(50);
+            if let Some(rest_after) = rest_after {
+                c.fleet.rest_after = rest_after;
+            }
         })
         .operator("alice")
         .start()
@@ -581,5 +595,60 @@ async fn bad_paging_parameters_are_refused_with_a_clear_message() {
     let (status, all) = alice.get("/api/machines").await;
     assert_eq!(status, StatusCode::OK);
     assert!(all.is_array(), "{all}");
+
+/// A machine whose agent keeps checking in with nothing new is a record, not an actor: its
+/// actor goes away, its check-ins still count, a machine request sees the latest check-in time
+/// (newer than what KV holds), and a change starts an actor that writes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_machine_rests_as_a_record_and_wakes_on_a_change() {
+    let system = Scenario::new()
+        .config(|c| c.fleet.rest_after = Duration::from_millis(200))
+        .machine_with(
+            "pc1.sales.acme",
+            Presence::user(Some("carol")),
+            Duration::from_millis(300),
+        )
+        .operator("alice")
+        .start()
+        .await;
+    let m = "pc1.sales.acme";
+    let alice = system.operator("alice");
+    alice
+        .wait_for(&format!("/api/machines/{m}"), |v| v["status"] == "user")
+        .await;
+    let node = &system.node.node;
+    let stats = node.fleet_stats.clone();
+    let accepted = || stats.accepted.load(std::sync::atomic::Ordering::Relaxed);
+    let writes = || stats.writes.load(std::sync::atomic::Ordering::Relaxed);
+    // Resting: no agent actor, while check-ins keep being counted without writes.
+    eventually(WAIT, || {
+        let idle = node.agent_actors() == 0;
+        async move { idle }
+    })
+    .await;
+    let (accepted_then, writes_then) = (accepted(), writes());
+    eventually(WAIT, || {
+        let more = accepted() >= accepted_then + 3;
+        async move { more }
+    })
+    .await;
+    assert_eq!(writes(), writes_then, "quiet check-ins write nothing");
+    // KV has the check-in time of the last write.
+    let js = async_nats::jetstream::new(system.nats.broker_client().await);
+    let bucket = natter_actors::store::MACHINES_BUCKET;
+    let kv = js.get_key_value(bucket).await.expect("the machines bucket");
+    let stored: Value = serde_json::from_slice(&kv.get(m).await.unwrap().unwrap()).unwrap();
+    let viewed = admin_request(&system.nats, m, json!({"op": "view"})).await;
+    assert!(
+        viewed["Ok"]["last_checkin"].as_u64() > stored["last_checkin"].as_u64(),
+        "the view has the latest check-in, not the last written one: {viewed} vs {stored}"
+    );
+    assert_eq!(viewed["Ok"]["status"], "user", "{viewed}");
+    // A change: written at once and seen by the browser.
+    system.agent(m).check_in(Presence::user(None));
+    alice
+        .wait_for(&format!("/api/machines/{m}"), |v| v["status"] == "online")
+        .await;
+    assert!(writes() > writes_then);
     system.shutdown().await;
 }
