@@ -321,9 +321,11 @@ fn opener(cli: &Cli) -> Result<Arc<dyn Opener>, String> {
     match cli.opener.as_str() {
         "print" => Ok(Arc::new(PrintOpener)),
         #[cfg(target_os = "linux")]
-        "desktop" => Ok(Arc::new(natter_agent::desktop::linux_open::DesktopOpener::new(
-            natter_agent::desktop::logind::LogindSessions::new(&cli.loginctl),
-        ))),
+        "desktop" => Ok(Arc::new(
+            natter_agent::desktop::linux_open::DesktopOpener::new(
+                natter_agent::desktop::logind::LogindSessions::new(&cli.loginctl),
+            ),
+        )),
         #[cfg(not(target_os = "linux"))]
         "desktop" => Err("--opener desktop is not available on this OS yet".into()),
         spec => CommandOpener::parse(spec)
@@ -342,9 +344,9 @@ fn os_sessions(cli: &Cli) -> Result<Arc<dyn SessionSource>, String> {
     }
     #[cfg(target_os = "linux")]
     {
-        Ok(Arc::new(natter_agent::desktop::logind::LogindSessions::new(
-            &cli.loginctl,
-        )))
+        Ok(Arc::new(
+            natter_agent::desktop::logind::LogindSessions::new(&cli.loginctl),
+        ))
     }
     #[cfg(not(target_os = "linux"))]
     {

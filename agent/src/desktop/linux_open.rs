@@ -12,8 +12,8 @@
 //! the display variables (`DISPLAY`, `WAYLAND_DISPLAY`, `XAUTHORITY`, `XDG_CURRENT_DESKTOP`, …)
 //! of the first process of the session that has a display, which are the desktop's own.
 
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -97,8 +97,8 @@ pub struct DesktopOpener {
     pub sessions: LogindSessions,
     /// The program that opens a URL as the user (`xdg-open`), with its arguments before the URL.
     pub program: Vec<String>,
-    /// `runuser`, to become the user.
-    pub runuser: PathBuf,
+    /// Whether systemd runs this machine (then windows open through `systemd-run`).
+    pub systemd: bool,
 }
 
 impl DesktopOpener {
@@ -106,7 +106,7 @@ impl DesktopOpener {
         DesktopOpener {
             sessions,
             program: vec!["xdg-open".into()],
-            runuser: PathBuf::from("runuser"),
+            systemd: super::logind::logind_running(),
         }
     }
 
@@ -130,83 +130,181 @@ impl DesktopOpener {
         self.sessions.session(&chosen.session)
     }
 
-    /// The command that runs the browser as `s`'s user with `env`.
-    fn command(&self, s: &LogindSession, env: &[(String, String)], url: &str) -> Command {
-        let (first, rest) = self.program.split_first().expect("a program");
-        let as_user = effective_uid() == Some(s.uid);
-        let mut command = if as_user {
-            Command::new(first)
+    /// How this agent becomes `s`'s user.
+    fn launch(&self, s: &LogindSession) -> Result<Launch, String> {
+        let uid = effective_uid();
+        if uid == Some(s.uid) {
+            Ok(Launch::Direct)
+        } else if uid != Some(0) {
+            Err(format!(
+                "the agent runs as uid {} and cannot open a window for {}: run it as root (as its service does)",
+                uid.map_or("?".into(), |u| u.to_string()),
+                s.name
+            ))
+        } else if self.systemd {
+            Ok(Launch::SystemdRun)
         } else {
-            let mut c = Command::new(&self.runuser);
-            c.args(["-u", &s.name, "--", first]);
-            c
-        };
-        command
-            .args(rest)
-            .arg(url)
-            .env_clear()
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .env("USER", &s.name)
-            .env("LOGNAME", &s.name)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if as_user && let Some(home) = std::env::var_os("HOME") {
-            command.env("HOME", home);
+            Ok(Launch::Runuser)
         }
-        command
+    }
+}
+
+/// How the opener becomes the session's user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// The agent already runs as the user.
+    Direct,
+    /// A transient system service with the user's uid (`systemd-run --uid`; root under
+    /// systemd): started by systemd itself, so the browser is outside the agent service's
+    /// sandbox (`ProtectSystem=strict` would leave it a read-only disk) and cgroup (restarting
+    /// the agent would close it).
+    SystemdRun,
+    /// `runuser -u USER` (root without systemd).
+    Runuser,
+}
+
+/// The PATH a browser gets.
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The command line (program first) that opens `url` with `program` as `s`'s user, and the
+/// environment to run it with (the command's own: for `systemd-run` it is passed in `-E`).
+pub fn launch_command(
+    launch: Launch,
+    s: &LogindSession,
+    env: &[(String, String)],
+    program: &[String],
+    url: &str,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let mut vars: Vec<(String, String)> = vec![
+        ("PATH".into(), PATH.into()),
+        ("USER".into(), s.name.clone()),
+        ("LOGNAME".into(), s.name.clone()),
+    ];
+    vars.extend(env.iter().cloned());
+    let mut argv: Vec<String> = Vec::new();
+    match launch {
+        Launch::Direct => {
+            if let Some(home) = std::env::var_os("HOME") {
+                vars.push(("HOME".into(), home.to_string_lossy().into_owned()));
+            }
+        }
+        Launch::Runuser => {
+            argv.extend(["runuser".into(), "-u".into(), s.name.clone(), "--".into()])
+        }
+        Launch::SystemdRun => {
+            argv.extend([
+                "systemd-run".into(),
+                "--quiet".into(),
+                "--wait".into(),
+                "--collect".into(),
+                format!("--uid={}", s.name),
+                format!("--unit=natter-chat-{}-{}", s.id, unique()),
+                "--property=WorkingDirectory=~".into(),
+            ]);
+            argv.extend(vars.iter().map(|(k, v)| format!("--setenv={k}={v}")));
+            argv.push("--".into());
+            vars = vec![("PATH".into(), PATH.into())];
+        }
+    }
+    argv.extend(program.iter().cloned());
+    argv.push(url.to_string());
+    (argv, vars)
+}
+
+/// A number that differs for every window this process opens (unit and file names).
+fn unique() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{n}", std::process::id())
+}
+
+/// What `xdg-open`'s exit status says (its manual's list).
+fn xdg_open_status(code: Option<i32>) -> &'static str {
+    match code {
+        Some(1) => "error in command line syntax",
+        Some(2) => "one of the files passed on the command line did not exist",
+        Some(3) => "a required tool could not be found (no browser?)",
+        Some(4) => "the action failed",
+        _ => "",
     }
 }
 
 impl Opener for DesktopOpener {
-    fn open(&self, _machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String> {
-        let s = self.target(user)?;
-        let uid = effective_uid();
-        if uid != Some(0) && uid != Some(s.uid) {
-            return Err(format!(
-                "the agent runs as uid {} and cannot open a window for {}: run it as root (as its service does)",
-                uid.map_or("?".into(), |u| u.to_string()),
-                s.name
-            ));
+    fn open(&self, machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String> {
+        let opened = self.open_in_session(user, url);
+        match &opened {
+            Ok(session) => tracing::info!(machine, session, "chat window opened"),
+            Err(why) => tracing::warn!(machine, %why, "could not open a chat window"),
         }
-        let run = PathBuf::from(format!("/run/user/{}", s.uid));
-        let env = session_env(&s, &dir_names(&run), &process_envs(s.leader));
-        if !env.iter().any(|(k, _)| k == "DISPLAY" || k == "WAYLAND_DISPLAY") {
+        opened.map(|_| ())
+    }
+}
+
+impl DesktopOpener {
+    /// Opens `url` for `user`; the session it went to, or why not.
+    fn open_in_session(&self, user: Option<&ChatUser>, url: &str) -> Result<String, String> {
+        let s = self.target(user)?;
+        let launch = self.launch(&s)?;
+        let run = format!("/run/user/{}", s.uid);
+        let env = session_env(&s, &dir_names(Path::new(&run)), &process_envs(s.leader));
+        if !env
+            .iter()
+            .any(|(k, _)| k == "DISPLAY" || k == "WAYLAND_DISPLAY")
+        {
             return Err(format!(
                 "session {} of {} has no display to open a window on",
                 s.id, s.name
             ));
         }
-        let mut child = (self.command(&s, &env, url).spawn())
-            .map_err(|e| format!("could not run {}: {e}", self.program[0]))?;
+        let (argv, vars) = launch_command(launch, &s, &env, &self.program, url);
+        // Its messages go to a file, not a pipe: a browser that keeps running must never block
+        // on a pipe nobody reads, nor die of one whose reader (this agent) restarted.
+        let errors_path = std::env::temp_dir().join(format!("natter-open-{}", unique()));
+        let errors = (std::fs::OpenOptions::new().write(true).create_new(true))
+            .mode(0o600)
+            .open(&errors_path)
+            .map_err(|e| format!("cannot make {}: {e}", errors_path.display()))?;
+        let reader = std::fs::File::open(&errors_path);
+        let _ = std::fs::remove_file(&errors_path);
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .envs(vars)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(errors)
+            .spawn()
+            .map_err(|e| format!("could not run {}: {e}", argv[0]))?;
         let started = Instant::now();
         while started.elapsed() < OPEN_WAIT {
             match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) if status.success() => return Ok(s.id),
                 Ok(Some(status)) => {
                     let mut why = String::new();
-                    if let Some(mut err) = child.stderr.take() {
-                        let _ = std::io::Read::read_to_string(&mut err, &mut why);
+                    if let Ok(mut r) = reader {
+                        let _ = std::io::Read::read_to_string(&mut r, &mut why);
+                    }
+                    let mut why = why.trim().to_string();
+                    let meaning = xdg_open_status(status.code());
+                    if self.program[0].ends_with("xdg-open") && !meaning.is_empty() {
+                        why = [why.as_str(), meaning].join(if why.is_empty() { "" } else { "; " });
+                    }
+                    if launch == Launch::SystemdRun && why.is_empty() {
+                        why = "its messages are in the journal (journalctl -t xdg-open)".into();
                     }
                     return Err(format!(
-                        "{} for {} failed ({status}): {}",
-                        self.program[0],
-                        s.name,
-                        why.trim()
+                        "{} for {} failed ({status}): {why}",
+                        self.program[0], s.name
                     ));
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => return Err(format!("waiting for {}: {e}", self.program[0])),
+                Err(e) => return Err(format!("waiting for {}: {e}", argv[0])),
             }
         }
         // Still running: a browser that has the URL. Reap it whenever it ends.
         std::thread::spawn(move || child.wait());
-        Ok(())
+        Ok(s.id)
     }
 }
 
@@ -232,12 +330,20 @@ fn process_envs(leader: u32) -> Vec<Vec<String>> {
         return Vec::new();
     };
     // cgroup v2: one line `0::/user.slice/user-1000.slice/session-2.scope`.
-    let Some(path) = cgroup.lines().find_map(|l| l.strip_prefix("0::")) else {
+    // Only a session's own scope: another cgroup (the root one, a service's) holds processes
+    // that are not the session's.
+    let Some(path) = (cgroup.lines())
+        .find_map(|l| l.strip_prefix("0::"))
+        .filter(|p| p.ends_with(".scope") && p.contains("/session-"))
+    else {
         return Vec::new();
     };
-    let procs = std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.procs"))
-        .unwrap_or_default();
-    let mut pids: Vec<u32> = procs.lines().filter_map(|p| p.trim().parse().ok()).collect();
+    let procs =
+        std::fs::read_to_string(format!("/sys/fs/cgroup{path}/cgroup.procs")).unwrap_or_default();
+    let mut pids: Vec<u32> = procs
+        .lines()
+        .filter_map(|p| p.trim().parse().ok())
+        .collect();
     pids.retain(|p| *p != leader);
     pids.insert(0, leader);
     pids.iter()
@@ -276,6 +382,61 @@ mod tests {
 
     fn names(n: &[&str]) -> Vec<String> {
         n.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn argv_and_vars(launch: Launch) -> (Vec<String>, Vec<(String, String)>) {
+        let env = vec![("DISPLAY".to_string(), ":1".to_string())];
+        launch_command(
+            launch,
+            &session("x11", ":1"),
+            &env,
+            &["xdg-open".to_string()],
+            "http://n/m/S/#t=1",
+        )
+    }
+
+    #[test]
+    fn root_under_systemd_opens_through_a_transient_service_of_the_user() {
+        let (argv, vars) = argv_and_vars(Launch::SystemdRun);
+        assert_eq!(
+            argv[..5],
+            [
+                "systemd-run",
+                "--quiet",
+                "--wait",
+                "--collect",
+                "--uid=carol"
+            ]
+        );
+        assert!(argv[5].starts_with("--unit=natter-chat-2-"), "{argv:?}");
+        for wanted in [
+            "--setenv=DISPLAY=:1",
+            "--setenv=USER=carol",
+            "--property=WorkingDirectory=~",
+        ] {
+            assert!(argv.contains(&wanted.to_string()), "{wanted} in {argv:?}");
+        }
+        let dashes = argv.iter().position(|a| a == "--").expect("--");
+        assert_eq!(argv[dashes + 1..], ["xdg-open", "http://n/m/S/#t=1"]);
+        assert_eq!(vars, [("PATH".to_string(), PATH.to_string())]);
+    }
+
+    #[test]
+    fn root_without_systemd_opens_through_runuser() {
+        let (argv, vars) = argv_and_vars(Launch::Runuser);
+        assert_eq!(
+            argv,
+            [
+                "runuser",
+                "-u",
+                "carol",
+                "--",
+                "xdg-open",
+                "http://n/m/S/#t=1"
+            ]
+        );
+        assert_eq!(get(&vars, "DISPLAY"), Some(":1"));
+        assert_eq!(get(&vars, "LOGNAME"), Some("carol"));
     }
 
     #[test]

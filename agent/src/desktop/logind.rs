@@ -94,7 +94,9 @@ pub fn parse_session(show: &str) -> Result<LogindSession, String> {
         let yes = || match value {
             "yes" => Ok(true),
             "no" => Ok(false),
-            _ => Err(format!("loginctl show-session: {key}={value:?} is not yes/no")),
+            _ => Err(format!(
+                "loginctl show-session: {key}={value:?} is not yes/no"
+            )),
         };
         let number = || {
             value
@@ -116,7 +118,8 @@ pub fn parse_session(show: &str) -> Result<LogindSession, String> {
             "IdleSinceHint" => s.idle_since_us = number()?,
             "Display" => s.display = value.to_string(),
             "Leader" => {
-                s.leader = u32::try_from(number()?).map_err(|_| format!("Leader={value} too large"))?
+                s.leader =
+                    u32::try_from(number()?).map_err(|_| format!("Leader={value} too large"))?
             }
             _ => continue,
         }
@@ -196,8 +199,12 @@ impl LogindSessions {
                 out.status
             ));
         }
-        String::from_utf8(out.stdout)
-            .map_err(|_| format!("{} answered with text that is not UTF-8", self.loginctl.display()))
+        String::from_utf8(out.stdout).map_err(|_| {
+            format!(
+                "{} answered with text that is not UTF-8",
+                self.loginctl.display()
+            )
+        })
     }
 
     /// Every session logind knows, with its properties. A session that ends between the list
@@ -256,7 +263,9 @@ mod tests {
     const NOW_US: u64 = 1_764_700_000_000_000;
 
     fn show(id: &str, extra: &str) -> String {
-        format!("Id={id}\nName=carol\nUser=1000\nClass=user\nType=wayland\nState=active\nActive=yes\nRemote=no\nIdleHint=no\nIdleSinceHint=0\nDisplay=\nLeader=1234\n{extra}")
+        format!(
+            "Id={id}\nName=carol\nUser=1000\nClass=user\nType=wayland\nState=active\nActive=yes\nRemote=no\nIdleHint=no\nIdleSinceHint=0\nDisplay=\nLeader=1234\n{extra}"
+        )
     }
 
     /// carol's GNOME (Wayland) session on the console, in use.
@@ -361,8 +370,15 @@ mod tests {
         let desktops = source.sessions().expect("loginctl answers");
         for d in &desktops {
             let s = all.iter().find(|s| s.id == d.session).expect("listed");
-            assert_eq!((s.name.as_str(), s.class.as_str()), (d.user.as_str(), "user"));
+            assert_eq!(
+                (s.name.as_str(), s.class.as_str()),
+                (d.user.as_str(), "user")
+            );
         }
-        eprintln!("logind: {} sessions, {} desktops: {desktops:?}", all.len(), desktops.len());
+        eprintln!(
+            "logind: {} sessions, {} desktops: {desktops:?}",
+            all.len(),
+            desktops.len()
+        );
     }
 }
