@@ -94,7 +94,8 @@ struct Cli {
 #[derive(Parser)]
 #[command(name = "natter-agent chat")]
 struct ChatCli {
-    /// The running agent's control socket (as given to it).
+    /// The running agent's control socket (as given to it). Without it and --key-file: the
+    /// service's, `/run/natter-agent/control.sock` (Linux).
     #[arg(long, env = "NATTER_AGENT_CONTROL_SOCKET")]
     control_socket: Option<String>,
     /// Without --control-socket: the agent's key file (its socket is that path + `.sock`).
@@ -119,13 +120,20 @@ fn control_socket_path(
     Some(pattern.replace("{machine}", machine).into())
 }
 
+/// The control socket of the agent's service (`dist/natter-agent.service`), where it runs.
+fn service_control_socket() -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from("/run/natter-agent/control.sock");
+    (cfg!(target_os = "linux") && path.exists()).then_some(path)
+}
+
 /// Runs `natter-agent chat`: prints the agent's answer; fails unless the page was opened.
 async fn chat(cli: ChatCli) -> ExitCode {
     let Some(path) = control_socket_path(
         cli.control_socket.as_deref(),
         cli.key_file.as_deref(),
         &cli.machine,
-    ) else {
+    )
+    .or_else(service_control_socket) else {
         eprintln!("natter-agent chat: give --control-socket (or --key-file)");
         return ExitCode::from(2);
     };
@@ -163,7 +171,14 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 /// How long tasks still running at exit (a DNS lookup, a connect) may delay it.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 
+/// The systemd unit that runs the agent as a service (`natter-agent service-unit`).
+const SERVICE_UNIT: &str = include_str!("../dist/natter-agent.service");
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("service-unit") {
+        print!("{SERVICE_UNIT}");
+        return ExitCode::SUCCESS;
+    }
     if std::env::args().nth(1).as_deref() == Some("chat") {
         let args = std::env::args().enumerate().filter(|(i, _)| *i != 1);
         let cli = ChatCli::parse_from(args.map(|(_, a)| a));

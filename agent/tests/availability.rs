@@ -403,3 +403,53 @@ async fn users_os_with_users_given_too_is_refused_clearly() {
         "{stderr}"
     );
 }
+
+/// The unit `natter-agent service-unit` prints: what the README promises, and valid for
+/// systemd (`systemd-analyze verify`, where the machine has it).
+#[test]
+fn the_service_unit_restarts_on_failure_and_keeps_its_key_private() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_natter-agent"))
+        .arg("service-unit")
+        .output()
+        .expect("run natter-agent");
+    assert!(output.status.success());
+    let unit = String::from_utf8(output.stdout).expect("text");
+    for line in [
+        "ExecStart=/usr/local/bin/natter-agent --machine ${NATTER_MACHINE} --users os --opener desktop",
+        "EnvironmentFile=/etc/natter-agent.env",
+        "Restart=on-failure",
+        "StateDirectory=natter-agent",
+        "StateDirectoryMode=0700",
+        "UMask=0077",
+        "Environment=NATTER_AGENT_KEY_FILE=/var/lib/natter-agent/key.nk",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line:?} in the unit");
+    }
+    let analyze = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    if !analyze.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped verifying: this machine has no systemd-analyze");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("natter-agent.service");
+    let here = unit.replace(
+        "/usr/local/bin/natter-agent",
+        env!("CARGO_BIN_EXE_natter-agent"),
+    );
+    std::fs::write(&path, here).expect("write unit");
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze: {said}"
+    );
+}
