@@ -78,10 +78,16 @@ pub fn session_env(
     {
         set(&mut env, "WAYLAND_DISPLAY", socket.to_string());
     }
-    let desktop = session_envs.iter().find(|vars| {
+    fn has(vars: &[String], prefixes: &[&str]) -> bool {
         vars.iter()
-            .any(|v| v.starts_with("DISPLAY=") || v.starts_with("WAYLAND_DISPLAY="))
-    });
+            .any(|v| prefixes.iter().any(|p| v.starts_with(p)))
+    }
+    // A process with a display has the desktop's variables; without one (GNOME on Wayland keeps
+    // its shell outside the session's scope), the session's own desktop name still helps
+    // xdg-open pick the desktop's way of opening a URL.
+    let desktop = (session_envs.iter())
+        .find(|vars| has(vars, &["DISPLAY=", "WAYLAND_DISPLAY="]))
+        .or_else(|| (session_envs.iter()).find(|vars| has(vars, &["XDG_CURRENT_DESKTOP="])));
     for var in desktop.into_iter().flatten() {
         if let Some((key, value)) = var.split_once('=')
             && DESKTOP_VARS.contains(&key)
@@ -444,8 +450,12 @@ mod tests {
         let env = session_env(
             &session("wayland", ""),
             &names(&["bus", "wayland-0.lock", "wayland-0", "pulse"]),
-            &[],
+            &[
+                names(&["PATH=/usr/bin"]),
+                names(&["XDG_CURRENT_DESKTOP=GNOME", "XDG_SESSION_TYPE=wayland"]),
+            ],
         );
+        assert_eq!(get(&env, "XDG_CURRENT_DESKTOP"), Some("GNOME"));
         assert_eq!(get(&env, "XDG_RUNTIME_DIR"), Some("/run/user/1000"));
         assert_eq!(
             get(&env, "DBUS_SESSION_BUS_ADDRESS"),
