@@ -33,6 +33,8 @@ pub struct LogindSession {
     pub state: String,
     /// Whether it is the active session of its seat (a remote session is always active).
     pub active: bool,
+    /// The screen is locked (`LockedHint`; set by the desktop).
+    pub locked: bool,
     pub remote: bool,
     /// The desktop said its user is idle.
     pub idle_hint: bool,
@@ -45,7 +47,7 @@ pub struct LogindSession {
 }
 
 /// The properties asked of `loginctl show-session`.
-const PROPERTIES: [&str; 12] = [
+const PROPERTIES: [&str; 13] = [
     "Id",
     "Name",
     "User",
@@ -53,6 +55,7 @@ const PROPERTIES: [&str; 12] = [
     "Type",
     "State",
     "Active",
+    "LockedHint",
     "Remote",
     "IdleHint",
     "IdleSinceHint",
@@ -113,6 +116,7 @@ pub fn parse_session(show: &str) -> Result<LogindSession, String> {
             "Type" => s.kind = value.to_string(),
             "State" => s.state = value.to_string(),
             "Active" => s.active = yes()?,
+            "LockedHint" => s.locked = yes()?,
             "Remote" => s.remote = yes()?,
             "IdleHint" => s.idle_hint = yes()?,
             "IdleSinceHint" => s.idle_since_us = number()?,
@@ -154,7 +158,8 @@ pub fn desktop_session(s: &LogindSession, now_us: u64) -> Option<OsSession> {
     Some(OsSession {
         user: s.name.clone(),
         session: s.id.clone(),
-        active: s.active,
+        // A locked screen has nobody at it, as a switched-away session has not.
+        active: s.active && !s.locked,
         idle_secs,
         remote: s.remote,
     })
@@ -330,6 +335,8 @@ mod tests {
         assert_eq!(desktop(SSH), None, "an SSH shell has no desktop");
         assert_eq!(desktop(GREETER), None, "the login screen is nobody's");
         assert_eq!(desktop(&show("3", "State=closing\n")), None);
+        let locked = desktop(&show("3", "LockedHint=yes\n")).unwrap();
+        assert!(!locked.active, "a locked screen is not active");
         assert_eq!(desktop(&show("3", "Class=background\n")), None);
         // A remote desktop that calls itself unspecified but has an X display counts.
         assert!(desktop(&show("4", "Type=unspecified\nDisplay=:11\n")).is_some());
