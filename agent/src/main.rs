@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use natter_agent::desktop::SessionSource;
 use natter_agent::{AgentConfig, AgentHandle, CommandOpener, Opener, Presence, PrintOpener};
 use tokio_util::sync::CancellationToken;
 
@@ -47,10 +48,21 @@ struct Cli {
         default_value = ""
     )]
     simulator_password: String,
-    /// `print` (show the URL; for machines without a browser) or a command that opens a URL,
-    /// such as `xdg-open`.
+    /// `print` (show the URL; for machines without a browser), `desktop` (Linux, agent run as
+    /// a service: `xdg-open` as the chat's user, in that user's desktop session, found through
+    /// systemd-logind) or a command that opens a URL, such as `xdg-open`.
     #[arg(long, default_value = "xdg-open")]
     opener: String,
+    /// Who is logged on: `given` (in --machine's `=USERS`, else `$USER`) or `os` (asked of the
+    /// OS, systemd-logind on Linux, every 10 s: each desktop session, its user and idle time).
+    #[arg(long, default_value = "given", value_parser = ["given", "os"])]
+    users: String,
+    /// The `loginctl` that --users os and --opener desktop run (Linux).
+    #[arg(long, env = "NATTER_LOGINCTL", default_value = "loginctl")]
+    loginctl: String,
+    /// How often --users os asks the OS (tests ask more often).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, hide = true)]
+    users_poll: Duration,
     /// Check-in interval.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     interval: Duration,
@@ -82,7 +94,8 @@ struct Cli {
 #[derive(Parser)]
 #[command(name = "natter-agent chat")]
 struct ChatCli {
-    /// The running agent's control socket (as given to it).
+    /// The running agent's control socket (as given to it). Without it and --key-file: the
+    /// service's, `/run/natter-agent/control.sock` (Linux).
     #[arg(long, env = "NATTER_AGENT_CONTROL_SOCKET")]
     control_socket: Option<String>,
     /// Without --control-socket: the agent's key file (its socket is that path + `.sock`).
@@ -107,13 +120,20 @@ fn control_socket_path(
     Some(pattern.replace("{machine}", machine).into())
 }
 
+/// The control socket of the agent's service (`dist/natter-agent.service`), where it runs.
+fn service_control_socket() -> Option<std::path::PathBuf> {
+    let path = std::path::PathBuf::from("/run/natter-agent/control.sock");
+    (cfg!(target_os = "linux") && path.exists()).then_some(path)
+}
+
 /// Runs `natter-agent chat`: prints the agent's answer; fails unless the page was opened.
 async fn chat(cli: ChatCli) -> ExitCode {
     let Some(path) = control_socket_path(
         cli.control_socket.as_deref(),
         cli.key_file.as_deref(),
         &cli.machine,
-    ) else {
+    )
+    .or_else(service_control_socket) else {
         eprintln!("natter-agent chat: give --control-socket (or --key-file)");
         return ExitCode::from(2);
     };
@@ -151,7 +171,14 @@ const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(3);
 /// How long tasks still running at exit (a DNS lookup, a connect) may delay it.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_millis(500);
 
+/// The systemd unit that runs the agent as a service (`natter-agent service-unit`).
+const SERVICE_UNIT: &str = include_str!("../dist/natter-agent.service");
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("service-unit") {
+        print!("{SERVICE_UNIT}");
+        return ExitCode::SUCCESS;
+    }
     if std::env::args().nth(1).as_deref() == Some("chat") {
         let args = std::env::args().enumerate().filter(|(i, _)| *i != 1);
         let cli = ChatCli::parse_from(args.map(|(_, a)| a));
@@ -189,9 +216,23 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
-    let Some(opener) = opener(&cli.opener) else {
-        eprintln!("natter-agent: --opener must not be empty");
-        return ExitCode::from(2);
+    let opener = match opener(&cli) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("natter-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let sessions = if cli.users == "os" {
+        match os_sessions(&cli) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("natter-agent: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
     };
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
@@ -229,6 +270,15 @@ async fn run(cli: Cli) -> ExitCode {
             }
         };
         let handle = AgentHandle::new(presence);
+        if let Some(source) = &sessions {
+            handle.set_presence(first_presence(source).await);
+            tokio::spawn(natter_agent::desktop::follow(
+                source.clone(),
+                handle.clone(),
+                cli.users_poll,
+                shutdown.clone(),
+            ));
+        }
         let socket = control_socket_path(
             cli.control_socket.as_deref(),
             cli.key_file.as_deref(),
@@ -281,12 +331,60 @@ async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// The opener named on the command line (`print`, or a command); `None` when it is empty.
-fn opener(spec: &str) -> Option<Arc<dyn Opener>> {
-    if spec == "print" {
-        return Some(Arc::new(PrintOpener));
+/// The opener named on the command line (`print`, `desktop`, or a command).
+fn opener(cli: &Cli) -> Result<Arc<dyn Opener>, String> {
+    match cli.opener.as_str() {
+        "print" => Ok(Arc::new(PrintOpener)),
+        #[cfg(target_os = "linux")]
+        "desktop" => Ok(Arc::new(
+            natter_agent::desktop::linux_open::DesktopOpener::new(
+                natter_agent::desktop::logind::LogindSessions::new(&cli.loginctl),
+            ),
+        )),
+        #[cfg(not(target_os = "linux"))]
+        "desktop" => Err("--opener desktop is not available on this OS yet".into()),
+        spec => CommandOpener::parse(spec)
+            .map(|o| Arc::new(o) as Arc<dyn Opener>)
+            .ok_or_else(|| "--opener must not be empty".into()),
     }
-    CommandOpener::parse(spec).map(|o| Arc::new(o) as Arc<dyn Opener>)
+}
+
+/// Where --users os learns who is logged on.
+fn os_sessions(cli: &Cli) -> Result<Arc<dyn SessionSource>, String> {
+    if cli.machines.iter().any(|m| m.contains('=')) {
+        return Err("--users os reads the users from the OS: give --machine without =USERS".into());
+    }
+    if cli.machines.len() > 1 {
+        return Err("--users os is for one --machine (this machine)".into());
+    }
+    #[cfg(target_os = "linux")]
+    {
+        Ok(Arc::new(
+            natter_agent::desktop::logind::LogindSessions::new(&cli.loginctl),
+        ))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = cli;
+        Err("--users os is not available on this OS yet".into())
+    }
+}
+
+/// Who is logged on at start, so the first check-in is right: the OS's answer, or nobody
+/// (logged with the reason) when it cannot be asked.
+async fn first_presence(source: &Arc<dyn SessionSource>) -> Presence {
+    let asked = Arc::clone(source);
+    match tokio::task::spawn_blocking(move || asked.sessions()).await {
+        Ok(Ok(sessions)) => natter_agent::desktop::presence_of(&sessions),
+        Ok(Err(why)) => {
+            tracing::warn!(%why, "cannot learn from the OS who is logged on; reporting nobody until it answers");
+            Presence::user(None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "asking the OS who is logged on failed");
+            Presence::user(None)
+        }
+    }
 }
 
 /// Who is logged on, from `--machine`'s `=…` part: one user (`carol`, as agents always

@@ -3,7 +3,8 @@
 //! restarts, and exits within 5 s of SIGTERM whatever the server does. The server here is a plain
 //! one with two password users (the simulator and the machine, whose "password" is the agent's
 //! enrollment token; the server ignores its key): these tests are about the connection, not the
-//! broker and its auth callout, which `tests/tests/system/agent.rs` adds.
+//! broker and its auth callout, which `tests/tests/system/agent.rs` adds. And with `--users os`
+//! (Linux) the check-ins report the sessions a (recorded) `loginctl` lists.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -326,4 +327,182 @@ async fn sigterm_stops_a_simulated_fleet_of_20000_whose_server_is_gone_within_5_
     server.kill().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     fleet.stop_within_limit().await;
+}
+
+/// A `loginctl` in `dir` answering with the files there: `list` for `list-sessions`,
+/// `session-ID` for `show-session ID`.
+#[cfg(target_os = "linux")]
+fn fake_loginctl(dir: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join("loginctl");
+    let script = format!(
+        "#!/bin/sh\ncase \"$1\" in\nlist-sessions) cat '{0}/list' ;;\n\
+         show-session) cat '{0}/session-'\"$2\" ;;\nesac\n",
+        dir.display()
+    );
+    std::fs::write(&path, script).expect("write loginctl");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// Writes what the fake `loginctl` in `dir` answers: each session `(id, user, uid, idle since µs)`.
+#[cfg(target_os = "linux")]
+fn logged_on(dir: &std::path::Path, sessions: &[(&str, &str, u32, u64)]) {
+    let mut list = String::new();
+    for (id, user, uid, idle_since) in sessions {
+        list.push_str(&format!("{id} {uid} {user} seat0\n"));
+        let idle = if *idle_since == 0 { "no" } else { "yes" };
+        let show = format!(
+            "Id={id}\nName={user}\nUser={uid}\nClass=user\nType=x11\nState=active\nActive=yes\n\
+             Remote=no\nIdleHint={idle}\nIdleSinceHint={idle_since}\nDisplay=:{id}\nLeader=1\n"
+        );
+        std::fs::write(dir.join(format!("session-{id}.new")), show).expect("write session");
+        std::fs::rename(
+            dir.join(format!("session-{id}.new")),
+            dir.join(format!("session-{id}")),
+        )
+        .expect("rename");
+    }
+    std::fs::write(dir.join("list.new"), list).expect("write list");
+    std::fs::rename(dir.join("list.new"), dir.join("list")).expect("rename");
+}
+
+/// The next check-in for which `wanted` holds.
+#[cfg(target_os = "linux")]
+async fn checkin_where(
+    checkins: &mut async_nats::Subscriber,
+    wanted: impl Fn(&natter_actors::protocol::Checkin) -> bool,
+) -> natter_actors::protocol::Checkin {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let msg = tokio::time::timeout(left, checkins.next())
+            .await
+            .expect("the check-in within the wait")
+            .expect("subscription open");
+        let checkin: natter_actors::protocol::Checkin =
+            serde_json::from_slice(&msg.payload).expect("a check-in");
+        if wanted(&checkin) {
+            return checkin;
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn with_users_os_the_check_ins_report_the_sessions_logind_knows() {
+    let answers = tempfile::tempdir().expect("dir");
+    let loginctl = fake_loginctl(answers.path());
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    logged_on(
+        answers.path(),
+        &[
+            ("2", "carol", 1000, 0),
+            ("5", "dave", 1001, now_us - 1_200_000_000),
+        ],
+    );
+    let server = Server::start(free_port(), PASSWORD).await;
+    let mut checkins = server.checkins().await;
+    let loginctl = loginctl.display().to_string();
+    let mut agent = Agent::start(
+        server.port,
+        PASSWORD,
+        &[
+            "--machine",
+            MACHINE,
+            "--users",
+            "os",
+            "--loginctl",
+            &loginctl,
+            "--users-poll",
+            "100ms",
+        ],
+    );
+
+    let two = checkin_where(&mut checkins, |c| c.users.is_some()).await;
+    let users: Vec<(String, String, bool)> = (two.users.unwrap().into_iter())
+        .map(|u| (u.name, u.session, u.idle_secs >= 1200))
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("carol".into(), "2".into(), false),
+            ("dave".into(), "5".into(), true)
+        ]
+    );
+
+    // Both log off.
+    logged_on(answers.path(), &[]);
+    checkin_where(&mut checkins, |c| c.user.is_none() && c.users.is_none()).await;
+    agent.assert_running();
+    agent.stop_within_limit().await;
+    server.kill().await;
+}
+
+#[tokio::test]
+async fn users_os_with_users_given_too_is_refused_clearly() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_natter-agent"))
+        .args(["--key-file", "/nonexistent/key.nk", "--users", "os"])
+        .args(["--machine", "pc1.sales.acme=carol"])
+        .output()
+        .expect("run natter-agent");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--users os reads the users from the OS: give --machine without =USERS"),
+        "{stderr}"
+    );
+}
+
+/// The unit `natter-agent service-unit` prints: what the README promises, and valid for
+/// systemd (`systemd-analyze verify`, where the machine has it).
+#[test]
+fn the_service_unit_restarts_on_failure_and_keeps_its_key_private() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_natter-agent"))
+        .arg("service-unit")
+        .output()
+        .expect("run natter-agent");
+    assert!(output.status.success());
+    let unit = String::from_utf8(output.stdout).expect("text");
+    for line in [
+        "ExecStart=/usr/local/bin/natter-agent --machine ${NATTER_MACHINE} --users os --opener desktop",
+        "EnvironmentFile=/etc/natter-agent.env",
+        "Restart=on-failure",
+        "StateDirectory=natter-agent",
+        "StateDirectoryMode=0700",
+        "UMask=0077",
+        "Environment=NATTER_AGENT_KEY_FILE=/var/lib/natter-agent/key.nk",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "WantedBy=multi-user.target",
+    ] {
+        assert!(unit.lines().any(|l| l == line), "{line:?} in the unit");
+    }
+    let analyze = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output();
+    if !analyze.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped verifying: this machine has no systemd-analyze");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("natter-agent.service");
+    let here = unit.replace(
+        "/usr/local/bin/natter-agent",
+        env!("CARGO_BIN_EXE_natter-agent"),
+    );
+    std::fs::write(&path, here).expect("write unit");
+    let verify = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(
+        verify.status.success() && said.trim().is_empty(),
+        "systemd-analyze: {said}"
+    );
 }

@@ -12,11 +12,14 @@
 //! - [`agent`]: [`TestAgent`], a real agent whose opener records the URLs it is asked to open.
 //! - `enroll`: each machine's key file and enrollment tokens ([`TestNats::agent_config`]).
 //! - [`browser`]: [`Browser`], the HTTP client of one browser profile.
+//! - `loginctl`: `FakeLoginctl`, a `loginctl` answering with recorded sessions (Linux agent tests).
 //! - [`sse`]: [`Sse`], an open event stream, and helpers to read chat messages from it.
 
 pub mod agent;
 pub mod browser;
 mod enroll;
+#[cfg(unix)]
+pub mod loginctl;
 pub mod nats;
 pub mod node;
 pub mod scenario;

@@ -4,9 +4,19 @@
 //! Each OS has its source behind the one trait (systemd-logind on Linux, the WTS API on
 //! Windows); the check-in code and the simulator only ever see a [`Presence`].
 
-use natter_actors::protocol::CheckinUser;
+#[cfg(target_os = "linux")]
+pub mod linux_open;
+#[cfg(target_os = "linux")]
+pub mod logind;
 
-use crate::Presence;
+use std::sync::Arc;
+use std::time::Duration;
+
+use natter_actors::machines::IDLE_AFTER_SECS;
+use natter_actors::protocol::CheckinUser;
+use tokio_util::sync::CancellationToken;
+
+use crate::{AgentHandle, Presence};
 
 /// One logged-on user session as the OS reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,6 +77,70 @@ pub fn presence_of(sessions: &[OsSession]) -> Presence {
                 users,
                 ..Presence::default()
             }
+        }
+    }
+}
+
+/// What a change of makes the agent check in at once: who is logged on in which session, and
+/// whether each is active (idle for less than 10 minutes). Idle seconds alone go out with the
+/// next regular check-in.
+fn check_in_state(p: &Presence) -> Vec<(String, String, bool)> {
+    if p.users.is_empty() {
+        return (p.user.iter())
+            .map(|u| (u.clone(), String::new(), p.idle_secs < IDLE_AFTER_SECS))
+            .collect();
+    }
+    (p.users.iter())
+        .map(|u| {
+            let active = u.idle_secs < IDLE_AFTER_SECS;
+            (u.name.clone(), u.session.clone(), active)
+        })
+        .collect()
+}
+
+/// How often a real agent asks its OS who is logged on.
+pub const POLL_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps `handle`'s presence the OS's: asks `source` every `every` until `shutdown`, and checks
+/// in at once when a user logs on or off or becomes active or inactive. When the OS cannot be
+/// asked, the last presence stays and the reason is logged (once, until it answers again).
+pub async fn follow(
+    source: Arc<dyn SessionSource>,
+    handle: AgentHandle,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    let mut failing = false;
+    loop {
+        let asked = Arc::clone(&source);
+        match tokio::task::spawn_blocking(move || asked.sessions()).await {
+            Ok(Ok(sessions)) => {
+                if failing {
+                    tracing::info!("the OS answers again who is logged on");
+                    failing = false;
+                }
+                let old = handle.presence();
+                let new = Presence {
+                    audit_done: old.audit_done,
+                    remote_control: old.remote_control,
+                    ..presence_of(&sessions)
+                };
+                let changed = check_in_state(&old) != check_in_state(&new);
+                handle.set_presence(new);
+                if changed {
+                    handle.checkin_now();
+                }
+            }
+            Ok(Err(why)) if !failing => {
+                tracing::warn!(%why, "cannot learn from the OS who is logged on; reporting the last known users");
+                failing = true;
+            }
+            Ok(Err(_)) => {}
+            Err(e) => tracing::warn!(error = %e, "asking the OS who is logged on failed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
         }
     }
 }

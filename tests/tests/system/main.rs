@@ -7,6 +7,8 @@ mod bad_input;
 mod browser;
 mod chat;
 mod checkin;
+#[cfg(target_os = "linux")]
+mod desktop_linux;
 mod fanout;
 mod identity;
 mod incoming;
