@@ -27,3 +27,4 @@ mod signals;
 mod tls;
 mod transcript;
 mod users;
+mod windows_agent;
