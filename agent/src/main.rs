@@ -8,6 +8,13 @@ use clap::Parser;
 use natter_agent::{AgentConfig, AgentHandle, CommandOpener, Opener, Presence, PrintOpener};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(windows)]
+mod service;
+
+/// Opens chat windows unless `--opener` says otherwise: on Windows the built-in opener into the
+/// user's desktop session, elsewhere `xdg-open`.
+const DEFAULT_OPENER: &str = if cfg!(windows) { "desktop" } else { "xdg-open" };
+
 #[derive(Parser)]
 #[command(
     name = "natter-agent",
@@ -47,9 +54,10 @@ struct Cli {
         default_value = ""
     )]
     simulator_password: String,
-    /// `print` (show the URL; for machines without a browser) or a command that opens a URL,
-    /// such as `xdg-open`.
-    #[arg(long, default_value = "xdg-open")]
+    /// `print` (show the URL; for machines without a browser), `desktop` (Windows: the default
+    /// browser in the chat user's desktop session) or a command that opens a URL, such as
+    /// `xdg-open`.
+    #[arg(long, default_value = DEFAULT_OPENER)]
     opener: String,
     /// Check-in interval.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -167,14 +175,29 @@ fn main() -> ExitCode {
         };
         return runtime.block_on(chat(cli));
     }
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
-        )
-        .init();
+    #[cfg(windows)]
+    if std::env::args().nth(1).as_deref() == Some("service") {
+        return service::main(std::env::args_os().skip(2).collect());
+    }
+    run_agents(Cli::parse(), CancellationToken::new(), None)
+}
+
+/// Runs the agents of `cli` until a signal, `stop` or an agent that gave up; logs to stderr, or
+/// to `log_file` (a service has no stderr).
+fn run_agents(cli: Cli, stop: CancellationToken, log_file: Option<std::fs::File>) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    match log_file {
+        Some(file) => tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .with_writer(std::sync::Mutex::new(file))
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(filter)
+            .init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -182,13 +205,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(cli));
+    let code = runtime.block_on(run(cli, stop));
     // Dropping a runtime waits for its blocking tasks without limit.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     code
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn run(cli: Cli, stop: CancellationToken) -> ExitCode {
     let Some(opener) = opener(&cli.opener) else {
         eprintln!("natter-agent: --opener must not be empty");
         return ExitCode::from(2);
@@ -258,7 +281,7 @@ async fn run(cli: Cli) -> ExitCode {
             shutdown.clone(),
         ));
     }
-    let failed = match wait_for_stop(&mut tasks).await {
+    let failed = match wait_for_stop(&mut tasks, &stop).await {
         Ok(failed) => failed,
         Err(e) => {
             eprintln!("natter-agent: cannot handle SIGTERM: {e}");
@@ -285,6 +308,10 @@ async fn run(cli: Cli) -> ExitCode {
 fn opener(spec: &str) -> Option<Arc<dyn Opener>> {
     if spec == "print" {
         return Some(Arc::new(PrintOpener));
+    }
+    #[cfg(windows)]
+    if spec == "desktop" {
+        return Some(Arc::new(natter_agent::desktop::wts_open::DesktopOpener));
     }
     CommandOpener::parse(spec).map(|o| Arc::new(o) as Arc<dyn Opener>)
 }
@@ -359,12 +386,15 @@ fn terminated() -> std::io::Result<impl std::future::Future<Output = std::io::Re
     })
 }
 
-/// Waits for Ctrl-C, SIGTERM or an agent that gave up; returns whether one failed.
+/// Waits for Ctrl-C, SIGTERM, `stop` (the Windows service's Stop) or an agent that gave up;
+/// returns whether one failed.
 async fn wait_for_stop(
     tasks: &mut tokio::task::JoinSet<Result<(), natter_agent::AgentError>>,
+    stop: &CancellationToken,
 ) -> std::io::Result<bool> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(false),
+        _ = stop.cancelled() => Ok(false),
         r = terminated()? => r,
         Some(result) = tasks.join_next() => match result {
             Ok(Err(e)) => {

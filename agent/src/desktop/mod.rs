@@ -6,6 +6,10 @@
 
 use natter_actors::protocol::CheckinUser;
 
+pub mod wts;
+#[cfg(windows)]
+pub mod wts_open;
+
 use crate::Presence;
 
 /// One logged-on user session as the OS reports it.

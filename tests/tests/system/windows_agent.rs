@@ -33,7 +33,9 @@ fn windows_agent() -> Option<(PathBuf, PathBuf)> {
     match agent {
         Some(agent) => Some((agent, wine)),
         None if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but NATTER_WINDOWS_AGENT is unset: scripts/test builds the Windows agent")
+            panic!(
+                "CI=true but NATTER_WINDOWS_AGENT is unset: scripts/test builds the Windows agent"
+            )
         }
         None => {
             eprintln!(
@@ -78,7 +80,9 @@ impl Wine {
             dir: tempfile::tempdir().expect("temp dir"),
         };
         let mut boot = wine.command("wineboot");
-        boot.arg("--init").stdout(Stdio::null()).stderr(Stdio::null());
+        boot.arg("--init")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let status = tokio::time::timeout(WINE_BOOT, boot.status())
             .await
             .unwrap_or_else(|_| panic!("wineboot did not finish within {WINE_BOOT:?}"))
@@ -119,13 +123,14 @@ fn agent_with_prng_shim(agent: &Path, dir: &Path) -> PathBuf {
         .expect("run x86_64-w64-mingw32-gcc (scripts/setup --windows installs it)");
     assert!(built.success(), "building the ProcessPrng shim failed");
     let exe = dir.join("natter-agent.exe");
-    std::fs::copy(agent, &exe)
-        .unwrap_or_else(|e| panic!("copy {}: {e}", agent.display()));
+    std::fs::copy(agent, &exe).unwrap_or_else(|e| panic!("copy {}: {e}", agent.display()));
     exe
 }
 
 /// Every line a stream printed so far, collected as it comes.
-fn collect_lines(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+fn collect_lines(
+    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+) -> Arc<Mutex<Vec<String>>> {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let sink = lines.clone();
     tokio::spawn(async move {
@@ -183,7 +188,12 @@ async fn the_windows_agent_under_wine_enrolls_checks_in_and_opens_a_chat() {
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("no check-in within {FIRST_CHECKIN:?}; agent log:\n{}", agent_log()));
+    .unwrap_or_else(|_| {
+        panic!(
+            "no check-in within {FIRST_CHECKIN:?}; agent log:\n{}",
+            agent_log()
+        )
+    });
     assert_eq!(seen["os"], "windows", "{seen}");
     assert_eq!(seen["status"], "user", "{seen}");
     assert!(key_file.exists(), "the agent created its key file");
@@ -193,11 +203,21 @@ async fn the_windows_agent_under_wine_enrolls_checks_in_and_opens_a_chat() {
     let session = alice.new_chat(MACHINE).await;
     let mut events = alice.session_events(&session).await;
     let answer = events.next_of_type("agent").await;
-    assert_eq!(answer["status"], "opened", "{answer}\nagent log:\n{}", agent_log());
+    assert_eq!(
+        answer["status"],
+        "opened",
+        "{answer}\nagent log:\n{}",
+        agent_log()
+    );
     let printed = format!("open chat on {MACHINE}: ");
     let url = (stdout.lock().unwrap().iter())
         .find_map(|l| l.strip_prefix(&printed).map(String::from))
-        .unwrap_or_else(|| panic!("the agent printed no link; stdout: {:?}", stdout.lock().unwrap()));
+        .unwrap_or_else(|| {
+            panic!(
+                "the agent printed no link; stdout: {:?}",
+                stdout.lock().unwrap()
+            )
+        });
     let prefix = format!("{}/m/{session}/#t=", s.node.base);
     let token = url
         .strip_prefix(&prefix)
