@@ -62,7 +62,8 @@ pub fn main(mut args: Vec<OsString>) -> ExitCode {
             let _ = AGENT_ARGS.set(args);
             service_dispatcher::start(SERVICE_NAME, ffi_service_main).map_err(|e| {
                 format!(
-                    "not started by the service manager ({e}); use `natter-agent service install`"
+                    "not started by the service manager ({}); use `natter-agent service install`",
+                    os_reason(e)
                 )
             })
         }
@@ -77,6 +78,15 @@ pub fn main(mut args: Vec<OsString>) -> ExitCode {
             eprintln!("natter-agent service {command}: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A service call's error with Windows' own message (the crate's says only "IO error in
+/// winapi call").
+fn os_reason(e: windows_service::Error) -> String {
+    match e {
+        windows_service::Error::Winapi(io) => io.to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -138,7 +148,12 @@ fn install(args: Vec<OsString>) -> Result<(), String> {
         None::<&str>,
         ServiceManagerAccess::CONNECT | ServiceManagerAccess::CREATE_SERVICE,
     )
-    .map_err(|e| format!("open the service manager (run as Administrator): {e}"))?;
+    .map_err(|e| {
+        format!(
+            "open the service manager (run as Administrator): {}",
+            os_reason(e)
+        )
+    })?;
     let mut launch: Vec<OsString> = vec!["service".into(), "run".into()];
     launch.extend(args);
     let info = ServiceInfo {
@@ -155,7 +170,12 @@ fn install(args: Vec<OsString>) -> Result<(), String> {
     };
     let service = manager
         .create_service(&info, ServiceAccess::CHANGE_CONFIG | ServiceAccess::START)
-        .map_err(|e| format!("create the service (already installed? uninstall first): {e}"))?;
+        .map_err(|e| {
+            format!(
+                "create the service (already installed? uninstall first): {}",
+                os_reason(e)
+            )
+        })?;
     let _ = service.set_description(DESCRIPTION);
     // Restart 10 s after a failure, every time; the count resets after a day without one.
     let restart = ServiceAction {
@@ -172,11 +192,10 @@ fn install(args: Vec<OsString>) -> Result<(), String> {
         })
         .and_then(|()| service.set_failure_actions_on_non_crash_failures(true))
     {
+        let e = os_reason(e);
         eprintln!("natter-agent service install: warning: no restart on failure: {e}");
     }
-    service
-        .start(&[] as &[&OsStr])
-        .map_err(|e| format!("start the service: {e}"))?;
+    start(&service)?;
     println!(
         "installed and started the service {SERVICE_NAME}; key and log in {}",
         dir.display()
@@ -184,19 +203,52 @@ fn install(args: Vec<OsString>) -> Result<(), String> {
     Ok(())
 }
 
+/// Windows' "service already running" and "service database locked" (the service manager is
+/// busy, e.g. just after boot).
+const ERROR_SERVICE_ALREADY_RUNNING: i32 = 1056;
+const ERROR_SERVICE_DATABASE_LOCKED: i32 = 1055;
+
+/// Starts the service; a busy service manager gets up to 5 more tries, 2 s apart.
+fn start(service: &windows_service::service::Service) -> Result<(), String> {
+    let mut tries = 5;
+    loop {
+        let code = match service.start(&[] as &[&OsStr]) {
+            Ok(()) => return Ok(()),
+            Err(windows_service::Error::Winapi(e)) => e.raw_os_error(),
+            Err(e) => return Err(format!("start the service: {}", os_reason(e))),
+        };
+        match code {
+            Some(ERROR_SERVICE_ALREADY_RUNNING) => return Ok(()),
+            Some(ERROR_SERVICE_DATABASE_LOCKED) if tries > 0 => {
+                tries -= 1;
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            _ => {
+                let e = std::io::Error::from_raw_os_error(code.unwrap_or_default());
+                return Err(format!("start the service: {e}"));
+            }
+        }
+    }
+}
+
 fn uninstall() -> Result<(), String> {
     let manager = ServiceManager::local_computer(None::<&str>, ServiceManagerAccess::CONNECT)
-        .map_err(|e| format!("open the service manager (run as Administrator): {e}"))?;
+        .map_err(|e| {
+            format!(
+                "open the service manager (run as Administrator): {}",
+                os_reason(e)
+            )
+        })?;
     let service = manager
         .open_service(
             SERVICE_NAME,
             ServiceAccess::QUERY_STATUS | ServiceAccess::STOP | ServiceAccess::DELETE,
         )
-        .map_err(|e| format!("open the service (is it installed?): {e}"))?;
+        .map_err(|e| format!("open the service (is it installed?): {}", os_reason(e)))?;
     // Marked for deletion first: Windows removes it once it has stopped.
     service
         .delete()
-        .map_err(|e| format!("remove the service: {e}"))?;
+        .map_err(|e| format!("remove the service: {}", os_reason(e)))?;
     if service
         .query_status()
         .is_ok_and(|s| s.current_state != ServiceState::Stopped)
