@@ -274,6 +274,14 @@ async fn run(cli: Cli, stop: CancellationToken) -> ExitCode {
                 }
             }
         }
+        // Windows, `--machine ID` without `=USERS`: the users Windows reports (WTS).
+        #[cfg(windows)]
+        if !spec.contains('=') {
+            tokio::spawn(natter_agent::desktop::wts::follow(
+                handle.clone(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(natter_agent::run(
             config,
             handle,

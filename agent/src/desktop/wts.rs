@@ -97,7 +97,7 @@ pub fn sessions_from(rows: &[WtsRow]) -> Vec<OsSession> {
 }
 
 #[cfg(windows)]
-pub use windows::WtsSessions;
+pub use windows::{WtsSessions, follow};
 
 /// The FFI: the one place of the WTS source that needs `unsafe`.
 #[cfg(windows)]
@@ -118,6 +118,37 @@ mod windows {
     impl SessionSource for WtsSessions {
         fn sessions(&self) -> Result<Vec<OsSession>, String> {
             Ok(sessions_from(&table()?))
+        }
+    }
+
+    /// How often [`follow`] asks Windows who is logged on.
+    const POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
+    /// Keeps `handle`'s presence to the machine's WTS sessions until `stop`: read every 5 s
+    /// (off the async threads); a logon, logoff, lock or disconnect is reported at once, idle
+    /// times at the next regular check-in. A failed read is logged and keeps the last answer.
+    pub async fn follow(handle: crate::AgentHandle, stop: tokio_util::sync::CancellationToken) {
+        let mut reported: Option<Vec<(String, String, bool)>> = None;
+        loop {
+            match tokio::task::spawn_blocking(|| WtsSessions.sessions()).await {
+                Ok(Ok(sessions)) => {
+                    let who: Vec<_> = (sessions.iter())
+                        .map(|s| (s.user.clone(), s.session.clone(), s.active))
+                        .collect();
+                    handle.set_presence(crate::desktop::presence_of(&sessions));
+                    if reported.as_ref() != Some(&who) {
+                        tracing::info!(sessions = ?who, "logged-on users changed");
+                        handle.checkin_now();
+                        reported = Some(who);
+                    }
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "cannot list the user sessions"),
+                Err(e) => tracing::warn!(error = %e, "the session reader failed"),
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
         }
     }
 
