@@ -96,6 +96,21 @@ pub fn sessions_from(rows: &[WtsRow]) -> Vec<OsSession> {
         .collect()
 }
 
+/// The command line that opens `url` in the default browser (`--opener desktop`). `cmd.exe`
+/// would expand `%…%` even inside quotes, and a `"` would end the argument: chat links never
+/// hold either, so a link with them (or control characters) is refused rather than mangled.
+pub fn browser_command_line(url: &str) -> Result<String, String> {
+    if url
+        .chars()
+        .any(|c| matches!(c, '"' | '%') || c.is_control())
+    {
+        return Err(format!(
+            "refusing to open a link with '\"', '%' or control characters: {url}"
+        ));
+    }
+    Ok(format!(r#"cmd.exe /d /c start "" "{url}""#))
+}
+
 #[cfg(windows)]
 pub use windows::{WtsSessions, follow};
 
@@ -325,6 +340,19 @@ mod tests {
         let presence = crate::desktop::presence_of(&away);
         assert_eq!(presence.user.as_deref(), Some("dave"));
         assert_eq!(presence.idle_secs, crate::desktop::INACTIVE_IDLE_SECS);
+    }
+
+    #[test]
+    fn the_browser_command_line_quotes_the_link_and_refuses_what_cmd_would_mangle() {
+        let url = "http://natter.example/m/01JD/#t=abc&x=1";
+        assert_eq!(
+            browser_command_line(url).unwrap(),
+            r#"cmd.exe /d /c start "" "http://natter.example/m/01JD/#t=abc&x=1""#
+        );
+        for bad in ["http://x/\" & calc", "http://x/%PATH%", "http://x/\nnext"] {
+            let err = browser_command_line(bad).unwrap_err();
+            assert!(err.contains("refusing to open"), "{err}");
+        }
     }
 
     #[test]

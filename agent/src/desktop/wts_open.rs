@@ -19,26 +19,12 @@ use windows_sys::Win32::System::Threading::{
 };
 
 use super::SessionSource;
-use super::wts::WtsSessions;
+use super::wts::{WtsSessions, browser_command_line};
 use crate::Opener;
 
 /// Opens chat windows in users' desktop sessions (`--opener desktop`, the default on Windows).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DesktopOpener;
-
-/// `cmd.exe` would expand `%…%` even inside quotes, and a `"` would end the argument: chat
-/// links never hold either, anything else is refused rather than mangled.
-fn command_line(url: &str) -> Result<String, String> {
-    if url
-        .chars()
-        .any(|c| matches!(c, '"' | '%') || c.is_control())
-    {
-        return Err(format!(
-            "refusing to open a link with '\"', '%' or control characters: {url}"
-        ));
-    }
-    Ok(format!(r#"cmd.exe /d /c start "" "{url}""#))
-}
 
 /// The session to open in: the chat user's (its id, as the WTS source names sessions), else
 /// the machine's only user's (the first active session), else the console's.
@@ -65,7 +51,7 @@ fn target_session(user: Option<&ChatUser>) -> Result<u32, String> {
 
 impl Opener for DesktopOpener {
     fn open(&self, _machine: &str, user: Option<&ChatUser>, url: &str) -> Result<(), String> {
-        let line = command_line(url)?;
+        let line = browser_command_line(url)?;
         let session = target_session(user)?;
         let mut token: HANDLE = std::ptr::null_mut();
         // SAFETY: out-pointer to a local; the token is closed below.
