@@ -11,6 +11,9 @@ NATTER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # with another working directory.
 NATTER_LOCAL_NATS="$NATTER_ROOT/.tools/nats/bin/nats-server"
 
+# Debian's wine64 (not on PATH): the Windows agent's system test runs under it.
+NATTER_WINE=/usr/lib/wine/wine64
+
 # JetStream features the broker relies on (per-message TTL, subject-mapping
 # partitions, ...) need nats-server 2.11 or later.
 NATTER_NATS_MIN_MAJOR=2

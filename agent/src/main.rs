@@ -9,6 +9,13 @@ use natter_agent::desktop::SessionSource;
 use natter_agent::{AgentConfig, AgentHandle, CommandOpener, Opener, Presence, PrintOpener};
 use tokio_util::sync::CancellationToken;
 
+#[cfg(windows)]
+mod service;
+
+/// Opens chat windows unless `--opener` says otherwise: on Windows the built-in opener into the
+/// user's desktop session, elsewhere `xdg-open`.
+const DEFAULT_OPENER: &str = if cfg!(windows) { "desktop" } else { "xdg-open" };
+
 #[derive(Parser)]
 #[command(
     name = "natter-agent",
@@ -48,15 +55,18 @@ struct Cli {
         default_value = ""
     )]
     simulator_password: String,
-    /// `print` (show the URL; for machines without a browser), `desktop` (Linux, agent run as
-    /// a service: `xdg-open` as the chat's user, in that user's desktop session, found through
-    /// systemd-logind) or a command that opens a URL, such as `xdg-open`.
-    #[arg(long, default_value = "xdg-open")]
+    /// `print` (show the URL; for machines without a browser), `desktop` (the agent run as a
+    /// service: the chat user's browser in that user's desktop session — Linux: `xdg-open` as
+    /// that user, the session found through systemd-logind; Windows: the default browser) or a
+    /// command that opens a URL, such as `xdg-open`.
+    #[arg(long, default_value = DEFAULT_OPENER)]
     opener: String,
     /// Who is logged on: `given` (in --machine's `=USERS`, else `$USER`) or `os` (asked of the
-    /// OS, systemd-logind on Linux, every 10 s: each desktop session, its user and idle time).
-    #[arg(long, default_value = "given", value_parser = ["given", "os"])]
-    users: String,
+    /// OS every 10 s — systemd-logind on Linux, the WTS API on Windows: each desktop session,
+    /// its user and idle time). Default: `os` on Windows for a --machine without `=USERS`,
+    /// otherwise `given`.
+    #[arg(long, value_parser = ["given", "os"])]
+    users: Option<String>,
     /// The `loginctl` that --users os and --opener desktop run (Linux).
     #[arg(long, env = "NATTER_LOGINCTL", default_value = "loginctl")]
     loginctl: String,
@@ -194,14 +204,29 @@ fn main() -> ExitCode {
         };
         return runtime.block_on(chat(cli));
     }
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn")),
-        )
-        .init();
+    #[cfg(windows)]
+    if std::env::args().nth(1).as_deref() == Some("service") {
+        return service::main(std::env::args_os().skip(2).collect());
+    }
+    run_agents(Cli::parse(), CancellationToken::new(), None)
+}
+
+/// Runs the agents of `cli` until a signal, `stop` or an agent that gave up; logs to stderr, or
+/// to `log_file` (a service has no stderr).
+fn run_agents(cli: Cli, stop: CancellationToken, log_file: Option<std::fs::File>) -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    match log_file {
+        Some(file) => tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_env_filter(filter)
+            .with_writer(std::sync::Mutex::new(file))
+            .init(),
+        None => tracing_subscriber::fmt()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_env_filter(filter)
+            .init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -209,13 +234,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(run(cli));
+    let code = runtime.block_on(run(cli, stop));
     // Dropping a runtime waits for its blocking tasks without limit.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     code
 }
 
-async fn run(cli: Cli) -> ExitCode {
+async fn run(cli: Cli, stop: CancellationToken) -> ExitCode {
     let opener = match opener(&cli) {
         Ok(o) => o,
         Err(e) => {
@@ -223,7 +248,7 @@ async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sessions = if cli.users == "os" {
+    let sessions = if users_from_os(&cli) {
         match os_sessions(&cli) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -308,7 +333,7 @@ async fn run(cli: Cli) -> ExitCode {
             shutdown.clone(),
         ));
     }
-    let failed = match wait_for_stop(&mut tasks).await {
+    let failed = match wait_for_stop(&mut tasks, &stop).await {
         Ok(failed) => failed,
         Err(e) => {
             eprintln!("natter-agent: cannot handle SIGTERM: {e}");
@@ -341,11 +366,22 @@ fn opener(cli: &Cli) -> Result<Arc<dyn Opener>, String> {
                 natter_agent::desktop::logind::LogindSessions::new(&cli.loginctl),
             ),
         )),
-        #[cfg(not(target_os = "linux"))]
+        #[cfg(windows)]
+        "desktop" => Ok(Arc::new(natter_agent::desktop::wts_open::DesktopOpener)),
+        #[cfg(not(any(target_os = "linux", windows)))]
         "desktop" => Err("--opener desktop is not available on this OS yet".into()),
         spec => CommandOpener::parse(spec)
             .map(|o| Arc::new(o) as Arc<dyn Opener>)
             .ok_or_else(|| "--opener must not be empty".into()),
+    }
+}
+
+/// Whether the users come from the OS (`--users os`, or on Windows by default for a
+/// `--machine` without `=USERS`).
+fn users_from_os(cli: &Cli) -> bool {
+    match cli.users.as_deref() {
+        Some(u) => u == "os",
+        None => cfg!(windows) && cli.machines.iter().all(|m| !m.contains('=')),
     }
 }
 
@@ -363,7 +399,12 @@ fn os_sessions(cli: &Cli) -> Result<Arc<dyn SessionSource>, String> {
             natter_agent::desktop::logind::LogindSessions::new(&cli.loginctl),
         ))
     }
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(windows)]
+    {
+        let _ = cli;
+        Ok(Arc::new(natter_agent::desktop::wts::WtsSessions))
+    }
+    #[cfg(not(any(target_os = "linux", windows)))]
     {
         let _ = cli;
         Err("--users os is not available on this OS yet".into())
@@ -457,12 +498,15 @@ fn terminated() -> std::io::Result<impl std::future::Future<Output = std::io::Re
     })
 }
 
-/// Waits for Ctrl-C, SIGTERM or an agent that gave up; returns whether one failed.
+/// Waits for Ctrl-C, SIGTERM, `stop` (the Windows service's Stop) or an agent that gave up;
+/// returns whether one failed.
 async fn wait_for_stop(
     tasks: &mut tokio::task::JoinSet<Result<(), natter_agent::AgentError>>,
+    stop: &CancellationToken,
 ) -> std::io::Result<bool> {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(false),
+        _ = stop.cancelled() => Ok(false),
         r = terminated()? => r,
         Some(result) = tasks.join_next() => match result {
             Ok(Err(e)) => {

@@ -9,6 +9,10 @@ pub mod linux_open;
 #[cfg(target_os = "linux")]
 pub mod logind;
 
+pub mod wts;
+#[cfg(windows)]
+pub mod wts_open;
+
 use std::sync::Arc;
 use std::time::Duration;
 

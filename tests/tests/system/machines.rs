@@ -595,6 +595,8 @@ async fn bad_paging_parameters_are_refused_with_a_clear_message() {
     let (status, all) = alice.get("/api/machines").await;
     assert_eq!(status, StatusCode::OK);
     assert!(all.is_array(), "{all}");
+    system.shutdown().await;
+}
 
 /// A machine whose agent keeps checking in with nothing new is a record, not an actor: its
 /// actor goes away, its check-ins still count, a machine request sees the latest check-in time

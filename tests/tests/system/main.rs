@@ -29,3 +29,4 @@ mod signals;
 mod tls;
 mod transcript;
 mod users;
+mod windows_agent;
