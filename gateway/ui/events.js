@@ -12,15 +12,18 @@ const WORKER_NAME = 'natter-events-module';
  * fails to load, or the machine user's page) the very same hub runs inside this window.
  * @param {string} sessionId
  * @param {(msg: object) => void} onMessage gets the hub's messages (see events-hub.js)
- * @param {{shared?: boolean, urlFor?: (cursors: [string, number][]) => string}} [opts]
+ * @param {{shared?: boolean, urlFor?: (cursors: [string, number][]) => string,
+ *   after?: () => number}} [opts] `after`: the last seq the window already has (from a request
+ *   of its own), so the stream need not bring those events again
  * @returns {() => void} unsubscribes (the window will not show this session)
  */
-export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } = {}) {
+export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor, after = () => 0 } = {}) {
   let port = null;
+  const subscribe = () => port.postMessage({ subscribe: sessionId, after: after() });
   const attach = (p) => {
     port = p;
     port.onmessage = (e) => onMessage(e.data);
-    port.postMessage({ subscribe: sessionId });
+    subscribe();
   };
   const worker = shared ? sharedWorker() : null;
   if (worker) {
@@ -34,7 +37,7 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
   }
   let subscribed = true;
   addEventListener('pagehide', () => { if (subscribed) port.postMessage({ unsubscribe: sessionId }); });
-  addEventListener('pageshow', (e) => { if (e.persisted && subscribed) port.postMessage({ subscribe: sessionId }); });
+  addEventListener('pageshow', (e) => { if (e.persisted && subscribed) subscribe(); });
   return () => {
     subscribed = false;
     port.postMessage({ unsubscribe: sessionId });
