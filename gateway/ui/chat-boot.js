@@ -6,16 +6,9 @@ const api = '/api/sessions/' + encodeURIComponent(sessionId);
 /** How many of the newest events the window shows before the stream's history (a few screens). */
 export const RECENT = 200;
 export const RECENT_URL = api + '/events?last=' + RECENT;
-/**
- * The whole retained history of all but the longest chats, in one response: parsed at once
- * in this window, it is shown long before the shared worker could bring it through the event
- * stream, which then carries only what is newer (see chat.js).
- */
-export const HISTORY = 20000;
-export const HISTORY_URL = api + '/events?last=' + HISTORY;
 
 const early = new Map();
-for (const url of [RECENT_URL, HISTORY_URL, '/api/me', '/api/me/options', api]) {
+for (const url of [RECENT_URL, '/api/me', '/api/me/options', api]) {
   const res = fetch(url, { credentials: 'same-origin', headers: { Accept: 'application/json' } });
   res.catch(() => {}); // not unhandled: getJSON reports it when it takes this one
   early.set(url, res);

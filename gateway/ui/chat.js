@@ -5,7 +5,7 @@ import { byId } from './dom.js';
 import { subscribeEvents } from './events.js';
 import { loadOptions, onOptionsChanged } from './options.js';
 import { HandOff } from './handoff.js';
-import { HISTORY, HISTORY_URL, RECENT_URL } from './chat-boot.js';
+import { RECENT_URL } from './chat-boot.js';
 
 const sessionId = decodeURIComponent(location.pathname.replace(/\/+$/, '').split('/').pop());
 const api = '/api/sessions/' + encodeURIComponent(sessionId);
@@ -22,16 +22,7 @@ async function main() {
   // stream's messages wait until then (the options decide the tone and auto-close).
   const early = [];
   let ready = false;
-  // The whole history in one response; the stream then starts after its last event. Without
-  // it (an error, or a chat longer than HISTORY) the stream brings the history as before.
-  const history = getJSON(HISTORY_URL).then((h) => h.events || [], () => null);
-  let subscribed = null;
-  const subscribing = history.then((past) => {
-    const after = past && past.length && past.length < HISTORY ? past[past.length - 1].seq : 0;
-    subscribed = subscribeEvents(sessionId, (m) => (ready ? chat.handle(m) : early.push(m)),
-      { shared: true, after: () => (after ? Math.max(after, chat.transcript.lastSeq) : 0) });
-  });
-  const unsubscribe = () => subscribing.then(() => subscribed && subscribed());
+  const unsubscribe = subscribeEvents(sessionId, (m) => (ready ? chat.handle(m) : early.push(m)), { shared: true });
   try {
     // The newest events come in one small request, so a long chat shows its end at once;
     // without them (an error) the window waits for the stream's history as before.
@@ -42,8 +33,6 @@ async function main() {
     onOptionsChanged((o) => { chat.options = o; });
     // Before the view: the view's state (members, agent, ended) is newer than these events.
     chat.showRecent((await recent).events || []);
-    const past = await history;
-    if (past) chat.showRecent(past);
     chat.setSession(view);
   } catch (e) {
     unsubscribe();

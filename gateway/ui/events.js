@@ -12,18 +12,15 @@ const WORKER_NAME = 'natter-events-module';
  * fails to load, or the machine user's page) the very same hub runs inside this window.
  * @param {string} sessionId
  * @param {(msg: object) => void} onMessage gets the hub's messages (see events-hub.js)
- * @param {{shared?: boolean, urlFor?: (cursors: [string, number][]) => string,
- *   after?: () => number}} [opts] `after`: the last seq the window already has (from a request
- *   of its own), so the stream need not bring those events again
+ * @param {{shared?: boolean, urlFor?: (cursors: [string, number][]) => string}} [opts]
  * @returns {() => void} unsubscribes (the window will not show this session)
  */
-export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor, after = () => 0 } = {}) {
+export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } = {}) {
   let port = null;
-  const subscribe = () => port.postMessage({ subscribe: sessionId, after: after() });
   const attach = (p) => {
     port = p;
     port.onmessage = (e) => onMessage(e.data);
-    subscribe();
+    port.postMessage({ subscribe: sessionId });
   };
   const worker = shared ? sharedWorker() : null;
   if (worker) {
@@ -37,7 +34,7 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor, a
   }
   let subscribed = true;
   addEventListener('pagehide', () => { if (subscribed) port.postMessage({ unsubscribe: sessionId }); });
-  addEventListener('pageshow', (e) => { if (e.persisted && subscribed) subscribe(); });
+  addEventListener('pageshow', (e) => { if (e.persisted && subscribed) port.postMessage({ subscribe: sessionId }); });
   return () => {
     subscribed = false;
     port.postMessage({ unsubscribe: sessionId });

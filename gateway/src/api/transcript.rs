@@ -67,9 +67,8 @@ pub async fn transcript(
 
 /// How many recent events a window gets when it does not say (a few screens).
 const RECENT_DEFAULT: usize = 200;
-/// The most it may ask for (a chat window asks for this many: a long chat's whole history in
-/// one response; more is the event stream's work).
-const RECENT_MAX: usize = 20_000;
+/// The most it may ask for: more is the event stream's work.
+const RECENT_MAX: usize = 1000;
 
 /// GET /api/sessions/{id}/events?last=N: `{"events": [...]}`, the session's newest `N` events in
 /// order, each exactly as the event stream carries it.
