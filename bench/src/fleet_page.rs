@@ -8,13 +8,12 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use natter_actors::store::Stores;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat;
 use crate::http::{self, Client};
 use crate::phases::Target;
-use crate::procs::{BoxError, NodeProc};
+use crate::procs::BoxError;
 use crate::say;
 
 /// Rows the Chat page asks for (`gateway/ui/machine-stream.js`, `PAGE_SIZE`).
@@ -55,16 +54,7 @@ pub async fn phase_fleet_page(
     say(format!(
         "fleet-page: the Chat page with {agents} simulated machines in scope"
     ));
-    let node = NodeProc::start(at.url, at.password, at.log).await?;
-    let client = async_nats::ConnectOptions::new()
-        .user_and_password("natter-broker".into(), at.password.into())
-        .connect(at.url)
-        .await?;
-    let stores = Stores::ensure(
-        client.clone(),
-        natter::store_config(&natter::Config::defaults()),
-    )
-    .await?;
+    let (node, _, stores) = crate::phases::node_with_stores(at).await?;
     let ops = chat::operators(&stores, node.addr, &["fleet-a"]).await?;
     let cookie = ops[0].cookie.clone();
 

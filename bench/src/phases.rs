@@ -113,19 +113,28 @@ pub(crate) async fn tail(stores: &Stores) -> u64 {
         .unwrap_or(0)
 }
 
+/// A node on the target, and the broker's NATS connection with the stores the bench works
+/// through (making operators, reading the events stream).
+pub(crate) async fn node_with_stores(
+    at: &Target<'_>,
+) -> Result<(NodeProc, async_nats::Client, Stores), BoxError> {
+    let node = NodeProc::start(at.url, at.password, at.log).await?;
+    let client = async_nats::ConnectOptions::new()
+        .user_and_password("natter-broker".into(), at.password.into())
+        .connect(at.url)
+        .await?;
+    let stores = Stores::ensure(
+        client.clone(),
+        natter::store_config(&natter::Config::defaults()),
+    )
+    .await?;
+    Ok((node, client, stores))
+}
+
 impl Chat {
     async fn start(at: &Target<'_>) -> Result<Chat, BoxError> {
-        let node = NodeProc::start(at.url, at.password, at.log).await?;
+        let (node, client, stores) = node_with_stores(at).await?;
         say(format!("node (pid {}) on {}", node.pid(), node.addr));
-        let client = async_nats::ConnectOptions::new()
-            .user_and_password("natter-broker".into(), at.password.into())
-            .connect(at.url)
-            .await?;
-        let stores = Stores::ensure(
-            client.clone(),
-            natter::store_config(&natter::Config::defaults()),
-        )
-        .await?;
         let ops = chat::operators(
             &stores,
             node.addr,
