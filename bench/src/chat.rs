@@ -277,6 +277,9 @@ pub struct Step {
     pub max_lag: Duration,
     /// Reader streams that ended so far (the hub cuts off readers that fall behind).
     pub reader_drops: u64,
+    /// CPU time per accepted message of each watched process over the step (name, µs); filled
+    /// by [`crate::phases::step_up`].
+    pub cpu_per_msg: Vec<(&'static str, f64)>,
 }
 
 impl Step {
@@ -471,6 +474,7 @@ fn measured(
         latency: Lat::from(&hist),
         max_lag: Duration::from_nanos(stats.max_lag.load(Ordering::Relaxed)),
         reader_drops: readers.errors.load(Ordering::Relaxed),
+        cpu_per_msg: Vec::new(),
     }
 }
 

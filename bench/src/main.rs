@@ -13,6 +13,7 @@ mod conns;
 mod fleet_floor;
 mod fleet_page;
 mod floor;
+mod floor_chat;
 mod http;
 mod idle_phases;
 mod modes;
@@ -61,6 +62,13 @@ enum Cmd {
         #[arg(long)]
         warp: bool,
     },
+    /// (internal) The floor of the chat path: a bare hyper + JetStream server taking the
+    /// throughput phase's load (password in the broker's variable), until stdin closes.
+    #[command(hide = true)]
+    FloorChat {
+        #[arg(long)]
+        nats_url: String,
+    },
     /// (internal) The floor of one machine's state in a node: prints the resident memory per
     /// item of `--count` items of `--kind`.
     #[command(hide = true)]
@@ -73,7 +81,7 @@ enum Cmd {
 }
 
 const ALL_PHASES: &str =
-    "raw,latency,throughput,join,browser-join,nodes,conns,many,storm,fleet-page";
+    "raw,latency,throughput,floor-chat,join,browser-join,nodes,conns,many,storm,fleet-page";
 
 #[derive(clap::Args, Clone)]
 struct RunArgs {
@@ -92,7 +100,8 @@ struct RunArgs {
     /// Shorter phases (smoke runs, profiling).
     #[arg(long)]
     quick: bool,
-    /// Phases to run: raw, latency, throughput, join, browser-join (a chat window in Chromium
+    /// Phases to run: raw, latency, throughput, floor-chat (the throughput load on a bare
+    /// hyper + JetStream server: the floor of the chat path), join, browser-join (a chat window in Chromium
     /// opening a 10k-message history), nodes (throughput, fan-out share and
     /// failover with 1 and 3 nodes), conns (10k and 19k on one gateway), many (across several
     /// gateway processes), storm (many connects at once that need a replay), fleet-page (the
@@ -126,6 +135,13 @@ fn main() -> Result<(), BoxError> {
             .enable_all()
             .build()?
             .block_on(floor::floor_sse(warp)),
+        Some(Cmd::FloorChat { nats_url }) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(floor_chat::floor_chat(
+                nats_url,
+                std::env::var(ServerSecrets::BROKER_PASSWORD_VAR)?,
+            )),
         Some(Cmd::FloorFleet { kind, count }) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
@@ -166,6 +182,7 @@ struct Results {
     raw: Option<raw::RawResults>,
     latency: Option<chat::Step>,
     throughput: Option<(Option<chat::Step>, Option<chat::Step>)>,
+    floor_chat: Option<(Option<chat::Step>, Option<chat::Step>)>,
     join: Option<Vec<chat::JoinResult>>,
     browser_join: Option<browser::BrowserJoin>,
     fleet_page: Option<fleet_page::FleetPage>,

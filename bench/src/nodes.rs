@@ -89,7 +89,7 @@ async fn one_count(at: &Target<'_>, n: usize, quick: bool) -> Result<NodesPoint,
             if ok { "" } else { "  ← not sustained" }
         ))
     };
-    let steps = step_up(&mut senders, &readers, RATES, quick, budget, report).await;
+    let steps = step_up(&mut senders, &readers, RATES, quick, budget, &[], report).await;
     let (best, failed, total_events) = (steps.best, steps.failed, steps.sent);
     drop(readers);
     let received: Vec<u64> = received(&addrs)

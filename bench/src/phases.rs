@@ -40,6 +40,7 @@ pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Resul
     }
     let chat_phases = args.has("latency")
         || args.has("throughput")
+        || args.has("floor-chat")
         || args.has("join")
         || args.has("browser-join")
         || args.has("nodes");
@@ -55,6 +56,9 @@ pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Resul
     if args.has("throughput") {
         pause(args, &chat.node, "throughput").await;
         res.throughput = Some(phase_throughput(&chat, args.quick, &mut res.notes).await?);
+    }
+    if args.has("floor-chat") {
+        res.floor_chat = Some(phase_floor_chat(at, &chat, args.quick).await?);
     }
     if args.has("join") {
         pause(args, &chat.node, "join").await;
@@ -242,18 +246,61 @@ async fn phase_throughput(
     let readers = chat::Readers::open(addr, &chat.sessions, &chat.ops[1..4], since).await?;
     let mut senders = chat::Senders::new(addr, &chat.ops[0], &chat.sessions);
     let budget = Duration::from_secs(if quick { 40 } else { 100 });
+    let mut watched = vec![("node", chat.node.pid())];
+    watched.extend(
+        crate::procs::children_named("nats-server")
+            .into_iter()
+            .map(|pid| ("nats-server", pid)),
+    );
     let steps = step_up(
         &mut senders,
         &readers,
         RATES,
         quick,
         budget,
+        &watched,
         say_throughput_step,
     )
     .await;
     if steps.budget_ended {
         notes.push("Throughput: the time budget ended the steps.".into());
     }
+    Ok((steps.best, steps.failed))
+}
+
+/// The throughput phase's load (the same sessions and senders' pacing, 3 readers per session)
+/// on the floor of the chat path (`floor_chat.rs`), in a process of its own.
+async fn phase_floor_chat(
+    at: &Target<'_>,
+    chat: &Chat,
+    quick: bool,
+) -> Result<Throughput, BoxError> {
+    say("floor-chat: the same load on a bare hyper + JetStream server");
+    let floor = NodeProc::start_floor_chat(at.url, at.password, at.log).await?;
+    let sessions: Vec<String> = (0..chat.sessions.len())
+        .map(|_| ulid::Ulid::new().to_string())
+        .collect();
+    let readers = chat::Readers::open(floor.addr, &sessions, &chat.ops[1..4], 0).await?;
+    let mut senders = chat::Senders::new(floor.addr, &chat.ops[0], &sessions);
+    let mut watched = vec![("floor", floor.pid())];
+    watched.extend(
+        crate::procs::children_named("nats-server")
+            .into_iter()
+            .map(|pid| ("nats-server", pid)),
+    );
+    let budget = Duration::from_secs(if quick { 40 } else { 100 });
+    let steps = step_up(
+        &mut senders,
+        &readers,
+        RATES,
+        quick,
+        budget,
+        &watched,
+        say_throughput_step,
+    )
+    .await;
+    drop(readers);
+    floor.proc.stop(Duration::from_secs(2)).await;
     Ok((steps.best, steps.failed))
 }
 
@@ -277,6 +324,7 @@ pub(crate) async fn step_up(
     rates: &[f64],
     quick: bool,
     budget: Duration,
+    watched: &[(&'static str, u32)],
     report: impl Fn(f64, &Step, bool),
 ) -> StepUp {
     let secs = if quick { 2 } else { 4 };
@@ -288,7 +336,11 @@ pub(crate) async fn step_up(
         budget_ended: false,
     };
     for (i, &rate) in rates.iter().enumerate() {
-        let s = senders
+        let cpu_before: Vec<Duration> = watched
+            .iter()
+            .map(|(_, pid)| crate::procs::cpu_time(*pid).unwrap_or_default())
+            .collect();
+        let mut s = senders
             .step(
                 readers,
                 i,
@@ -299,6 +351,16 @@ pub(crate) async fn step_up(
             )
             .await;
         out.sent += s.sent;
+        s.cpu_per_msg = watched
+            .iter()
+            .zip(&cpu_before)
+            .map(|((name, pid), before)| {
+                let used = crate::procs::cpu_time(*pid)
+                    .unwrap_or_default()
+                    .saturating_sub(*before);
+                (*name, used.as_secs_f64() * 1e6 / s.sent.max(1) as f64)
+            })
+            .collect();
         let ok = s.complete()
             && s.latency.p99 <= Duration::from_millis(50)
             && s.accepted_per_s >= 0.95 * rate;
@@ -318,7 +380,7 @@ pub(crate) async fn step_up(
 
 fn say_throughput_step(rate: f64, s: &Step, ok: bool) {
     say(format!(
-        "  offered {rate:.0}/s: accepted {:.0}/s, delivered {:.0}/s ({} of {}), p50 {} p99 {}, max send lag {}{}",
+        "  offered {rate:.0}/s: accepted {:.0}/s, delivered {:.0}/s ({} of {}), p50 {} p99 {}, max send lag {}, CPU per message {}{}",
         s.accepted_per_s,
         s.delivered_per_s,
         s.delivered,
@@ -326,8 +388,17 @@ fn say_throughput_step(rate: f64, s: &Step, ok: bool) {
         fmt_d(s.latency.p50),
         fmt_d(s.latency.p99),
         fmt_d(s.max_lag),
+        fmt_cpu(&s.cpu_per_msg),
         if ok { "" } else { "  ← not sustained" }
     ));
+}
+
+/// `node 95 µs + nats-server 60 µs`: CPU time per accepted message of each watched process.
+pub(crate) fn fmt_cpu(cpu: &[(&str, f64)]) -> String {
+    cpu.iter()
+        .map(|(name, us)| format!("{name} {us:.0} µs"))
+        .collect::<Vec<_>>()
+        .join(" + ")
 }
 
 async fn phase_join(chat: &Chat) -> Result<Vec<chat::JoinResult>, BoxError> {

@@ -57,6 +57,26 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 1000 / hz.max(1)))
 }
 
+/// This process's children whose command name is `name` (e.g. the bench's nats-server).
+pub fn children_named(name: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                return false;
+            };
+            let ppid = stat[close + 2..].split_whitespace().nth(1);
+            &stat[open + 1..close] == name && ppid == Some(me.to_string().as_str())
+        })
+        .collect()
+}
+
 /// Share of one core the processes used over `window` (1.0 = one core busy).
 pub async fn cpu_share(pids: &[u32], window: Duration) -> f64 {
     let total = |pids: &[u32]| -> Duration { pids.iter().filter_map(|p| cpu_time(*p)).sum() };
@@ -151,6 +171,20 @@ impl NodeProc {
     pub async fn start(nats_url: &str, password: &str, log: &Path) -> Result<NodeProc, BoxError> {
         let proc = Proc::spawn(
             &["node".into(), "--nats-url".into(), nats_url.into()],
+            &[(ServerSecrets::BROKER_PASSWORD_VAR, password.to_string())],
+            log,
+        )?;
+        Self::ready(proc).await
+    }
+
+    /// The floor of the chat path (`floor-chat`) against the bench's NATS server.
+    pub async fn start_floor_chat(
+        nats_url: &str,
+        password: &str,
+        log: &Path,
+    ) -> Result<NodeProc, BoxError> {
+        let proc = Proc::spawn(
+            &["floor-chat".into(), "--nats-url".into(), nats_url.into()],
             &[(ServerSecrets::BROKER_PASSWORD_VAR, password.to_string())],
             log,
         )?;

@@ -24,6 +24,10 @@ pub fn rows(res: &Results) -> Vec<Row> {
     if let Some((best, failed)) = &res.throughput {
         rows.push(row_throughput(best.as_ref(), failed.as_ref(), raw));
     }
+    if let Some((best, failed)) = &res.floor_chat {
+        let natter = res.throughput.as_ref().and_then(|(b, _)| b.as_ref());
+        rows.push(row_floor_chat(best.as_ref(), failed.as_ref(), natter));
+    }
     if let Some(points) = &res.nodes {
         rows.extend(rows_nodes(points));
     }
@@ -132,6 +136,38 @@ fn row_throughput(best: Option<&Step>, failed: Option<&Step>, raw: Option<&RawRe
         }),
         "≥ 20% of pipelined publish",
         share.map(|x| x >= 0.20),
+    )
+}
+
+/// The same load on the floor of the chat path, and Natter's share of it.
+fn row_floor_chat(best: Option<&Step>, failed: Option<&Step>, natter: Option<&Step>) -> Row {
+    let value = match best {
+        Some(b) => format!(
+            "{} msg/s, p99 {}{}",
+            fmt_rate(b.delivered_per_s),
+            fmt_d(b.latency.p99),
+            failed.map_or(String::new(), |f| format!(
+                "; at {} offered: p99 {}, {} accepted/s",
+                fmt_rate(f.offered),
+                fmt_d(f.latency.p99),
+                fmt_rate(f.accepted_per_s)
+            ))
+        ),
+        None => "below 1k msg/s".into(),
+    };
+    let share = match (natter, best) {
+        (Some(n), Some(f)) => format!(
+            "Natter = {:.0}% of the floor",
+            100.0 * n.delivered_per_s / f.delivered_per_s
+        ),
+        _ => "–".into(),
+    };
+    row(
+        "Floor of the chat path: the same load on a bare hyper server appending to JetStream (fenced, de-duplicated) and writing the republished events to the readers",
+        value,
+        share,
+        "reference (what this machine allows for the same work)",
+        None,
     )
 }
 
