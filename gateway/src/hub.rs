@@ -69,8 +69,31 @@ const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What the hub hands a connection: a session's stored event, or a signal.
 pub enum Live {
-    Event(Arc<StoredEvent>),
+    Event(Arc<LiveEvent>),
     Signal(Arc<Signal>),
+}
+
+/// A stored event on its way to connections, with its SSE frame as stored (what operators
+/// read), made at most once however many connections write it.
+pub struct LiveEvent {
+    pub stored: StoredEvent,
+    frame: std::sync::OnceLock<bytes::Bytes>,
+}
+
+impl LiveEvent {
+    fn new(stored: StoredEvent) -> Arc<LiveEvent> {
+        Arc::new(LiveEvent {
+            stored,
+            frame: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The event's frame as stored, shared.
+    pub fn frame(&self) -> bytes::Bytes {
+        self.frame
+            .get_or_init(|| crate::sse::chat_event(&self.stored))
+            .clone()
+    }
 }
 
 /// One connection's queue of live events: the hub pushes, the connection's stream pops.
@@ -87,7 +110,7 @@ struct Queue {
 
 impl Queue {
     /// Queues `event`; false when the connection is too far behind (or already cut off).
-    fn push(&self, event: Arc<StoredEvent>) -> bool {
+    fn push(&self, event: Arc<LiveEvent>) -> bool {
         if self.closed.load(Ordering::Relaxed) {
             return false;
         }
@@ -359,9 +382,9 @@ impl Hub {
     }
 
     /// Pushes `event` to every connection following its session.
-    fn deliver(&self, event: Arc<StoredEvent>) {
+    fn deliver(&self, event: Arc<LiveEvent>) {
         let mut followed = self.inner.followed.lock();
-        let Some(f) = followed.get_mut(&event.session) else {
+        let Some(f) = followed.get_mut(&event.stored.session) else {
             return;
         };
         let before = f.conns.len();
@@ -663,7 +686,7 @@ impl Pump {
         if let Some(sub) = self.subscriptions.get_mut(&received.key) {
             sub.delivered = received.seq;
         }
-        self.hub.deliver(Arc::new(received.event));
+        self.hub.deliver(LiveEvent::new(received.event));
     }
 
     /// Delivers the session's stored events after what was delivered and before `before`.
@@ -684,7 +707,7 @@ impl Pump {
                     if let Some(sub) = self.subscriptions.get_mut(&key) {
                         sub.delivered = sub.delivered.max(event.seq);
                     }
-                    self.hub.deliver(Arc::new(event));
+                    self.hub.deliver(LiveEvent::new(event));
                 }
             }
             Err(e) => {

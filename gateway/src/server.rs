@@ -62,6 +62,22 @@ pub async fn serve(listener: TcpListener, gateway: Gateway) {
     tracing::info!(limits = ?limits.stats(), "gateway stopped");
 }
 
+/// The response with its event stream as the body, when the handler handed one over
+/// ([`crate::sse::response`]); otherwise warp's body as it is.
+fn with_sse_body<B>(
+    response: hyper::Response<B>,
+) -> hyper::Response<http_body_util::Either<B, crate::sse::SseBody>> {
+    let (mut parts, body) = response.into_parts();
+    match parts
+        .extensions
+        .remove::<crate::sse::SseHandoff>()
+        .and_then(|h| h.take())
+    {
+        Some(sse) => hyper::Response::from_parts(parts, http_body_util::Either::Right(sse)),
+        None => hyper::Response::from_parts(parts, http_body_util::Either::Left(body)),
+    }
+}
+
 /// One accepted connection and what it holds while open.
 struct Connection {
     routes: Routes,
@@ -77,7 +93,8 @@ impl Connection {
         let routes = TowerToHyperService::new(warp::service(self.routes.clone()));
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(client);
-            routes.call(req)
+            let answer = routes.call(req);
+            async move { answer.await.map(with_sse_body) }
         });
         // The header timeout runs from the moment hyper waits for a request head: it bounds a
         // half-sent request and an idle keep-alive alike, never a response (an SSE stream) in

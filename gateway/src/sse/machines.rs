@@ -12,9 +12,8 @@ use natter_actors::machines::{Scope, filter_matches, group_of};
 use natter_actors::protocol::Incoming;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::time::Instant;
-use warp::sse::Event;
 
-use super::{SseItem, SseStream, named_event};
+use super::{Frame, SseStream, named_event};
 use crate::api::models::{IncomingGone, MachineRemoved};
 use crate::incoming::{IncomingChange, IncomingChats};
 use crate::machines::{Directory, MachineChange, MachinePage};
@@ -71,7 +70,7 @@ pub fn machine_stream(
 }
 
 /// `event: incoming`: a chat waiting for this operator.
-fn incoming_event(entry: &Incoming) -> Event {
+fn incoming_event(entry: &Incoming) -> Frame {
     named_event("incoming", entry)
 }
 
@@ -118,7 +117,7 @@ struct ChatPageWatch {
     /// When the page (or count) was last sent again.
     last_resent: Instant,
     /// Events due before waiting for more changes.
-    pending: VecDeque<Event>,
+    pending: VecDeque<Frame>,
     /// The operator is present while the stream lives.
     _present: PresenceGuard,
 }
@@ -128,10 +127,10 @@ impl ChatPageWatch {
         self._present.username()
     }
 
-    async fn next_item(mut self) -> Option<(SseItem, Self)> {
+    async fn next_item(mut self) -> Option<(Frame, Self)> {
         loop {
             if let Some(event) = self.pending.pop_front() {
-                return Some((Ok(event), self));
+                return Some((event, self));
             }
             let resend_at = self.last_resent + PAGE_RESEND;
             tokio::select! {
@@ -163,7 +162,7 @@ impl ChatPageWatch {
     }
 
     /// `event: machines`: the whole list, or the page (then remembered as sent).
-    fn list_event(&mut self) -> Event {
+    fn list_event(&mut self) -> Frame {
         let Some(window) = &mut self.window else {
             return named_event("machines", &self.directory.list(&self.scope, &self.filter));
         };

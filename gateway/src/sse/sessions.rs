@@ -21,15 +21,13 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use natter_actors::protocol::{EventBody, ParticipantKind, SessionCommand};
-use natter_actors::store::{Replay, StoredEvent};
-use warp::sse::Event;
-
-use super::{SseItem, SseStream, named_event};
+use super::{Frame, SseStream, frame, named_event};
 use crate::Gateway;
 use crate::api::models::{Hello, Reset, StreamError};
 use crate::error::ApiError;
-use crate::hub::{Live, LiveEvents, Registration};
+use crate::hub::{Live, LiveEvent, LiveEvents, Registration};
+use natter_actors::protocol::{EventBody, ParticipantKind, SessionCommand};
+use natter_actors::store::{Replay, StoredEvent};
 
 /// Opens the event stream of login `l` over `cursors`. Fails before any byte is sent if `l`
 /// may not see one of the sessions.
@@ -131,7 +129,7 @@ fn preamble(
     cursors: &mut [(String, u64)],
     last_seqs: &HashMap<String, u64>,
     first_retained: u64,
-) -> VecDeque<Event> {
+) -> VecDeque<Frame> {
     let hello = Hello {
         retention_secs,
         server_time: natter_actors::now_ms(),
@@ -175,7 +173,7 @@ struct Feed {
     cursors: Vec<(String, u64)>,
     /// Highest sequence the replay went through.
     delivered_to: u64,
-    preamble: VecDeque<Event>,
+    preamble: VecDeque<Frame>,
     replay: ReplayState,
     /// An error event was sent: end the stream (the browser reconnects and resumes).
     ended: bool,
@@ -192,7 +190,7 @@ impl Feed {
             .map_or(u64::MAX, |(_, c)| *c)
     }
 
-    async fn next_item(mut feed: Box<Feed>) -> Option<(SseItem, Box<Feed>)> {
+    async fn next_item(mut feed: Box<Feed>) -> Option<(Frame, Box<Feed>)> {
         if feed.ended {
             return None;
         }
@@ -201,7 +199,7 @@ impl Feed {
                 // Free its buffer: the connection may now idle for hours.
                 feed.preamble = VecDeque::new();
             }
-            return Some((Ok(event), feed));
+            return Some((event, feed));
         }
         loop {
             match std::mem::replace(&mut feed.replay, ReplayState::Done) {
@@ -212,7 +210,7 @@ impl Feed {
                     // should not carry its size.
                     match Box::pin(gw.stores().replay(&sessions, start)).await {
                         Ok(r) => feed.replay = ReplayState::Running(Box::new(r)),
-                        Err(e) => return Some((Ok(feed.fail(&e.to_string())), feed)),
+                        Err(e) => return Some((feed.fail(&e.to_string()), feed)),
                     }
                 }
                 ReplayState::Running(mut replay) => match replay.next().await {
@@ -220,26 +218,27 @@ impl Feed {
                         feed.replay = ReplayState::Running(replay);
                         feed.delivered_to = feed.delivered_to.max(event.seq);
                         if event.seq > feed.cursor(&event.session) {
-                            return Some((Ok(feed.deliver(&event)), feed));
+                            return Some((feed.deliver(&event, None), feed));
                         }
                     }
-                    Some(Err(e)) => return Some((Ok(feed.fail(&e.to_string())), feed)),
+                    Some(Err(e)) => return Some((feed.fail(&e.to_string()), feed)),
                     None => {} // the replay is over: live events from here on
                 },
                 ReplayState::Done => {
                     // `None`: the hub cut us off (we fell behind); ending the stream makes the
                     // browser resume.
-                    let event = match feed.live.recv().await? {
-                        Live::Event(event) => event,
+                    let live = match feed.live.recv().await? {
+                        Live::Event(live) => live,
                         Live::Signal(signal) => {
                             let signal = feed.redaction.signal(&signal);
-                            return Some((Ok(named_event(signal.name(), &signal)), feed));
+                            return Some((named_event(signal.name(), &signal), feed));
                         }
                     };
+                    let event = &live.stored;
                     let floor = feed.cursor(&event.session).max(feed.delivered_to);
                     if event.seq > floor {
                         feed.advance(&event.session, event.seq);
-                        return Some((Ok(feed.deliver(&event)), feed));
+                        return Some((feed.deliver(event, Some(&live)), feed));
                     }
                 }
             }
@@ -252,9 +251,9 @@ impl Feed {
         }
     }
 
-    /// `event` for the browser; a restart that ends a machine user's epoch ends the stream
-    /// after it.
-    fn deliver(&mut self, event: &StoredEvent) -> Event {
+    /// `event` for the browser (`live`'s shared frame when this reader sees events as stored);
+    /// a restart that ends a machine user's epoch ends the stream after it.
+    fn deliver(&mut self, event: &StoredEvent, live: Option<&LiveEvent>) -> Frame {
         if let Some(after) = self.restart_ends_after
             && event.seq > after
             && event
@@ -263,11 +262,14 @@ impl Feed {
         {
             self.ended = true;
         }
-        chat_event(&self.redaction.event(event))
+        match (&self.redaction, live) {
+            (crate::redact::Redaction::None, Some(live)) => live.frame(),
+            _ => chat_event(&self.redaction.event(event)),
+        }
     }
 
     /// The replay failed: an `error` event, after which the stream ends.
-    fn fail(&mut self, message: &str) -> Event {
+    fn fail(&mut self, message: &str) -> Frame {
         self.ended = true;
         let error = StreamError {
             error: "unavailable",
@@ -277,8 +279,7 @@ impl Feed {
     }
 }
 
-fn chat_event(event: &StoredEvent) -> Event {
-    Event::default()
-        .id(event.seq.to_string())
-        .data(event.to_wire_json())
+/// A stored event's frame: its sequence as the `id`, its JSON as the data.
+pub(crate) fn chat_event(event: &StoredEvent) -> Frame {
+    frame(Some(event.seq), None, &event.to_wire_json())
 }
