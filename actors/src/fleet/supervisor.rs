@@ -10,7 +10,7 @@
 //! nothing pending is asked to rest; it answers with its record unless something came up, and
 //! the supervisor takes the record back only if it sent the actor nothing since it asked.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -25,7 +25,7 @@ use super::{FleetArgs, Shared, is_simulated_checkin, parse_checkin};
 use crate::machines::{MachineReply, MachineRequest};
 use crate::partitions::Owned;
 use crate::protocol::valid_machine_id;
-use crate::subjects;
+use crate::subjects::{self, PARTITIONS};
 use crate::supervision::{ChildSpec, Children, follow_partitions, pump};
 
 pub struct FleetSupervisor;
@@ -89,7 +89,81 @@ pub struct FleetState {
     deadlines: Deadlines,
     /// Per owned partition: the pump of its machine-request subscription.
     requests: HashMap<u32, tokio::task::JoinHandle<()>>,
+    /// Check-ins of partitions this node could not act for when they came (see
+    /// [`FleetState::on_checkin`]).
+    deferred: Deferred,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// How long a check-in of a partition this node does not own is kept, in case this node takes
+/// the partition over: longer than a dead node's lease takes to run out and be taken
+/// ([`crate::partitions::LEASE_TTL`] plus a tick).
+const DEFER_FOR: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Most check-ins kept at once (≈ 5 s of check-ins of 300k agents at 30 s).
+const MAX_DEFERRED: usize = 50_000;
+
+/// Recent check-ins of partitions this node did not own when they came, oldest first, with a
+/// count per partition. A node that dies takes the check-ins it had not handled with it, and
+/// no node takes a partition until the dead node's lease has run out; every node hears every
+/// check-in, so the one that takes the partition over handles what came in between. (Check-ins
+/// the dead owner did handle are handled again: a check-in reports the machine's state, so
+/// taking it twice in order changes nothing.) The same covers this node's own lease lapsing
+/// for a moment while its renewal is late.
+#[derive(Default)]
+struct Deferred {
+    /// When each came, its partition, the check-in and whether it is simulated.
+    queue: VecDeque<(std::time::Instant, u32, crate::protocol::Checkin, bool)>,
+    per_partition: [u32; PARTITIONS as usize],
+}
+
+impl Deferred {
+    fn push(&mut self, checkin: crate::protocol::Checkin, simulated: bool) {
+        self.expire();
+        if self.queue.len() < MAX_DEFERRED {
+            let p = subjects::partition_of(&checkin.machine);
+            let now = std::time::Instant::now();
+            self.queue.push_back((now, p, checkin, simulated));
+            self.per_partition[p as usize] += 1;
+        }
+    }
+
+    /// Whether a check-in of partition `p` is kept.
+    fn waiting(&self, p: u32) -> bool {
+        self.per_partition[p as usize] > 0
+    }
+
+    /// Drops what is older than [`DEFER_FOR`].
+    fn expire(&mut self) {
+        while let Some((since, p, ..)) = self.queue.front() {
+            if since.elapsed() < DEFER_FOR {
+                break;
+            }
+            self.per_partition[*p as usize] -= 1;
+            self.queue.pop_front();
+        }
+    }
+
+    /// Whether a check-in of a partition in `owned` is waiting.
+    fn any_of(&self, owned: &[bool]) -> bool {
+        (self.per_partition.iter().zip(owned)).any(|(n, own)| *n > 0 && *own)
+    }
+
+    /// Takes out, in order, the check-ins of the partitions in `owned`.
+    fn take(&mut self, owned: &[bool]) -> Vec<(crate::protocol::Checkin, bool)> {
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for (since, p, checkin, simulated) in self.queue.drain(..) {
+            if owned[p as usize] {
+                self.per_partition[p as usize] -= 1;
+                taken.push((checkin, simulated));
+            } else {
+                kept.push_back((since, p, checkin, simulated));
+            }
+        }
+        self.queue = kept;
+        taken
+    }
 }
 
 impl Actor for FleetSupervisor {
@@ -135,6 +209,7 @@ impl Actor for FleetSupervisor {
             last_rest_scan: crate::now_ms(),
             deadlines: Deadlines::default(),
             requests: HashMap::new(),
+            deferred: Deferred::default(),
             tasks,
         })
     }
@@ -167,8 +242,14 @@ impl Actor for FleetSupervisor {
                 resting,
                 epoch,
             } => state.rest(machine, resting, epoch),
-            FleetMsg::Owned(owned) => state.follow(owned, &myself).await,
-            FleetMsg::Sweep => state.sweep().await?,
+            FleetMsg::Owned(owned) => {
+                state.follow(owned, &myself).await;
+                state.take_deferred().await?;
+            }
+            FleetMsg::Sweep => {
+                state.take_deferred().await?;
+                state.sweep().await?;
+            }
         }
         Ok(())
     }
@@ -253,26 +334,60 @@ impl FleetState {
     }
 
     /// Routes a valid check-in of an owned machine to its actor; counts and logs a bad one.
+    ///
+    /// A check-in of a partition this node does not own now is kept a while ([`Deferred`]), and
+    /// taken if the partition becomes this node's. Kept check-ins of a partition are taken
+    /// before a newer one of it, so a machine's check-ins keep their order.
     async fn on_checkin(&mut self, msg: async_nats::Message) -> Result<(), ActorProcessingErr> {
-        let parsed = parse_checkin(msg.subject.as_str(), &msg.payload);
-        if let Ok(checkin) = &parsed
-            && !self.shared().partitions.owns_key(&checkin.machine)
-        {
-            return Ok(());
-        }
-        match parsed {
-            Ok(checkin) => {
-                let simulated = is_simulated_checkin(msg.subject.as_str());
-                if let Err(record) = self.take_quiet_checkin(&checkin, simulated) {
-                    let machine = checkin.machine.clone();
-                    let msg = AgentMsg::Checkin { checkin, simulated };
-                    self.send_seeded(&machine, msg, record).await?;
-                }
-            }
+        let checkin = match parse_checkin(msg.subject.as_str(), &msg.payload) {
+            Ok(checkin) => checkin,
             Err(why) => {
                 self.shared().stats.rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(subject = %msg.subject, %why, "dropped a malformed check-in");
+                return Ok(());
             }
+        };
+        let simulated = is_simulated_checkin(msg.subject.as_str());
+        if self
+            .deferred
+            .waiting(subjects::partition_of(&checkin.machine))
+        {
+            self.take_deferred().await?;
+        }
+        self.take_checkin(checkin, simulated).await
+    }
+
+    async fn take_checkin(
+        &mut self,
+        checkin: crate::protocol::Checkin,
+        simulated: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        if !self.shared().partitions.owns_key(&checkin.machine) {
+            self.deferred.push(checkin, simulated);
+            return Ok(());
+        }
+        if let Err(record) = self.take_quiet_checkin(&checkin, simulated) {
+            let machine = checkin.machine.clone();
+            let msg = AgentMsg::Checkin { checkin, simulated };
+            self.send_seeded(&machine, msg, record).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the kept check-ins of the partitions this node owns now, in order; drops those kept
+    /// longer than [`DEFER_FOR`].
+    async fn take_deferred(&mut self) -> Result<(), ActorProcessingErr> {
+        self.deferred.expire();
+        let partitions = &self.shared().partitions;
+        let mut owned = [false; PARTITIONS as usize];
+        for (p, own) in owned.iter_mut().enumerate() {
+            *own = self.deferred.waiting(p as u32) && partitions.owns(p as u32);
+        }
+        if !self.deferred.any_of(&owned) {
+            return Ok(());
+        }
+        for (checkin, simulated) in self.deferred.take(&owned) {
+            self.take_checkin(checkin, simulated).await?;
         }
         Ok(())
     }

@@ -328,6 +328,56 @@ async fn a_dead_nodes_partitions_are_taken_over_and_its_sessions_and_machines_an
     }
 }
 
+/// A check-in that comes while its partition has no live owner (its node died, the survivor may
+/// not take the partition before the dead node's lease runs out) is taken by the node that
+/// takes the partition over instead of being lost: the agents here check in once an hour, so
+/// only that check-in can show the new user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_in_while_its_partition_has_no_owner_waits_for_the_next_owner() {
+    let nats = TestNats::start().await;
+    let mut nodes = start_nodes(&nats, 2).await;
+    wait_balanced(&nodes).await;
+    let alice = nodes[0].operator("alice").await;
+    let victim_partitions = nodes[1].node.partitions.owned();
+    let orphans: Vec<String> = (0..)
+        .map(|i| format!("orphan{i}.own.acme"))
+        .filter(|m| victim_partitions.contains(&partition_of(m)))
+        .take(8)
+        .collect();
+    let mut agents = Vec::new();
+    for machine in &orphans {
+        let presence = natter_agent::Presence::user(Some("carol"));
+        let hour = Duration::from_secs(3600);
+        agents.push(TestAgent::start_with(&nats, &nodes[0], machine, presence, hour).await);
+    }
+    let victim = nodes.remove(1);
+    victim.kill().await;
+    let survivor = &nodes[0];
+    // At once: the dead node's leases have not run out, so nobody may act for its partitions.
+    let mut while_unowned = 0;
+    for agent in &agents {
+        if !survivor.node.partitions.owns(partition_of(&agent.machine)) {
+            while_unowned += 1;
+        }
+        agent.check_in(natter_agent::Presence::user(Some("dave")));
+    }
+    assert!(
+        while_unowned > 0,
+        "the survivor took every partition before a check-in was sent: nothing was tested"
+    );
+    for machine in &orphans {
+        alice
+            .wait_for(&format!("/api/machines/{machine}"), |v| v["user"] == "dave")
+            .await;
+    }
+    for agent in agents {
+        agent.stop().await;
+    }
+    for node in nodes {
+        node.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_after_a_crash_under_its_id_takes_its_partitions_back() {
     let nats = TestNats::start().await;
