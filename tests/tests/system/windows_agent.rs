@@ -2,7 +2,8 @@
 //! (`NATTER_WINDOWS_AGENT`), runs under Wine (`NATTER_WINE`, Debian's `wine64`) against the
 //! test's real nats-server on loopback: it enrolls with a token, checks in (the operator sees
 //! the machine, its user and `windows`), and answers an operator's chat: the operator sees
-//! `opened` and the link the agent printed logs the machine user in.
+//! `opened` and the link the agent printed logs the machine user in. `natter-agent chat`
+//! reaches it through its control pipe (with the pipe's restricted access).
 //!
 //! Without `NATTER_WINDOWS_AGENT` the test says so and passes (a local run without the cross
 //! build), except in CI (`CI=true`), where a missing Windows agent fails it.
@@ -89,6 +90,17 @@ impl Wine {
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", wine.wine.display()));
         assert!(status.success(), "wineboot --init failed: {status}");
         wine
+    }
+
+    /// Runs `command` (made by [`Wine::command`]) to its end: its exit code, stdout and
+    /// stderr, trimmed.
+    async fn run(&self, command: &mut tokio::process::Command) -> (Option<i32>, String, String) {
+        let out = tokio::time::timeout(FIRST_CHECKIN, command.output())
+            .await
+            .unwrap_or_else(|_| panic!("{command:?} did not finish within {FIRST_CHECKIN:?}"))
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
     }
 
     /// `path` as Wine's programs see it (drive Z: is the Unix root).
@@ -228,6 +240,24 @@ async fn the_windows_agent_under_wine_enrolls_checks_in_and_opens_a_chat() {
         .await;
     assert_eq!(status, StatusCode::OK, "{view}");
     assert_eq!(view["machine"], MACHINE);
+
+    // The machine's user asks through the control pipe (its access is the agent's own, see
+    // agent/src/control.rs): `natter-agent chat` reaches the agent, which asks the broker; this
+    // machine's role (none) does not allow it, and the user is told so.
+    let (code, answer, errors) = wine
+        .run(
+            wine.command(&exe)
+                .arg("chat")
+                .arg("--key-file")
+                .arg(Wine::windows_path(&key_file)),
+        )
+        .await;
+    assert!(
+        answer.starts_with("refused (not_allowed): "),
+        "natter-agent chat printed {answer:?} (exit {code:?}, stderr {errors:?}); agent log:\n{}",
+        agent_log()
+    );
+    assert_eq!(code, Some(1), "only `opened` exits 0");
 
     child.start_kill().expect("stop the agent");
     let _ = tokio::time::timeout(WAIT, child.wait()).await;
