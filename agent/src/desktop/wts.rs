@@ -280,6 +280,24 @@ mod windows {
         }
         row
     }
+
+    #[cfg(test)]
+    mod tests {
+        /// The version query works: an NT 6 or later Windows (Windows 10 tells a program
+        /// without a manifest 6.2; Wine 8 says 6.1, its default Windows 7, where the lock
+        /// flags then read as unknown).
+        #[test]
+        fn the_windows_version_is_read() {
+            let version = super::os_version();
+            assert!(version >= (6, 1), "{version:?}");
+            let expected = if version >= (6, 2) {
+                super::WtsLock::Locked
+            } else {
+                super::WtsLock::Unknown
+            };
+            assert_eq!(super::WtsLock::from_flags(0, version), expected);
+        }
+    }
 }
 
 #[cfg(test)]
