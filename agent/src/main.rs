@@ -92,7 +92,8 @@ struct Cli {
     /// IP address to report.
     #[arg(long, default_value = "127.0.0.1")]
     ip: String,
-    /// The local control socket `natter-agent chat` talks to (a Unix socket, mode 0660).
+    /// The local control socket `natter-agent chat` talks to (a Unix socket, mode 0660; on
+    /// Windows a named pipe named after it, for SYSTEM, Administrators and logged-on users).
     /// Default: the key file's path with `.sock` added. With several --machine, include
     /// `{machine}`.
     #[arg(long, env = "NATTER_AGENT_CONTROL_SOCKET")]

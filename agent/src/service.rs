@@ -116,6 +116,15 @@ fn parse(args: &[OsString]) -> Result<Cli, String> {
     .map_err(|e| e.to_string())
 }
 
+/// Where the service logs (`agent.log`): next to its key (install made its folder), as the
+/// service's own %ProgramData% may differ from the installer's (Wine gives services
+/// C:\users\Public).
+fn log_dir(cli: &Cli) -> PathBuf {
+    (cli.key_file.as_deref())
+        .and_then(|k| std::path::Path::new(k).parent().map(PathBuf::from))
+        .unwrap_or_else(data_dir)
+}
+
 /// Makes [`data_dir`], readable and writable by SYSTEM and Administrators only (no inherited
 /// rights: the key in it is the machine's identity). `icacls` with SIDs, so it works in every
 /// Windows language.
@@ -141,7 +150,7 @@ fn make_data_dir() -> Result<PathBuf, String> {
 
 fn install(args: Vec<OsString>) -> Result<(), String> {
     let args = service_args(args);
-    parse(&args)?;
+    let log_dir = log_dir(&parse(&args)?);
     let dir = make_data_dir()?;
     let exe = std::env::current_exe().map_err(|e| format!("where am I: {e}"))?;
     let manager = ServiceManager::local_computer(
@@ -195,7 +204,15 @@ fn install(args: Vec<OsString>) -> Result<(), String> {
         let e = os_reason(e);
         eprintln!("natter-agent service install: warning: no restart on failure: {e}");
     }
-    start(&service)?;
+    // Registered but not running: say so, and where to look (the service may still start at
+    // the next boot).
+    start(&service).map_err(|e| {
+        format!(
+            "the service is installed but did not start: {e}; see agent.log in {}, \
+             or remove it with `natter-agent service uninstall`",
+            log_dir.display()
+        )
+    })?;
     println!(
         "installed and started the service {SERVICE_NAME}; key and log in {}",
         dir.display()
@@ -215,7 +232,7 @@ fn start(service: &windows_service::service::Service) -> Result<(), String> {
         let code = match service.start(&[] as &[&OsStr]) {
             Ok(()) => return Ok(()),
             Err(windows_service::Error::Winapi(e)) => e.raw_os_error(),
-            Err(e) => return Err(format!("start the service: {}", os_reason(e))),
+            Err(e) => return Err(os_reason(e)),
         };
         match code {
             Some(ERROR_SERVICE_ALREADY_RUNNING) => return Ok(()),
@@ -225,7 +242,7 @@ fn start(service: &windows_service::service::Service) -> Result<(), String> {
             }
             _ => {
                 let e = std::io::Error::from_raw_os_error(code.unwrap_or_default());
-                return Err(format!("start the service: {e}"));
+                return Err(e.to_string());
             }
         }
     }
@@ -319,12 +336,7 @@ fn service_main(_start_parameters: Vec<OsString>) {
     let args = AGENT_ARGS.get().cloned().unwrap_or_default();
     let code = match parse(&args) {
         Ok(cli) => {
-            // Next to the key (install made its folder): the service's own %ProgramData% may
-            // differ from the installer's (Wine gives services C:\users\Public).
-            let dir = (cli.key_file.as_deref())
-                .and_then(|k| std::path::Path::new(k).parent().map(PathBuf::from))
-                .unwrap_or_else(data_dir);
-            let log = std::fs::File::create(dir.join("agent.log")).ok();
+            let log = std::fs::File::create(log_dir(&cli).join("agent.log")).ok();
             crate::run_agents(cli, stop, log)
         }
         Err(_) => ExitCode::from(2),
