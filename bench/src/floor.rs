@@ -24,10 +24,7 @@ const KEEP_ALIVE: Duration = natter_gateway::sse::KEEP_ALIVE;
 /// `natter-bench floor-sse [--warp]`: prints `READY <addr>` and serves until stdin closes.
 pub async fn floor_sse(warp: bool) -> Result<(), BoxError> {
     raise_nofile();
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind("127.0.0.1:0".parse()?)?;
-    let listener = socket.listen(4096)?;
+    let listener = crate::procs::listen_loopback()?;
     println!("READY {}", listener.local_addr()?);
     let accept = async {
         loop {

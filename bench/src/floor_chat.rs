@@ -94,10 +94,7 @@ pub async fn floor_chat(nats_url: String, password: String) -> Result<(), BoxErr
             }
         })
     };
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind("127.0.0.1:0".parse()?)?;
-    let listener = socket.listen(4096)?;
+    let listener = crate::procs::listen_loopback()?;
     println!("READY {}", listener.local_addr()?);
     let accept = async {
         loop {

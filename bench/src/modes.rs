@@ -34,11 +34,7 @@ pub async fn node(nats_url: String) -> Result<(), BoxError> {
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .try_init();
-    // A deep accept backlog: tens of thousands of clients connect in bursts.
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind("127.0.0.1:0".parse()?)?;
-    let listener = socket.listen(4096)?;
+    let listener = crate::procs::listen_loopback()?;
     let addr = listener.local_addr()?;
     let mut config = natter::Config::defaults();
     config.nats.url = nats_url;

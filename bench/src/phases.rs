@@ -245,23 +245,7 @@ async fn phase_throughput(
     let since = tail(&chat.stores).await;
     let readers = chat::Readers::open(addr, &chat.sessions, &chat.ops[1..4], since).await?;
     let mut senders = chat::Senders::new(addr, &chat.ops[0], &chat.sessions);
-    let budget = Duration::from_secs(if quick { 40 } else { 100 });
-    let mut watched = vec![("node", chat.node.pid())];
-    watched.extend(
-        crate::procs::children_named("nats-server")
-            .into_iter()
-            .map(|pid| ("nats-server", pid)),
-    );
-    let steps = step_up(
-        &mut senders,
-        &readers,
-        RATES,
-        quick,
-        budget,
-        &watched,
-        say_throughput_step,
-    )
-    .await;
+    let steps = throughput_steps(&mut senders, &readers, quick, ("node", chat.node.pid())).await;
     if steps.budget_ended {
         notes.push("Throughput: the time budget ended the steps.".into());
     }
@@ -282,26 +266,37 @@ async fn phase_floor_chat(
         .collect();
     let readers = chat::Readers::open(floor.addr, &sessions, &chat.ops[1..4], 0).await?;
     let mut senders = chat::Senders::new(floor.addr, &chat.ops[0], &sessions);
-    let mut watched = vec![("floor", floor.pid())];
+    let steps = throughput_steps(&mut senders, &readers, quick, ("floor", floor.pid())).await;
+    drop(readers);
+    floor.proc.stop(Duration::from_secs(2)).await;
+    Ok((steps.best, steps.failed))
+}
+
+/// The throughput steps against one server process (`server`: its name and pid), with its CPU
+/// and the nats-server's per message.
+async fn throughput_steps(
+    senders: &mut chat::Senders,
+    readers: &chat::Readers,
+    quick: bool,
+    server: (&'static str, u32),
+) -> StepUp {
+    let mut watched = vec![server];
     watched.extend(
         crate::procs::children_named("nats-server")
             .into_iter()
             .map(|pid| ("nats-server", pid)),
     );
     let budget = Duration::from_secs(if quick { 40 } else { 100 });
-    let steps = step_up(
-        &mut senders,
-        &readers,
+    step_up(
+        senders,
+        readers,
         RATES,
         quick,
         budget,
         &watched,
         say_throughput_step,
     )
-    .await;
-    drop(readers);
-    floor.proc.stop(Duration::from_secs(2)).await;
-    Ok((steps.best, steps.failed))
+    .await
 }
 
 /// What [`step_up`] found.

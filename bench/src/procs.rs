@@ -57,6 +57,15 @@ pub fn cpu_time(pid: u32) -> Option<Duration> {
     Some(Duration::from_millis((utime + stime) * 1000 / hz.max(1)))
 }
 
+/// A listener on a free loopback port with a deep accept backlog (tens of thousands of clients
+/// connect in bursts).
+pub fn listen_loopback() -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    socket.listen(4096)
+}
+
 /// This process's children whose command name is `name` (e.g. the bench's nats-server).
 pub fn children_named(name: &str) -> Vec<u32> {
     let me = std::process::id();

@@ -109,21 +109,7 @@ fn row_latency(s: &Step, raw: Option<&RawResults>) -> Row {
 
 fn row_throughput(best: Option<&Step>, failed: Option<&Step>, raw: Option<&RawResults>) -> Row {
     let pipelined = raw.map(|r| r.js_pipelined_per_s);
-    let value = match best {
-        Some(b) => format!(
-            "{} msg/s ({} SSE deliveries/s), p99 {}{}",
-            fmt_rate(b.delivered_per_s),
-            fmt_rate(b.delivered_per_s * 3.0),
-            fmt_d(b.latency.p99),
-            failed.map_or(String::new(), |f| format!(
-                "; at {} offered: p99 {}, {} accepted/s",
-                fmt_rate(f.offered),
-                fmt_d(f.latency.p99),
-                fmt_rate(f.accepted_per_s)
-            ))
-        ),
-        None => "below 1k msg/s".into(),
-    };
+    let value = fmt_steps(best, failed, true);
     let share = match (best, pipelined) {
         (Some(b), Some(p)) => Some(b.delivered_per_s / p),
         _ => None,
@@ -139,22 +125,32 @@ fn row_throughput(best: Option<&Step>, failed: Option<&Step>, raw: Option<&RawRe
     )
 }
 
+/// The best sustained step (with its SSE deliveries: 3 readers each) and the first that was not.
+fn fmt_steps(best: Option<&Step>, failed: Option<&Step>, deliveries: bool) -> String {
+    let Some(b) = best else {
+        return "below 1k msg/s".into();
+    };
+    format!(
+        "{} msg/s{}, p99 {}{}",
+        fmt_rate(b.delivered_per_s),
+        if deliveries {
+            format!(" ({} SSE deliveries/s)", fmt_rate(b.delivered_per_s * 3.0))
+        } else {
+            String::new()
+        },
+        fmt_d(b.latency.p99),
+        failed.map_or(String::new(), |f| format!(
+            "; at {} offered: p99 {}, {} accepted/s",
+            fmt_rate(f.offered),
+            fmt_d(f.latency.p99),
+            fmt_rate(f.accepted_per_s)
+        ))
+    )
+}
+
 /// The same load on the floor of the chat path, and Natter's share of it.
 fn row_floor_chat(best: Option<&Step>, failed: Option<&Step>, natter: Option<&Step>) -> Row {
-    let value = match best {
-        Some(b) => format!(
-            "{} msg/s, p99 {}{}",
-            fmt_rate(b.delivered_per_s),
-            fmt_d(b.latency.p99),
-            failed.map_or(String::new(), |f| format!(
-                "; at {} offered: p99 {}, {} accepted/s",
-                fmt_rate(f.offered),
-                fmt_d(f.latency.p99),
-                fmt_rate(f.accepted_per_s)
-            ))
-        ),
-        None => "below 1k msg/s".into(),
-    };
+    let value = fmt_steps(best, failed, false);
     let share = match (natter, best) {
         (Some(n), Some(f)) => format!(
             "Natter = {:.0}% of the floor",
