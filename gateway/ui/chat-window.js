@@ -192,9 +192,20 @@ export class ChatWindow {
       // out in one pass, not once per batch; or 300 ms after the last batch, should its end
       // never come), later events once per frame, all that came meanwhile together. The timer
       // covers a hidden window, which gets no frames (its tone still plays).
+      // Once the window shows the chat's newest events (fetched when it opened), the older
+      // ones go in above them batch by batch as they come (Transcript.putHead: blocks laid
+      // out only near the screen), so making them overlaps the rest of the history coming.
+      const last = m.events.length ? m.events[m.events.length - 1].seq : 0;
+      if (this.catchingUp && !this.incoming.length && this.transcript.lastSeq > 0) {
+        this.addEvents(m.events);
+        if (this.historyEnd === null || last >= this.historyEnd) {
+          this.catchingUp = false;
+          clearTimeout(this.catchUpTimer);
+        }
+        return;
+      }
       this.incoming.push(m.events);
       if (this.catchingUp) {
-        const last = m.events.length ? m.events[m.events.length - 1].seq : 0;
         clearTimeout(this.catchUpTimer);
         if (this.historyEnd !== null && last < this.historyEnd) {
           this.catchUpTimer = setTimeout(() => this.showIncoming(true), 300);
