@@ -188,6 +188,8 @@ export class ChatWindow {
   // -- messages from the event hub (events-hub.js) --
   handle(m) {
     if (m.type === 'events') {
+      // The hub sends a stream's events as the JSON text of their array (events-hub.js).
+      if (!m.events) m = { ...m, events: JSON.parse(m.json) };
       // The history is shown at once when its last event has come (the browser then lays it
       // out in one pass, not once per batch; or 300 ms after the last batch, should its end
       // never come), later events once per frame, all that came meanwhile together. The timer

@@ -46,7 +46,7 @@ function instrument(expect) {
         // Every message of the hub, as the window receives it (before the page's handler).
         this.port.addEventListener('message', (e) => {
           const m = e.data || {};
-          const n = m.events ? m.events.length : 0;
+          const n = m.events ? m.events.length : m.json ? `${(m.json.length / 1024).toFixed(0)}KiB` : 0;
           t.port.push([performance.now(), m.type || '?', n]);
           performance.mark(`natter:port ${m.type} ${n}`);
         });
