@@ -74,6 +74,7 @@ function instrument(expect) {
 const CATEGORIES = [
   'devtools.timeline', 'disabled-by-default-devtools.timeline', 'blink.user_timing', 'v8.execute',
   'loading', 'toplevel', 'v8', 'blink', 'disabled-by-default-v8.gc',
+  ...(process.env.NATTER_JS_PROFILE === '1' ? ['disabled-by-default-v8.cpu_profiler'] : []),
 ].join(',');
 
 async function openOnce(i) {
