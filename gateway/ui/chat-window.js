@@ -188,13 +188,26 @@ export class ChatWindow {
   // -- messages from the event hub (events-hub.js) --
   handle(m) {
     if (m.type === 'events') {
+      // The hub sends a stream's events as the JSON text of their array (events-hub.js).
+      if (!m.events) m = { ...m, events: JSON.parse(m.json) };
       // The history is shown at once when its last event has come (the browser then lays it
       // out in one pass, not once per batch; or 300 ms after the last batch, should its end
       // never come), later events once per frame, all that came meanwhile together. The timer
       // covers a hidden window, which gets no frames (its tone still plays).
+      // Once the window shows the chat's newest events (fetched when it opened), the older
+      // ones go in above them batch by batch as they come (Transcript.putHead: blocks laid
+      // out only near the screen), so making them overlaps the rest of the history coming.
+      const last = m.events.length ? m.events[m.events.length - 1].seq : 0;
+      if (this.catchingUp && !this.incoming.length && this.transcript.lastSeq > 0) {
+        this.addEvents(m.events);
+        if (this.historyEnd === null || last >= this.historyEnd) {
+          this.catchingUp = false;
+          clearTimeout(this.catchUpTimer);
+        }
+        return;
+      }
       this.incoming.push(m.events);
       if (this.catchingUp) {
-        const last = m.events.length ? m.events[m.events.length - 1].seq : 0;
         clearTimeout(this.catchUpTimer);
         if (this.historyEnd !== null && last < this.historyEnd) {
           this.catchUpTimer = setTimeout(() => this.showIncoming(true), 300);

@@ -8,6 +8,8 @@
 // Window -> hub:  {subscribe: id} | {unsubscribe: id}
 // Hub -> window:  {type:'hello', server_time, retention_secs}
 //                 {type:'events', session, events:[...]}   (seq order, each seq at most once)
+//                 {type:'events', session, json:'[...]'}   (the same, as the JSON text of the
+//                                                           array: what the stream brings)
 //                 {type:'reset', session}                  (clear the transcript; history follows)
 //                 {type:'status', state:'connecting'|'open'|'closed'}
 //                 {type:'full', session, limit}            (no room on the stream: no events
@@ -23,7 +25,8 @@
 //
 // The stream is read with fetch (event-stream.js, EventSource's behaviour), and the events of
 // each chunk read from the network go to each window in ONE message: a 10k-event history then
-// costs some tens of messages, not 10k.
+// costs some tens of messages, not 10k. The message carries the events' JSON text as it came
+// (one string: copied, not cloned object by object), which the window parses.
 import { parseJSON } from './api.js';
 import { EventStream, CLOSED } from './event-stream.js';
 
@@ -85,17 +88,18 @@ export function createEventHub(opts = {}) {
 
   // Events are handed to windows in batches, one per chunk read from the network (flushed
   // at its end): a replay of thousands of events costs a few postMessage calls, not one each.
-  const outbox = new Map(); // session -> events not yet posted
-  function queue(ev) {
+  const outbox = new Map(); // session -> the JSON texts of its events not yet posted
+  function queue(ev, data) {
     const list = outbox.get(ev.session);
-    if (list) list.push(ev); else outbox.set(ev.session, [ev]);
+    if (list) list.push(data); else outbox.set(ev.session, [data]);
   }
   function flush() {
-    for (const [id, events] of outbox) {
+    for (const [id, texts] of outbox) {
       const s = sessions.get(id);
       if (!s) continue;
       prune(s);
-      for (const p of s.ports) post(p, { type: 'events', session: id, events });
+      const json = '[' + texts.join(',') + ']';
+      for (const p of s.ports) post(p, { type: 'events', session: id, json });
     }
     outbox.clear();
   }
@@ -156,7 +160,7 @@ export function createEventHub(opts = {}) {
       events(list) {
         for (const e of list) {
           if (!live()) break;
-          if (e.type === 'message') { received(parseJSON(e.data)); continue; }
+          if (e.type === 'message') { received(parseJSON(e.data), e.data); continue; }
           flush(); // windows get everything in the stream's order
           if (e.type === 'hello') helloReceived(conn, e.data);
           else if (e.type === 'reset') reset(parseJSON(e.data) || {});
@@ -179,13 +183,14 @@ export function createEventHub(opts = {}) {
     broadcast({ type: 'status', state: 'open' });
   }
 
-  function received(ev) {
-    if (!ev || typeof ev.seq !== 'number') return;
+  /** A chat event: `ev` parsed from `data`, its JSON text. */
+  function received(ev, data) {
+    if (!ev || typeof ev !== 'object' || typeof ev.seq !== 'number') return;
     const s = sessions.get(ev.session);
     if (!s || ev.seq <= s.last) return; // not ours any more, or a duplicate
     s.last = ev.seq;
     s.events.push(ev);
-    queue(ev);
+    queue(ev, data);
   }
 
   /** A typing or seen signal: to the session's windows as it comes. */

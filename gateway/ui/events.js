@@ -1,6 +1,7 @@
 // A window's side of the event hub (events-hub.js): subscribe to one session's events.
 import { createEventHub } from './events-hub.js';
 
+// chat-boot.js starts the same worker (it has no imports): keep both in step.
 const WORKER_URL = '/static/events-worker.js';
 // Also names the worker's kind: a classic worker of an older page under the old name is never
 // asked to be a module worker (the browser would refuse).
@@ -22,13 +23,22 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
     port.onmessage = (e) => onMessage(e.data);
     port.postMessage({ subscribe: sessionId });
   };
-  const worker = shared ? sharedWorker() : null;
-  if (worker) {
+  const early = shared ? takeEarlyWorker(sessionId) : null;
+  const worker = early ? early.worker : shared ? sharedWorker() : null;
+  if (early && early.failed) {
+    attach(localHub(urlFor));
+  } else if (worker) {
     let heard = false;
     worker.port.addEventListener('message', () => { heard = true; });
     // A worker script that cannot load (e.g. no module workers) fails here, not in the constructor.
     worker.addEventListener('error', () => { if (!heard) attach(localHub(urlFor)); });
-    attach(worker.port);
+    if (early) {
+      // Already subscribed by chat-boot.js: listening starts the port, whose messages waited.
+      port = worker.port;
+      port.onmessage = (e) => onMessage(e.data);
+    } else {
+      attach(worker.port);
+    }
   } else {
     attach(localHub(urlFor));
   }
@@ -39,6 +49,17 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
     subscribed = false;
     port.postMessage({ unsubscribe: sessionId });
   };
+}
+
+/**
+ * The shared worker chat-boot.js started for `sessionId`, already subscribed to it (once; null
+ * if there is none).
+ */
+function takeEarlyWorker(sessionId) {
+  const early = globalThis.natterEarlyWorker;
+  if (!early || early.session !== sessionId) return null;
+  globalThis.natterEarlyWorker = null;
+  return early;
 }
 
 function sharedWorker() {

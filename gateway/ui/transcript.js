@@ -9,22 +9,31 @@ export function nameOf(p) {
 }
 
 const SHORT_TIME = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-// Formatting is the slow part of a time (a few µs, 10k times for a long history): "12:34" is
-// kept per minute, and the full date (the tooltip) is made only when the pointer comes by.
-const shortTimes = new Map(); // minute since the epoch -> "12:34"
-export function shortTime(at) {
+// Formatting is the slow part of a time (a few µs, 10k times for a long history): "12:34" and
+// the ISO date up to the minute are kept per minute, and the full date (the tooltip) is made
+// only when the pointer comes by.
+const minutes = new Map(); // minute since the epoch -> {short: "12:34", iso: "2026-12-03T12:34:"}
+function minuteOf(at) {
   const minute = Math.floor(at / 60000);
-  let text = shortTimes.get(minute);
-  if (text === undefined) {
-    if (shortTimes.size > 10000) shortTimes.clear();
-    text = SHORT_TIME.format(new Date(at));
-    shortTimes.set(minute, text);
+  let m = minutes.get(minute);
+  if (m === undefined) {
+    if (minutes.size > 10000) minutes.clear();
+    const d = new Date(minute * 60000);
+    m = { short: SHORT_TIME.format(d), iso: d.toISOString().slice(0, -7) };
+    minutes.set(minute, m);
   }
-  return text;
+  return m;
+}
+export function shortTime(at) {
+  return minuteOf(at).short;
 }
 function fillTime(t, at) {
-  t.dateTime = new Date(at).toISOString();
-  t.textContent = shortTime(at);
+  const m = minuteOf(at);
+  const ms = at - Math.floor(at / 60000) * 60000; // 0 ≤ ms < 60000, also before 1970
+  const sec = Math.floor(ms / 1000), milli = Math.floor(ms % 1000);
+  // The same string as new Date(at).toISOString().
+  t.dateTime = m.iso + (sec < 10 ? '0' : '') + sec + '.' + String(milli).padStart(3, '0') + 'Z';
+  t.textContent = m.short;
 }
 function timeEl(at) {
   const t = el('time', 'when');
@@ -72,6 +81,7 @@ export class Transcript {
     this.lastSeq = 0;         // the highest seq in `events`
     this.pending = new Map(); // client id -> node (sent by me, not yet seen in the stream)
     this.older = null;        // the part of a long history still to go in (see appendTail)
+    this.headTop = 0;         // the highest seq put in above the events shown (see putHead)
     this.offset = 0;          // server clock - local clock (ms)
     this.retention = 0;       // seconds; 0 = unknown, keep everything
     this.loadedAt = Date.now();
@@ -123,7 +133,7 @@ export class Transcript {
         const entry = { ev, node: null }; // its node is made when it goes in
         this.events.set(ev.seq, entry);
         tail.push(entry);
-      } else if (ev.seq < first && (!head.length || ev.seq > head[head.length - 1].ev.seq)) {
+      } else if (ev.seq < first && ev.seq > (head.length ? head[head.length - 1].ev.seq : this.headTop)) {
         const entry = { ev, node: null };
         this.events.set(ev.seq, entry);
         head.push(entry);
@@ -149,22 +159,47 @@ export class Transcript {
     return added;
   }
 
-  /** The seq of the first event shown, or -Infinity when none is. */
-  firstShownSeq() {
+  /**
+   * The first of the list's children that is not a block of older events put in by putHead
+   * (the events shown before the rest of the history came), or null.
+   */
+  firstAfterHead() {
     let n = this.ui.list.firstElementChild;
+    while (n && n.classList.contains('older') && Number(n.dataset.seq) <= this.headTop) n = n.nextElementSibling;
+    return n;
+  }
+
+  /**
+   * The seq of the first event shown after the blocks put in by putHead (what an older event
+   * must go before to go in as head), or -Infinity when there is none.
+   */
+  firstShownSeq() {
+    let n = this.firstAfterHead();
     if (n && n.classList.contains('older')) n = n.firstElementChild.firstElementChild;
     return n && n.dataset.seq !== undefined ? Number(n.dataset.seq) : -Infinity;
   }
 
   /**
-   * Puts the events of `entries` (in order) before every event shown: the rest of a long
-   * history that came after its newest part (the window shows the newest events it fetched
-   * first). Made and put in above, newest first, in chunks, as appendTail does.
+   * Puts the events of `entries` (in order, all newer than what putHead put in before) before
+   * the events shown: the rest of a long history that comes after its newest part (the window
+   * shows the newest events it fetched first). They go in at once, each batch as it comes,
+   * after the blocks of the batches before: as blocks (`li.older`), they are laid out only
+   * near the screen, so this costs making their nodes, not laying out the history again.
    */
   putHead(entries) {
     if (!entries.length) return;
-    this.older = { entries, end: entries.length, anchor: this.ui.list.firstElementChild };
-    setTimeout(() => this.putOlder(), 0);
+    const nodes = this.nodesOf(entries, 0, entries.length);
+    this.headTop = entries[entries.length - 1].ev.seq;
+    if (!nodes.length) return;
+    const f = document.createDocumentFragment();
+    for (let start = 0; start < nodes.length; start += OLDER_BLOCK) {
+      const block = olderBlock(nodes.slice(start, start + OLDER_BLOCK));
+      f.append(block);
+    }
+    // Its last block ends at headTop even if that event has no node (firstAfterHead).
+    f.lastElementChild.dataset.seq = this.headTop;
+    this.ui.list.insertBefore(f, this.firstAfterHead());
+    this.scrollToEnd();
   }
 
   /**
@@ -248,6 +283,7 @@ export class Transcript {
   /** The stream starts over (a reset): its history follows. */
   clear() {
     this.older = null;
+    this.headTop = 0;
     for (const { node } of this.events.values()) if (node) node.remove();
     for (const block of [...this.ui.list.getElementsByClassName('older')]) block.remove();
     this.events.clear();

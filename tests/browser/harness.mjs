@@ -7,6 +7,9 @@
 // Environment read here:
 //   NATTER_ARTIFACTS  optional: directory for screenshots of a failed check
 //   CHROMIUM          optional: browser executable (default /usr/bin/chromium)
+//   NATTER_CHROMIUM_ARGS  optional: more command-line switches for it, separated by spaces (e.g.
+//                     `--disable-features=WebUIOmniboxPopup`: headless Chromium then does not
+//                     load its omnibox's WebUI, ≈ 400 chrome:// files, in every new profile)
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
@@ -50,7 +53,8 @@ export async function startBrowser({ screenshotPrefix = '', ignoreConsole = () =
   const browser = await chromium.launch({
     executablePath: env.CHROMIUM || '/usr/bin/chromium',
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+      '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...(env.NATTER_CHROMIUM_ARGS || '').split(/\s+/).filter(Boolean)],
   });
   return new Run(browser, screenshotPrefix, ignoreConsole, beforeExit);
 }
