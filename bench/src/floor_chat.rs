@@ -3,7 +3,8 @@
 //! JetStream file stream (de-duplicated by its id, fenced on the session's last sequence, one
 //! append at a time per session, as a session actor does) and answer with its sequence; the
 //! stream republishes it on core NATS and the server writes it, as one SSE frame made once, to
-//! each reader's connection. No login, no membership, no actor, no second NATS connection.
+//! each reader's connection. No login, no membership, no actor; two NATS connections (appends,
+//! live events), as a node has (actors, gateway), since one connection's I/O runs on one core.
 //! The throughput phase drives it with the same senders and readers as the node, so the node's
 //! figure can be read as a share of what this machine allows for the same work.
 
@@ -42,11 +43,13 @@ struct Floor {
 /// `READY <addr>` and serves until stdin closes.
 pub async fn floor_chat(nats_url: String, password: String) -> Result<(), BoxError> {
     raise_nofile();
-    let client = async_nats::ConnectOptions::new()
-        .user_and_password("natter-broker".into(), password)
-        .connect(&nats_url)
-        .await?;
-    let js = jetstream::new(client.clone());
+    let connect = || {
+        async_nats::ConnectOptions::new()
+            .user_and_password("natter-broker".into(), password.clone())
+            .connect(nats_url.as_str())
+    };
+    let (appends, live_events) = (connect().await?, connect().await?);
+    let js = jetstream::new(appends);
     // As the events stream: file storage, a duplicate window, every event republished.
     let _ = js.delete_stream(STREAM).await;
     js.create_stream(stream::Config {
@@ -67,7 +70,7 @@ pub async fn floor_chat(nats_url: String, password: String) -> Result<(), BoxErr
         last_seq: Mutex::new(HashMap::new()),
         readers: Mutex::new(HashMap::new()),
     });
-    let mut live = client.subscribe(format!("{LIVE}.*")).await?;
+    let mut live = live_events.subscribe(format!("{LIVE}.*")).await?;
     let pump = {
         let floor = floor.clone();
         tokio::spawn(async move {
