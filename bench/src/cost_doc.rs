@@ -489,3 +489,65 @@ fn panel(s: &mut String, x0: f64, y0: f64, w: f64, h: f64, p: &Panel) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Value {
+        json!({
+            "readers": {"run": "run A", "rate": 200.0, "points": [
+                {"readers": 1, "sessions": 100, "sent": 2000, "delivered": 2000, "complete": true,
+                 "node_us_per_delivered": 375.0, "nats_us_per_delivered": 520.0,
+                 "node_us_per_sent": 375.0, "nats_us_per_sent": 520.0, "kib_per_session": 76.8},
+                {"readers": 100, "sessions": 10, "sent": 2000, "delivered": 199000, "complete": false,
+                 "node_us_per_delivered": 9.9, "nats_us_per_delivered": 5.3,
+                 "node_us_per_sent": 990.0, "nats_us_per_sent": 530.0, "kib_per_session": 2065.2}
+            ]},
+            "sessions": {"run": "run B", "points": [
+                {"target": 1000, "open": 1000, "secs": 0.4, "rss_kib": 106496, "kib_per_session": 31.0},
+                {"target": 100000, "open": 61000, "secs": 180.0, "rss_kib": 2809856, "kib_per_session": 27.3}
+            ]}
+        })
+    }
+
+    #[test]
+    fn table_shows_every_series_and_says_what_is_missing_or_cut_short() {
+        let t = table(&sample());
+        assert!(t.contains("| 1 | 100 (100) | 2,000 · 2,000 | 375.0 µs | 520.0 µs | 895 µs |"));
+        assert!(t.contains("2,000 · 199,000 (not all delivered)"));
+        assert!(t.contains("| 61,000 (of 100,000 asked: time bound) | 180 s | 2744 MiB | 27.3 KiB |"));
+        assert!(t.contains("run A") && t.contains("run B"));
+        assert!(t.contains("not measured yet: scripts/bench-fleet --cost"));
+    }
+
+    #[test]
+    fn the_block_is_replaced_between_its_markers_and_the_rest_kept() {
+        let doc = format!("# B\n\nbefore\n\n{BEGIN}\nold\n{END}\n\nafter\n");
+        let new = replace_block(&doc, "new\n");
+        assert_eq!(new, format!("# B\n\nbefore\n\n{BEGIN}\nnew\n{END}\n\nafter\n"));
+        let appended = replace_block("# B\n", "new\n");
+        assert!(appended.starts_with("# B\n\n## Cost curve\n\n"));
+        assert!(appended.contains(&format!("{BEGIN}\nnew\n{END}")));
+    }
+
+    #[test]
+    fn the_plot_labels_its_axes_and_marks_panels_without_data() {
+        let s = svg(&sample());
+        assert!(s.starts_with("<svg ") && s.trim_end().ends_with("</svg>"));
+        assert!(s.contains("CPU µs per delivered message"));
+        assert!(s.contains("SSE readers per session (log scale)"));
+        assert!(s.contains("open sessions (log scale)"));
+        assert!(s.contains("% of one core"));
+        assert!(s.contains("not measured yet (scripts/bench-fleet --cost)"));
+        // One line per series with data: node and nats-server CPU, and two memory lines.
+        assert_eq!(s.matches("<polyline").count(), 4);
+    }
+
+    #[test]
+    fn y_axis_ends_on_a_round_number_above_the_data() {
+        assert_eq!(y_scale(9.9), (10.0, 2.0));
+        assert_eq!(y_scale(572.0), (600.0, 200.0));
+        assert_eq!(y_scale(0.0), (1.0, 0.2));
+    }
+}
