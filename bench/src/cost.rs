@@ -141,10 +141,10 @@ pub async fn phase_readers(at: &Target<'_>, quick: bool) -> Result<Vec<ReadersPo
             let rd = chat::Readers::open(node.addr, &ids, &who, since).await?;
             tokio::time::sleep(Duration::from_secs(1)).await;
             let grown = node.rss_kib().saturating_sub(base);
-            // What the two processes use with nothing sent, over the same length of time.
+            // What the two processes use with nothing sent.
             let (n0, s0) = (cpu(Some(node.pid())), cpu(at.nats_pid));
             let t0 = Instant::now();
-            tokio::time::sleep(Duration::from_secs(secs)).await;
+            tokio::time::sleep(Duration::from_secs(if quick { 1 } else { 5 })).await;
             let idle_secs = t0.elapsed().as_secs_f64();
             let node_idle = (cpu(Some(node.pid())).saturating_sub(n0)).as_secs_f64() / idle_secs;
             let nats_idle = (cpu(at.nats_pid).saturating_sub(s0)).as_secs_f64() / idle_secs;
@@ -439,7 +439,9 @@ async fn wait_listed(addr: SocketAddr, cookie: &str, agents: usize) -> Result<us
             return Ok(total);
         }
         if started.elapsed() > Duration::from_secs(300) {
-            return Err(format!("cost-agents: only {total} of {agents} machines after 5 minutes").into());
+            return Err(
+                format!("cost-agents: only {total} of {agents} machines after 5 minutes").into(),
+            );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -122,7 +122,10 @@ fn f(v: &Value, k: &str) -> f64 {
 }
 
 fn points(all: &Value, series: &str) -> Vec<Value> {
-    all[series]["points"].as_array().cloned().unwrap_or_default()
+    all[series]["points"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn thousands(n: f64) -> String {
@@ -148,7 +151,9 @@ pub fn table(all: &Value) -> String {
     let _ = writeln!(
         s,
         "**CPU and memory by readers per session** ({rate:.0} msg/s offered, sent over HTTP; {})\n",
-        all["readers"]["run"].as_str().unwrap_or("not measured yet: scripts/bench")
+        all["readers"]["run"]
+            .as_str()
+            .unwrap_or("not measured yet: scripts/bench")
     );
     let _ = writeln!(
         s,
@@ -181,7 +186,9 @@ pub fn table(all: &Value) -> String {
     let _ = writeln!(
         s,
         "\n**Node memory by open sessions** (opened and joined, each with its actor alive, no readers; {})\n",
-        all["sessions"]["run"].as_str().unwrap_or("not measured yet: scripts/bench")
+        all["sessions"]["run"]
+            .as_str()
+            .unwrap_or("not measured yet: scripts/bench")
     );
     let _ = writeln!(
         s,
@@ -200,7 +207,7 @@ pub fn table(all: &Value) -> String {
         };
         let _ = writeln!(
             s,
-            "| {open} | {:.0} s | {:.0} MiB | {:.1} KiB |",
+            "| {open} | {:.1} s | {:.0} MiB | {:.1} KiB |",
             f(&p, "secs"),
             f(&p, "rss_kib") / 1024.0,
             f(&p, "kib_per_session"),
@@ -363,6 +370,15 @@ fn short(x: f64) -> String {
     }
 }
 
+/// A point's value: one decimal below 100, none above.
+fn value(y: f64) -> String {
+    if y >= 100.0 {
+        format!("{y:.0}")
+    } else {
+        format!("{y:.1}")
+    }
+}
+
 /// A round upper bound for the y axis and its tick step (about 5 ticks).
 fn y_scale(max: f64) -> (f64, f64) {
     let max = if max > 0.0 { max } else { 1.0 };
@@ -377,7 +393,7 @@ fn y_scale(max: f64) -> (f64, f64) {
 }
 
 fn panel(s: &mut String, x0: f64, y0: f64, w: f64, h: f64, p: &Panel) {
-    let (left, right, top, bottom) = (x0 + 70.0, x0 + w - 20.0, y0 + 40.0, y0 + h - 50.0);
+    let (left, right, top, bottom) = (x0 + 70.0, x0 + w - 20.0, y0 + 60.0, y0 + h - 50.0);
     let _ = writeln!(
         s,
         r#"<text x="{}" y="{}" text-anchor="middle" font-size="13" font-weight="bold">{}</text>"#,
@@ -437,7 +453,11 @@ fn panel(s: &mut String, x0: f64, y0: f64, w: f64, h: f64, p: &Panel) {
             r##"<line x1="{left}" y1="{py}" x2="{right}" y2="{py}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{}</text>"##,
             left - 6.0,
             sy(y) + 4.0,
-            short(y),
+            if step >= 1.0 {
+                format!("{y:.0}")
+            } else {
+                format!("{y}")
+            },
             py = sy(y)
         );
         y += step;
@@ -465,24 +485,35 @@ fn panel(s: &mut String, x0: f64, y0: f64, w: f64, h: f64, p: &Panel) {
             l.color
         );
         for (x, y) in &l.points {
+            // A value goes above its point, or below when another line is higher there (so two
+            // close points' values do not overlap), but not below the axis.
+            let higher_other = (p.lines.iter().enumerate())
+                .filter(|(j, _)| *j != i)
+                .flat_map(|(_, o)| o.points.iter())
+                .any(|(ox, oy)| ox == x && oy > y);
+            let label_y = if higher_other {
+                (sy(*y) + 15.0).min(bottom - 4.0)
+            } else {
+                sy(*y) - 6.0
+            };
             let _ = writeln!(
                 s,
                 r#"<circle cx="{:.1}" cy="{:.1}" r="3.5" fill="{c}"/><text x="{:.1}" y="{:.1}" fill="{c}" font-size="11">{}</text>"#,
                 sx(*x),
                 sy(*y),
                 sx(*x) + 6.0,
-                sy(*y) - 6.0,
-                short(*y),
+                label_y,
+                value(*y),
                 c = l.color
             );
         }
-        let ly = top + 4.0 + i as f64 * 16.0;
+        // The legend: one row under the title, above the plot.
+        let (lx, ly) = (left + 10.0 + i as f64 * 130.0, y0 + 40.0);
         let _ = writeln!(
             s,
-            r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{c}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            left + 10.0,
-            left + 30.0,
-            left + 36.0,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{c}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            lx + 20.0,
+            lx + 26.0,
             ly + 4.0,
             esc(l.name),
             c = l.color
@@ -516,7 +547,9 @@ mod tests {
         let t = table(&sample());
         assert!(t.contains("| 1 | 100 (100) | 2,000 · 2,000 | 375.0 µs | 520.0 µs | 895 µs |"));
         assert!(t.contains("2,000 · 199,000 (not all delivered)"));
-        assert!(t.contains("| 61,000 (of 100,000 asked: time bound) | 180 s | 2744 MiB | 27.3 KiB |"));
+        assert!(
+            t.contains("| 61,000 (of 100,000 asked: time bound) | 180.0 s | 2744 MiB | 27.3 KiB |")
+        );
         assert!(t.contains("run A") && t.contains("run B"));
         assert!(t.contains("not measured yet: scripts/bench-fleet --cost"));
     }
@@ -525,7 +558,10 @@ mod tests {
     fn the_block_is_replaced_between_its_markers_and_the_rest_kept() {
         let doc = format!("# B\n\nbefore\n\n{BEGIN}\nold\n{END}\n\nafter\n");
         let new = replace_block(&doc, "new\n");
-        assert_eq!(new, format!("# B\n\nbefore\n\n{BEGIN}\nnew\n{END}\n\nafter\n"));
+        assert_eq!(
+            new,
+            format!("# B\n\nbefore\n\n{BEGIN}\nnew\n{END}\n\nafter\n")
+        );
         let appended = replace_block("# B\n", "new\n");
         assert!(appended.starts_with("# B\n\n## Cost curve\n\n"));
         assert!(appended.contains(&format!("{BEGIN}\nnew\n{END}")));

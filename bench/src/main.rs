@@ -73,6 +73,12 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         count: usize,
     },
+    /// Rewrites the cost curve's table (in `--out`) and plot from `cost-curve.json` beside it,
+    /// measuring nothing.
+    CostCurve {
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
     /// (internal) Simulated agents `--first` .. `--first + --count` until stdin closes (the
     /// `cost-agents` phase's simulator processes).
     #[command(hide = true)]
@@ -141,6 +147,7 @@ fn main() -> Result<(), BoxError> {
             .enable_all()
             .build()?
             .block_on(fleet_floor::floor_fleet(kind, count)),
+        Some(Cmd::CostCurve { out }) => cost_doc::write(&out, &serde_json::json!({})),
         Some(Cmd::Simulate(args)) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?
