@@ -198,7 +198,7 @@ pub fn table(all: &Value) -> String {
     for p in points(all, "sessions") {
         let open = if f(&p, "open") < f(&p, "target") {
             format!(
-                "{} (of {} asked: time bound)",
+                "{} (of {} asked: cut short)",
                 thousands(f(&p, "open")),
                 thousands(f(&p, "target"))
             )
@@ -548,7 +548,7 @@ mod tests {
         assert!(t.contains("| 1 | 100 (100) | 2,000 · 2,000 | 375.0 µs | 520.0 µs | 895 µs |"));
         assert!(t.contains("2,000 · 199,000 (not all delivered)"));
         assert!(
-            t.contains("| 61,000 (of 100,000 asked: time bound) | 180.0 s | 2744 MiB | 27.3 KiB |")
+            t.contains("| 61,000 (of 100,000 asked: cut short) | 180.0 s | 2744 MiB | 27.3 KiB |")
         );
         assert!(t.contains("run A") && t.contains("run B"));
         assert!(t.contains("not measured yet: scripts/bench-fleet --cost"));
