@@ -86,6 +86,8 @@ enum Cmd {
 }
 
 const ALL_PHASES: &str = "raw,latency,throughput,join,browser-join,nodes,conns,many,storm,fleet-page,cost-readers,cost-sessions";
+/// The phases run last, on a nats-server of their own.
+const COST_PHASES: &str = "cost-readers,cost-sessions,cost-agents";
 
 #[derive(clap::Args, Clone)]
 struct RunArgs {
@@ -212,7 +214,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     say(format!("logs in {}", logs.display()));
 
     let (server, nats_version, password, simulator_password) =
-        start_server(&args, tmp.path(), &logs).await?;
+        start_server(&args, &tmp.path().join("js"), &logs.join("nats-server.log")).await?;
     let url = server.url();
     say(format!(
         "{nats_version} on {url}; open files limit {nofile}"
@@ -229,15 +231,39 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     };
     // On Ctrl-C or SIGTERM the phases are dropped (their child processes are killed on drop)
     // and the server is stopped below, so nothing outlives the bench.
-    let outcome = tokio::select! {
+    let mut outcome = tokio::select! {
         r = phases::phases(&args, &at, &mut res) => r,
         s = interrupted() => Err(format!("interrupted by {s}").into()),
     };
+    server.stop().await;
+    if outcome.is_ok() && COST_PHASES.split(',').any(|p| args.has(p)) {
+        // The cost phases get a nats-server of their own: what the phases above left in theirs
+        // (100k machines, long histories) would be in the cost figures otherwise.
+        let (server, _, password, simulator_password) = start_server(
+            &args,
+            &tmp.path().join("js-cost"),
+            &logs.join("nats-server-cost.log"),
+        )
+        .await?;
+        let url = server.url();
+        say(format!("cost phases: a fresh nats-server on {url}"));
+        let at = phases::Target {
+            url: &url,
+            password: &password,
+            simulator_password: &simulator_password,
+            log: &child_log,
+            nats_pid: cost::nats_server_pid(server.port()),
+        };
+        outcome = tokio::select! {
+            r = phases::cost_phases(&args, &at, &mut res) => r,
+            s = interrupted() => Err(format!("interrupted by {s}").into()),
+        };
+        server.stop().await;
+    }
     if let Err(e) = &outcome {
         say(format!("stopped early: {e}"));
         res.notes.push(format!("The run stopped early: {e}."));
     }
-    server.stop().await;
 
     let block = results_block(&res, &nats_version, &load_before, t_start);
     println!("\n{block}");
@@ -288,12 +314,12 @@ fn write_cost_curve(args: &RunArgs, res: &Results, load_before: &str) -> Result<
     Ok(())
 }
 
-/// Starts the bench's own nats-server (store under `tmp`, log in `logs`); returns it, its
-/// version line and the broker's password.
+/// Starts a nats-server of the bench's own (its store in `store_dir`, its log in `log_file`);
+/// returns it, its version line, the broker's password and the simulator's.
 async fn start_server(
     args: &RunArgs,
-    tmp: &Path,
-    logs: &Path,
+    store_dir: &Path,
+    log_file: &Path,
 ) -> Result<(NatsServer, String, String, String), BoxError> {
     let bin = match &args.nats_server {
         Some(p) => p.clone(),
@@ -310,8 +336,8 @@ async fn start_server(
         bin: bin.clone(),
         config: args.nats_conf.clone(),
         port: 0,
-        store_dir: tmp.join("js"),
-        log_file: Some(logs.join("nats-server.log")),
+        store_dir: store_dir.to_path_buf(),
+        log_file: Some(log_file.to_path_buf()),
         secrets: ServerSecrets {
             broker_password: password.clone(),
             // The simulated fleet of the fleet-page phase logs in with this one.

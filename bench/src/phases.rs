@@ -49,7 +49,15 @@ pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Resul
     if chat_phases || conn_phases {
         chat_and_conn_phases(args, at, res).await?;
     }
-    // Last: 100k sessions in the stream and KV would change what the phases above measure.
+    Ok(())
+}
+
+/// The cost curve's phases (on a nats-server of their own: see `run`).
+pub async fn cost_phases(
+    args: &RunArgs,
+    at: &Target<'_>,
+    res: &mut Results,
+) -> Result<(), BoxError> {
     if args.has("cost-readers") {
         res.cost_readers = Some(crate::cost::phase_readers(at, args.quick).await?);
     }
