@@ -10,6 +10,8 @@
 mod browser;
 mod chat;
 mod conns;
+mod cost;
+mod cost_doc;
 mod fleet_floor;
 mod fleet_page;
 mod floor;
@@ -23,6 +25,7 @@ mod procs;
 mod raw;
 mod report;
 mod rows;
+mod sim;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -78,10 +81,21 @@ enum Cmd {
         #[arg(long, default_value_t = 100_000)]
         count: usize,
     },
+    /// Rewrites the cost curve's table (in `--out`) and plot from `cost-curve.json` beside it,
+    /// measuring nothing.
+    CostCurve {
+        #[arg(long, default_value = "docs/benchmarks.md")]
+        out: PathBuf,
+    },
+    /// (internal) Simulated agents `--first` .. `--first + --count` until stdin closes (the
+    /// `cost-agents` phase's simulator processes).
+    #[command(hide = true)]
+    Simulate(sim::SimArgs),
 }
 
-const ALL_PHASES: &str =
-    "raw,latency,throughput,floor-chat,join,browser-join,nodes,conns,many,storm,fleet-page";
+const ALL_PHASES: &str = "raw,latency,throughput,floor-chat,join,browser-join,nodes,conns,many,storm,fleet-page,cost-readers,cost-sessions";
+/// The phases run last, on a nats-server of their own.
+const COST_PHASES: &str = "cost-readers,cost-sessions,cost-agents";
 
 #[derive(clap::Args, Clone)]
 struct RunArgs {
@@ -105,7 +119,12 @@ struct RunArgs {
     /// opening a 10k-message history), nodes (throughput, fan-out share and
     /// failover with 1 and 3 nodes), conns (10k and 19k on one gateway), many (across several
     /// gateway processes), storm (many connects at once that need a replay), fleet-page (the
-    /// Chat page with 100k simulated machines in scope; 5k with --quick).
+    /// Chat page with 100k simulated machines in scope; 5k with --quick), cost-readers (CPU per
+    /// delivered message and memory per session at 1, 3, 10, 100 readers per session),
+    /// cost-sessions (node memory with 1k, 10k, 100k open sessions), cost-agents (not in the
+    /// default: check-in CPU at 10k, 100k, 300k agents, several minutes; scripts/bench-fleet
+    /// --cost). The cost phases rewrite the cost curve (docs/cost-curve.json, .svg and its
+    /// block in --out) unless --quick or --no-write.
     #[arg(long, value_delimiter = ',', default_value = ALL_PHASES)]
     phases: Vec<String>,
     /// Connections for the `many` phase.
@@ -146,6 +165,11 @@ fn main() -> Result<(), BoxError> {
             .enable_all()
             .build()?
             .block_on(fleet_floor::floor_fleet(kind, count)),
+        Some(Cmd::CostCurve { out }) => cost_doc::write(&out, &serde_json::json!({})),
+        Some(Cmd::Simulate(args)) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(sim::simulate(args)),
         Some(Cmd::Run(args)) => runtime()?.block_on(run(args)),
         None => runtime()?.block_on(run(RunArgs::parse_from(["run"]))),
     }
@@ -190,6 +214,9 @@ struct Results {
     conns: Option<Vec<conns::ConnPoint>>,
     many: Option<conns::ConnPoint>,
     storm: Option<conns::ConnPoint>,
+    cost_readers: Option<Vec<cost::ReadersPoint>>,
+    cost_sessions: Option<Vec<cost::SessionsPoint>>,
+    cost_agents: Option<Vec<cost::AgentsPoint>>,
     notes: Vec<String>,
 }
 
@@ -204,7 +231,7 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
     say(format!("logs in {}", logs.display()));
 
     let (server, nats_version, password, simulator_password) =
-        start_server(&args, tmp.path(), &logs).await?;
+        start_server(&args, &tmp.path().join("js"), &logs.join("nats-server.log")).await?;
     let url = server.url();
     say(format!(
         "{nats_version} on {url}; open files limit {nofile}"
@@ -217,36 +244,99 @@ async fn run(args: RunArgs) -> Result<(), BoxError> {
         password: &password,
         simulator_password: &simulator_password,
         log: &child_log,
+        nats_pid: cost::nats_server_pid(server.port()),
     };
     // On Ctrl-C or SIGTERM the phases are dropped (their child processes are killed on drop)
     // and the server is stopped below, so nothing outlives the bench.
-    let outcome = tokio::select! {
+    let mut outcome = tokio::select! {
         r = phases::phases(&args, &at, &mut res) => r,
         s = interrupted() => Err(format!("interrupted by {s}").into()),
     };
+    server.stop().await;
+    if outcome.is_ok() && COST_PHASES.split(',').any(|p| args.has(p)) {
+        // The cost phases get a nats-server of their own: what the phases above left in theirs
+        // (100k machines, long histories) would be in the cost figures otherwise.
+        let (server, _, password, simulator_password) = start_server(
+            &args,
+            &tmp.path().join("js-cost"),
+            &logs.join("nats-server-cost.log"),
+        )
+        .await?;
+        let url = server.url();
+        say(format!("cost phases: a fresh nats-server on {url}"));
+        let at = phases::Target {
+            url: &url,
+            password: &password,
+            simulator_password: &simulator_password,
+            log: &child_log,
+            nats_pid: cost::nats_server_pid(server.port()),
+        };
+        outcome = tokio::select! {
+            r = phases::cost_phases(&args, &at, &mut res) => r,
+            s = interrupted() => Err(format!("interrupted by {s}").into()),
+        };
+        server.stop().await;
+    }
     if let Err(e) = &outcome {
         say(format!("stopped early: {e}"));
         res.notes.push(format!("The run stopped early: {e}."));
     }
-    server.stop().await;
 
     let block = results_block(&res, &nats_version, &load_before, t_start);
     println!("\n{block}");
-    if !args.no_write && args.phases.len() == ALL_PHASES.split(',').count() {
+    let all_ran = ALL_PHASES.split(',').all(|p| args.has(p));
+    if !args.no_write && all_ran {
         report::write_doc(&args.out, &block)?;
         say(format!("results written to {}", args.out.display()));
     } else if !args.no_write {
         say("not every phase ran: results not written");
     }
+    write_cost_curve(&args, &res, &load_before)?;
     outcome
 }
 
-/// Starts the bench's own nats-server (store under `tmp`, log in `logs`); returns it, its
-/// version line and the broker's password.
+/// Merges the cost-curve series this run measured into the cost curve (data, table, plot),
+/// unless the run was quick or told not to write.
+fn write_cost_curve(args: &RunArgs, res: &Results, load_before: &str) -> Result<(), BoxError> {
+    if res.cost_readers.is_none() && res.cost_sessions.is_none() && res.cost_agents.is_none() {
+        return Ok(());
+    }
+    if args.no_write || args.quick {
+        say("cost curve not written (--no-write or --quick)");
+        return Ok(());
+    }
+    let run = format!(
+        "run of {}{} · load average before the run {}",
+        std::env::var("NATTER_BENCH_DATE").unwrap_or_else(|_| "now".into()),
+        std::env::var("NATTER_BENCH_COMMIT")
+            .map(|c| format!(" · commit {c}"))
+            .unwrap_or_default(),
+        load_before
+            .split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" "),
+    );
+    let new = cost_doc::series(
+        &run,
+        res.cost_readers.as_deref(),
+        res.cost_sessions.as_deref(),
+        res.cost_agents.as_deref(),
+    );
+    cost_doc::write(&args.out, &new)?;
+    say(format!(
+        "cost curve written to {} (and cost-curve.json, cost-curve.svg beside it)",
+        args.out.display()
+    ));
+    Ok(())
+}
+
+/// Starts a nats-server of the bench's own (its store in `store_dir`, its log in `log_file`);
+/// returns it, its version line, the broker's password and the simulator's.
 async fn start_server(
     args: &RunArgs,
-    tmp: &Path,
-    logs: &Path,
+    store_dir: &Path,
+    log_file: &Path,
 ) -> Result<(NatsServer, String, String, String), BoxError> {
     let bin = match &args.nats_server {
         Some(p) => p.clone(),
@@ -263,8 +353,8 @@ async fn start_server(
         bin: bin.clone(),
         config: args.nats_conf.clone(),
         port: 0,
-        store_dir: tmp.join("js"),
-        log_file: Some(logs.join("nats-server.log")),
+        store_dir: store_dir.to_path_buf(),
+        log_file: Some(log_file.to_path_buf()),
         secrets: ServerSecrets {
             broker_password: password.clone(),
             // The simulated fleet of the fleet-page phase logs in with this one.

@@ -19,6 +19,8 @@ pub struct Target<'a> {
     /// The `natter-simulator` user's password (the `fleet-page` phase's simulated fleet).
     pub simulator_password: &'a str,
     pub log: &'a Path,
+    /// The nats-server's pid (its CPU time is read from `/proc`), when found.
+    pub nats_pid: Option<u32>,
 }
 
 /// The chat phases' set-up: a node, operators logged in to it, and sessions they are all in.
@@ -45,9 +47,37 @@ pub async fn phases(args: &RunArgs, at: &Target<'_>, res: &mut Results) -> Resul
         || args.has("browser-join")
         || args.has("nodes");
     let conn_phases = args.has("conns") || args.has("many") || args.has("storm");
-    if !chat_phases && !conn_phases {
-        return Ok(());
+    if chat_phases || conn_phases {
+        chat_and_conn_phases(args, at, res).await?;
     }
+    Ok(())
+}
+
+/// The cost curve's phases (on a nats-server of their own: see `run`).
+pub async fn cost_phases(
+    args: &RunArgs,
+    at: &Target<'_>,
+    res: &mut Results,
+) -> Result<(), BoxError> {
+    if args.has("cost-readers") {
+        res.cost_readers = Some(crate::cost::phase_readers(at, args.quick).await?);
+    }
+    if args.has("cost-sessions") {
+        res.cost_sessions =
+            Some(crate::cost::phase_sessions(at, args.quick, &mut res.notes).await?);
+    }
+    if args.has("cost-agents") {
+        res.cost_agents = Some(crate::cost::phase_agents(at, args.quick).await?);
+    }
+    Ok(())
+}
+
+/// The phases on the chat set-up (one node, 100 sessions) and the idle-connection phases.
+async fn chat_and_conn_phases(
+    args: &RunArgs,
+    at: &Target<'_>,
+    res: &mut Results,
+) -> Result<(), BoxError> {
     let chat = Chat::start(at).await?;
     if args.has("latency") {
         pause(args, &chat.node, "latency").await;
