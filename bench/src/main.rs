@@ -27,6 +27,11 @@ mod report;
 mod rows;
 mod sim;
 
+/// The allocator of the `natter` binary, so nodes run by the bench (`node` mode) are measured as
+/// deployed; the floors use it too.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
