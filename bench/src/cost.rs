@@ -391,7 +391,14 @@ pub async fn phase_agents(at: &Target<'_>, quick: bool) -> Result<Vec<AgentsPoin
             }
             // Every agent's first check-in falls within one interval of its start; then the
             // node is in its steady state.
-            let listed = wait_listed(node.addr, &ops[0].cookie, target).await?;
+            let listed = crate::fleet_page::wait_for_fleet(
+                node.addr,
+                &ops[0].cookie,
+                target,
+                Duration::from_secs(300),
+                "cost-agents",
+            )
+            .await?;
             if let Some(left) = (interval + Duration::from_secs(5)).checked_sub(started.elapsed())
             {
                 tokio::time::sleep(left).await;
@@ -438,29 +445,5 @@ pub async fn phase_agents(at: &Target<'_>, quick: bool) -> Result<Vec<AgentsPoin
 impl AgentsPoint {
     pub fn kib_per_agent(&self) -> f64 {
         self.rss_kib.saturating_sub(self.base_kib) as f64 / self.agents.max(1) as f64
-    }
-}
-
-/// Waits until the node lists at least `agents` machines; returns how many it lists.
-async fn wait_listed(addr: SocketAddr, cookie: &str, agents: usize) -> Result<usize, BoxError> {
-    let started = Instant::now();
-    let mut c = Client::new(addr, cookie);
-    loop {
-        let r = c.request("GET", "/api/machines?limit=1", b"").await?;
-        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-        let total = v["total"].as_u64().unwrap_or(0) as usize;
-        if total >= agents {
-            say(format!(
-                "  {total} machines listed after {:.0} s",
-                started.elapsed().as_secs_f64()
-            ));
-            return Ok(total);
-        }
-        if started.elapsed() > Duration::from_secs(300) {
-            return Err(
-                format!("cost-agents: only {total} of {agents} machines after 5 minutes").into(),
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

@@ -72,7 +72,14 @@ pub async fn phase_fleet_page(
         stop.clone(),
     ));
     let result = async {
-        wait_for_fleet(node.addr, &cookie, agents).await?;
+        wait_for_fleet(
+            node.addr,
+            &cookie,
+            agents,
+            Duration::from_secs(600),
+            "fleet-page",
+        )
+        .await?;
         let page_query = format!("offset=0&limit={PAGE}");
         let (paged, whole) = tokio::join!(
             stream_cost(node.addr, &cookie, &page_query, window),
@@ -106,12 +113,15 @@ pub async fn phase_fleet_page(
     result
 }
 
-/// Waits until the node lists `agents` machines (each simulated agent checked in once).
-async fn wait_for_fleet(
+/// Waits (at most `limit`) until the node lists at least `agents` machines (each simulated
+/// agent checked in once); returns how many it lists. `what` names the caller in the error.
+pub(crate) async fn wait_for_fleet(
     addr: std::net::SocketAddr,
     cookie: &str,
     agents: usize,
-) -> Result<(), BoxError> {
+    limit: Duration,
+    what: &str,
+) -> Result<usize, BoxError> {
     let started = Instant::now();
     let mut c = Client::new(addr, cookie);
     loop {
@@ -123,11 +133,11 @@ async fn wait_for_fleet(
                 "  {total} machines listed after {:.0} s",
                 started.elapsed().as_secs_f64()
             ));
-            return Ok(());
+            return Ok(total);
         }
-        if started.elapsed() > Duration::from_secs(600) {
+        if started.elapsed() > limit {
             return Err(
-                format!("fleet-page: only {total} of {agents} machines after 10 minutes").into(),
+                format!("{what}: only {total} of {agents} machines after {limit:?}").into(),
             );
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

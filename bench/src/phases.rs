@@ -85,7 +85,7 @@ async fn chat_and_conn_phases(
     }
     if args.has("throughput") {
         pause(args, &chat.node, "throughput").await;
-        res.throughput = Some(phase_throughput(&chat, args.quick, &mut res.notes).await?);
+        res.throughput = Some(phase_throughput(at, &chat, args.quick, &mut res.notes).await?);
     }
     if args.has("floor-chat") {
         res.floor_chat = Some(phase_floor_chat(at, &chat, args.quick).await?);
@@ -266,6 +266,7 @@ const RATES: &[f64] = &[
 type Throughput = (Option<Step>, Option<Step>);
 
 async fn phase_throughput(
+    at: &Target<'_>,
     chat: &Chat,
     quick: bool,
     notes: &mut Vec<String>,
@@ -275,7 +276,8 @@ async fn phase_throughput(
     let since = tail(&chat.stores).await;
     let readers = chat::Readers::open(addr, &chat.sessions, &chat.ops[1..4], since).await?;
     let mut senders = chat::Senders::new(addr, &chat.ops[0], &chat.sessions);
-    let steps = throughput_steps(&mut senders, &readers, quick, ("node", chat.node.pid())).await;
+    let steps =
+        throughput_steps(at, &mut senders, &readers, quick, ("node", chat.node.pid())).await;
     if steps.budget_ended {
         notes.push("Throughput: the time budget ended the steps.".into());
     }
@@ -296,7 +298,7 @@ async fn phase_floor_chat(
         .collect();
     let readers = chat::Readers::open(floor.addr, &sessions, &chat.ops[1..4], 0).await?;
     let mut senders = chat::Senders::new(floor.addr, &chat.ops[0], &sessions);
-    let steps = throughput_steps(&mut senders, &readers, quick, ("floor", floor.pid())).await;
+    let steps = throughput_steps(at, &mut senders, &readers, quick, ("floor", floor.pid())).await;
     drop(readers);
     floor.proc.stop(Duration::from_secs(2)).await;
     Ok((steps.best, steps.failed))
@@ -305,17 +307,14 @@ async fn phase_floor_chat(
 /// The throughput steps against one server process (`server`: its name and pid), with its CPU
 /// and the nats-server's per message.
 async fn throughput_steps(
+    at: &Target<'_>,
     senders: &mut chat::Senders,
     readers: &chat::Readers,
     quick: bool,
     server: (&'static str, u32),
 ) -> StepUp {
     let mut watched = vec![server];
-    watched.extend(
-        crate::procs::children_named("nats-server")
-            .into_iter()
-            .map(|pid| ("nats-server", pid)),
-    );
+    watched.extend(at.nats_pid.map(|pid| ("nats-server", pid)));
     let budget = Duration::from_secs(if quick { 40 } else { 100 });
     step_up(
         senders,

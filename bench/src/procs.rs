@@ -66,26 +66,6 @@ pub fn listen_loopback() -> std::io::Result<tokio::net::TcpListener> {
     socket.listen(4096)
 }
 
-/// This process's children whose command name is `name` (e.g. the bench's nats-server).
-pub fn children_named(name: &str) -> Vec<u32> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-                return false;
-            };
-            let ppid = stat[close + 2..].split_whitespace().nth(1);
-            &stat[open + 1..close] == name && ppid == Some(me.to_string().as_str())
-        })
-        .collect()
-}
-
 /// Share of one core the processes used over `window` (1.0 = one core busy).
 pub async fn cpu_share(pids: &[u32], window: Duration) -> f64 {
     let total = |pids: &[u32]| -> Duration { pids.iter().filter_map(|p| cpu_time(*p)).sum() };
