@@ -222,6 +222,18 @@ pub fn machine_of_request(subject: &str) -> Option<String> {
         .filter(|m| partition_of(m) == p)
 }
 
+/// The subject a put of `key` in the KV bucket `store` is published on (what
+/// `kv::Store::put` publishes to), for a writer that pipelines its puts instead of waiting for
+/// each acknowledgement; `None` for a bucket reached through a JetStream domain prefix, which
+/// such a writer does not handle (it then puts through the store).
+pub fn kv_put(store: &async_nats::jetstream::kv::Store, key: &str) -> Option<String> {
+    if store.use_jetstream_prefix {
+        return None;
+    }
+    let prefix = store.put_prefix.as_deref().unwrap_or(&store.prefix);
+    Some(format!("{prefix}{key}"))
+}
+
 /// The key of partition `p`'s lease in the partitions bucket (value: the owning node's id).
 pub fn partition_lease_key(p: u32) -> String {
     format!("p.{p}")

@@ -121,6 +121,23 @@ impl Resting {
         Quiet::Taken(deadline_of(&record, shared.config.offline_after))
     }
 
+    /// Takes a record its supervisor has just sent to KV for this machine (made by a check-in,
+    /// see [`Quiet::NotQuiet`]).
+    pub(super) fn wrote(&mut self, record: &MachineRecord, now: u64) {
+        self.stored = material_hash(record);
+        self.stored_at = now;
+        self.last_checkin = record.last_checkin.unwrap_or(0);
+        self.idle_secs = record.idle_secs;
+    }
+
+    /// A write of the record with material hash `hash` failed: unless a newer write replaced
+    /// it, the next check-in writes again.
+    pub(super) fn write_failed(&mut self, hash: u64) {
+        if self.stored == hash {
+            self.stored = 0;
+        }
+    }
+
     /// Whether the stored record is due its periodic rewrite.
     pub(super) fn refresh_due(&self, now: u64, shared: &Shared) -> bool {
         let refresh = u64::try_from(shared.config.refresh.as_millis()).unwrap_or(u64::MAX);

@@ -7,7 +7,9 @@
 //!   names the machine and every field is bounded; a check-in whose body names another machine,
 //!   does not parse or has a bad field is counted, logged and dropped), takes a check-in that
 //!   changes nothing worth writing into the machine's [`agent::Resting`] record (no actor, no
-//!   I/O), routes anything else to the machine's [`AgentActor`] (started at once, seeded with the
+//!   I/O), writes the record a check-in of a resting machine changes itself (no actor: the
+//!   acknowledgement is awaited by a task of its own), routes anything else to the machine's
+//!   [`AgentActor`] (started at once, seeded with the
 //!   record; idle actors go back to records after `rest_after`), reads every known machine of a
 //!   partition when the node takes it, and keeps
 //!   one timer wheel of "offline at" deadlines so 100k agents need one timer, not 100k.
@@ -15,8 +17,8 @@
 //!   Simulated agents (`natter-agent --simulate`) check in on a subject family of their own;
 //!   their check-ins count only for machines no real agent enrolled ([`enrolled`]).
 //! - [`AgentActor`] ([`agent`]) turns check-ins and timer ticks into the machine's status and
-//!   keeps its [`crate::machines::MachineRecord`] in the machines KV bucket (the only writer of
-//!   that key: a resting record never writes). Gateways watch the bucket, so each change reaches browsers without polling. It
+//!   keeps its [`crate::machines::MachineRecord`] in the machines KV bucket (the one writer of
+//!   that key while it runs; the supervisor while the machine rests). Gateways watch the bucket, so each change reaches browsers without polling. It
 //!   writes on a change of status or details, and otherwise at most every `refresh` so a quiet
 //!   fleet costs little.
 

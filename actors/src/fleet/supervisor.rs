@@ -3,9 +3,16 @@
 //! machine requests, and keeps one timer wheel of "offline at" deadlines for the whole fleet.
 //!
 //! A check-in that changes nothing worth writing is taken into the record here, without an
-//! actor. Anything else (a change to write, a refresh due, a deadline come due, a machine request)
-//! starts the machine's actor at once, seeded with the record, and the record is dropped: one
-//! writer of the machine's key at a time. An actor that got nothing for `rest_after` (short, so a
+//! actor. A check-in of a resting machine that changes something (or is due the periodic
+//! rewrite) is written here too: the check-in sets every field of the record but the
+//! suspension, so the supervisor makes the record and publishes it to KV without waiting for the
+//! acknowledgement (a task of its own collects those, [`confirm_writes`]; a failed write makes the
+//! next check-in write again). Anything else (a deadline come due, a machine request, a
+//! suspended machine) starts the machine's actor at once, seeded with the record, and the record
+//! is dropped: one writer of the machine's key at a time. The supervisor's writes and a later
+//! actor's go out on the same NATS connection, in that order; an actor started while a write of
+//! the supervisor is unacknowledged is seeded with that record, so it never reads an older one
+//! from KV. An actor that got nothing for `rest_after` (short, so a
 //! burst of changes such as a fleet going offline together leaves few actors behind it) and has
 //! nothing pending is asked to rest; it answers with its record unless something came up, and
 //! the supervisor takes the record back only if it sent the actor nothing since it asked.
@@ -15,14 +22,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use futures::StreamExt;
+use async_nats::jetstream;
+use futures::{FutureExt, StreamExt};
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use tokio::sync::mpsc;
 
 use super::agent::{
     AgentActor, AgentArgs, AgentMsg, MOVED_STOP, Quiet, REST_STOP, Resting, UNKNOWN_MACHINE,
 };
 use super::{FleetArgs, Shared, is_simulated_checkin, parse_checkin};
-use crate::machines::{MachineReply, MachineRequest};
+use crate::machines::{MachineRecord, MachineReply, MachineRequest};
 use crate::partitions::Owned;
 use crate::protocol::valid_machine_id;
 use crate::subjects::{self, PARTITIONS};
@@ -55,7 +64,20 @@ pub enum FleetMsg {
     /// The partitions this node owns now.
     Owned(Owned),
     Sweep,
+    /// Writes of the supervisor that JetStream acknowledged, or that failed.
+    Written(Vec<WriteOutcome>),
 }
+
+/// What became of one write of a resting machine's record ([`FleetState::write_resting`]).
+pub struct WriteOutcome {
+    machine: Box<str>,
+    /// The record's [`super::agent::material_hash`].
+    hash: u64,
+    result: Result<(), String>,
+}
+
+/// A write sent, and the acknowledgement to wait for.
+type PendingWrite = (Box<str>, u64, jetstream::context::PublishAckFuture);
 
 /// How an agent actor is built.
 struct AgentSpec {
@@ -92,7 +114,20 @@ pub struct FleetState {
     /// Check-ins of partitions this node could not act for when they came (see
     /// [`FleetState::on_checkin`]).
     deferred: Deferred,
+    /// How the supervisor writes resting machines' records; `None` when it cannot (the actors
+    /// write them).
+    writer: Option<Writer>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The supervisor's own writes of resting machines' records.
+struct Writer {
+    js: jetstream::Context,
+    /// Acknowledgements to wait for, handed to [`confirm_writes`].
+    acks: mpsc::UnboundedSender<PendingWrite>,
+    /// The newest record written per machine whose write is not acknowledged yet, with its
+    /// material hash: an actor started meanwhile is seeded with it.
+    unconfirmed: HashMap<Box<str>, (u64, Box<MachineRecord>)>,
 }
 
 /// How long a check-in of a partition this node does not own is kept, in case this node takes
@@ -198,6 +233,19 @@ impl Actor for FleetSupervisor {
             config: args.config,
             enrolled: args.enrolled,
         });
+        let mut tasks = tasks;
+        let writer = if subjects::kv_put(&shared.machines, "probe").is_some() {
+            let (acks, pending) = mpsc::unbounded_channel();
+            let stats = shared.stats.clone();
+            tasks.push(tokio::spawn(confirm_writes(pending, myself.clone(), stats)));
+            Some(Writer {
+                js: jetstream::new(shared.client.clone()),
+                acks,
+                unconfirmed: HashMap::new(),
+            })
+        } else {
+            None
+        };
         let spec = AgentSpec {
             shared,
             supervisor: myself.clone(),
@@ -210,6 +258,7 @@ impl Actor for FleetSupervisor {
             deadlines: Deadlines::default(),
             requests: HashMap::new(),
             deferred: Deferred::default(),
+            writer,
             tasks,
         })
     }
@@ -250,6 +299,7 @@ impl Actor for FleetSupervisor {
                 state.take_deferred().await?;
                 state.sweep().await?;
             }
+            FleetMsg::Written(outcomes) => state.written(outcomes),
         }
         Ok(())
     }
@@ -300,6 +350,9 @@ impl FleetState {
                 .retain(|m, _| !lost.contains(&subjects::partition_of(m)));
             self.activity
                 .retain(|m, _| !lost.contains(&subjects::partition_of(m)));
+            if let Some(writer) = self.writer.as_mut() {
+                (writer.unconfirmed).retain(|m, _| !lost.contains(&subjects::partition_of(m)));
+            }
             for machine in self.agents.keys() {
                 if lost.contains(&subjects::partition_of(machine))
                     && let Some(actor) = self.agents.running(machine)
@@ -367,6 +420,13 @@ impl FleetState {
             return Ok(());
         }
         if let Err(record) = self.take_quiet_checkin(&checkin, simulated) {
+            let record = match record {
+                Some(record) => match self.write_resting(record).await {
+                    Ok(()) => return Ok(()),
+                    Err(record) => Some(record),
+                },
+                None => None,
+            };
             let machine = checkin.machine.clone();
             let msg = AgentMsg::Checkin { checkin, simulated };
             self.send_seeded(&machine, msg, record).await?;
@@ -508,7 +568,10 @@ impl FleetState {
                 let actor = self.agents.get_or_start(machine).await?;
                 if let Some(resting) = self.resting.remove(machine) {
                     let mut seed = resting.seed();
-                    seed.record = record;
+                    let unconfirmed = (self.writer.as_mut())
+                        .and_then(|w| w.unconfirmed.remove(machine))
+                        .map(|(_, record)| record);
+                    seed.record = record.or(unconfirmed);
                     let _ = actor.cast(AgentMsg::Seed(seed));
                 }
                 actor
@@ -519,6 +582,75 @@ impl FleetState {
         activity.last = crate::now_ms();
         let _ = actor.cast(msg);
         Ok(())
+    }
+
+    /// Writes the record a check-in made for a resting machine (see the module's doc), and takes
+    /// it into the machine's record. `Err` gives the record back when the supervisor cannot
+    /// write: an actor then takes the check-in.
+    async fn write_resting(
+        &mut self,
+        mut record: Box<MachineRecord>,
+    ) -> Result<(), Box<MachineRecord>> {
+        let shared = self.agents.spec().shared.clone();
+        let (Some(writer), Some(resting)) = (
+            self.writer.as_mut(),
+            self.resting.get_mut(record.id.as_str()),
+        ) else {
+            return Err(record);
+        };
+        let Some(subject) = subjects::kv_put(&shared.machines, &record.id) else {
+            return Err(record);
+        };
+        let now = crate::now_ms();
+        let offline_after = shared.config.offline_after;
+        record.status = record.derive_status(now, offline_after);
+        let Ok(json) = serde_json::to_vec(&record) else {
+            return Err(record);
+        };
+        let sent = match writer.js.publish(subject, json.into()).await {
+            Ok(ack) => ack,
+            Err(e) => {
+                tracing::warn!(machine = %record.id, error = %e, "could not send the machine's record; its actor will");
+                return Err(record);
+            }
+        };
+        let hash = super::agent::material_hash(&record);
+        let machine: Box<str> = record.id.as_str().into();
+        let _ = writer.acks.send((machine.clone(), hash, sent));
+        shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
+        resting.wrote(&record, now);
+        let at = super::agent::deadline_of(&record, offline_after);
+        self.deadlines.set(record.id.clone(), at);
+        writer.unconfirmed.insert(machine, (hash, record));
+        Ok(())
+    }
+
+    /// Takes the outcome of the supervisor's writes: an acknowledged write is no longer needed
+    /// to seed an actor; a failed one is written again by the machine's next check-in.
+    fn written(&mut self, outcomes: Vec<WriteOutcome>) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        for WriteOutcome {
+            machine,
+            hash,
+            result,
+        } in outcomes
+        {
+            if writer
+                .unconfirmed
+                .get(&machine)
+                .is_some_and(|(h, _)| *h == hash)
+            {
+                writer.unconfirmed.remove(&machine);
+            }
+            if let Err(e) = result {
+                tracing::warn!(%machine, error = %e, "could not store the machine");
+                if let Some(resting) = self.resting.get_mut(&machine) {
+                    resting.write_failed(hash);
+                }
+            }
+        }
     }
 
     /// Takes an actor's machine back as a record if nothing was sent to it since it was asked to
@@ -583,6 +715,39 @@ struct Activity {
     sent: u64,
     /// When (ms) the last one went, or the actor was last asked to rest.
     last: u64,
+}
+
+/// Waits for the acknowledgements of the supervisor's writes, any number at once, and hands
+/// their outcomes to the supervisor, those that came together in one message; counts the
+/// writes stored. Ends when the supervisor is gone.
+async fn confirm_writes(
+    mut sent: mpsc::UnboundedReceiver<PendingWrite>,
+    supervisor: ActorRef<FleetMsg>,
+    stats: Arc<super::FleetStats>,
+) {
+    let mut waiting = futures::stream::FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = sent.recv() => match next {
+                Some((machine, hash, ack)) => waiting.push(async move {
+                    let result = ack.await.map(|_| ()).map_err(|e| e.to_string());
+                    WriteOutcome { machine, hash, result }
+                }),
+                None => return,
+            },
+            Some(first) = waiting.next(), if !waiting.is_empty() => {
+                let mut outcomes = vec![first];
+                while let Some(Some(more)) = waiting.next().now_or_never() {
+                    outcomes.push(more);
+                }
+                let stored = outcomes.iter().filter(|o| o.result.is_ok()).count();
+                stats.writes.fetch_add(stored as u64, Ordering::Relaxed);
+                if supervisor.cast(FleetMsg::Written(outcomes)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// How many machines are read from KV at a time, and handed to the supervisor in one message.

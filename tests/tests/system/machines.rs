@@ -602,7 +602,7 @@ async fn bad_paging_parameters_are_refused_with_a_clear_message() {
 /// actor goes away, its check-ins still count, a machine request sees the latest check-in time
 /// (newer than what KV holds), and a change starts an actor that writes it at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_quiet_machine_rests_as_a_record_and_wakes_on_a_change() {
+async fn a_quiet_machine_rests_as_a_record_and_its_changes_are_written_without_an_actor() {
     let system = Scenario::new()
         .config(|c| c.fleet.rest_after = Duration::from_millis(200))
         .machine_with(
@@ -646,11 +646,40 @@ async fn a_quiet_machine_rests_as_a_record_and_wakes_on_a_change() {
         "the view has the latest check-in, not the last written one: {viewed} vs {stored}"
     );
     assert_eq!(viewed["Ok"]["status"], "user", "{viewed}");
-    // A change: written at once and seen by the browser.
+    // The view woke an actor; it rests again.
+    eventually(WAIT, || {
+        let idle = node.agent_actors() == 0;
+        async move { idle }
+    })
+    .await;
+    // A change: written at once by the supervisor (no actor wakes for it: one would stay at
+    // least `rest_after`) and seen by the browser.
     system.agent(m).check_in(Presence::user(None));
-    alice
-        .wait_for(&format!("/api/machines/{m}"), |v| v["status"] == "online")
-        .await;
+    let kv = &kv;
+    eventually(WAIT, || async move {
+        let stored = kv.get(m).await.unwrap().unwrap();
+        serde_json::from_slice::<Value>(&stored).unwrap()["status"] == "online"
+    })
+    .await;
+    assert_eq!(node.agent_actors(), 0, "a check-in's change needs no actor");
     assert!(writes() > writes_then);
+    alice
+        .wait_for(&format!("/api/machines/{m}"), |v| {
+            v["status"] == "online" && v["user"].is_null()
+        })
+        .await;
+    // A request right after a change is taken sees it: the actor it wakes starts from the new
+    // record, even when KV has not acknowledged it yet.
+    let accepted_then = accepted();
+    system.agent(m).check_in(Presence::user(Some("dave")));
+    eventually(WAIT, || {
+        // (+2: a periodic check-in sent just before the change may come first)
+        let taken = accepted() >= accepted_then + 2;
+        async move { taken }
+    })
+    .await;
+    let viewed = admin_request(&system.nats, m, json!({"op": "view"})).await;
+    assert_eq!(viewed["Ok"]["user"], "dave", "{viewed}");
+    assert_eq!(viewed["Ok"]["status"], "user", "{viewed}");
     system.shutdown().await;
 }
