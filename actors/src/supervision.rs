@@ -28,6 +28,24 @@ pub(crate) fn pump<M: Message>(
     })
 }
 
+/// Like [`pump`], but hands the actor every message already waiting in one batch (at most
+/// `max`), so a busy subscription costs one actor message per batch, not per NATS message.
+pub(crate) fn pump_batches<M: Message>(
+    subscription: async_nats::Subscriber,
+    actor: ActorRef<M>,
+    max: usize,
+    wrap: fn(Vec<async_nats::Message>) -> M,
+) -> tokio::task::JoinHandle<()> {
+    let mut batches = subscription.ready_chunks(max);
+    tokio::spawn(async move {
+        while let Some(batch) = batches.next().await {
+            if actor.cast(wrap(batch)).is_err() {
+                break;
+            }
+        }
+    })
+}
+
 /// Casts the owned partitions to `actor` now and after every change, until the actor is gone; an
 /// ended lease task (the node is shutting down) owns nothing.
 pub(crate) fn follow_partitions<M: Message>(

@@ -76,19 +76,28 @@ pub struct Resting {
     /// Milliseconds since the epoch; 0 before the first check-in.
     last_checkin: u64,
     idle_secs: u64,
+    /// When (ms) the machine turns offline unless it checks in ([`deadline_of`]); 0 for never.
+    /// The supervisor's timer wheel may hold an earlier deadline: it looks here when that comes.
+    due: u64,
     suspended: bool,
 }
 
 impl Resting {
     /// The record of a machine as read from KV (written at `stored_at`).
-    pub(super) fn of_stored(record: &MachineRecord, stored_at: u64) -> Resting {
+    pub(super) fn of_stored(record: &MachineRecord, stored_at: u64, offline_after: u32) -> Resting {
         Resting {
             stored: material_hash(record),
             stored_at,
             last_checkin: record.last_checkin.unwrap_or(0),
             idle_secs: record.idle_secs,
+            due: deadline_of(record, offline_after).unwrap_or(0),
             suspended: record.suspended,
         }
+    }
+
+    /// When (ms) the machine turns offline unless it checks in, if it can.
+    pub(super) fn due(&self) -> Option<u64> {
+        Some(self.due).filter(|d| *d > 0)
     }
 
     pub(super) fn seed(&self) -> Seed {
@@ -118,16 +127,19 @@ impl Resting {
         }
         self.last_checkin = now;
         self.idle_secs = record.idle_secs;
-        Quiet::Taken(deadline_of(&record, shared.config.offline_after))
+        let due = deadline_of(&record, shared.config.offline_after);
+        self.due = due.unwrap_or(0);
+        Quiet::Taken(due)
     }
 
     /// Takes a record its supervisor has just sent to KV for this machine (made by a check-in,
     /// see [`Quiet::NotQuiet`]).
-    pub(super) fn wrote(&mut self, record: &MachineRecord, now: u64) {
+    pub(super) fn wrote(&mut self, record: &MachineRecord, now: u64, offline_after: u32) {
         self.stored = material_hash(record);
         self.stored_at = now;
         self.last_checkin = record.last_checkin.unwrap_or(0);
         self.idle_secs = record.idle_secs;
+        self.due = deadline_of(record, offline_after).unwrap_or(0);
     }
 
     /// A write of the record with material hash `hash` failed: unless a newer write replaced
@@ -521,10 +533,12 @@ impl AgentState {
         if material_hash(record) != material_hash(stored) {
             return None;
         }
+        let offline_after = self.shared.config.offline_after;
         Some(Resting {
             last_checkin: record.last_checkin.unwrap_or(0),
             idle_secs: record.idle_secs,
-            ..Resting::of_stored(stored, self.stored_at)
+            due: deadline_of(record, offline_after).unwrap_or(0),
+            ..Resting::of_stored(stored, self.stored_at, offline_after)
         })
     }
 }

@@ -35,16 +35,20 @@ use crate::machines::{MachineRecord, MachineReply, MachineRequest};
 use crate::partitions::Owned;
 use crate::protocol::valid_machine_id;
 use crate::subjects::{self, PARTITIONS};
-use crate::supervision::{ChildSpec, Children, follow_partitions, pump};
+use crate::supervision::{ChildSpec, Children, follow_partitions, pump, pump_batches};
 
 pub struct FleetSupervisor;
+
+/// Most check-ins handed to the supervisor in one message (those already waiting when it
+/// takes them).
+const CHECKIN_BATCH: usize = 128;
 
 /// How often running actors are checked for rest (at most).
 const REST_SCAN: Duration = Duration::from_secs(1);
 
 pub enum FleetMsg {
-    /// A real or a simulated agent's check-in (the subject says which).
-    Checkin(async_nats::Message),
+    /// Real or simulated agents' check-ins (the subject says which), in the order they came.
+    Checkins(Vec<async_nats::Message>),
     Request(async_nats::Message),
     /// An agent actor's next "offline at" deadline (ms), or none.
     Deadline {
@@ -220,8 +224,13 @@ impl Actor for FleetSupervisor {
             .subscribe(subjects::ALL_SIMULATED_CHECKINS)
             .await?;
         let tasks = vec![
-            pump(checkins, myself.clone(), FleetMsg::Checkin),
-            pump(simulated_checkins, myself.clone(), FleetMsg::Checkin),
+            pump_batches(checkins, myself.clone(), CHECKIN_BATCH, FleetMsg::Checkins),
+            pump_batches(
+                simulated_checkins,
+                myself.clone(),
+                CHECKIN_BATCH,
+                FleetMsg::Checkins,
+            ),
             myself.send_interval(args.config.sweep, || FleetMsg::Sweep),
             follow_partitions(&args.partitions, myself.clone(), FleetMsg::Owned),
         ];
@@ -281,7 +290,11 @@ impl Actor for FleetSupervisor {
         state: &mut FleetState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            FleetMsg::Checkin(msg) => state.on_checkin(msg).await?,
+            FleetMsg::Checkins(msgs) => {
+                for msg in msgs {
+                    state.on_checkin(msg).await?;
+                }
+            }
             FleetMsg::Request(msg) => state.on_request(msg).await?,
             FleetMsg::Deadline { machine, at } => state.deadlines.set(machine, at),
             FleetMsg::Load(partitions) => state.load(partitions, &myself),
@@ -505,7 +518,7 @@ impl FleetState {
             }
             let at = super::agent::deadline_of(&record, offline_after);
             self.deadlines.set(record.id.clone(), at);
-            let resting = Resting::of_stored(&record, now);
+            let resting = Resting::of_stored(&record, now, offline_after);
             self.resting.insert(record.id.into_boxed_str(), resting);
         }
         Ok(())
@@ -540,7 +553,10 @@ impl FleetState {
         match resting.take_quiet_checkin(checkin, now, &shared) {
             Quiet::Taken(at) => {
                 shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                self.deadlines.set(checkin.machine.clone(), at);
+                // The record knows the new deadline; the wheel keeps the earlier one and looks
+                // at the record when it comes (see `sweep`): no reordering of the wheel per
+                // check-in.
+                self.deadlines.keep_earliest(&checkin.machine, at);
                 Ok(())
             }
             Quiet::NotQuiet(record) => Err(record),
@@ -618,9 +634,9 @@ impl FleetState {
         let machine: Box<str> = record.id.as_str().into();
         let _ = writer.acks.send((machine.clone(), hash, sent));
         shared.stats.accepted.fetch_add(1, Ordering::Relaxed);
-        resting.wrote(&record, now);
+        resting.wrote(&record, now, offline_after);
         let at = super::agent::deadline_of(&record, offline_after);
-        self.deadlines.set(record.id.clone(), at);
+        self.deadlines.keep_earliest(&record.id, at);
         writer.unconfirmed.insert(machine, (hash, record));
         Ok(())
     }
@@ -690,11 +706,19 @@ impl FleetState {
     }
 
     /// Ticks every machine whose deadline has passed (an actor, started if it rests, writes its
-    /// new status); now and then, asks idle actors to rest.
+    /// new status), unless its record says it checked in since: then its deadline moves to the
+    /// record's. Now and then, asks idle actors to rest.
     async fn sweep(&mut self) -> Result<(), ActorProcessingErr> {
         let now = crate::now_ms();
         while let Some(machine) = self.deadlines.pop_due(now) {
             if !self.shared().partitions.owns_key(&machine) {
+                continue;
+            }
+            let later = (self.resting.get(machine.as_str()))
+                .and_then(Resting::due)
+                .filter(|due| *due > now);
+            if later.is_some() {
+                self.deadlines.set(machine, later);
                 continue;
             }
             self.send(&machine, AgentMsg::Tick).await?;
@@ -832,6 +856,16 @@ impl Deadlines {
         }
     }
 
+    /// Sets the machine's deadline to `at` unless it has an earlier one; `at` none keeps any.
+    /// (Cheap when the deadline is kept: no allocation, no reordering.)
+    fn keep_earliest(&mut self, machine: &str, at: Option<u64>) {
+        let Some(at) = at else { return };
+        if self.of.get(machine).is_some_and(|old| *old <= at) {
+            return;
+        }
+        self.set(machine.to_string(), Some(at));
+    }
+
     /// Removes and returns a machine whose deadline is at or before `now`.
     fn pop_due(&mut self, now: u64) -> Option<String> {
         let (at, _) = self.by_time.first()?;
@@ -859,6 +893,20 @@ mod tests {
         assert_eq!(d.pop_due(4), None);
         assert_eq!(d.pop_due(15).as_deref(), Some("c"));
         assert_eq!(d.pop_due(15).as_deref(), Some("a"));
+        assert_eq!(d.pop_due(100), None);
+    }
+
+    #[test]
+    fn keep_earliest_moves_a_deadline_only_earlier() {
+        let mut d = Deadlines::default();
+        d.keep_earliest("a", Some(10));
+        d.keep_earliest("a", Some(20)); // later: kept at 10
+        d.keep_earliest("b", Some(30));
+        d.keep_earliest("b", Some(5)); // earlier: moved
+        d.keep_earliest("b", None); // kept
+        assert_eq!(d.pop_due(9).as_deref(), Some("b"));
+        assert_eq!(d.pop_due(9), None);
+        assert_eq!(d.pop_due(10).as_deref(), Some("a"));
         assert_eq!(d.pop_due(100), None);
     }
 }
