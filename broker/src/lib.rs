@@ -440,6 +440,7 @@ fn node_probe(
         checkins_accepted: read(&stats.accepted),
         checkins_rejected: read(&stats.rejected),
         checkins_ignored: read(&stats.ignored),
+        machine_writes: read(&stats.writes),
         actors_connected: client.connection_state() == async_nats::connection::State::Connected,
         partitions_owned: partitions.count(),
         partitions_all_held: partitions.all_held(),

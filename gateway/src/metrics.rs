@@ -39,6 +39,8 @@ pub struct NodeReadings {
     pub checkins_accepted: u64,
     pub checkins_rejected: u64,
     pub checkins_ignored: u64,
+    /// Machine records written to KV (a change or the periodic refresh).
+    pub machine_writes: u64,
     /// Whether the actors' NATS connection (the gateway has its own) is up.
     pub actors_connected: bool,
     /// Partitions of sessions and machines this node owns now.
@@ -82,6 +84,7 @@ pub struct Metrics {
     agent_actors: IntGauge,
     partitions_owned: IntGauge,
     checkins: IntCounterVec,
+    machine_writes: IntCounter,
     nats_connected: IntGaugeVec,
     nats_rtt: Histogram,
     probe: OnceLock<NodeProbe>,
@@ -161,6 +164,11 @@ impl Metrics {
             agent_actors: gauge(&r, "agent_actors", "Agent actors on this node"),
             partitions_owned: gauge(&r, "partitions_owned", "Partitions this node owns"),
             checkins: counters(&r, "checkins_total", "Agent check-ins", "result"),
+            machine_writes: counter(
+                &r,
+                "machine_record_writes_total",
+                "Machine records written to KV by this node",
+            ),
             nats_connected: gauges(&r, "nats_connected", "NATS connection up", "connection"),
             nats_rtt: registered(&r, Histogram::with_opts(rtt).expect("valid histogram")),
             registry: r,
@@ -222,6 +230,7 @@ impl Metrics {
         ] {
             advance_to(&self.checkins.with_label_values(&[result]), total);
         }
+        advance_to(&self.machine_writes, node.machine_writes);
         let limits = gw.limits().stats();
         for (kind, total) in refusals(&limits) {
             advance_to(&self.refusals.with_label_values(&[kind]), total);

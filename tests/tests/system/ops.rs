@@ -76,6 +76,13 @@ async fn metrics_count_sessions_streams_messages_and_errors_by_node() {
     let accepted = sample(&before, "natter_checkins_total", &[("result", "accepted")]);
     assert!(accepted >= Some(1.0), "{accepted:?}");
     wait_for_sample(&scraper, "natter_agents", &[node, ("state", "user")], 1.0).await;
+    // Its first check-in was written (one machine, no change since).
+    let writes = sample(
+        &scrape(&scraper).await,
+        "natter_machine_record_writes_total",
+        &[node],
+    );
+    assert!(writes >= Some(1.0), "{writes:?}");
     let limits = [("kind", "streams_refused")];
     assert_eq!(
         sample(&before, "natter_limit_refusals_total", &limits),
