@@ -147,10 +147,7 @@ struct RunArgs {
 fn main() -> Result<(), BoxError> {
     let cli = Cli::parse();
     match cli.cmd {
-        Some(Cmd::Node { nats_url }) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(modes::node(nats_url)),
+        Some(Cmd::Node { nats_url }) => node_runtime()?.block_on(modes::node(nats_url)),
         Some(Cmd::Clients(args)) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?
@@ -178,6 +175,17 @@ fn main() -> Result<(), BoxError> {
         Some(Cmd::Run(args)) => runtime()?.block_on(run(args)),
         None => runtime()?.block_on(run(RunArgs::parse_from(["run"]))),
     }
+}
+
+/// A node's runtime: tokio's default (a worker per core), or `NATTER_BENCH_NODE_WORKERS`
+/// workers, so a node's runtime can be measured alone (`TOKIO_WORKER_THREADS` would also reach
+/// the bench's own load generator).
+fn node_runtime() -> Result<tokio::runtime::Runtime, BoxError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Ok(workers) = std::env::var("NATTER_BENCH_NODE_WORKERS") {
+        builder.worker_threads(workers.parse()?);
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
