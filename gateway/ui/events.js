@@ -33,8 +33,7 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
     // A worker script that cannot load (e.g. no module workers) fails here, not in the constructor.
     worker.addEventListener('error', () => { if (!heard) attach(localHub(urlFor)); });
     if (early) {
-      // Subscribed by chat-boot.js (once its history request is answered): listening starts
-      // the port, whose messages waited.
+      // Already subscribed by chat-boot.js: listening starts the port, whose messages waited.
       port = worker.port;
       port.onmessage = (e) => onMessage(e.data);
     } else {
@@ -44,13 +43,11 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
     attach(localHub(urlFor));
   }
   let subscribed = true;
-  // Not before chat-boot.js's subscription, which would undo it.
-  const unsubscribe = () => Promise.resolve(early && early.subscribed).then(() => port.postMessage({ unsubscribe: sessionId }));
-  addEventListener('pagehide', () => { if (subscribed) unsubscribe(); });
+  addEventListener('pagehide', () => { if (subscribed) port.postMessage({ unsubscribe: sessionId }); });
   addEventListener('pageshow', (e) => { if (e.persisted && subscribed) port.postMessage({ subscribe: sessionId }); });
   return () => {
     subscribed = false;
-    unsubscribe();
+    port.postMessage({ unsubscribe: sessionId });
   };
 }
 
