@@ -55,23 +55,26 @@ async function post(path, body) {
  */
 async function shown(page) {
   const text = await page.$eval('#transcript', (l) => l.textContent);
-  return text.match(new RegExp(`history \\d+ of ${tag}|live after the history ${tag}`, 'g')) || [];
+  return text.match(messageText()) || [];
 }
+/** What `shown` finds of each message sent here (the start of the one with markup). */
+const messageText = () => new RegExp(`history \\d+ of ${tag}|live after the history ${tag}`, 'g');
+const keyOf = (text) => text.match(messageText())[0];
 
 /** Fails unless `page` shows exactly `expected` ([seq, text] in seq order): all, once, in order. */
 async function assertShows(page, expected, what) {
   const got = await shown(page);
   const seqs = await page.$$eval('#transcript .msg[data-seq]', (els) => els.map((e) => Number(e.dataset.seq)));
   assert(new Set(seqs).size === seqs.length, `${what}: ${seqs.length - new Set(seqs).size} message nodes shown twice`);
-  const sentTexts = new Set(expected.map(([, text]) => text));
+  const sentTexts = new Set(expected.map(([, text]) => keyOf(text)));
   const twice = got.length - new Set(got).size;
   assert(!twice, `${what}: ${twice} messages shown twice`);
-  const missing = expected.filter(([, text]) => !got.includes(text));
+  const missing = expected.filter(([, text]) => !got.includes(keyOf(text)));
   assert(!missing.length, `${what}: ${missing.length} of ${expected.length} messages missing, first ${JSON.stringify(missing[0])}`);
   const extra = got.filter((text) => !sentTexts.has(text));
   assert(!extra.length, `${what}: ${extra.length} messages shown that were not sent, first ${JSON.stringify(extra[0])}`);
   for (let i = 0; i < got.length; i++) {
-    assert(got[i] === expected[i][1], `${what}: message ${i + 1} shown is ${JSON.stringify(got[i])}, sent ${JSON.stringify(expected[i][1])}`);
+    assert(got[i] === keyOf(expected[i][1]), `${what}: message ${i + 1} shown is ${JSON.stringify(got[i])}, sent ${JSON.stringify(expected[i][1])}`);
   }
 }
 
@@ -100,7 +103,8 @@ await check(`a chat gets ${HISTORY} messages through the API`, async () => {
   const worker = async () => {
     while (next < HISTORY) {
       const k = next++;
-      const text = `history ${k} of ${tag}`;
+      // One of the first has markup (shown as text) and a line break (Shift+Enter).
+      const text = k === 0 ? `history 0 of ${tag} <b>not bold</b>\nsecond line` : `history ${k} of ${tag}`;
       const r = await post(path, { id: `h-${tag}-${k}`, text });
       sent.push([r.seq, text]);
     }
@@ -135,10 +139,13 @@ await check(`a chat window opened on it shows the newest messages first, then al
 });
 
 await check('a message of the oldest block, found by its text and scrolled to, shows as a message of its own', async () => {
-  const [seq, text] = sent[0];
-  // Found in the page by its text (as find in page does), before it has nodes of its own.
-  const block = first.locator('#transcript li.older').filter({ hasText: text });
+  const [seq, text] = sent.find(([, t]) => t.includes('<b>'));
+  // Found in the page by its text (as find in page does), before it has nodes of its own: its
+  // markup as text, its line break kept.
+  const block = first.locator('#transcript li.older').filter({ hasText: keyOf(text) });
   assert(await block.count() === 1, `the text ${JSON.stringify(text)} is in ${await block.count()} blocks of older events`);
+  assert((await block.textContent()).includes(text), `the block does not hold ${JSON.stringify(text)} as it was sent`);
+  assert(await first.locator('#transcript b').count() === 0, 'a message\'s markup became an element');
   assert(await first.locator(`#transcript .msg[data-seq="${seq}"]`).count() === 0,
     'the oldest message already has nodes of its own before it came near the screen');
   await block.scrollIntoViewIfNeeded();
@@ -150,7 +157,8 @@ await check('a message of the oldest block, found by its text and scrolled to, s
     when: m.querySelector('time').textContent,
     text: m.querySelector('.text').textContent,
   }));
-  assert(parts.text === text, `the message shows ${JSON.stringify(parts.text)}`);
+  assert(parts.text === text, `the message shows ${JSON.stringify(parts.text)}, sent ${JSON.stringify(text)}`);
+  assert(await first.locator('#transcript b').count() === 0, 'a message\'s markup became an element');
   assert(parts.who === 'You', `the message is from ${JSON.stringify(parts.who)}, not "You"`);
   assert(/\d/.test(parts.when), `the message's time is ${JSON.stringify(parts.when)}`);
   assert(await msg.isVisible(), 'the message is not visible after scrolling to it');
