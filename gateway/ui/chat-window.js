@@ -53,6 +53,8 @@ export class ChatWindow {
     this.catchingUp = true; // its history has not all come yet
     this.catchUpTimer = 0;
     this.transcript = new Transcript(this.ui, this.self);
+    // A block of older events that gets its nodes may hold my newest message seen.
+    this.transcript.onUpgrade = () => { if (this.seenBy.size) this.renderSeen(); };
     this.signalFn = cfg.signal || (() => Promise.resolve());
     this.composer = new Composer(this.ui, this.transcript, cfg.send, () => this.ended,
       (typing) => this.sendSignal('typing', typing ? {} : { typing: false }));

@@ -62,12 +62,17 @@ const OLDER_CHUNK = 2500;
 /**
  * How many older messages share one block (`li.older`), which the browser lays out only when
  * it comes near the screen (`content-visibility: auto`): laying out a 10k history at once took
- * most of a second here, a block of 250 takes a few ms. They stay in the page, so find in page,
- * selection and copy see the whole history.
+ * most of a second here, a block of 250 takes a few ms. A block goes in as ONE text node, its
+ * events' transcript lines (name, time, text: what the reader sees), and gets each event's own
+ * nodes only when it first comes near the screen (`upgrade`): making 90k nodes for a 10k
+ * history was most of the window's script. Either way its text stays in the page, so find in
+ * page, selection and copy see the whole history.
  */
 const OLDER_BLOCK = 250;
 /** The height a block is given until it is first laid out (px per event: about a message). */
 const EVENT_HEIGHT_GUESS = 62;
+/** Whether the browser tells when a `content-visibility: auto` element is first rendered. */
+const CV_EVENT = typeof ContentVisibilityAutoStateChangeEvent === 'function';
 
 export class Transcript {
   /**
@@ -77,7 +82,9 @@ export class Transcript {
   constructor(ui, self) {
     this.ui = ui;
     this.self = self;
-    this.events = new Map();  // seq -> {ev, node}
+    this.events = new Map();  // seq -> {ev, node, block}: node, or the text block it is in
+    this.blocks = new WeakMap(); // a text block (li.older) -> the entries whose lines it holds
+    this.onUpgrade = null;    // called after a block got its events' own nodes
     this.lastSeq = 0;         // the highest seq in `events`
     this.pending = new Map(); // client id -> node (sent by me, not yet seen in the stream)
     this.older = null;        // the part of a long history still to go in (see appendTail)
@@ -96,6 +103,11 @@ export class Transcript {
       else if (sc.scrollTop < this.autoTop - 1) this.stick = false; // the reader scrolled up
     }, { passive: true });
     ui.list.addEventListener('mouseover', titleOnHover, { passive: true });
+    // Browsers without the event: a text block gets its nodes when it comes within a screen.
+    this.nearScreen = CV_EVENT || typeof IntersectionObserver !== 'function' ? null
+      : new IntersectionObserver((seen) => {
+        for (const s of seen) if (s.isIntersecting) this.upgrade(s.target);
+      }, { root: ui.scroller, rootMargin: '100% 0px' });
     setInterval(() => this.prune(), 1000);
   }
 
@@ -175,7 +187,11 @@ export class Transcript {
    */
   firstShownSeq() {
     let n = this.firstAfterHead();
-    if (n && n.classList.contains('older')) n = n.firstElementChild.firstElementChild;
+    if (n && n.classList.contains('older')) {
+      const entries = this.blocks.get(n);
+      if (entries) return entries.length ? entries[0].ev.seq : -Infinity;
+      n = n.firstElementChild.firstElementChild;
+    }
     return n && n.dataset.seq !== undefined ? Number(n.dataset.seq) : -Infinity;
   }
 
@@ -188,13 +204,12 @@ export class Transcript {
    */
   putHead(entries) {
     if (!entries.length) return;
-    const nodes = this.nodesOf(entries, 0, entries.length);
+    const lines = this.linesOf(entries, 0, entries.length);
     this.headTop = entries[entries.length - 1].ev.seq;
-    if (!nodes.length) return;
+    if (!lines.length) return;
     const f = document.createDocumentFragment();
-    for (let start = 0; start < nodes.length; start += OLDER_BLOCK) {
-      const block = olderBlock(nodes.slice(start, start + OLDER_BLOCK));
-      f.append(block);
+    for (let start = 0; start < lines.length; start += OLDER_BLOCK) {
+      f.append(this.textBlock(lines.slice(start, start + OLDER_BLOCK)));
     }
     // Its last block ends at headTop even if that event has no node (firstAfterHead).
     f.lastElementChild.dataset.seq = this.headTop;
@@ -221,6 +236,69 @@ export class Transcript {
     this.finishOlder();
     this.older = { entries, end: split, anchor: shown[0] || null };
     setTimeout(() => this.putOlder(), 0);
+  }
+
+  /**
+   * The entries of `entries[start..end]` still wanted (not pruned or cleared since) that show a
+   * line, each with its `line` (transcript text) set.
+   */
+  linesOf(entries, start, end) {
+    const shown = [];
+    for (let i = start; i < end; i++) {
+      const entry = entries[i];
+      if (this.events.get(entry.ev.seq) !== entry) continue;
+      entry.line = this.lineOf(entry.ev);
+      if (entry.line !== null) shown.push(entry);
+    }
+    return shown;
+  }
+
+  /**
+   * A block of older events as text (`li.older`, see OLDER_BLOCK), one line or more per
+   * event, given its nodes (`upgrade`) when it first comes near the screen.
+   */
+  textBlock(entries) {
+    const block = el('li', 'older older-text');
+    let text = '', messages = 0;
+    for (const entry of entries) {
+      entry.block = block;
+      text += entry.line;
+      if (entry.ev.type === 'message') messages++;
+      entry.line = undefined;
+    }
+    block.textContent = text;
+    block.dataset.seq = entries[entries.length - 1].ev.seq;
+    // How many messages its text holds (the benchmark counts them without reading the text).
+    block.dataset.messages = messages;
+    block.style.containIntrinsicSize = `auto ${entries.length * EVENT_HEIGHT_GUESS}px`;
+    this.blocks.set(block, entries);
+    if (this.nearScreen) this.nearScreen.observe(block);
+    else block.addEventListener('contentvisibilityautostatechange', (e) => { if (!e.skipped) this.upgrade(block); });
+    return block;
+  }
+
+  /** A text block gets its events' own nodes (time, names, styles): it came near the screen. */
+  upgrade(block) {
+    const entries = this.blocks.get(block);
+    if (!entries) return;
+    this.blocks.delete(block);
+    if (this.nearScreen) this.nearScreen.unobserve(block);
+    const inner = el('ol', 'older-events');
+    for (const entry of entries) {
+      entry.block = null;
+      if (this.events.get(entry.ev.seq) !== entry) continue;
+      entry.node = this.render(entry.ev);
+      if (entry.node) inner.append(entry.node);
+    }
+    block.className = 'older';
+    delete block.dataset.messages;
+    block.replaceChildren(inner);
+    if (this.onUpgrade) this.onUpgrade();
+  }
+
+  /** Gives every text block its nodes (before an event goes in among them). */
+  upgradeAll() {
+    for (const block of [...this.ui.list.getElementsByClassName('older-text')]) this.upgrade(block);
   }
 
   /** Makes the nodes of `entries[start..end]` still wanted (not pruned or cleared since). */
@@ -250,13 +328,13 @@ export class Transcript {
 
   /** Puts the events of `o.entries[start..o.end]` in, above `o.anchor`, in blocks. */
   putOlderRange(o, start) {
-    const nodes = this.nodesOf(o.entries, start, o.end);
+    const lines = this.linesOf(o.entries, start, o.end);
     o.end = start;
-    if (!nodes.length) return;
+    if (!lines.length) return;
     const f = document.createDocumentFragment();
     // Blocks end where the part shown begins, so the first (oldest) one may be short.
-    for (let end = nodes.length; end > 0; end -= OLDER_BLOCK) {
-      f.prepend(olderBlock(nodes.slice(Math.max(0, end - OLDER_BLOCK), end)));
+    for (let end = lines.length; end > 0; end -= OLDER_BLOCK) {
+      f.prepend(this.textBlock(lines.slice(Math.max(0, end - OLDER_BLOCK), end)));
     }
     const oldest = f.firstElementChild;
     if (o.anchor && o.anchor.isConnected) o.anchor.before(f); else this.appendEvents(f);
@@ -321,13 +399,31 @@ export class Transcript {
     });
   }
 
+  /** My message being sent has come back: its pending node goes. */
+  takePending(ev) {
+    if (ev.client_id && this.pending.has(ev.client_id)) {
+      this.pending.get(ev.client_id).remove();
+      this.pending.delete(ev.client_id);
+    }
+  }
+
+  /**
+   * An event's transcript text as a text block holds it (null: not shown): "Name 12:34", a
+   * line break and its text for a message; "what happened 12:34" for the others.
+   */
+  lineOf(ev) {
+    if (ev.type === 'message') {
+      this.takePending(ev);
+      return `${this.isMine(ev.from) ? 'You' : nameOf(ev.from)} ${shortTime(ev.at)}\n${ev.text}\n`;
+    }
+    const text = this.systemText(ev);
+    return text == null ? null : `${text} ${shortTime(ev.at)}\n`;
+  }
+
   render(ev) {
     if (ev.type === 'message') {
       const mine = this.isMine(ev.from);
-      if (ev.client_id && this.pending.has(ev.client_id)) {
-        this.pending.get(ev.client_id).remove();
-        this.pending.delete(ev.client_id);
-      }
+      this.takePending(ev);
       return this.messageNode(mine ? 'You' : nameOf(ev.from), ev.text, ev.at, mine, ev.seq);
     }
     const text = this.systemText(ev);
@@ -373,6 +469,7 @@ export class Transcript {
   /** Keep the list in seq order; unsent messages stay at the end. */
   insert(node, seq) {
     const list = this.ui.list;
+    this.upgradeAll(); // rare (see add): a block's events then have nodes to go between
     let after = list.lastElementChild;
     while (after && (after.dataset.seq === undefined || Number(after.dataset.seq) > seq)) {
       if (after.classList.contains('older')) {
@@ -394,8 +491,10 @@ export class Transcript {
   prune() {
     const cutoff = this.cutoff();
     if (cutoff === -Infinity) return;
-    for (const [seq, { ev, node }] of this.events) {
+    const blocks = new Set(); // text blocks that lost lines
+    for (const [seq, { ev, node, block }] of this.events) {
       if (ev.at >= cutoff) continue;
+      if (block) blocks.add(block);
       if (node) {
         const block = node.parentElement.parentElement;
         node.remove();
@@ -404,16 +503,12 @@ export class Transcript {
       }
       this.events.delete(seq); // a replayed copy is dropped by the age check in add()
     }
+    for (const block of blocks) {
+      const entries = (this.blocks.get(block) || []).filter((e) => this.events.get(e.ev.seq) === e);
+      this.blocks.delete(block);
+      if (!entries.length) { block.remove(); continue; }
+      for (const e of entries) e.line = this.lineOf(e.ev);
+      block.replaceWith(this.textBlock(entries));
+    }
   }
-}
-
-/** A block of older events (see OLDER_BLOCK): `li.older > ol.older-events > li…`. */
-function olderBlock(nodes) {
-  const block = el('li', 'older');
-  block.dataset.seq = nodes[nodes.length - 1].dataset.seq;
-  block.style.containIntrinsicSize = `auto ${nodes.length * EVENT_HEIGHT_GUESS}px`;
-  const inner = el('ol', 'older-events');
-  inner.append(...nodes);
-  block.append(inner);
-  return block;
 }

@@ -13,6 +13,12 @@
 //   NATTER_EXPECT   how many messages its history holds
 //   NATTER_RUNS     measured runs (default 5), after one warm-up run
 //
+// "Shown" means the messages' text is in the page: each frame counts the `.msg` elements plus the
+// messages of the blocks of older events still put in as text (`li.older-text`, whose
+// `data-messages` says how many); when that reaches NATTER_EXPECT, the transcript's text of that
+// moment is checked against the session's messages (their texts, in seq order, each found after
+// the one before), and a run whose text lacks any fails.
+//
 // Prints per measured run `join-ms <total> first <first message> worker <SharedWorker started>`
 // (ms since navigation start).
 import { assert, need, startBrowser } from './harness.mjs';
@@ -24,6 +30,25 @@ const EXPECT = Number(need('NATTER_EXPECT'));
 const RUNS = Number(process.env.NATTER_RUNS || 5);
 
 const run = await startBrowser({ screenshotPrefix: 'join-bench-' });
+
+/** The texts of the session's messages, in seq order (its JSON transcript). */
+const TEXTS = await (async () => {
+  const url = `${BASE}/api/sessions/${encodeURIComponent(SESSION)}/transcript?format=json`;
+  const res = await fetch(url, { headers: { Cookie: `natter_op=${COOKIE}` } });
+  assert(res.ok, `GET ${url}: ${res.status}`);
+  return (await res.json()).events.filter((e) => e.type === 'message').map((e) => e.text);
+})();
+assert(TEXTS.length === EXPECT, `the session holds ${TEXTS.length} messages, expected ${EXPECT}`);
+
+/** Fails unless `shown` (the transcript's text) holds every text of TEXTS, in order. */
+function assertAllShown(shown) {
+  let at = 0;
+  for (let i = 0; i < TEXTS.length; i++) {
+    const found = shown.indexOf(TEXTS[i], at);
+    assert(found >= 0, `message ${i + 1} of ${TEXTS.length} is not in the page's text after the one before`);
+    at = found + TEXTS[i].length;
+  }
+}
 
 /** Installed before the page's own scripts: watches the transcript once per frame. */
 function watchTranscript(expect) {
@@ -38,16 +63,26 @@ function watchTranscript(expect) {
       }
     };
   }
-  let msgs = null;
+  let list = null, msgs = null, texts = null;
   const tick = () => {
-    const list = document.getElementById('transcript');
-    if (list && !msgs) msgs = list.getElementsByClassName('msg');
-    const n = msgs ? msgs.length : 0;
+    if (!list) {
+      list = document.getElementById('transcript');
+      if (list) {
+        msgs = list.getElementsByClassName('msg');
+        texts = list.getElementsByClassName('older-text');
+      }
+    }
+    let n = msgs ? msgs.length : 0;
     if (n && t.first === null) t.first = performance.now();
+    if (texts) for (let i = 0; i < texts.length; i++) n += Number(texts[i].dataset.messages);
     if (n >= expect) {
       // This frame shows them all; a message posted now runs once its layout and paint are done.
       const ch = new MessageChannel();
-      ch.port1.onmessage = () => { t.all = performance.now(); t.count = msgs.length; };
+      ch.port1.onmessage = () => {
+        t.all = performance.now();
+        t.count = n;
+        t.text = list.textContent; // what the page held then, checked by the script
+      };
       ch.port2.postMessage(0);
       return;
     }
@@ -65,6 +100,7 @@ async function openOnce() {
   await page.waitForFunction(() => window.__natterJoin.all !== null, null, { timeout: 60000, polling: 50 });
   const t = await page.evaluate(() => window.__natterJoin);
   assert(t.count === EXPECT, `the window shows ${t.count} messages, expected ${EXPECT}`);
+  assertAllShown(t.text);
   assert(!run.pageErrors.length, `page errors: ${run.pageErrors.join('; ')}`);
   await ctx.close();
   return t;

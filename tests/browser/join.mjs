@@ -1,7 +1,10 @@
 // Browser checks of a chat window joining a long session (issue 11, item 6): a session with
-// 10k messages opened in a chat window shows every one of them, once, in order, then a live
-// message after them; a second window of the same browser (its history from the shared
-// worker) shows the same. And the UI's fetch-based event stream reader (event-stream.js)
+// 10k messages opened in a chat window has every one of them in the page, once, in order (the
+// older ones as blocks of transcript text until they come near the screen: the page's text is
+// what is checked), then a live message after them; a message of the oldest block, found by
+// its text and scrolled to, shows as a message of its own (name, time, text); a second window
+// of the same browser (the newest events from a request of its own, the whole history from
+// the shared worker) shows the same, each message once. And the UI's fetch-based event stream reader (event-stream.js)
 // behaves as EventSource: the standard's parsing, reconnecting with Last-Event-ID after
 // `retry`, giving up on an HTTP error.
 //
@@ -46,31 +49,43 @@ async function post(path, body) {
   return JSON.parse(text);
 }
 
-/** Every received message the window shows, in the order shown: [seq, text]. */
-function shown(page) {
-  return page.$$eval('#transcript .msg[data-seq]',
-    (els) => els.map((e) => [Number(e.dataset.seq), e.querySelector('.text').textContent]));
+/**
+ * The texts of the messages sent here, in the order the window's text holds them: a message
+ * shown as its own node and one in a block of older events still put in as text count alike.
+ */
+async function shown(page) {
+  const text = await page.$eval('#transcript', (l) => l.textContent);
+  return text.match(messageText()) || [];
 }
+/** What `shown` finds of each message sent here (the start of the one with markup). */
+const messageText = () => new RegExp(`history \\d+ of ${tag}|live after the history ${tag}`, 'g');
+const keyOf = (text) => text.match(messageText())[0];
 
-/** Fails unless `page` shows exactly `expected` ([seq, text] in seq order). */
+/** Fails unless `page` shows exactly `expected` ([seq, text] in seq order): all, once, in order. */
 async function assertShows(page, expected, what) {
   const got = await shown(page);
-  const seqs = new Set(got.map(([seq]) => seq));
-  assert(seqs.size === got.length, `${what}: ${got.length - seqs.size} messages shown twice`);
-  for (let i = 1; i < got.length; i++) {
-    assert(got[i - 1][0] < got[i][0], `${what}: message ${i} (seq ${got[i][0]}) shown after seq ${got[i - 1][0]}`);
-  }
-  const missing = expected.filter(([seq]) => !seqs.has(seq));
+  const seqs = await page.$$eval('#transcript .msg[data-seq]', (els) => els.map((e) => Number(e.dataset.seq)));
+  assert(new Set(seqs).size === seqs.length, `${what}: ${seqs.length - new Set(seqs).size} message nodes shown twice`);
+  const sentTexts = new Set(expected.map(([, text]) => keyOf(text)));
+  const twice = got.length - new Set(got).size;
+  assert(!twice, `${what}: ${twice} messages shown twice`);
+  const missing = expected.filter(([, text]) => !got.includes(keyOf(text)));
   assert(!missing.length, `${what}: ${missing.length} of ${expected.length} messages missing, first ${JSON.stringify(missing[0])}`);
-  assert(got.length === expected.length, `${what}: ${got.length} messages shown, ${expected.length} sent`);
+  const extra = got.filter((text) => !sentTexts.has(text));
+  assert(!extra.length, `${what}: ${extra.length} messages shown that were not sent, first ${JSON.stringify(extra[0])}`);
   for (let i = 0; i < got.length; i++) {
-    assert(got[i][1] === expected[i][1], `${what}: seq ${got[i][0]} shows ${JSON.stringify(got[i][1])}, sent ${JSON.stringify(expected[i][1])}`);
+    assert(got[i] === keyOf(expected[i][1]), `${what}: message ${i + 1} shown is ${JSON.stringify(got[i])}, sent ${JSON.stringify(expected[i][1])}`);
   }
 }
 
+/** Waits until the window holds `n` messages (nodes, and those of blocks still put in as text). */
 async function waitForCount(page, n, what) {
-  await waitFor(page, (k) => document.querySelectorAll('#transcript .msg[data-seq]').length >= k, n, HISTORY_TIMEOUT,
-    async () => `${what}: ${(await shown(page)).length} of ${n} messages shown`);
+  await waitFor(page, (k) => {
+    const list = document.getElementById('transcript');
+    let count = list.getElementsByClassName('msg').length;
+    for (const b of list.getElementsByClassName('older-text')) count += Number(b.dataset.messages);
+    return count >= k;
+  }, n, HISTORY_TIMEOUT, async () => `${what}: ${(await shown(page)).length} of ${n} messages shown`);
 }
 
 const chatPage = await operator.newPage();
@@ -88,7 +103,8 @@ await check(`a chat gets ${HISTORY} messages through the API`, async () => {
   const worker = async () => {
     while (next < HISTORY) {
       const k = next++;
-      const text = `history ${k} of ${tag}`;
+      // One of the first has markup (shown as text) and a line break (Shift+Enter).
+      const text = k === 0 ? `history 0 of ${tag} <b>not bold</b>\nsecond line` : `history ${k} of ${tag}`;
       const r = await post(path, { id: `h-${tag}-${k}`, text });
       sent.push([r.seq, text]);
     }
@@ -122,6 +138,33 @@ await check(`a chat window opened on it shows the newest messages first, then al
   assert(firstFrame.length < HISTORY, `the first frame already shows all ${firstFrame.length} messages`);
 });
 
+await check('a message of the oldest block, found by its text and scrolled to, shows as a message of its own', async () => {
+  const [seq, text] = sent.find(([, t]) => t.includes('<b>'));
+  // Found in the page by its text (as find in page does), before it has nodes of its own: its
+  // markup as text, its line break kept.
+  const block = first.locator('#transcript li.older').filter({ hasText: keyOf(text) });
+  assert(await block.count() === 1, `the text ${JSON.stringify(text)} is in ${await block.count()} blocks of older events`);
+  assert((await block.textContent()).includes(text), `the block does not hold ${JSON.stringify(text)} as it was sent`);
+  assert(await first.locator('#transcript b').count() === 0, 'a message\'s markup became an element');
+  assert(await first.locator(`#transcript .msg[data-seq="${seq}"]`).count() === 0,
+    'the oldest message already has nodes of its own before it came near the screen');
+  await block.scrollIntoViewIfNeeded();
+  const msg = first.locator(`#transcript .msg[data-seq="${seq}"]`);
+  await msg.waitFor({ timeout: 10000 });
+  await msg.scrollIntoViewIfNeeded();
+  const parts = await msg.evaluate((m) => ({
+    who: m.querySelector('.who').textContent,
+    when: m.querySelector('time').textContent,
+    text: m.querySelector('.text').textContent,
+  }));
+  assert(parts.text === text, `the message shows ${JSON.stringify(parts.text)}, sent ${JSON.stringify(text)}`);
+  assert(await first.locator('#transcript b').count() === 0, 'a message\'s markup became an element');
+  assert(parts.who === 'You', `the message is from ${JSON.stringify(parts.who)}, not "You"`);
+  assert(/\d/.test(parts.when), `the message's time is ${JSON.stringify(parts.when)}`);
+  assert(await msg.isVisible(), 'the message is not visible after scrolling to it');
+  await assertShows(first, sent, 'after scrolling to the oldest message');
+});
+
 await check('a live message shows after the history, once', async () => {
   const text = `live after the history ${tag}`;
   const r = await post(`/api/sessions/${encodeURIComponent(sessionId)}/messages`, { id: `live-${tag}`, text });
@@ -132,7 +175,9 @@ await check('a live message shows after the history, once', async () => {
   assert(last.includes(text), `the last message shown is ${JSON.stringify(last)}`);
 });
 
-await check('a second window of the same browser shows the same history (from the shared stream), once, in order', async () => {
+// The new window's own request for the newest events has the live message, and the shared
+// worker's kept events have it too: shown once (told apart by seq).
+await check('a second window of the same browser shows the same history and the live message, once, in order', async () => {
   const second = await operator.newPage();
   await second.goto(`${BASE}/chat/${encodeURIComponent(sessionId)}`);
   await waitForCount(second, sent.length, 'the second window');

@@ -396,8 +396,10 @@ async fn the_machine_list_is_live_scoped_and_filterable_in_a_real_browser() {
 }
 
 /// Issue 11 item 6 in a real browser: a chat window opening a session with a 10k-message
-/// history shows all of it, once, in order, then a live message after it; a second window of the
-/// same browser (history from the shared worker) too. How fast is the bench's `browser-join`
+/// history has all of it in the page's text, once, in order (older blocks as text until near
+/// the screen), then a live message after it; the oldest message, found by its text and
+/// scrolled to, shows as a message of its own; a second window of the same browser (history
+/// from the shared worker) too. How fast is the bench's `browser-join`
 /// phase, never an assertion here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chat_window_shows_a_10k_message_history_in_a_real_browser() {
