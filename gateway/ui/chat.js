@@ -5,10 +5,11 @@ import { byId } from './dom.js';
 import { subscribeEvents } from './events.js';
 import { loadOptions, onOptionsChanged } from './options.js';
 import { HandOff } from './handoff.js';
-import { RECENT_URL } from './chat-boot.js';
 
 const sessionId = decodeURIComponent(location.pathname.replace(/\/+$/, '').split('/').pop());
 const api = '/api/sessions/' + encodeURIComponent(sessionId);
+/** The newest events, shown first (a few screens); chat-boot.js asks for the same URL early. */
+const RECENT_URL = api + '/events?last=200';
 
 async function main() {
   const chat = new ChatWindow({
@@ -19,7 +20,8 @@ async function main() {
     signal: (kind, body) => postJSON(api + '/' + kind, body),
   });
   // The history starts coming while the window asks who it is and what the chat is; the
-  // stream's messages wait until then (the options decide the tone and auto-close).
+  // stream's messages wait until then (the options decide the tone and auto-close). The whole
+  // history comes in one response of its own (chat-boot.js), the stream after its last event.
   const early = [];
   let ready = false;
   const unsubscribe = subscribeEvents(sessionId, (m) => (ready ? chat.handle(m) : early.push(m)), { shared: true });
@@ -48,6 +50,10 @@ async function main() {
   chat.ui.text.focus();
   ready = true;
   for (const m of early.splice(0)) chat.handle(m);
+  // Older than the newest events shown: it goes in above them (blocks of text, see
+  // Transcript.putHead); events the stream brought too are told apart by seq.
+  const past = await globalThis.natterHistory;
+  if (past) chat.showRecent(past);
   chat.loadSeen(() => getJSON(api + '/seen'));
 }
 

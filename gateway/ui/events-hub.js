@@ -5,7 +5,9 @@
 // SharedWorker, and for the machine user's single session. Either way a window talks to it
 // through a MessagePort:
 //
-// Window -> hub:  {subscribe: id} | {unsubscribe: id}
+// Window -> hub:  {subscribe: id, after?: seq} | {unsubscribe: id}
+//                 (`after`: the window has the session's events up to seq from a request of
+//                 its own; a session new to the hub is then streamed from there)
 // Hub -> window:  {type:'hello', server_time, retention_secs}
 //                 {type:'events', session, events:[...]}   (seq order, each seq at most once)
 //                 {type:'events', session, json:'[...]'}   (the same, as the JSON text of the
@@ -58,6 +60,7 @@ export function createEventHub(opts = {}) {
   let retryTimer = 0;
   let retryDelay = 1000;
   let reconfigTimer = 0;
+  let reopen = false;  // the next reconfigure opens a new stream even for the same sessions
 
   function post(port, msg) {
     try { port.postMessage(msg); } catch (_) { /* window gone */ }
@@ -125,7 +128,8 @@ export function createEventHub(opts = {}) {
     }
   }
 
-  function scheduleReconfigure() {
+  function scheduleReconfigure(fresh = false) {
+    if (fresh) reopen = true;
     // Debounced while a stream is open: a window that reloads unsubscribes and subscribes again
     // in quick succession. The first stream opens at once (a window waits for its history).
     clearTimeout(reconfigTimer);
@@ -139,6 +143,12 @@ export function createEventHub(opts = {}) {
     const key = [...ids].sort().join(',');
     if (!ids.length) { close(current); close(pending); current = pending = null; return; }
     if (stopped) return;
+    if (reopen) {
+      // A session starts over from an earlier seq: the stream in use must not deliver newer
+      // events first (they would move the cursor past what the new stream replays).
+      reopen = false;
+      close(current); close(pending); current = pending = null;
+    }
     if (pending && pending.key === key) return;
     close(pending);
     pending = null;
@@ -212,7 +222,7 @@ export function createEventHub(opts = {}) {
   function reset(d) {
     const s = sessions.get(d.session);
     if (!s) return;
-    s.last = 0;
+    s.last = s.base = 0;
     s.events = [];
     for (const p of s.ports) post(p, { type: 'reset', session: d.session });
   }
@@ -240,10 +250,19 @@ export function createEventHub(opts = {}) {
   }
 
   // ---- windows --------------------------------------------------------------------------
-  function subscribe(port, id) {
+  function subscribe(port, id, after) {
     flush();
     let s = sessions.get(id);
-    if (!s) sessions.set(id, (s = { ports: new Set(), last: 0, events: [], waiting: false, seen: new Map() }));
+    let fresh = false;
+    // `base`: the seq after which `events` holds every event (a window that had the ones
+    // before from a request of its own asked the stream only for what is newer).
+    if (!s) sessions.set(id, (s = { ports: new Set(), last: after, base: after, events: [], waiting: false, seen: new Map() }));
+    else if (after < s.base) {
+      // This window lacks events the hub never kept: stream the session again from its point.
+      s.last = s.base = after;
+      s.events = [];
+      fresh = true;
+    }
     s.ports.add(port);
     stopped = false;
     if (hello) post(port, helloMsg());
@@ -251,8 +270,8 @@ export function createEventHub(opts = {}) {
     if (s.events.length) post(port, { type: 'events', session: id, events: s.events.slice() });
     for (const seen of s.seen.values()) post(port, seen);
     if (s.waiting) post(port, fullMsg(id));
-    else if (current && current.key.split(',').includes(id)) post(port, { type: 'status', state: 'open' });
-    scheduleReconfigure();
+    else if (current && current.key.split(',').includes(id) && !fresh) post(port, { type: 'status', state: 'open' });
+    scheduleReconfigure(fresh);
   }
 
   function connect(port) {
@@ -268,7 +287,8 @@ export function createEventHub(opts = {}) {
       if (m.subscribe) {
         const id = String(m.subscribe);
         mine.add(id);
-        subscribe(port, id);
+        const after = Number.isSafeInteger(m.after) && m.after > 0 ? m.after : 0;
+        subscribe(port, id, after);
       } else if (m.unsubscribe) {
         unsubscribe(String(m.unsubscribe));
       }

@@ -33,7 +33,8 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
     // A worker script that cannot load (e.g. no module workers) fails here, not in the constructor.
     worker.addEventListener('error', () => { if (!heard) attach(localHub(urlFor)); });
     if (early) {
-      // Already subscribed by chat-boot.js: listening starts the port, whose messages waited.
+      // Subscribed by chat-boot.js (once its history request is answered): listening starts
+      // the port, whose messages waited.
       port = worker.port;
       port.onmessage = (e) => onMessage(e.data);
     } else {
@@ -43,11 +44,13 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
     attach(localHub(urlFor));
   }
   let subscribed = true;
-  addEventListener('pagehide', () => { if (subscribed) port.postMessage({ unsubscribe: sessionId }); });
+  // Not before chat-boot.js's subscription, which would undo it.
+  const unsubscribe = () => Promise.resolve(early && early.subscribed).then(() => port.postMessage({ unsubscribe: sessionId }));
+  addEventListener('pagehide', () => { if (subscribed) unsubscribe(); });
   addEventListener('pageshow', (e) => { if (e.persisted && subscribed) port.postMessage({ subscribe: sessionId }); });
   return () => {
     subscribed = false;
-    port.postMessage({ unsubscribe: sessionId });
+    unsubscribe();
   };
 }
 

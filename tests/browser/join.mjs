@@ -3,8 +3,8 @@
 // older ones as blocks of transcript text until they come near the screen: the page's text is
 // what is checked), then a live message after them; a message of the oldest block, found by
 // its text and scrolled to, shows as a message of its own (name, time, text); a second window
-// of the same browser (the newest events from a request of its own, the whole history from
-// the shared worker) shows the same, each message once. And the UI's fetch-based event stream reader (event-stream.js)
+// of the same browser (the newest events and the whole history from requests of its own, the
+// live message from the shared worker's stream too) shows the same, each message once. And the UI's fetch-based event stream reader (event-stream.js)
 // behaves as EventSource: the standard's parsing, reconnecting with Last-Event-ID after
 // `retry`, giving up on an HTTP error.
 //
@@ -175,8 +175,8 @@ await check('a live message shows after the history, once', async () => {
   assert(last.includes(text), `the last message shown is ${JSON.stringify(last)}`);
 });
 
-// The new window's own request for the newest events has the live message, and the shared
-// worker's kept events have it too: shown once (told apart by seq).
+// The new window's own requests (the newest events, the whole history) have the live message,
+// and the shared worker's kept events have it too: shown once (told apart by seq).
 await check('a second window of the same browser shows the same history and the live message, once, in order', async () => {
   const second = await operator.newPage();
   await second.goto(`${BASE}/chat/${encodeURIComponent(sessionId)}`);

@@ -67,8 +67,10 @@ pub async fn transcript(
 
 /// How many recent events a window gets when it does not say (a few screens).
 const RECENT_DEFAULT: usize = 200;
-/// The most it may ask for: more is the event stream's work.
-const RECENT_MAX: usize = 1000;
+/// The most it may ask for: a window asks for the whole history of nearly every chat in one
+/// response (the stored JSON as it is: far cheaper than the event stream for a browser to take);
+/// more is the event stream's work.
+const RECENT_MAX: usize = 20_000;
 
 /// GET /api/sessions/{id}/events?last=N: `{"events": [...]}`, the session's newest `N` events in
 /// order, each exactly as the event stream carries it.
