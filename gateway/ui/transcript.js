@@ -244,9 +244,7 @@ export class Transcript {
    */
   linesOf(entries, start, end) {
     const shown = [];
-    for (let i = start; i < end; i++) {
-      const entry = entries[i];
-      if (this.events.get(entry.ev.seq) !== entry) continue;
+    for (const entry of this.wanted(entries, start, end)) {
       entry.line = this.lineOf(entry.ev);
       if (entry.line !== null) shown.push(entry);
     }
@@ -301,12 +299,17 @@ export class Transcript {
     for (const block of [...this.ui.list.getElementsByClassName('older-text')]) this.upgrade(block);
   }
 
+  /** The entries of `entries[start..end]` still wanted (not pruned or cleared since). */
+  *wanted(entries, start, end) {
+    for (let i = start; i < end; i++) {
+      if (this.events.get(entries[i].ev.seq) === entries[i]) yield entries[i];
+    }
+  }
+
   /** Makes the nodes of `entries[start..end]` still wanted (not pruned or cleared since). */
   nodesOf(entries, start, end) {
     const nodes = [];
-    for (let i = start; i < end; i++) {
-      const entry = entries[i];
-      if (this.events.get(entry.ev.seq) !== entry) continue;
+    for (const entry of this.wanted(entries, start, end)) {
       entry.node = this.render(entry.ev);
       if (entry.node) nodes.push(entry.node);
     }

@@ -605,7 +605,7 @@ impl FleetState {
     /// write: an actor then takes the check-in.
     async fn write_resting(
         &mut self,
-        mut record: Box<MachineRecord>,
+        record: Box<MachineRecord>,
     ) -> Result<(), Box<MachineRecord>> {
         let shared = self.agents.spec().shared.clone();
         let (Some(writer), Some(resting)) = (
@@ -617,9 +617,9 @@ impl FleetState {
         let Some(subject) = subjects::kv_put(&shared.machines, &record.id) else {
             return Err(record);
         };
+        // Its status was derived when the check-in made it (`Resting::take_quiet_checkin`).
         let now = crate::now_ms();
         let offline_after = shared.config.offline_after;
-        record.status = record.derive_status(now, offline_after);
         let Ok(json) = serde_json::to_vec(&record) else {
             return Err(record);
         };
