@@ -27,6 +27,10 @@ pub fn session_command(session: &str) -> String {
     format!("natter.session.{}.{session}.cmd", partition_of(session))
 }
 
+/// Every session's commands (a subscription pattern for observers such as the benchmark; owners
+/// subscribe per partition, [`session_commands_of`]).
+pub const ALL_SESSION_COMMANDS: &str = "natter.session.*.*.cmd";
+
 /// What the owner of partition `p` subscribes to (in [`SESSIONS_QUEUE`]).
 pub fn session_commands_of(p: u32) -> String {
     format!("natter.session.{p}.*.cmd")

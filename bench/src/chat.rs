@@ -156,6 +156,8 @@ pub struct Recorder {
     hists: Mutex<Vec<Histogram<u64>>>,
     delivered: Vec<AtomicU64>,
     last_ns: Vec<AtomicU64>,
+    /// Every delivery, when asked for (see [`Recorder::dump`]).
+    samples: Option<Mutex<Vec<(usize, u64, u64)>>>,
 }
 
 impl Recorder {
@@ -164,13 +166,41 @@ impl Recorder {
             hists: Mutex::new((0..MAX_STEPS).map(|_| new_hist()).collect()),
             delivered: (0..MAX_STEPS).map(|_| AtomicU64::new(0)).collect(),
             last_ns: (0..MAX_STEPS).map(|_| AtomicU64::new(0)).collect(),
+            samples: std::env::var_os("NATTER_BENCH_LATENCY_DUMP").map(|_| Mutex::default()),
         })
+    }
+
+    /// With `NATTER_BENCH_LATENCY_DUMP=<file>`: writes step `step`'s deliveries as lines of
+    /// `start_ns delivered_ns` and, per stage of `stages`, when that stage saw the message (0 when
+    /// it did not), all in ns of [`now_ns`]: to see when slow ones happen, and where.
+    pub fn dump(&self, step: usize, stages: &[&[(u64, u64)]]) {
+        let (Some(samples), Some(path)) =
+            (&self.samples, std::env::var_os("NATTER_BENCH_LATENCY_DUMP"))
+        else {
+            return;
+        };
+        let stages: Vec<std::collections::HashMap<u64, u64>> =
+            stages.iter().map(|s| s.iter().copied().collect()).collect();
+        let mut out = String::new();
+        for (_, start, at) in samples.lock().unwrap().iter().filter(|s| s.0 == step) {
+            out.push_str(&format!("{start} {at}"));
+            for s in &stages {
+                out.push_str(&format!(" {}", s.get(start).copied().unwrap_or(0)));
+            }
+            out.push('\n');
+        }
+        if let Err(e) = std::fs::write(&path, out) {
+            eprintln!("bench: writing {}: {e}", path.to_string_lossy());
+        }
     }
 
     fn record(&self, step: usize, start_ns: u64) {
         let now = now_ns();
         if step >= MAX_STEPS {
             return;
+        }
+        if let Some(samples) = &self.samples {
+            samples.lock().unwrap().push((step, start_ns, now));
         }
         {
             let mut h = self.hists.lock().unwrap_or_else(|p| p.into_inner());
@@ -273,6 +303,8 @@ pub struct Step {
     pub expected: u64,
     pub delivered: u64,
     pub latency: Lat,
+    /// Send started → the API's answer read (the stored event's ack is in it).
+    pub answered: Lat,
     /// How late the slowest send started against its schedule.
     pub max_lag: Duration,
     /// Reader streams that ended so far (the hub cuts off readers that fall behind).
@@ -391,12 +423,25 @@ struct Schedule {
 }
 
 /// What the senders of one step count.
-#[derive(Default)]
 struct SendStats {
     sent: AtomicU64,
     errors: AtomicU64,
     max_lag: AtomicU64,
     first_error: Mutex<Option<String>>,
+    /// Send started → the API's answer (201) read, ns.
+    answered: Mutex<Histogram<u64>>,
+}
+
+impl Default for SendStats {
+    fn default() -> SendStats {
+        SendStats {
+            sent: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            max_lag: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            answered: Mutex::new(new_hist()),
+        }
+    }
 }
 
 impl SendStats {
@@ -432,6 +477,8 @@ async fn send_session(
         let body = serde_json::json!({"id": format!("p{}-s{}-{k}", sc.tag, sc.step), "text": text(sc.step, stamp)});
         match client.post_json(&path, &body).await {
             Ok(r) if r.status == 201 && http::find(&r.body, b"\"duplicate\":true").is_none() => {
+                let took = now_ns().saturating_sub(stamp).max(1);
+                let _ = stats.answered.lock().unwrap().record(took);
                 stats.sent.fetch_add(1, Ordering::Relaxed);
             }
             Ok(r) => {
@@ -472,9 +519,59 @@ fn measured(
         expected,
         delivered,
         latency: Lat::from(&hist),
+        answered: Lat::from(&*stats.answered.lock().unwrap()),
         max_lag: Duration::from_nanos(stats.max_lag.load(Ordering::Relaxed)),
         reader_drops: readers.errors.load(Ordering::Relaxed),
         cpu_per_msg: Vec::new(),
+    }
+}
+
+/// A plain NATS subscriber on `subject` that records, for step `step`'s messages, send started
+/// → the message seen here: on [`subjects::ALL_SESSION_COMMANDS`] the part of the latency in the
+/// gateway (HTTP in, the command out), on [`subjects::ALL_LIVE`] everything before the gateway's
+/// delivery (… the command to the session's owner, its JetStream append, the server's
+/// republish). Stop it with [`NatsStage::finish`].
+pub struct NatsStage {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a [`NatsStage`] saw: the latencies, and each message's (start, seen).
+struct Seen(Histogram<u64>, Vec<(u64, u64)>);
+
+impl NatsStage {
+    pub async fn watch(
+        client: &async_nats::Client,
+        subject: &'static str,
+        step: usize,
+    ) -> Result<NatsStage, BoxError> {
+        let mut sub = client.subscribe(subject).await?;
+        client.flush().await?;
+        let seen = Arc::new(Mutex::new(Seen(new_hist(), Vec::new())));
+        let s = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                let now = now_ns();
+                let Ok(data) = std::str::from_utf8(&m.payload) else {
+                    continue;
+                };
+                if let Some((at_step, start)) = parse_text(data)
+                    && at_step == step
+                {
+                    let mut s = s.lock().unwrap();
+                    let _ = s.0.record(now.saturating_sub(start).max(1));
+                    s.1.push((start, now));
+                }
+            }
+        });
+        Ok(NatsStage { seen, task })
+    }
+
+    /// The latencies, and each message's (start, seen) in ns of [`now_ns`].
+    pub fn finish(self) -> (Lat, Vec<(u64, u64)>) {
+        self.task.abort();
+        let mut s = self.seen.lock().unwrap();
+        (Lat::from(&s.0), std::mem::take(&mut s.1))
     }
 }
 

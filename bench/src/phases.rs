@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use natter_actors::store::Stores;
+use natter_actors::subjects;
 
 use crate::chat::{self, Operator, Step};
 use crate::idle_phases::{phase_conns, phase_many, phase_storm};
@@ -225,6 +226,8 @@ async fn phase_latency(
     if !warm.complete() {
         say(format!("  warm-up incomplete: {:?}", warm.first_error));
     }
+    let commands = chat::NatsStage::watch(&chat.client, subjects::ALL_SESSION_COMMANDS, 1).await?;
+    let republished = chat::NatsStage::watch(&chat.client, subjects::ALL_LIVE, 1).await?;
     let s = senders
         .step(
             &readers,
@@ -244,6 +247,31 @@ async fn phase_latency(
         fmt_d(s.latency.p999),
         fmt_d(s.latency.max)
     ));
+    let (commands, command_times) = commands.finish();
+    let (republished, republished_times) = republished.finish();
+    readers
+        .recorder
+        .dump(1, &[&command_times, &republished_times]);
+    let stages = format!(
+        "Latency by stage (1k msg/s, from the send's start, p50 · p99 · p99.9; \
+         seen by a plain NATS subscriber of the bench): the gateway's command to the session \
+         {} · {} · {}; the stored event republished by the server {} · {} · {}; \
+         the API's answer read {} · {} · {}; delivered over SSE {} · {} · {}.",
+        fmt_d(commands.p50),
+        fmt_d(commands.p99),
+        fmt_d(commands.p999),
+        fmt_d(republished.p50),
+        fmt_d(republished.p99),
+        fmt_d(republished.p999),
+        fmt_d(s.answered.p50),
+        fmt_d(s.answered.p99),
+        fmt_d(s.answered.p999),
+        fmt_d(s.latency.p50),
+        fmt_d(s.latency.p99),
+        fmt_d(s.latency.p999),
+    );
+    say(format!("  {stages}"));
+    notes.push(stages);
     if !s.complete() {
         notes.push(format!(
             "Latency run incomplete: {} send errors (first: {}), {} of {} delivered.",
