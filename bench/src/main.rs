@@ -218,6 +218,7 @@ fn say(msg: impl AsRef<str>) {
 struct Results {
     raw: Option<raw::RawResults>,
     latency: Option<chat::Step>,
+    latency_floor: Option<chat::Step>,
     throughput: Option<(Option<chat::Step>, Option<chat::Step>)>,
     floor_chat: Option<(Option<chat::Step>, Option<chat::Step>)>,
     join: Option<Vec<chat::JoinResult>>,

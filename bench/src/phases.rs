@@ -82,7 +82,9 @@ async fn chat_and_conn_phases(
     let chat = Chat::start(at).await?;
     if args.has("latency") {
         pause(args, &chat.node, "latency").await;
-        res.latency = Some(phase_latency(&chat, args.quick, &mut res.notes).await?);
+        let (natter, floor) = phase_latency(at, &chat, args.quick, &mut res.notes).await?;
+        res.latency = Some(natter);
+        res.latency_floor = Some(floor);
     }
     if args.has("throughput") {
         pause(args, &chat.node, "throughput").await;
@@ -203,55 +205,25 @@ async fn phase_raw(at: &Target<'_>, quick: bool) -> Result<RawResults, BoxError>
 }
 
 async fn phase_latency(
+    at: &Target<'_>,
     chat: &Chat,
     quick: bool,
     notes: &mut Vec<String>,
-) -> Result<Step, BoxError> {
+) -> Result<(Step, Step), BoxError> {
     say("latency: 1k msg/s over 100 sessions, one reader each");
-    let addr = chat.node.addr;
     let since = tail(&chat.stores).await;
-    let readers = chat::Readers::open(addr, &chat.sessions, &chat.ops[1..2], since).await?;
-    let mut senders = chat::Senders::new(addr, &chat.ops[0], &chat.sessions);
-    let secs = if quick { 4 } else { 12 };
-    let warm = senders
-        .step(
-            &readers,
-            0,
-            1000.0,
-            Duration::from_secs(2),
-            false,
-            Duration::from_secs(2),
-        )
-        .await;
-    if !warm.complete() {
-        say(format!("  warm-up incomplete: {:?}", warm.first_error));
-    }
+    let readers =
+        chat::Readers::open(chat.node.addr, &chat.sessions, &chat.ops[1..2], since).await?;
+    let mut senders = chat::Senders::new(chat.node.addr, &chat.ops[0], &chat.sessions);
     let commands = chat::NatsStage::watch(&chat.client, subjects::ALL_SESSION_COMMANDS, 1).await?;
     let republished = chat::NatsStage::watch(&chat.client, subjects::ALL_LIVE, 1).await?;
-    let s = senders
-        .step(
-            &readers,
-            1,
-            1000.0,
-            Duration::from_secs(secs),
-            false,
-            Duration::from_secs(3),
-        )
-        .await;
-    say(format!(
-        "  {} sent, {} delivered: p50 {} p99 {} p99.9 {} max {}",
-        s.sent,
-        s.delivered,
-        fmt_d(s.latency.p50),
-        fmt_d(s.latency.p99),
-        fmt_d(s.latency.p999),
-        fmt_d(s.latency.max)
-    ));
+    let s = latency_step(&mut senders, &readers, quick, notes, "Latency").await;
     let (commands, command_times) = commands.finish();
     let (republished, republished_times) = republished.finish();
     readers
         .recorder
         .dump(1, &[&command_times, &republished_times]);
+    drop(readers);
     let stages = format!(
         "Latency by stage (1k msg/s, from the send's start, p50 · p99 · p99.9; \
          seen by a plain NATS subscriber of the bench): the gateway's command to the session \
@@ -272,16 +244,72 @@ async fn phase_latency(
     );
     say(format!("  {stages}"));
     notes.push(stages);
+
+    say("latency floor: the same on a bare hyper + JetStream server");
+    let floor = NodeProc::start_floor_chat(at.url, at.password, at.log).await?;
+    let sessions: Vec<String> = (0..chat.sessions.len())
+        .map(|_| ulid::Ulid::new().to_string())
+        .collect();
+    let readers = chat::Readers::open(floor.addr, &sessions, &chat.ops[1..2], 0).await?;
+    let mut senders = chat::Senders::new(floor.addr, &chat.ops[0], &sessions);
+    let f = latency_step(&mut senders, &readers, quick, notes, "Latency floor").await;
+    drop(readers);
+    floor.proc.stop(Duration::from_secs(2)).await;
+    Ok((s, f))
+}
+
+/// 2 s of warm-up, then the measured step (step 1) of 1k msg/s spread over the senders'
+/// sessions; an incomplete run is noted under `what`.
+async fn latency_step(
+    senders: &mut chat::Senders,
+    readers: &chat::Readers,
+    quick: bool,
+    notes: &mut Vec<String>,
+    what: &str,
+) -> Step {
+    let secs = if quick { 4 } else { 12 };
+    let warm = senders
+        .step(
+            readers,
+            0,
+            1000.0,
+            Duration::from_secs(2),
+            false,
+            Duration::from_secs(2),
+        )
+        .await;
+    if !warm.complete() {
+        say(format!("  warm-up incomplete: {:?}", warm.first_error));
+    }
+    let s = senders
+        .step(
+            readers,
+            1,
+            1000.0,
+            Duration::from_secs(secs),
+            false,
+            Duration::from_secs(3),
+        )
+        .await;
+    say(format!(
+        "  {} sent, {} delivered: p50 {} p99 {} p99.9 {} max {}",
+        s.sent,
+        s.delivered,
+        fmt_d(s.latency.p50),
+        fmt_d(s.latency.p99),
+        fmt_d(s.latency.p999),
+        fmt_d(s.latency.max)
+    ));
     if !s.complete() {
         notes.push(format!(
-            "Latency run incomplete: {} send errors (first: {}), {} of {} delivered.",
+            "{what} run incomplete: {} send errors (first: {}), {} of {} delivered.",
             s.send_errors,
             s.first_error.clone().unwrap_or_default(),
             s.delivered,
             s.expected
         ));
     }
-    Ok(s)
+    s
 }
 
 /// The offered rates of the throughput steps, messages/s.

@@ -21,6 +21,9 @@ pub fn rows(res: &Results) -> Vec<Row> {
     if let Some(s) = &res.latency {
         rows.push(row_latency(s, raw));
     }
+    if let Some(f) = &res.latency_floor {
+        rows.push(row_latency_floor(f, res.latency.as_ref(), raw));
+    }
     if let Some((best, failed)) = &res.throughput {
         rows.push(row_throughput(best.as_ref(), failed.as_ref(), raw));
     }
@@ -104,6 +107,41 @@ fn row_latency(s: &Step, raw: Option<&RawResults>) -> Row {
         ratio.map_or("–".into(), |x| format!("p50 = {x:.1}× publish-ack p50")),
         "p50 ≤ 4× publish-ack p50; p99 ≤ 1 ms",
         met,
+    )
+}
+
+/// The latency step on the floor of the chat path (`floor_chat.rs`): what this machine allows
+/// for the same HTTP, JetStream and SSE work without the command hop, login or actor.
+fn row_latency_floor(f: &Step, natter: Option<&Step>, raw: Option<&RawResults>) -> Row {
+    let mut vs = Vec::new();
+    if let Some(r) = raw {
+        let x = f.latency.p50.as_secs_f64() / r.js_ack.p50.as_secs_f64();
+        vs.push(format!("p50 = {x:.1}× publish-ack p50"));
+    }
+    if let Some(n) = natter {
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+        vs.push(format!(
+            "Natter = {:.1}× the floor at p50, {:.1}× at p99",
+            ratio(n.latency.p50, f.latency.p50),
+            ratio(n.latency.p99, f.latency.p99)
+        ));
+    }
+    row(
+        "Floor of the latency: the same 1k msg/s on a bare hyper server appending to JetStream (fenced, de-duplicated) and writing the republished events to the readers",
+        format!(
+            "p50 {} · p99 {} · p99.9 {} ({} messages)",
+            fmt_d(f.latency.p50),
+            fmt_d(f.latency.p99),
+            fmt_d(f.latency.p999),
+            f.latency.count
+        ),
+        if vs.is_empty() {
+            "–".into()
+        } else {
+            vs.join("; ")
+        },
+        "reference (what this machine allows for the same work)",
+        None,
     )
 }
 
