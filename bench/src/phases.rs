@@ -246,16 +246,41 @@ async fn phase_latency(
     notes.push(stages);
 
     say("latency floor: the same on a bare hyper + JetStream server");
-    let floor = NodeProc::start_floor_chat(at.url, at.password, at.log).await?;
-    let sessions: Vec<String> = (0..chat.sessions.len())
-        .map(|_| ulid::Ulid::new().to_string())
-        .collect();
-    let readers = chat::Readers::open(floor.addr, &sessions, &chat.ops[1..2], 0).await?;
-    let mut senders = chat::Senders::new(floor.addr, &chat.ops[0], &sessions);
+    let floor = FloorChat::start(at, chat, 1).await?;
+    let (mut senders, readers) = (floor.senders, floor.readers);
     let f = latency_step(&mut senders, &readers, quick, notes, "Latency floor").await;
     drop(readers);
     floor.proc.stop(Duration::from_secs(2)).await;
     Ok((s, f))
+}
+
+/// The floor of the chat path (`floor_chat.rs`) in a process of its own, with as many sessions
+/// as the node's, `per_session` readers on each and the node's sender.
+struct FloorChat {
+    proc: crate::procs::Proc,
+    senders: chat::Senders,
+    readers: chat::Readers,
+}
+
+impl FloorChat {
+    async fn start(
+        at: &Target<'_>,
+        chat: &Chat,
+        per_session: usize,
+    ) -> Result<FloorChat, BoxError> {
+        let floor = NodeProc::start_floor_chat(at.url, at.password, at.log).await?;
+        let sessions: Vec<String> = (0..chat.sessions.len())
+            .map(|_| ulid::Ulid::new().to_string())
+            .collect();
+        let readers =
+            chat::Readers::open(floor.addr, &sessions, &chat.ops[1..1 + per_session], 0).await?;
+        let senders = chat::Senders::new(floor.addr, &chat.ops[0], &sessions);
+        Ok(FloorChat {
+            proc: floor.proc,
+            senders,
+            readers,
+        })
+    }
 }
 
 /// 2 s of warm-up, then the measured step (step 1) of 1k msg/s spread over the senders'
@@ -348,13 +373,10 @@ async fn phase_floor_chat(
     quick: bool,
 ) -> Result<Throughput, BoxError> {
     say("floor-chat: the same load on a bare hyper + JetStream server");
-    let floor = NodeProc::start_floor_chat(at.url, at.password, at.log).await?;
-    let sessions: Vec<String> = (0..chat.sessions.len())
-        .map(|_| ulid::Ulid::new().to_string())
-        .collect();
-    let readers = chat::Readers::open(floor.addr, &sessions, &chat.ops[1..4], 0).await?;
-    let mut senders = chat::Senders::new(floor.addr, &chat.ops[0], &sessions);
-    let steps = throughput_steps(at, &mut senders, &readers, quick, ("floor", floor.pid())).await;
+    let floor = FloorChat::start(at, chat, 3).await?;
+    let (mut senders, readers) = (floor.senders, floor.readers);
+    let pid = floor.proc.pid;
+    let steps = throughput_steps(at, &mut senders, &readers, quick, ("floor", pid)).await;
     drop(readers);
     floor.proc.stop(Duration::from_secs(2)).await;
     Ok((steps.best, steps.failed))

@@ -92,18 +92,23 @@ fn rows_raw(r: &RawResults) -> [Row; 3] {
     ]
 }
 
+/// A latency step's percentiles and message count.
+fn fmt_latency(s: &Step) -> String {
+    format!(
+        "p50 {} · p99 {} · p99.9 {} ({} messages)",
+        fmt_d(s.latency.p50),
+        fmt_d(s.latency.p99),
+        fmt_d(s.latency.p999),
+        s.latency.count
+    )
+}
+
 fn row_latency(s: &Step, raw: Option<&RawResults>) -> Row {
     let ratio = raw.map(|r| s.latency.p50.as_secs_f64() / r.js_ack.p50.as_secs_f64());
     let met = ratio.map(|x| x <= 4.0 && s.latency.p99 <= Duration::from_millis(1) && s.complete());
     row(
         "Send (HTTP API) → delivered (other participant's SSE), 1k msg/s over 100 sessions",
-        format!(
-            "p50 {} · p99 {} · p99.9 {} ({} messages)",
-            fmt_d(s.latency.p50),
-            fmt_d(s.latency.p99),
-            fmt_d(s.latency.p999),
-            s.latency.count
-        ),
+        fmt_latency(s),
         ratio.map_or("–".into(), |x| format!("p50 = {x:.1}× publish-ack p50")),
         "p50 ≤ 4× publish-ack p50; p99 ≤ 1 ms",
         met,
@@ -128,13 +133,7 @@ fn row_latency_floor(f: &Step, natter: Option<&Step>, raw: Option<&RawResults>) 
     }
     row(
         "Floor of the latency: the same 1k msg/s on a bare hyper server appending to JetStream (fenced, de-duplicated) and writing the republished events to the readers",
-        format!(
-            "p50 {} · p99 {} · p99.9 {} ({} messages)",
-            fmt_d(f.latency.p50),
-            fmt_d(f.latency.p99),
-            fmt_d(f.latency.p999),
-            f.latency.count
-        ),
+        fmt_latency(f),
         if vs.is_empty() {
             "–".into()
         } else {
