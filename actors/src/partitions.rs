@@ -38,15 +38,6 @@ use crate::subjects::{self, PARTITIONS};
 pub const LEASE_TTL: Duration = Duration::from_millis(1200);
 /// How often a node renews its leases, beats its heartbeat and rebalances.
 pub const RENEW: Duration = Duration::from_millis(300);
-/// The renewals of one [`RENEW`] period are spread over this many equal slices of it: a node's
-/// 32 lease writes at once made the server (and every command behind them) stall for a few ms
-/// every period, the chat latency's p99.
-const RENEW_SLICES: u32 = 8;
-
-/// The slice of [`RENEW`] in which partition `p`'s lease is renewed.
-fn slice_of(p: u32) -> u32 {
-    p % RENEW_SLICES
-}
 
 /// Sends a request to the owner of a partition (`subject` names it) and returns its answer,
 /// decoded once as `T`. While the partition changes hands — nobody subscribed (no responders),
@@ -385,9 +376,8 @@ impl LeaseTask {
         let mut watcher = Some(watcher);
         // The first tick waits one period, so the watcher has shown the bucket by then.
         let start = tokio::time::Instant::now() + RENEW;
-        let mut tick = tokio::time::interval_at(start, RENEW / RENEW_SLICES);
+        let mut tick = tokio::time::interval_at(start, RENEW);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut slice = 0;
         loop {
             let next_entry = async {
                 match watcher.as_mut() {
@@ -411,8 +401,7 @@ impl LeaseTask {
                             Err(e) => tracing::warn!(error = %e, "could not follow the partitions"),
                         }
                     }
-                    self.tick(slice).await;
-                    slice = (slice + 1) % RENEW_SLICES;
+                    self.tick().await;
                 }
                 command = commands.recv() => {
                     match command {
@@ -434,13 +423,8 @@ impl LeaseTask {
         self.shared.holder.clone()
     }
 
-    /// One slice of [`RENEW`]: renews the owned leases of this slice; on slice 0, first the
-    /// heartbeat and, after the renewals, taking or handing over towards the fair share.
-    async fn tick(&mut self, slice: u32) {
-        if slice != 0 {
-            self.renew(slice).await;
-            return;
-        }
+    /// Heartbeat, renewals, then taking or handing over towards the fair share.
+    async fn tick(&mut self) {
         let me = self.me();
         let bucket = &self.bucket;
         if let Err(e) = bucket
@@ -452,7 +436,7 @@ impl LeaseTask {
         {
             tracing::warn!(node = %me, error = %e, "could not beat the node's heartbeat");
         }
-        self.renew(0).await;
+        self.renew().await;
         let owned: Owned = self.owned.keys().copied().collect();
         let steps = plan(&me, &self.view, &owned, Instant::now());
         if !steps.is_empty() {
@@ -507,12 +491,11 @@ impl LeaseTask {
         self.shared.all_held.store(all_held, Ordering::Relaxed);
     }
 
-    /// Renews the owned leases of `slice` (partition `p` is in slice `p % RENEW_SLICES`) on the
-    /// revision last written; loses those taken over by another node or no longer valid.
-    async fn renew(&mut self, slice: u32) {
+    /// Renews every owned lease on the revision last written; loses those taken over by
+    /// another node or no longer valid.
+    async fn renew(&mut self) {
         let me = self.me();
-        let due = self.owned.iter().filter(|(p, _)| slice_of(**p) == slice);
-        let renewals = due.map(|(&p, &revision)| {
+        let renewals = self.owned.iter().map(|(&p, &revision)| {
             let (bucket, me) = (self.bucket.clone(), me.clone());
             async move {
                 let sent = Instant::now();
@@ -593,22 +576,6 @@ impl LeaseTask {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_lease_is_renewed_once_a_period_and_no_slice_holds_more_than_its_share() {
-        let mut per_slice = [0u32; RENEW_SLICES as usize];
-        for p in 0..PARTITIONS {
-            per_slice[slice_of(p) as usize] += 1;
-        }
-        assert_eq!(per_slice.iter().sum::<u32>(), PARTITIONS);
-        assert!(
-            per_slice
-                .iter()
-                .all(|&n| n == PARTITIONS.div_ceil(RENEW_SLICES))
-        );
-        // A slice lasts a fraction of the lease: a renewal that fails once is retried in time.
-        assert!(RENEW * 3 < LEASE_TTL);
-    }
 
     fn lease(holder: Option<&str>, revision: u64, seen: Instant) -> Lease {
         Lease {
