@@ -8,7 +8,7 @@ import { HandOff } from './handoff.js';
 
 const sessionId = decodeURIComponent(location.pathname.replace(/\/+$/, '').split('/').pop());
 const api = '/api/sessions/' + encodeURIComponent(sessionId);
-/** The newest events, shown first (a few screens); chat-boot.js asks for the same URL early. */
+/** The newest events, shown first (a few screens); chat.html's boot script asks for the same URL early. */
 const RECENT_URL = api + '/events?last=200';
 
 async function main() {
@@ -21,7 +21,7 @@ async function main() {
   });
   // The history starts coming while the window asks who it is and what the chat is; the
   // stream's messages wait until then (the options decide the tone and auto-close). The whole
-  // history comes in one response of its own (chat-boot.js), the stream after its last event.
+  // history comes in one response of its own (chat.html's boot script), the stream after its last event.
   const early = [];
   let ready = false;
   const unsubscribe = subscribeEvents(sessionId, (m) => (ready ? chat.handle(m) : early.push(m)), { shared: true });

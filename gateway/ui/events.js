@@ -1,7 +1,7 @@
 // A window's side of the event hub (events-hub.js): subscribe to one session's events.
 import { createEventHub } from './events-hub.js';
 
-// chat-boot.js starts the same worker (it has no imports): keep both in step.
+// chat.html's boot script starts the same worker: keep both in step.
 const WORKER_URL = '/static/events-worker.js';
 // Also names the worker's kind: a classic worker of an older page under the old name is never
 // asked to be a module worker (the browser would refuse).
@@ -33,7 +33,7 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
     // A worker script that cannot load (e.g. no module workers) fails here, not in the constructor.
     worker.addEventListener('error', () => { if (!heard) attach(localHub(urlFor)); });
     if (early) {
-      // Subscribed by chat-boot.js (once its history request is answered): listening starts
+      // Subscribed by chat.html's boot script (once its history request is answered): listening starts
       // the port, whose messages waited.
       port = worker.port;
       port.onmessage = (e) => onMessage(e.data);
@@ -44,7 +44,7 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
     attach(localHub(urlFor));
   }
   let subscribed = true;
-  // Not before chat-boot.js's subscription, which would undo it.
+  // Not before the boot script's subscription, which would undo it.
   const unsubscribe = () => Promise.resolve(early && early.subscribed).then(() => port.postMessage({ unsubscribe: sessionId }));
   addEventListener('pagehide', () => { if (subscribed) unsubscribe(); });
   addEventListener('pageshow', (e) => { if (e.persisted && subscribed) port.postMessage({ subscribe: sessionId }); });
@@ -55,7 +55,7 @@ export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } 
 }
 
 /**
- * The shared worker chat-boot.js started for `sessionId`, already subscribed to it (once; null
+ * The shared worker chat.html's boot script started for `sessionId`, already subscribed to it (once; null
  * if there is none).
  */
 function takeEarlyWorker(sessionId) {
