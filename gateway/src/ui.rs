@@ -32,7 +32,11 @@ fn page_csp(html: &[u8]) -> String {
         hashes.push_str(&format!(" 'sha256-{}'", BASE64.encode(digest)));
         rest = &rest[end + CLOSE.len()..];
     }
-    CSP.replacen("script-src 'self'", &format!("script-src 'self'{hashes}"), 1)
+    CSP.replacen(
+        "script-src 'self'",
+        &format!("script-src 'self'{hashes}"),
+        1,
+    )
 }
 
 /// Where `needle` first occurs in `haystack`.
@@ -84,7 +88,14 @@ mod tests {
                      <script>two()</script></head>";
         let csp = page_csp(html);
         let hash = |s: &str| format!("'sha256-{}'", BASE64.encode(Sha256::digest(s.as_bytes())));
-        assert!(csp.contains(&format!("script-src 'self' {} {};", hash("boot()"), hash("two()"))), "{csp}");
+        assert!(
+            csp.contains(&format!(
+                "script-src 'self' {} {};",
+                hash("boot()"),
+                hash("two()")
+            )),
+            "{csp}"
+        );
         assert_eq!(page_csp(b"<p>no scripts</p>"), CSP);
     }
 }
