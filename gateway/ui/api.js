@@ -38,7 +38,7 @@ async function request(method, url, body) {
 }
 
 /**
- * A GET the page started before its modules loaded (chat-boot.js puts them in
+ * A GET the page started before its modules loaded (chat.html's boot script puts them in
  * `globalThis.natterEarly`): its response, once; null for any other request.
  */
 function takeEarly(method, url) {

@@ -8,7 +8,7 @@ import { HandOff } from './handoff.js';
 
 const sessionId = decodeURIComponent(location.pathname.replace(/\/+$/, '').split('/').pop());
 const api = '/api/sessions/' + encodeURIComponent(sessionId);
-/** The newest events, shown first (a few screens); chat-boot.js asks for the same URL early. */
+/** The newest events, shown first (a few screens); chat.html's boot script asks for the same URL early. */
 const RECENT_URL = api + '/events?last=200';
 
 async function main() {
@@ -19,15 +19,11 @@ async function main() {
     restart: () => postJSON(api + '/join'),
     signal: (kind, body) => postJSON(api + '/' + kind, body),
   });
-  // The history starts coming while the window asks who it is and what the chat is; the
-  // stream's messages wait until then (the options decide the tone and auto-close). The whole
-  // history comes in one response of its own (chat-boot.js), the stream after its last event.
-  const early = [];
-  let ready = false;
-  const unsubscribe = subscribeEvents(sessionId, (m) => (ready ? chat.handle(m) : early.push(m)), { shared: true });
+  // Every request the window needs went out from chat.html's boot script while the page was
+  // parsed; here their answers are taken in turn.
   try {
     // The newest events come in one small request, so a long chat shows its end at once;
-    // without them (an error) the window waits for the stream's history as before.
+    // without them (an error) the window waits for the whole history.
     const recent = getJSON(RECENT_URL).catch(() => ({ events: [] }));
     const [me, options, view] = await Promise.all([getJSON('/api/me'), loadOptions(), getJSON(api)]);
     chat.self.id = me.id;
@@ -37,7 +33,6 @@ async function main() {
     chat.showRecent((await recent).events || []);
     chat.setSession(view);
   } catch (e) {
-    unsubscribe();
     chat.showUnavailable(e.status === 401 ? 'You are not logged in. Log in on the Chat page, then open this chat again.' : e.message);
     return;
   }
@@ -48,12 +43,14 @@ async function main() {
   // crash, a reboot or on another device (best effort: the chat works without it).
   putJSON('/api/me/chats/' + encodeURIComponent(sessionId)).catch(() => {});
   chat.ui.text.focus();
-  ready = true;
-  for (const m of early.splice(0)) chat.handle(m);
-  // Older than the newest events shown: it goes in above them (blocks of text, see
-  // Transcript.putHead); events the stream brought too are told apart by seq.
+  // The whole history (chat.html's boot script) goes in above the newest events (blocks of
+  // text, see Transcript.putHead); events in both are told apart by seq. Only then does the
+  // window join the shared event stream, from the history's last event: the stream carries
+  // what is newer (from the start when the history could not be had), and starting the worker
+  // and its stream does not compete with showing the history.
   const past = await globalThis.natterHistory;
-  if (past) chat.showRecent(past);
+  if (past) chat.showRecent(past.events);
+  subscribeEvents(sessionId, (m) => chat.handle(m), { shared: true, after: past ? past.after : 0 });
   chat.loadSeen(() => getJSON(api + '/seen'));
 }
 

@@ -1,7 +1,5 @@
 // A window's side of the event hub (events-hub.js): subscribe to one session's events.
-import { createEventHub } from './events-hub.js';
 
-// chat-boot.js starts the same worker (it has no imports): keep both in step.
 const WORKER_URL = '/static/events-worker.js';
 // Also names the worker's kind: a classic worker of an older page under the old name is never
 // asked to be a module worker (the browser would refuse).
@@ -13,56 +11,36 @@ const WORKER_NAME = 'natter-events-module';
  * fails to load, or the machine user's page) the very same hub runs inside this window.
  * @param {string} sessionId
  * @param {(msg: object) => void} onMessage gets the hub's messages (see events-hub.js)
- * @param {{shared?: boolean, urlFor?: (cursors: [string, number][]) => string}} [opts]
+ * @param {{shared?: boolean, after?: number, urlFor?: (cursors: [string, number][]) => string}} [opts]
+ *   `after`: the window already has the session's events up to this seq (from a request of
+ *   its own); the hub then brings only what is newer, unless it holds more already.
  * @returns {() => void} unsubscribes (the window will not show this session)
  */
-export function subscribeEvents(sessionId, onMessage, { shared = true, urlFor } = {}) {
+export function subscribeEvents(sessionId, onMessage, { shared = true, after = 0, urlFor } = {}) {
   let port = null;
   const attach = (p) => {
     port = p;
     port.onmessage = (e) => onMessage(e.data);
-    port.postMessage({ subscribe: sessionId });
+    port.postMessage({ subscribe: sessionId, after });
   };
-  const early = shared ? takeEarlyWorker(sessionId) : null;
-  const worker = early ? early.worker : shared ? sharedWorker() : null;
-  if (early && early.failed) {
-    attach(localHub(urlFor));
-  } else if (worker) {
+  const worker = shared ? sharedWorker() : null;
+  if (worker) {
     let heard = false;
     worker.port.addEventListener('message', () => { heard = true; });
     // A worker script that cannot load (e.g. no module workers) fails here, not in the constructor.
     worker.addEventListener('error', () => { if (!heard) attach(localHub(urlFor)); });
-    if (early) {
-      // Subscribed by chat-boot.js (once its history request is answered): listening starts
-      // the port, whose messages waited.
-      port = worker.port;
-      port.onmessage = (e) => onMessage(e.data);
-    } else {
-      attach(worker.port);
-    }
+    attach(worker.port);
   } else {
     attach(localHub(urlFor));
   }
   let subscribed = true;
-  // Not before chat-boot.js's subscription, which would undo it.
-  const unsubscribe = () => Promise.resolve(early && early.subscribed).then(() => port.postMessage({ unsubscribe: sessionId }));
+  const unsubscribe = () => port.postMessage({ unsubscribe: sessionId });
   addEventListener('pagehide', () => { if (subscribed) unsubscribe(); });
   addEventListener('pageshow', (e) => { if (e.persisted && subscribed) port.postMessage({ subscribe: sessionId }); });
   return () => {
     subscribed = false;
     unsubscribe();
   };
-}
-
-/**
- * The shared worker chat-boot.js started for `sessionId`, already subscribed to it (once; null
- * if there is none).
- */
-function takeEarlyWorker(sessionId) {
-  const early = globalThis.natterEarlyWorker;
-  if (!early || early.session !== sessionId) return null;
-  globalThis.natterEarlyWorker = null;
-  return early;
 }
 
 function sharedWorker() {
@@ -74,10 +52,15 @@ function sharedWorker() {
   }
 }
 
-/** A hub of this window's own, reached through a MessageChannel like the shared one. */
+/**
+ * A hub of this window's own, reached through a MessageChannel like the shared one. Its module
+ * is loaded only now (an operator window with the shared worker never needs it): the window's
+ * messages wait in the channel until the hub takes its end.
+ */
 function localHub(urlFor) {
-  const hub = createEventHub(urlFor ? { urlFor } : undefined);
   const channel = new MessageChannel();
-  hub.connect(channel.port1);
+  import('./events-hub.js').then(({ createEventHub }) => {
+    createEventHub(urlFor ? { urlFor } : undefined).connect(channel.port1);
+  });
   return channel.port2;
 }

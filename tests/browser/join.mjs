@@ -4,7 +4,10 @@
 // what is checked), then a live message after them; a message of the oldest block, found by
 // its text and scrolled to, shows as a message of its own (name, time, text); a second window
 // of the same browser (the newest events and the whole history from requests of its own, the
-// live message from the shared worker's stream too) shows the same, each message once. And the UI's fetch-based event stream reader (event-stream.js)
+// live message from the shared worker's stream too) shows the same, each message once; the
+// inline boot script of chat.html runs under the page's CSP; a message sent while a window's
+// history answer is on its way comes by the stream, once; a window whose history requests fail
+// shows every message from the stream. And the UI's fetch-based event stream reader (event-stream.js)
 // behaves as EventSource: the standard's parsing, reconnecting with Last-Event-ID after
 // `retry`, giving up on an HTTP error.
 //
@@ -58,7 +61,7 @@ async function shown(page) {
   return text.match(messageText()) || [];
 }
 /** What `shown` finds of each message sent here (the start of the one with markup). */
-const messageText = () => new RegExp(`history \\d+ of ${tag}|live after the history ${tag}`, 'g');
+const messageText = () => new RegExp(`history \\d+ of ${tag}|live after the history ${tag}(?: while loading)?`, 'g');
 const keyOf = (text) => text.match(messageText())[0];
 
 /** Fails unless `page` shows exactly `expected` ([seq, text] in seq order): all, once, in order. */
@@ -183,6 +186,54 @@ await check('a second window of the same browser shows the same history and the 
   await waitForCount(second, sent.length, 'the second window');
   await assertShows(second, sent, 'the second window');
   await second.close();
+});
+
+// The window's first requests go out from an inline script at the top of chat.html, allowed by
+// its hash in the page's Content-Security-Policy: a hash that did not match would leave the
+// window working (its modules ask again) but slower, so it is checked here.
+await check('the chat window\'s inline boot script runs under the page\'s CSP', async () => {
+  const csp = (await fetch(`${BASE}/chat/${encodeURIComponent(sessionId)}`)).headers.get('content-security-policy');
+  assert(/script-src 'self' 'sha256-[A-Za-z0-9+/]+=*';/.test(csp), `the chat page's CSP allows no inline script by hash: ${csp}`);
+  assert(!/unsafe-inline/.test(csp), `the chat page's CSP allows any inline script: ${csp}`);
+  const page = await operator.newPage();
+  const refused = [];
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) refused.push(m.text()); });
+  await page.goto(`${BASE}/chat/${encodeURIComponent(sessionId)}`);
+  assert(await page.evaluate(() => globalThis.natterEarly instanceof Map && globalThis.natterHistory instanceof Promise),
+    'the boot script did not run');
+  await waitForCount(page, sent.length, 'a window with the boot script');
+  assert(!refused.length, `CSP refusals: ${refused.join('; ')}`);
+  await page.close();
+});
+
+// The window joins the event stream only after the whole history is in, from its last event:
+// a message sent after the history was answered (here: while its answer is held back) comes
+// by the stream, once. And when the history cannot be had, the stream brings all of it.
+await check('a message sent while the window takes its history in shows too, once', async () => {
+  const page = await operator.newPage();
+  const text = `live after the history ${tag} while loading`;
+  await page.route('**/events?last=20000', async (route) => {
+    const answer = await route.fetch();
+    const r = await post(`/api/sessions/${encodeURIComponent(sessionId)}/messages`, { id: `live2-${tag}`, text });
+    sent.push([r.seq, text]);
+    await route.fulfill({ response: answer });
+  });
+  await page.goto(`${BASE}/chat/${encodeURIComponent(sessionId)}`);
+  await waitForCount(page, sent.length, 'the window whose history was held back');
+  await assertShows(page, sent, 'the window whose history was held back');
+  await page.close();
+});
+
+await check('a window whose history request fails shows every message all the same, once, in order', async () => {
+  const page = await operator.newPage();
+  await page.route('**/events?last=*', (route) => route.fulfill({ status: 503, contentType: 'application/json', body: '{"error":"unavailable","message":"try again"}' }));
+  await page.goto(`${BASE}/chat/${encodeURIComponent(sessionId)}`);
+  await waitForCount(page, sent.length, 'the window without its history request');
+  await assertShows(page, sent, 'the window without its history request');
+  await page.close();
+  // The first window (the same shared worker, which streamed the session again from its
+  // start for this one) still shows each message once.
+  await assertShows(first, sent, 'the first window after another streamed the whole history');
 });
 
 await check('the event stream reader parses as EventSource, resumes with Last-Event-ID, gives up on an HTTP error', async () => {
