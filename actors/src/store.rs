@@ -219,6 +219,19 @@ impl Stores {
         }
     }
 
+    /// The sequence of the oldest event of a session still in the stream, if any.
+    async fn first_event_seq(&self, session: &str) -> Result<Option<u64>, StoreError> {
+        match self
+            .events
+            .direct_get_next_for_subject(crate::subjects::session_events(session), None)
+            .await
+        {
+            Ok(m) => Ok(Some(m.sequence)),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::new("reading a session's first event", e)),
+        }
+    }
+
     /// The events of `session` with `after` < sequence < `before`, in order, read one by one
     /// (direct gets, no consumer): what a gateway missed of a session's live events. Few by
     /// construction (a gap is noticed at the next event), so one request each is fine.
@@ -264,10 +277,12 @@ impl Stores {
         Ok(info.state.first_sequence)
     }
 
-    /// The newest `n` events of `session`, in order: what a chat window shows first, before the
-    /// rest of a long history. The stream cannot count back by subject, so this replays the
-    /// session from a little before its last event and widens the start (×4 each time) until
-    /// `n` events are in or the stream's start is reached: one short replay for a busy chat.
+    /// The newest `n` events of `session`, in order: a chat window's history. The stream cannot
+    /// count back by subject, so this replays the session from a little before its last event
+    /// and widens the start (×4 each time) until `n` events are in or the session's first event
+    /// is reached: one replay for a chat of fewer than `n` events, or for a busy one. (Widened
+    /// to the stream's start instead, a session among a million other events was read 3–4
+    /// times over.)
     pub async fn recent_events(
         &self,
         session: &str,
@@ -277,9 +292,10 @@ impl Stores {
         if last == 0 || n == 0 {
             return Ok(Vec::new());
         }
+        let first = self.first_event_seq(session).await?.unwrap_or(1);
         let mut span = (n as u64).saturating_mul(2);
         loop {
-            let start = last.saturating_sub(span).max(1);
+            let start = last.saturating_sub(span).max(first);
             let mut replay = self.replay(&[session], start).await?;
             let mut events = std::collections::VecDeque::with_capacity(n + 1);
             while let Some(e) = replay.next().await {
@@ -288,7 +304,7 @@ impl Stores {
                     events.pop_front();
                 }
             }
-            if events.len() >= n || start == 1 {
+            if events.len() >= n || start <= first {
                 return Ok(events.into());
             }
             span = span.saturating_mul(4);

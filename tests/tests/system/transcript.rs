@@ -143,10 +143,15 @@ async fn the_newest_events_come_in_order_and_only_for_members() {
     let alice = system.operator("alice");
     let (id, _) = system.open_chat().await;
     let (other, _) = system.open_chat_between("alice", "pc2.sales.acme").await;
-    // The two chats' messages alternate in the store.
+    // The two chats' messages interleave in the store, three of the other's to one of this
+    // one's: the newest 10 and 25 lie further back than twice their count (the replay widens).
     for i in 0..30 {
-        for (session, text) in [(&id, format!("pc1 #{i}")), (&other, format!("pc2 #{i}"))] {
-            let (s, body) = alice.send(session, &format!("m{i}"), &text).await;
+        let (s, body) = alice.send(&id, &format!("m{i}"), &format!("pc1 #{i}")).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+        for k in 0..3 {
+            let (s, body) = alice
+                .send(&other, &format!("m{i}-{k}"), &format!("pc2 #{i}.{k}"))
+                .await;
             assert_eq!(s, StatusCode::CREATED, "{body}");
         }
     }
