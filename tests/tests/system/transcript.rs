@@ -146,7 +146,9 @@ async fn the_newest_events_come_in_order_and_only_for_members() {
     // The two chats' messages interleave in the store, three of the other's to one of this
     // one's: the newest 10 and 25 lie further back than twice their count (the replay widens).
     for i in 0..30 {
-        let (s, body) = alice.send(&id, &format!("m{i}"), &format!("pc1 #{i}")).await;
+        let (s, body) = alice
+            .send(&id, &format!("m{i}"), &format!("pc1 #{i}"))
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{body}");
         for k in 0..3 {
             let (s, body) = alice
