@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use ractor::{Actor, ActorCell, ActorId, ActorRef, Message, SpawnErr, SupervisionEvent};
 
 use crate::partitions::{Owned, Partitions};
@@ -28,18 +28,40 @@ pub(crate) fn pump<M: Message>(
     })
 }
 
-/// Like [`pump`], but hands the actor every message already waiting in one batch (at most
-/// `max`), so a busy subscription costs one actor message per batch, not per NATS message.
+/// Like [`pump`], but hands the actor the subscription's messages in batches of at most `max`:
+/// after the first message of a batch it waits `gather` for more (unless the batch before was
+/// full: under load there is no wait), so a steady trickle — 100k agents checking in every 30 s
+/// is 3.3k messages a second, one or two per socket read — wakes this task and the actor once
+/// per `gather`, not once per message. The wake-ups, not the work, were most of a node's
+/// check-in CPU (docs/benchmarks.md, "Check-ins").
 pub(crate) fn pump_batches<M: Message>(
-    subscription: async_nats::Subscriber,
+    mut subscription: async_nats::Subscriber,
     actor: ActorRef<M>,
     max: usize,
+    gather: Duration,
     wrap: fn(Vec<async_nats::Message>) -> M,
 ) -> tokio::task::JoinHandle<()> {
-    let mut batches = subscription.ready_chunks(max);
     tokio::spawn(async move {
-        while let Some(batch) = batches.next().await {
-            if actor.cast(wrap(batch)).is_err() {
+        let mut full = false;
+        while let Some(first) = subscription.next().await {
+            if !full && !gather.is_zero() {
+                tokio::time::sleep(gather).await;
+            }
+            let mut batch = Vec::with_capacity(max.min(64));
+            batch.push(first);
+            let mut ended = false;
+            while batch.len() < max {
+                match subscription.next().now_or_never() {
+                    Some(Some(m)) => batch.push(m),
+                    Some(None) => {
+                        ended = true;
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            full = batch.len() == max;
+            if actor.cast(wrap(batch)).is_err() || ended {
                 break;
             }
         }

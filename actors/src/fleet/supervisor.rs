@@ -39,9 +39,11 @@ use crate::supervision::{ChildSpec, Children, follow_partitions, pump, pump_batc
 
 pub struct FleetSupervisor;
 
-/// Most check-ins handed to the supervisor in one message (those already waiting when it
-/// takes them).
+/// Most check-ins handed to the supervisor in one message.
 const CHECKIN_BATCH: usize = 128;
+/// How long the first check-in of a batch waits for more (`pump_batches`): a status then shows
+/// up to this much later, against 1 s allowed from check-in to the Chat page.
+const CHECKIN_GATHER: Duration = Duration::from_millis(20);
 
 /// How often running actors are checked for rest (at most).
 const REST_SCAN: Duration = Duration::from_secs(1);
@@ -224,11 +226,18 @@ impl Actor for FleetSupervisor {
             .subscribe(subjects::ALL_SIMULATED_CHECKINS)
             .await?;
         let tasks = vec![
-            pump_batches(checkins, myself.clone(), CHECKIN_BATCH, FleetMsg::Checkins),
+            pump_batches(
+                checkins,
+                myself.clone(),
+                CHECKIN_BATCH,
+                CHECKIN_GATHER,
+                FleetMsg::Checkins,
+            ),
             pump_batches(
                 simulated_checkins,
                 myself.clone(),
                 CHECKIN_BATCH,
+                CHECKIN_GATHER,
                 FleetMsg::Checkins,
             ),
             myself.send_interval(args.config.sweep, || FleetMsg::Sweep),
