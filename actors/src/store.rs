@@ -208,28 +208,20 @@ impl Stores {
 
     /// The sequence of the newest event of a session still in the stream, 0 if none.
     pub async fn last_event_seq(&self, session: &str) -> Result<u64, StoreError> {
-        match self
+        let found = self
             .events
             .direct_get_last_for_subject(crate::subjects::session_events(session))
-            .await
-        {
-            Ok(m) => Ok(m.sequence),
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(0),
-            Err(e) => Err(StoreError::new("reading a session's last event", e)),
-        }
+            .await;
+        Ok(sequence_of(found, "reading a session's last event")?.unwrap_or(0))
     }
 
     /// The sequence of the oldest event of a session still in the stream, if any.
     async fn first_event_seq(&self, session: &str) -> Result<Option<u64>, StoreError> {
-        match self
+        let found = self
             .events
             .direct_get_next_for_subject(crate::subjects::session_events(session), None)
-            .await
-        {
-            Ok(m) => Ok(Some(m.sequence)),
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::new("reading a session's first event", e)),
-        }
+            .await;
+        sequence_of(found, "reading a session's first event")
     }
 
     /// The events of `session` with `after` < sequence < `before`, in order, read one by one
@@ -355,6 +347,18 @@ impl Stores {
             messages: Some(messages),
             _cleanup: cleanup,
         })
+    }
+}
+
+/// The sequence of a direct get's message, `None` when there is none.
+fn sequence_of(
+    found: Result<jetstream::message::StreamMessage, stream::DirectGetError>,
+    what: &'static str,
+) -> Result<Option<u64>, StoreError> {
+    match found {
+        Ok(m) => Ok(Some(m.sequence)),
+        Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::new(what, e)),
     }
 }
 

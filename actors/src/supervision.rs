@@ -44,24 +44,19 @@ pub(crate) fn pump_batches<M: Message>(
     tokio::spawn(async move {
         let mut full = false;
         while let Some(first) = subscription.next().await {
-            if !full && !gather.is_zero() {
+            if !full {
                 tokio::time::sleep(gather).await;
             }
-            let mut batch = Vec::with_capacity(max.min(64));
-            batch.push(first);
-            let mut ended = false;
+            let mut batch = vec![first];
+            // What came meanwhile; an ended subscription ends the outer loop next.
             while batch.len() < max {
                 match subscription.next().now_or_never() {
                     Some(Some(m)) => batch.push(m),
-                    Some(None) => {
-                        ended = true;
-                        break;
-                    }
-                    None => break,
+                    _ => break,
                 }
             }
             full = batch.len() == max;
-            if actor.cast(wrap(batch)).is_err() || ended {
+            if actor.cast(wrap(batch)).is_err() {
                 break;
             }
         }
