@@ -220,7 +220,7 @@ pub struct TestCluster {
     pub callout_seed: String,
     /// The agents' key files.
     keys: tempfile::TempDir,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// One server of a [`TestCluster`].
@@ -238,6 +238,9 @@ pub const CLUSTER_SIZE: usize = 3;
 
 /// How long a server gets to start, and the cluster to elect a JetStream leader.
 const CLUSTER_START: Duration = Duration::from_secs(20);
+
+/// How many times a cluster's first start is tried, each on fresh ports.
+const CLUSTER_START_ATTEMPTS: usize = 3;
 
 impl TestCluster {
     /// Three servers on free ports, running, with a JetStream meta leader.
@@ -271,15 +274,50 @@ impl TestCluster {
             secrets,
             callout_seed,
             keys: tempfile::tempdir().expect("temp dir"),
-            _dir: dir,
+            dir,
         };
+        let mut failures = Vec::new();
+        for attempt in 1..=CLUSTER_START_ATTEMPTS {
+            match cluster.first_start().await {
+                Ok(()) => return cluster,
+                Err(failure) => {
+                    eprintln!("test cluster, start {attempt} failed: {failure}");
+                    failures.push(failure);
+                    for i in 0..CLUSTER_SIZE {
+                        cluster.kill(i);
+                    }
+                    cluster.move_to_fresh_ports(attempt);
+                }
+            }
+        }
+        panic!(
+            "the test cluster did not start in {CLUSTER_START_ATTEMPTS} tries:\n{}",
+            failures.join("\n")
+        );
+    }
+
+    /// Starts all three servers and waits until each serves JetStream. A first start needs
+    /// every server listed in the routes up before any elects a meta leader, so one server
+    /// that dies (a port found free but taken by another test before it bound it) stalls
+    /// the other two: every server is watched, and the whole start fails with all logs.
+    async fn first_start(&mut self) -> Result<(), String> {
         for i in 0..CLUSTER_SIZE {
-            cluster.spawn(i);
+            self.spawn(i);
         }
         for i in 0..CLUSTER_SIZE {
-            cluster.wait_serving(i).await;
+            self.wait_until_serving(i, 0..CLUSTER_SIZE).await?;
         }
-        cluster
+        Ok(())
+    }
+
+    /// New free ports and empty stores for every server, for another first start.
+    fn move_to_fresh_ports(&mut self, attempt: usize) {
+        for (i, server) in self.servers.iter_mut().enumerate() {
+            server.port = free_port().expect("a free port");
+            server.cluster_port = free_port().expect("a free port");
+            server.store_dir = self.dir.path().join(format!("js{}-{attempt}", i + 1));
+            server.log_file = self.dir.path().join(format!("nats{}-{attempt}.log", i + 1));
+        }
     }
 
     /// Every server's client URL, comma-separated (what `nats.url` of a node holds).
@@ -336,7 +374,9 @@ impl TestCluster {
     pub async fn restart(&mut self, i: usize) {
         assert!(self.servers[i].child.is_none(), "server {i} is running");
         self.spawn(i);
-        self.wait_serving(i).await;
+        if let Err(failure) = self.wait_until_serving(i, i..i + 1).await {
+            panic!("{failure}");
+        }
     }
 
     fn spawn(&mut self, i: usize) {
@@ -373,8 +413,13 @@ impl TestCluster {
     }
 
     /// Waits until server `i` accepts the broker and answers JetStream requests (the cluster
-    /// has a meta leader).
-    async fn wait_serving(&mut self, i: usize) {
+    /// has a meta leader); fails, with the logs, when one of the `watched` servers exits or
+    /// the time is up.
+    async fn wait_until_serving(
+        &mut self,
+        i: usize,
+        watched: std::ops::Range<usize>,
+    ) -> Result<(), String> {
         let deadline = tokio::time::Instant::now() + CLUSTER_START;
         let url = self.server_url(i);
         loop {
@@ -388,18 +433,26 @@ impl TestCluster {
                     .await
                     .is_ok()
             {
-                return;
+                return Ok(());
             }
-            if let Some(child) = self.servers[i].child.as_mut()
-                && let Ok(Some(status)) = child.try_wait()
-            {
-                panic!("nats-server {i} exited ({status}): {}", self.log(i));
+            for w in watched.clone() {
+                if let Some(child) = self.servers[w].child.as_mut()
+                    && let Ok(Some(status)) = child.try_wait()
+                {
+                    return Err(format!(
+                        "nats-server {w} exited ({status}): {}",
+                        self.log(w)
+                    ));
+                }
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "nats-server {i} did not serve JetStream within {CLUSTER_START:?}: {}",
-                self.log(i)
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let logs = watched
+                    .map(|w| format!("--- nats-server {w}:\n{}", self.log(w)))
+                    .collect::<String>();
+                return Err(format!(
+                    "nats-server {i} did not serve JetStream within {CLUSTER_START:?}:\n{logs}"
+                ));
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
