@@ -7,6 +7,7 @@ mod bad_input;
 mod browser;
 mod chat;
 mod checkin;
+mod connections;
 #[cfg(target_os = "linux")]
 mod desktop_linux;
 mod fanout;

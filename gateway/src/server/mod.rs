@@ -1,5 +1,9 @@
-//! The accept loop: connection caps at accept, hyper's HTTP/1 per connection with a header
-//! timeout, each request tagged with its client address, and a bounded drain on shutdown.
+//! The accept loop: connection caps at accept, a connection's first request read here (an
+//! event stream is then written here too, [`event_stream`]), hyper's HTTP/1 for everything else
+//! with a header timeout, each request tagged with its client address, and a bounded drain on
+//! shutdown.
+
+mod event_stream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::limits::{ClientAddr, ConnectionSlot, Limits, count};
 use crate::{Gateway, api};
+use event_stream::{FirstRequest, Prefixed};
 
 type Routes = warp::filters::BoxedFilter<(warp::reply::Response,)>;
 
@@ -88,8 +93,37 @@ struct Connection {
 }
 
 impl Connection {
-    async fn serve(self, stream: TcpStream, peer: SocketAddr) {
+    async fn serve(self, mut stream: TcpStream, peer: SocketAddr) {
         let client = ClientAddr(peer.ip());
+        let header_timeout = self.limits.config.header_timeout;
+        let first = tokio::select! {
+            first = event_stream::read_first(&mut stream, header_timeout) => first,
+            _ = self.shutdown.cancelled() => return,
+        };
+        match first {
+            FirstRequest::EventStream(request) => {
+                let routes = self.routes.clone();
+                let events = event_stream::serve(stream, request, routes, client);
+                // An event stream ends itself on shutdown; a client that reads nothing more
+                // gets the drain timeout.
+                tokio::select! {
+                    _ = events => {}
+                    _ = async {
+                        self.shutdown.cancelled().await;
+                        tokio::time::sleep(self.drain).await;
+                    } => {}
+                }
+            }
+            FirstRequest::Other(read) => {
+                self.serve_http(Prefixed::new(read, stream), client).await;
+            }
+            FirstRequest::TimedOut => count(&self.limits.counters.connection_timeouts),
+            FirstRequest::Gone => {}
+        }
+    }
+
+    /// Serves the connection's requests with hyper, from its first (already read, in `io`).
+    async fn serve_http(&self, io: Prefixed, client: ClientAddr) {
         let routes = TowerToHyperService::new(warp::service(self.routes.clone()));
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(client);
@@ -103,7 +137,7 @@ impl Connection {
             .timer(TokioTimer::new())
             .header_read_timeout(self.limits.config.header_timeout)
             .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
+            .serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,
