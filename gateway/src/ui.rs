@@ -1,7 +1,12 @@
 //! The web UI: static files compiled into the binary, served with no build step.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use parking_lot::Mutex;
 use rust_embed::RustEmbed;
 use sha2::{Digest, Sha256};
 use warp::Reply;
@@ -39,6 +44,18 @@ fn page_csp(html: &[u8]) -> String {
     )
 }
 
+/// [`page_csp`] made once per page content (keyed by the file's SHA-256, so a page read from
+/// disk in a debug build gets a new one when it changes).
+fn page_csp_cached(content_hash: [u8; 32], html: &[u8]) -> HeaderValue {
+    static MADE: LazyLock<Mutex<HashMap<[u8; 32], HeaderValue>>> = LazyLock::new(Default::default);
+    MADE.lock()
+        .entry(content_hash)
+        .or_insert_with(|| {
+            HeaderValue::from_str(&page_csp(html)).unwrap_or(HeaderValue::from_static(CSP))
+        })
+        .clone()
+}
+
 /// Where `needle` first occurs in `haystack`.
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
@@ -51,11 +68,15 @@ pub fn file(name: &str) -> warp::reply::Response {
     };
     let mime = mime_guess::from_path(name).first_or_octet_stream();
     let csp = if name.ends_with(".html") {
-        HeaderValue::from_str(&page_csp(&content.data)).unwrap_or(HeaderValue::from_static(CSP))
+        page_csp_cached(content.metadata.sha256_hash(), &content.data)
     } else {
         HeaderValue::from_static(CSP)
     };
-    let mut resp = content.data.into_owned().into_response();
+    // Compiled in (release), a file is served from the binary without a copy.
+    let mut resp = match content.data {
+        Cow::Borrowed(data) => data.into_response(),
+        Cow::Owned(data) => data.into_response(),
+    };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(mime.as_ref()) {
         h.insert(header::CONTENT_TYPE, v);
