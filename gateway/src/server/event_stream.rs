@@ -17,12 +17,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Either, Empty};
-use hyper::service::Service as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use warp::http::{self, header};
 
-use super::{Routes, with_sse_body};
+use super::{Routes, answer};
 use crate::limits::ClientAddr;
 
 /// Bytes of a first request's head read here at most; a longer head goes to hyper, which
@@ -132,11 +131,7 @@ pub(super) async fn serve(
     routes: Routes,
     client: ClientAddr,
 ) {
-    let mut request = *request;
-    request.extensions_mut().insert(client);
-    let routes = hyper_util::service::TowerToHyperService::new(warp::service(routes));
-    let Ok(response) = routes.call(request).await;
-    let (parts, body) = with_sse_body(response).into_parts();
+    let (parts, body) = answer(routes, client, *request).await.into_parts();
     let _ = match body {
         Either::Right(events) => write_event_stream(&mut stream, &parts, events).await,
         Either::Left(body) => match body.collect().await {

@@ -67,11 +67,34 @@ pub async fn serve(listener: TcpListener, gateway: Gateway) {
     tracing::info!(limits = ?limits.stats(), "gateway stopped");
 }
 
-/// The response with its event stream as the body, when the handler handed one over
-/// ([`crate::sse::response`]); otherwise warp's body as it is.
-fn with_sse_body<B>(
-    response: hyper::Response<B>,
-) -> hyper::Response<http_body_util::Either<B, crate::sse::SseBody>> {
+/// warp's response body: its type has no public name, so it is named through
+/// `warp::reply::Response`.
+type WarpBody = <warp::reply::Response as ResponseBody>::Body;
+
+trait ResponseBody {
+    type Body;
+}
+
+impl<B> ResponseBody for hyper::Response<B> {
+    type Body = B;
+}
+
+/// Answers one request through `routes`, tagged with its client's address, with its event
+/// stream as the body when the handler handed one over ([`crate::sse::response`]), otherwise
+/// warp's body as it is. hyper's connections and the event-stream writer both answer here.
+async fn answer<B>(
+    routes: Routes,
+    client: ClientAddr,
+    mut request: hyper::Request<B>,
+) -> hyper::Response<http_body_util::Either<WarpBody, crate::sse::SseBody>>
+where
+    B: hyper::body::Body + Send + Sync + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    request.extensions_mut().insert(client);
+    let Ok(response) = TowerToHyperService::new(warp::service(routes))
+        .call(request)
+        .await;
     let (mut parts, body) = response.into_parts();
     match parts
         .extensions
@@ -124,11 +147,10 @@ impl Connection {
 
     /// Serves the connection's requests with hyper, from its first (already read, in `io`).
     async fn serve_http(&self, io: Prefixed, client: ClientAddr) {
-        let routes = TowerToHyperService::new(warp::service(self.routes.clone()));
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
-            req.extensions_mut().insert(client);
-            let answer = routes.call(req);
-            async move { answer.await.map(with_sse_body) }
+        let routes = self.routes.clone();
+        let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let answer = answer(routes.clone(), client, req);
+            async move { Ok::<_, std::convert::Infallible>(answer.await) }
         });
         // The header timeout runs from the moment hyper waits for a request head: it bounds a
         // half-sent request and an idle keep-alive alike, never a response (an SSE stream) in
