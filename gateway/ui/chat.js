@@ -39,19 +39,38 @@ async function main() {
   byId('save-text').href = api + '/transcript?format=text';
   byId('save-json').href = api + '/transcript?format=json';
   new HandOff(api, chat).start();
-  // Remembered for this operator (not this browser): the Chat page offers it again after a
-  // crash, a reboot or on another device (best effort: the chat works without it).
-  putJSON('/api/me/chats/' + encodeURIComponent(sessionId)).catch(() => {});
-  chat.ui.text.focus();
+  // The composer has the focus from the start (`autofocus` in chat.html): focus() here would
+  // lay the page out once more before the history goes in.
   // The whole history (chat.html's boot script) goes in above the newest events (blocks of
-  // text, see Transcript.putHead); events in both are told apart by seq. Only then does the
-  // window join the shared event stream, from the history's last event: the stream carries
-  // what is newer (from the start when the history could not be had), and starting the worker
-  // and its stream does not compete with showing the history.
+  // text, see Transcript.putHead); events in both are told apart by seq. Only after the frame
+  // that shows it does the window join the shared event stream, from the history's last event:
+  // the stream carries what is newer (from the start when the history could not be had), and
+  // starting the worker and its stream does not compete with showing the history.
   const past = await globalThis.natterHistory;
   if (past) chat.showRecent(past.events);
-  subscribeEvents(sessionId, (m) => chat.handle(m), { shared: true, after: past ? past.after : 0 });
-  chat.loadSeen(() => getJSON(api + '/seen'));
+  afterNextFrame(() => {
+    subscribeEvents(sessionId, (m) => chat.handle(m), { shared: true, after: past ? past.after : 0 });
+    chat.loadSeen(() => getJSON(api + '/seen'));
+    // Remembered for this operator (not this browser): the Chat page offers it again after a
+    // crash, a reboot or on another device (best effort: the chat works without it).
+    putJSON('/api/me/chats/' + encodeURIComponent(sessionId)).catch(() => {});
+  });
+}
+
+/**
+ * Runs `fn` once the next frame has been rendered, or after 100 ms in a window that gets no
+ * frames (opened in the background).
+ */
+function afterNextFrame(fn) {
+  let done = false;
+  const run = () => {
+    if (!done) {
+      done = true;
+      fn();
+    }
+  };
+  requestAnimationFrame(() => setTimeout(run, 0));
+  setTimeout(run, 100);
 }
 
 main();

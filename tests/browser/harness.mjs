@@ -11,6 +11,7 @@
 //                     `--disable-features=WebUIOmniboxPopup`: headless Chromium then does not
 //                     load its omnibox's WebUI, ≈ 400 chrome:// files, in every new profile)
 import fs from 'node:fs/promises';
+import fsSync from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
@@ -33,6 +34,40 @@ export function need(name) {
 export const list = (v) => (v || '').split(',').map((s) => s.trim()).filter(Boolean);
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** CPU time (ms) used so far by every Chromium process of this machine, from /proc (Linux). */
+function chromiumCpuMs() {
+  let ticks = 0;
+  for (const pid of fsSync.readdirSync('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    try {
+      const stat = fsSync.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      if (!/^\d+ \(chrom/.test(stat)) continue;
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]); // utime + stime
+    } catch { /* the process has gone */ }
+  }
+  return ticks * 10; // USER_HZ is 100 on Linux
+}
+
+/**
+ * Waits until Chromium has settled: no more than 20 ms of CPU over 300 ms, at most `maxMs`.
+ * A new browser profile starts a renderer of its own for the browser's UI (top-chrome WebUI),
+ * ≈ 350 ms of CPU over its first second; the benchmark's browser steps wait for it before the
+ * measured navigation, since an operator's chat window opens in a browser that is running.
+ * Without /proc this waits `maxMs`.
+ */
+export async function browserSettled(maxMs = 5000) {
+  const start = Date.now();
+  if (!fsSync.existsSync('/proc/self/stat')) return sleep(maxMs);
+  let before = chromiumCpuMs();
+  while (Date.now() - start < maxMs) {
+    await sleep(300);
+    const now = chromiumCpuMs();
+    if (now - before <= 20) return;
+    before = now;
+  }
+}
 
 export function assert(cond, message) {
   if (!cond) throw new Error(message);

@@ -21,7 +21,7 @@
 //
 // Prints per measured run `join-ms <total> first <first message> worker <SharedWorker started>`
 // (ms since navigation start).
-import { assert, need, startBrowser } from './harness.mjs';
+import { assert, browserSettled, need, startBrowser } from './harness.mjs';
 
 const BASE = need('NATTER_URL').replace(/\/+$/, '');
 const COOKIE = need('NATTER_COOKIE');
@@ -54,6 +54,9 @@ function assertAllShown(shown) {
 function watchTranscript(expect) {
   const t = { worker: null, first: null, all: null, count: 0 };
   window.__natterJoin = t;
+  // Awaited by the script in one call (no polling, which costs the browser CPU of its own).
+  let done;
+  window.__natterJoinDone = new Promise((resolve) => { done = resolve; });
   const SW = window.SharedWorker;
   if (SW) {
     window.SharedWorker = class extends SW {
@@ -82,6 +85,7 @@ function watchTranscript(expect) {
         t.all = performance.now();
         t.count = n;
         t.text = list.textContent; // what the page held then, checked by the script
+        done(t);
       };
       ch.port2.postMessage(0);
       return;
@@ -96,9 +100,13 @@ async function openOnce() {
   await ctx.addCookies([{ name: 'natter_op', value: COOKIE, url: BASE }]);
   await ctx.addInitScript(watchTranscript, EXPECT);
   const page = await ctx.newPage();
+  await browserSettled();
   await page.goto(`${BASE}/chat/${encodeURIComponent(SESSION)}`);
-  await page.waitForFunction(() => window.__natterJoin.all !== null, null, { timeout: 60000, polling: 50 });
-  const t = await page.evaluate(() => window.__natterJoin);
+  let timer;
+  const t = await Promise.race([
+    page.evaluate(() => window.__natterJoinDone),
+    new Promise((_, fail) => { timer = setTimeout(() => fail(new Error('the history did not show within 60 s')), 60000); }),
+  ]).finally(() => clearTimeout(timer));
   assert(t.count === EXPECT, `the window shows ${t.count} messages, expected ${EXPECT}`);
   assertAllShown(t.text);
   assert(!run.pageErrors.length, `page errors: ${run.pageErrors.join('; ')}`);

@@ -10,7 +10,7 @@
 //
 // Prints `join-ms <ms> first <ms> worker -` per measured run, so the benchmark reports it in the
 // browser-join row (whose "not met"/"met" then means nothing).
-import { need, startBrowser } from './harness.mjs';
+import { browserSettled, need, startBrowser } from './harness.mjs';
 
 const BASE = need('NATTER_URL').replace(/\/+$/, '');
 const RUNS = Number(process.env.NATTER_RUNS || 5);
@@ -31,6 +31,7 @@ async function openOnce() {
   const ctx = await run.newContext();
   await ctx.addInitScript(watchFirstFrame);
   const page = await ctx.newPage();
+  await browserSettled();
   await page.goto(`${BASE}/healthz`);
   await page.waitForFunction(() => window.__natterFloor !== null, null, { timeout: 60000, polling: 50 });
   const t = await page.evaluate(() => window.__natterFloor);

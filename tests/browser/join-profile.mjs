@@ -20,7 +20,7 @@
 // compare profiles with profiles, not with join-bench.mjs's figures.
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { assert, need, startBrowser } from './harness.mjs';
+import { assert, browserSettled, need, startBrowser } from './harness.mjs';
 
 const BASE = need('NATTER_URL').replace(/\/+$/, '');
 const COOKIE = need('NATTER_COOKIE');
@@ -96,6 +96,7 @@ async function openOnce(i) {
     });
   }
   const page = await ctx.newPage();
+  await browserSettled();
   if (TRACE) await run.browser.startTracing(page, { categories: CATEGORIES.split(',') });
   await page.goto(`${BASE}/chat/${encodeURIComponent(SESSION)}`);
   await page.waitForFunction(() => window.__natterJoin.all !== null, null, { timeout: 60000, polling: 50 });
