@@ -17,23 +17,30 @@ const RUNS = Number(process.env.NATTER_RUNS || 5);
 
 const run = await startBrowser({ screenshotPrefix: 'join-floor-' });
 
+/** What the page logs at its first rendered frame (as join-bench.mjs: no polling). */
+const DONE = 'natter-join-floor: rendered';
+
 /** Installed before the page loads: the time of its first rendered frame. */
-function watchFirstFrame() {
+function watchFirstFrame(DONE) {
   window.__natterFloor = null;
   requestAnimationFrame(() => {
     const ch = new MessageChannel();
-    ch.port1.onmessage = () => { window.__natterFloor = performance.now(); };
+    ch.port1.onmessage = () => {
+      window.__natterFloor = performance.now();
+      console.info(DONE);
+    };
     ch.port2.postMessage(0);
   });
 }
 
 async function openOnce() {
   const ctx = await run.newContext();
-  await ctx.addInitScript(watchFirstFrame);
+  await ctx.addInitScript(watchFirstFrame, DONE);
   const page = await ctx.newPage();
   await browserSettled();
+  const shown = page.waitForEvent('console', { predicate: (m) => m.text() === DONE, timeout: 60000 });
   await page.goto(`${BASE}/healthz`);
-  await page.waitForFunction(() => window.__natterFloor !== null, null, { timeout: 60000, polling: 50 });
+  await shown;
   const t = await page.evaluate(() => window.__natterFloor);
   await ctx.close();
   return t;

@@ -33,8 +33,11 @@ const TRACE = process.env.NATTER_NO_TRACE !== '1';
 
 const run = await startBrowser({ screenshotPrefix: 'join-profile-' });
 
+/** What the page logs when it shows the whole history (as join-bench.mjs: no polling). */
+const DONE = 'natter-join-profile: all shown';
+
 /** Installed before the page's own scripts: marks the window's milestones in the trace. */
-function instrument(expect) {
+function instrument({ expect, DONE }) {
   const t = { worker: null, first: null, all: null, count: 0, port: [] };
   window.__natterJoin = t;
   const SW = window.SharedWorker;
@@ -67,7 +70,7 @@ function instrument(expect) {
     if (n >= expect) {
       performance.mark('natter:all-in-page');
       const ch = new MessageChannel();
-      ch.port1.onmessage = () => { t.all = performance.now(); t.count = n; performance.mark('natter:all-rendered'); };
+      ch.port1.onmessage = () => { t.all = performance.now(); t.count = n; performance.mark('natter:all-rendered'); console.info(DONE); };
       ch.port2.postMessage(0);
       return;
     }
@@ -85,7 +88,7 @@ const CATEGORIES = [
 async function openOnce(i) {
   const ctx = await run.newContext();
   await ctx.addCookies([{ name: 'natter_op', value: COOKIE, url: BASE }]);
-  await ctx.addInitScript(instrument, EXPECT);
+  await ctx.addInitScript(instrument, { expect: EXPECT, DONE });
   if (UI_DIR) {
     await ctx.route(`${BASE}/static/**`, async (route) => {
       const name = new URL(route.request().url()).pathname.split('/').pop();
@@ -98,8 +101,9 @@ async function openOnce(i) {
   const page = await ctx.newPage();
   await browserSettled();
   if (TRACE) await run.browser.startTracing(page, { categories: CATEGORIES.split(',') });
+  const shown = page.waitForEvent('console', { predicate: (m) => m.text() === DONE, timeout: 60000 });
   await page.goto(`${BASE}/chat/${encodeURIComponent(SESSION)}`);
-  await page.waitForFunction(() => window.__natterJoin.all !== null, null, { timeout: 60000, polling: 50 });
+  await shown;
   const buf = TRACE ? await run.browser.stopTracing() : null;
   const t = await page.evaluate(() => window.__natterJoin);
   assert(t.count === EXPECT, `the window shows ${t.count} messages, expected ${EXPECT}`);
