@@ -216,7 +216,7 @@ impl Stores {
     }
 
     /// The sequence of the oldest event of a session still in the stream, if any.
-    async fn first_event_seq(&self, session: &str) -> Result<Option<u64>, StoreError> {
+    pub async fn first_event_seq(&self, session: &str) -> Result<Option<u64>, StoreError> {
         let found = self
             .events
             .direct_get_next_for_subject(crate::subjects::session_events(session), None)

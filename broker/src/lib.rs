@@ -412,6 +412,7 @@ async fn start_gateway(config: &Config, shutdown: CancellationToken) -> Result<G
         limits: config.limits.clone(),
         node_id: config.node.id.clone(),
         metrics_token: config.metrics.token.clone(),
+        history_cache_bytes: (config.http.history_cache_mib as usize) << 20,
     };
     Ok(Gateway::start(stores, gateway_config, shutdown).await?)
 }

@@ -17,7 +17,8 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus); [`readiness`]: what `GET /readyz` checks.
 //! - [`error`]: the API's error type.
 //!
-//! This is the only crate that knows HTTP. It is stateless apart from open connections, and it
+//! This is the only crate that knows HTTP. It is stateless apart from open connections and caches
+//! that are checked against the stores (logins, [`history`]), and it
 //! reaches session actors only through NATS request/reply ([`Gateway::command`]) — never through
 //! an actor reference, even when the actors run in the same process — so any node's gateway can
 //! serve any browser.
@@ -25,6 +26,7 @@
 pub mod api;
 pub mod auth;
 pub mod error;
+pub mod history;
 pub mod hub;
 pub mod incoming;
 pub mod limits;
@@ -79,6 +81,8 @@ pub struct GatewayConfig {
     pub node_id: String,
     /// The bearer token `/metrics` asks for (`metrics.token`); `None`: loopback clients only.
     pub metrics_token: Option<String>,
+    /// Bytes of recently read chat histories kept ([`history`], `http.history_cache_mib`).
+    pub history_cache_bytes: usize,
 }
 
 impl GatewayConfig {
@@ -103,6 +107,7 @@ impl Default for GatewayConfig {
             limits: LimitsConfig::default(),
             node_id: "natter".into(),
             metrics_token: None,
+            history_cache_bytes: 64 << 20,
         }
     }
 }
@@ -128,6 +133,8 @@ struct Inner {
     /// Cookie hash → (when read, the login): spares a KV read per request. Entries live
     /// [`LOGIN_CACHE_TTL`], so a logout or scope change elsewhere applies within that time.
     logins: parking_lot::Mutex<LoginCache>,
+    /// Recently read chat histories (a window opened again reads no stream).
+    history: history::HistoryCache,
     limits: Arc<Limits>,
     metrics: Metrics,
     config: GatewayConfig,
@@ -174,6 +181,7 @@ impl Gateway {
                 presence,
                 incoming,
                 logins: Default::default(),
+                history: history::HistoryCache::new(config.history_cache_bytes),
                 limits,
                 metrics,
                 config,
@@ -220,6 +228,11 @@ impl Gateway {
 
     pub fn incoming(&self) -> &incoming::IncomingChats {
         &self.inner.incoming
+    }
+
+    /// Recently read chat histories.
+    pub fn history(&self) -> &history::HistoryCache {
+        &self.inner.history
     }
 
     pub(crate) fn login_cache(&self) -> &parking_lot::Mutex<LoginCache> {

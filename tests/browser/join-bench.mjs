@@ -1,7 +1,10 @@
 // The browser step of the benchmark (natter-bench, phase browser-join): how long an operator's
 // chat window takes from opening (navigation start) until a session's whole history is
 // rendered (the frame that shows the last message has been laid out). Each run is a fresh
-// browser profile, so no shared worker or cache of an earlier run helps it. Not a test: it
+// browser profile, so no shared worker or cache of an earlier run helps it. Each measured run
+// opens a session of its own twice: first when the gateway has not read its history yet (from
+// the stream), then again (the gateway's kept copy, gateway/src/history.rs). Before each open,
+// the new profile's own browser UI settles (harness.mjs, `browserSettled`). Not a test: it
 // reports times, and fails only when the history does not show.
 //
 //   node tests/browser/join-bench.mjs
@@ -9,7 +12,9 @@
 // Environment (and those of harness.mjs):
 //   NATTER_URL      base URL of the gateway
 //   NATTER_COOKIE   an operator's login cookie value (natter_op), a member of the session
-//   NATTER_SESSION  the session to open
+//   NATTER_SESSION  the session to open (when NATTER_SESSIONS is not set)
+//   NATTER_SESSIONS optional: comma-separated, one session for the warm-up and one per measured
+//                   run, each opened twice (without it, NATTER_SESSION is opened every time)
 //   NATTER_EXPECT   how many messages its history holds
 //   NATTER_RUNS     measured runs (default 5), after one warm-up run
 //
@@ -19,34 +24,37 @@
 // moment is checked against the session's messages (their texts, in seq order, each found after
 // the one before), and a run whose text lacks any fails.
 //
-// Prints per measured run `join-ms <total> first <first message> worker <SharedWorker started>`
-// (ms since navigation start).
-import { assert, browserSettled, need, startBrowser } from './harness.mjs';
+// Prints per measured run `join-new-ms <total> first <first message> worker <SharedWorker
+// started>` for the first open of its session (with NATTER_SESSIONS), then `join-ms …` for the
+// open after it (ms since navigation start).
+import { assert, browserSettled, list, need, startBrowser } from './harness.mjs';
 
 const BASE = need('NATTER_URL').replace(/\/+$/, '');
 const COOKIE = need('NATTER_COOKIE');
-const SESSION = need('NATTER_SESSION');
+const SESSIONS = list(process.env.NATTER_SESSIONS);
+const SESSION = SESSIONS[0] || need('NATTER_SESSION');
 const EXPECT = Number(need('NATTER_EXPECT'));
 const RUNS = Number(process.env.NATTER_RUNS || 5);
 
 const run = await startBrowser({ screenshotPrefix: 'join-bench-' });
 
-/** The texts of the session's messages, in seq order (its JSON transcript). */
-const TEXTS = await (async () => {
-  const url = `${BASE}/api/sessions/${encodeURIComponent(SESSION)}/transcript?format=json`;
+/** The texts of a session's messages, in seq order (its JSON transcript). */
+async function textsOf(session) {
+  const url = `${BASE}/api/sessions/${encodeURIComponent(session)}/transcript?format=json`;
   const res = await fetch(url, { headers: { Cookie: `natter_op=${COOKIE}` } });
   assert(res.ok, `GET ${url}: ${res.status}`);
-  return (await res.json()).events.filter((e) => e.type === 'message').map((e) => e.text);
-})();
-assert(TEXTS.length === EXPECT, `the session holds ${TEXTS.length} messages, expected ${EXPECT}`);
+  const texts = (await res.json()).events.filter((e) => e.type === 'message').map((e) => e.text);
+  assert(texts.length === EXPECT, `session ${session} holds ${texts.length} messages, expected ${EXPECT}`);
+  return texts;
+}
 
-/** Fails unless `shown` (the transcript's text) holds every text of TEXTS, in order. */
-function assertAllShown(shown) {
+/** Fails unless `shown` (the transcript's text) holds every text of `texts`, in order. */
+function assertAllShown(shown, texts) {
   let at = 0;
-  for (let i = 0; i < TEXTS.length; i++) {
-    const found = shown.indexOf(TEXTS[i], at);
-    assert(found >= 0, `message ${i + 1} of ${TEXTS.length} is not in the page's text after the one before`);
-    at = found + TEXTS[i].length;
+  for (let i = 0; i < texts.length; i++) {
+    const found = shown.indexOf(texts[i], at);
+    assert(found >= 0, `message ${i + 1} of ${texts.length} is not in the page's text after the one before`);
+    at = found + texts[i].length;
   }
 }
 
@@ -97,28 +105,37 @@ function watchTranscript({ expect, DONE }) {
   requestAnimationFrame(tick);
 }
 
-async function openOnce() {
+async function openOnce(session = SESSION) {
   const ctx = await run.newContext();
   await ctx.addCookies([{ name: 'natter_op', value: COOKIE, url: BASE }]);
   await ctx.addInitScript(watchTranscript, { expect: EXPECT, DONE });
   const page = await ctx.newPage();
   await browserSettled();
   const shown = page.waitForEvent('console', { predicate: (m) => m.text() === DONE, timeout: 60000 });
-  await page.goto(`${BASE}/chat/${encodeURIComponent(SESSION)}`);
+  await page.goto(`${BASE}/chat/${encodeURIComponent(session)}`);
   await shown;
   const t = await page.evaluate(() => window.__natterJoin);
   assert(t.count === EXPECT, `the window shows ${t.count} messages, expected ${EXPECT}`);
-  assertAllShown(t.text);
+  // Read after the open: the first open is the first read of the history since it was written.
+  assertAllShown(t.text, await textsOf(session));
   assert(!run.pageErrors.length, `page errors: ${run.pageErrors.join('; ')}`);
   await ctx.close();
   return t;
 }
 
 await run.check('warm-up: the window shows the whole history', async () => { await openOnce(); });
+const f = (x) => (x === null ? '-' : x.toFixed(1));
 for (let i = 1; i <= RUNS; i++) {
+  const session = SESSIONS.length ? SESSIONS[i] : SESSION;
+  assert(session, `NATTER_SESSIONS names ${SESSIONS.length} sessions: one more than NATTER_RUNS needed`);
+  if (SESSIONS.length) {
+    await run.check(`run ${i}: the window shows the whole history at its first open`, async () => {
+      const t = await openOnce(session);
+      console.log(`join-new-ms ${f(t.all)} first ${f(t.first)} worker ${f(t.worker)}`);
+    });
+  }
   await run.check(`run ${i}: the window shows the whole history`, async () => {
-    const t = await openOnce();
-    const f = (x) => (x === null ? '-' : x.toFixed(1));
+    const t = await openOnce(session);
     console.log(`join-ms ${f(t.all)} first ${f(t.first)} worker ${f(t.worker)}`);
   });
 }

@@ -55,6 +55,8 @@ pub struct HttpConfig {
     pub login_ttl: Duration,
     pub request_timeout: Duration,
     pub drain_timeout: Duration,
+    /// MiB of recently read chat histories the gateway keeps (0: none).
+    pub history_cache_mib: u32,
 }
 
 #[derive(Clone, Debug)]

@@ -30,6 +30,7 @@ pub(super) struct RawHttp {
     pub login_ttl: String,
     pub request_timeout: String,
     pub drain_timeout: String,
+    pub history_cache_mib: u32,
 }
 
 impl Default for RawHttp {
@@ -41,6 +42,7 @@ impl Default for RawHttp {
             login_ttl: "12h".into(),
             request_timeout: "5s".into(),
             drain_timeout: "5s".into(),
+            history_cache_mib: 64,
         }
     }
 }

@@ -58,6 +58,7 @@ fn http(raw: RawHttp) -> Result<HttpConfig, ConfigError> {
         login_ttl: duration("http.login_ttl", &raw.login_ttl)?,
         request_timeout: duration("http.request_timeout", &raw.request_timeout)?,
         drain_timeout: duration("http.drain_timeout", &raw.drain_timeout)?,
+        history_cache_mib: raw.history_cache_mib,
     })
 }
 

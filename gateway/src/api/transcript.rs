@@ -70,7 +70,7 @@ const RECENT_DEFAULT: usize = 200;
 /// The most it may ask for: a window asks for the whole history of nearly every chat in one
 /// response (the stored JSON as it is: far cheaper than the event stream for a browser to take);
 /// more is the event stream's work.
-const RECENT_MAX: usize = 20_000;
+const RECENT_MAX: usize = crate::history::MAX_EVENTS;
 
 /// GET /api/sessions/{id}/events?last=N: `{"events": [...]}`, the session's newest `N` events in
 /// order, each exactly as the event stream carries it.
@@ -92,21 +92,24 @@ pub async fn recent_events(
         },
     };
     gw.view_as(&id, &l).await?;
-    let events = gw.stores().recent_events(&id, n).await.map_err(|e| {
-        tracing::warn!(session = %id, error = %e, "recent events: replay failed");
-        ApiError::unavailable("the chat's history could not be read; try again")
-    })?;
+    let events = gw
+        .history()
+        .newest(gw.stores(), &id, n)
+        .await
+        .map_err(|e| {
+            tracing::warn!(session = %id, error = %e, "recent events: replay failed");
+            ApiError::unavailable("the chat's history could not be read; try again")
+        })?;
     // The stored JSON as it is, not parsed and written again.
-    let mut body =
-        String::with_capacity(events.iter().map(|e| e.payload.len() + 16).sum::<usize>() + 16);
-    body.push_str("{\"events\":[");
+    let mut body = Vec::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 16);
+    body.extend_from_slice(b"{\"events\":[");
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
-            body.push(',');
+            body.push(b',');
         }
-        body.push_str(&e.to_wire_json());
+        body.extend_from_slice(&e.json);
     }
-    body.push_str("]}");
+    body.extend_from_slice(b"]}");
     let mut r = warp::reply::with_status(body, StatusCode::OK).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -44,6 +44,7 @@ impl TestGateway {
             limits: config.limits.clone(),
             node_id: node_id.into(),
             metrics_token: None,
+            history_cache_bytes: (config.http.history_cache_mib as usize) << 20,
         };
         let shutdown = CancellationToken::new();
         let gateway = Gateway::start(stores, gateway_config, shutdown.clone())

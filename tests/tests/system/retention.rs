@@ -31,11 +31,28 @@ async fn old_messages_are_removed_from_history_and_resume() {
     carol
         .send_as_machine_user(&session, "old2", "old reply")
         .await;
+    // A chat window's history read now (the gateway keeps it, gateway/src/history.rs)…
+    let history_texts = || async {
+        let (s, body) = alice
+            .get(&format!("/api/sessions/{session}/events?last=20000"))
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["text"].as_str().map(str::to_string))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(history_texts().await, ["old message", "old reply"]);
     tokio::time::sleep(Duration::from_millis(3500)).await;
 
     // The session lives on; new messages go through.
     let (status, body) = alice.send(&session, "new1", "new message").await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // …and read again: what expired is gone from it too.
+    assert_eq!(history_texts().await, ["new message"]);
 
     // History from the start holds only what is younger than the retention.
     let mut fresh = alice.session_events(&session).await;

@@ -209,3 +209,76 @@ async fn the_newest_events_come_in_order_and_only_for_members() {
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     system.shutdown().await;
 }
+
+/// A history read again (a window opened again, another member's) is the gateway's kept copy
+/// and what came since (gateway/src/history.rs): each event once, in order, the newest last,
+/// whether the new events came by the operator or the machine user and among another chat's.
+#[tokio::test]
+async fn a_history_read_again_has_what_came_since_once_and_in_order() {
+    let system = Scenario::alice_and_carol_on_pc1()
+        .machine("pc2.sales.acme", "dave")
+        .start()
+        .await;
+    let alice = system.operator("alice");
+    let (id, carol) = system.open_chat().await;
+    let (other, _) = system.open_chat_between("alice", "pc2.sales.acme").await;
+    let history = |n: usize| {
+        let (alice, id) = (&alice, &id);
+        async move {
+            let (s, body) = alice
+                .get(&format!("/api/sessions/{id}/events?last={n}"))
+                .await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+            body["events"].as_array().expect("events").clone()
+        }
+    };
+    let transcript = || async {
+        let (s, doc) = alice
+            .get(&format!("/api/sessions/{id}/transcript?format=json"))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        doc["events"].as_array().expect("events").clone()
+    };
+    for round in 0..3 {
+        for i in 0..4 {
+            let (s, body) = alice
+                .send(
+                    &id,
+                    &format!("r{round}-{i}"),
+                    &format!("round {round} #{i}"),
+                )
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{body}");
+            let (s, body) = alice
+                .send(&other, &format!("o{round}-{i}"), "another chat")
+                .await;
+            assert_eq!(s, StatusCode::CREATED, "{body}");
+        }
+        carol
+            .send_as_machine_user(&id, &format!("c{round}"), &format!("carol {round}"))
+            .await;
+        let all = transcript().await;
+        assert_eq!(
+            history(20000).await,
+            all,
+            "round {round}: the whole history"
+        );
+        assert_eq!(
+            history(3).await[..],
+            all[all.len() - 3..],
+            "round {round}: the newest 3"
+        );
+    }
+    let texts: Vec<String> = history(20000)
+        .await
+        .iter()
+        .filter_map(|e| e["text"].as_str().map(str::to_string))
+        .collect();
+    let mut expected = Vec::new();
+    for round in 0..3 {
+        expected.extend((0..4).map(|i| format!("round {round} #{i}")));
+        expected.push(format!("carol {round}"));
+    }
+    assert_eq!(texts, expected);
+    system.shutdown().await;
+}
