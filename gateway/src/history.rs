@@ -32,6 +32,15 @@ pub struct WireEvent {
     pub json: Bytes,
 }
 
+/// Where an answer came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// What the gateway kept (with newer events read from the stream, if any).
+    Kept,
+    /// Read from the stream.
+    Stream,
+}
+
 /// A session's newest events, oldest first.
 #[derive(Debug)]
 struct Kept {
@@ -98,12 +107,12 @@ impl HistoryCache {
         stores: &Stores,
         session: &str,
         n: usize,
-    ) -> Result<Vec<WireEvent>, StoreError> {
+    ) -> Result<(Vec<WireEvent>, Source), StoreError> {
         let n = n.min(MAX_EVENTS);
         let last = stores.last_event_seq(session).await?;
         if last == 0 || n == 0 {
             self.forget(session);
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Source::Stream));
         }
         let first = stores.first_event_seq(session).await?.unwrap_or(last);
         if let Some(kept) = self.get(session) {
@@ -130,8 +139,8 @@ impl HistoryCache {
                     bytes,
                 };
                 if let Some(answer) = kept.newest(n) {
-                    self.put(session, kept);
-                    return Ok(answer);
+                    self.put(session, kept, Put::Update);
+                    return Ok((answer, Source::Kept));
                 }
             } else {
                 // The stream started over: what is kept is of another life.
@@ -157,8 +166,8 @@ impl HistoryCache {
             bytes,
         };
         let answer = kept.events.iter().cloned().collect();
-        self.put(session, kept);
-        Ok(answer)
+        self.put(session, kept, Put::Read);
+        Ok((answer, Source::Stream))
     }
 
     fn get(&self, session: &str) -> Option<Arc<Kept>> {
@@ -173,12 +182,16 @@ impl HistoryCache {
     }
 
     /// Keeps `kept` for `session` (unless it alone is over the budget), then drops the least
-    /// recently read sessions until the budget holds. A later answer replaces an earlier one
-    /// only when it is not older (two reads of one session at once).
-    fn put(&self, session: &str, kept: Kept) {
+    /// recently read sessions until the budget holds. Of two reads of one session at once (a
+    /// window asks for its newest 200 and its whole history together) the one that holds more
+    /// stays; an older answer never replaces a newer one.
+    fn put(&self, session: &str, kept: Kept, how: Put) {
         let mut inner = self.inner.lock();
         if let Some(old) = inner.sessions.peek(session) {
-            if old.last_seq() > kept.last_seq() {
+            let holds_more = old.last_seq() == kept.last_seq()
+                && old.events.len() > kept.events.len()
+                && how == Put::Read;
+            if old.last_seq() > kept.last_seq() || holds_more {
                 return;
             }
             let old_bytes = old.bytes;
@@ -197,6 +210,15 @@ impl HistoryCache {
             }
         }
     }
+}
+
+/// How a [`HistoryCache::put`] came about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Put {
+    /// Read from the stream.
+    Read,
+    /// What was kept, with what retention removed dropped and newer events added.
+    Update,
 }
 
 /// The session's events from `start_seq` to the stream's tail.
@@ -261,20 +283,26 @@ mod tests {
     fn the_least_recently_read_session_goes_first_when_over_budget() {
         let one = kept(1..=10, true).bytes;
         let cache = HistoryCache::new(one * 2);
-        cache.put("a", kept(1..=10, true));
-        cache.put("b", kept(1..=10, true));
+        cache.put("a", kept(1..=10, true), Put::Read);
+        cache.put("b", kept(1..=10, true), Put::Read);
         assert!(cache.get("a").is_some()); // read: "b" is now the least recent
-        cache.put("c", kept(1..=10, true));
+        cache.put("c", kept(1..=10, true), Put::Read);
         assert!(cache.get("b").is_none());
         assert!(cache.get("a").is_some() && cache.get("c").is_some());
         assert_eq!(cache.bytes(), one * 2);
         // Alone over the budget: not kept, and nothing else is dropped for it.
-        cache.put("big", kept(1..=100, true));
+        cache.put("big", kept(1..=100, true), Put::Read);
         assert!(cache.get("big").is_none());
         assert_eq!(cache.bytes(), one * 2);
         // An older answer does not replace a newer one; forgetting frees its bytes.
-        cache.put("a", kept(1..=5, true));
+        cache.put("a", kept(1..=5, true), Put::Read);
         assert_eq!(cache.get("a").unwrap().last_seq(), 10);
+        // The newest few read at once with the whole history do not replace it; what was kept,
+        // less what retention removed, does.
+        cache.put("a", kept(8..=10, false), Put::Read);
+        assert_eq!(cache.get("a").unwrap().events.len(), 10);
+        cache.put("a", kept(4..=10, true), Put::Update);
+        assert_eq!(cache.get("a").unwrap().events.len(), 7);
         cache.forget("a");
         cache.forget("c");
         assert_eq!(cache.bytes(), 0);
@@ -283,7 +311,7 @@ mod tests {
     #[test]
     fn a_budget_of_zero_keeps_nothing() {
         let cache = HistoryCache::new(0);
-        cache.put("a", kept(1..=3, true));
+        cache.put("a", kept(1..=3, true), Put::Read);
         assert!(cache.get("a").is_none());
         assert_eq!(cache.bytes(), 0);
     }

@@ -74,6 +74,8 @@ pub struct Metrics {
     messages_in: IntCounter,
     /// Live events this gateway's hub received (republished messages): its share of the fan-out.
     events_received: IntCounter,
+    history_reads: IntCounterVec,
+    history_kept_bytes: IntGauge,
     sse_events: IntCounterVec,
     sse_clients: IntGaugeVec,
     errors: IntCounterVec,
@@ -147,7 +149,22 @@ impl Metrics {
             sse_events.with_label_values(&[kind.label()]);
             sse_clients.with_label_values(&[kind.label()]);
         }
+        let history_reads = counters(
+            &r,
+            "history_reads_total",
+            "Chat histories answered (events?last=N), by where from",
+            "from",
+        );
+        for from in ["kept", "stream"] {
+            history_reads.with_label_values(&[from]);
+        }
         Metrics {
+            history_reads,
+            history_kept_bytes: gauge(
+                &r,
+                "history_kept_bytes",
+                "Bytes of chat histories this gateway keeps (http.history_cache_mib)",
+            ),
             messages_in: counter(&r, "messages_in_total", "Chat messages accepted"),
             events_received: counter(
                 &r,
@@ -195,6 +212,18 @@ impl Metrics {
     /// The counter of live events received, incremented by the hub.
     pub fn events_received(&self) -> IntCounter {
         self.events_received.clone()
+    }
+
+    /// Counts a chat history answered, from the gateway's kept copy or read from the stream,
+    /// and how many bytes the gateway keeps now.
+    pub fn history_read(&self, source: crate::history::Source, kept_bytes: usize) {
+        let from = match source {
+            crate::history::Source::Kept => "kept",
+            crate::history::Source::Stream => "stream",
+        };
+        self.history_reads.with_label_values(&[from]).inc();
+        self.history_kept_bytes
+            .set(i64::try_from(kept_bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts an error answered (called with each response that carries an [`ErrorKind`]).

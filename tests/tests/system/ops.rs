@@ -184,3 +184,49 @@ async fn readyz_is_503_with_a_reason_while_nats_is_down_and_200_again_after() {
     eventually(WAIT, || async { readyz(&probe).await.0 == StatusCode::OK }).await;
     system.shutdown().await;
 }
+
+/// A chat window asks for its newest events and its whole history at once; opened again, both
+/// come from the gateway's kept copy (gateway/src/history.rs), which `/metrics` shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_read_again_comes_from_the_kept_copy() {
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
+    let alice = system.operator("alice");
+    let (id, _) = system.open_chat().await;
+    for i in 0..30 {
+        let (s, body) = alice.send(&id, &format!("m{i}"), &format!("#{i}")).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    let browser = Browser::new(&system.node.base);
+    let reads = |text: &str, from: &str| {
+        sample(text, "natter_history_reads_total", &[("from", from)]).unwrap_or(-1.0)
+    };
+    let before = scrape(&browser).await;
+    let open_window = || async {
+        let (newest, all) = (
+            format!("/api/sessions/{id}/events?last=5"),
+            format!("/api/sessions/{id}/events?last=20000"),
+        );
+        let (small, whole) = tokio::join!(alice.get(&newest), alice.get(&all));
+        assert_eq!(small.0, StatusCode::OK, "{}", small.1);
+        assert_eq!(whole.0, StatusCode::OK, "{}", whole.1);
+        (small.1["events"].clone(), whole.1["events"].clone())
+    };
+    let first = open_window().await;
+    let after_first = scrape(&browser).await;
+    assert_eq!(
+        reads(&after_first, "stream") - reads(&before, "stream"),
+        2.0,
+        "{after_first}"
+    );
+    assert!(sample(&after_first, "natter_history_kept_bytes", &[]).unwrap_or(0.0) > 0.0);
+    let again = open_window().await;
+    assert_eq!(again, first, "the same history, from the kept copy");
+    let after_again = scrape(&browser).await;
+    assert_eq!(
+        reads(&after_again, "kept") - reads(&after_first, "kept"),
+        2.0,
+        "{after_again}"
+    );
+    assert_eq!(reads(&after_again, "stream"), reads(&after_first, "stream"));
+    system.shutdown().await;
+}
