@@ -74,6 +74,8 @@ fn weigh(events: &VecDeque<WireEvent>) -> usize {
 /// The cache: session id → its newest events, least recently read first out.
 pub struct HistoryCache {
     budget: usize,
+    /// `natter_history_kept_bytes`: what `bytes()` says, for `/metrics`.
+    kept_bytes: prometheus::IntGauge,
     inner: Mutex<Inner>,
 }
 
@@ -83,10 +85,12 @@ struct Inner {
 }
 
 impl HistoryCache {
-    /// A cache of at most `budget` bytes of events (0: nothing is kept).
-    pub fn new(budget: usize) -> HistoryCache {
+    /// A cache of at most `budget` bytes of events (0: nothing is kept), which sets `kept_bytes`
+    /// to the bytes it keeps.
+    pub fn new(budget: usize, kept_bytes: prometheus::IntGauge) -> HistoryCache {
         HistoryCache {
             budget,
+            kept_bytes,
             inner: Mutex::new(Inner {
                 sessions: lru::LruCache::unbounded(),
                 bytes: 0,
@@ -179,6 +183,12 @@ impl HistoryCache {
         if let Some(old) = inner.sessions.pop(session) {
             inner.bytes -= old.bytes;
         }
+        self.show(inner.bytes);
+    }
+
+    fn show(&self, bytes: usize) {
+        self.kept_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Keeps `kept` for `session` (unless it alone is over the budget), then drops the least
@@ -199,6 +209,7 @@ impl HistoryCache {
             inner.bytes -= old_bytes;
         }
         if kept.bytes == 0 || kept.bytes > self.budget {
+            self.show(inner.bytes);
             return;
         }
         inner.bytes += kept.bytes;
@@ -209,6 +220,7 @@ impl HistoryCache {
                 None => break,
             }
         }
+        self.show(inner.bytes);
     }
 }
 
@@ -258,6 +270,10 @@ mod tests {
         }
     }
 
+    fn gauge() -> prometheus::IntGauge {
+        prometheus::IntGauge::new("kept", "kept").expect("a gauge")
+    }
+
     fn seqs(events: &[WireEvent]) -> Vec<u64> {
         events.iter().map(|e| e.seq).collect()
     }
@@ -282,7 +298,7 @@ mod tests {
     #[test]
     fn the_least_recently_read_session_goes_first_when_over_budget() {
         let one = kept(1..=10, true).bytes;
-        let cache = HistoryCache::new(one * 2);
+        let cache = HistoryCache::new(one * 2, gauge());
         cache.put("a", kept(1..=10, true), Put::Read);
         cache.put("b", kept(1..=10, true), Put::Read);
         assert!(cache.get("a").is_some()); // read: "b" is now the least recent
@@ -290,6 +306,11 @@ mod tests {
         assert!(cache.get("b").is_none());
         assert!(cache.get("a").is_some() && cache.get("c").is_some());
         assert_eq!(cache.bytes(), one * 2);
+        assert_eq!(
+            cache.kept_bytes.get(),
+            (one * 2) as i64,
+            "what /metrics shows"
+        );
         // Alone over the budget: not kept, and nothing else is dropped for it.
         cache.put("big", kept(1..=100, true), Put::Read);
         assert!(cache.get("big").is_none());
@@ -310,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_budget_of_zero_keeps_nothing() {
-        let cache = HistoryCache::new(0);
+        let cache = HistoryCache::new(0, gauge());
         cache.put("a", kept(1..=3, true), Put::Read);
         assert!(cache.get("a").is_none());
         assert_eq!(cache.bytes(), 0);

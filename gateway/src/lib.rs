@@ -181,7 +181,10 @@ impl Gateway {
                 presence,
                 incoming,
                 logins: Default::default(),
-                history: history::HistoryCache::new(config.history_cache_bytes),
+                history: history::HistoryCache::new(
+                    config.history_cache_bytes,
+                    metrics.history_kept_bytes(),
+                ),
                 limits,
                 metrics,
                 config,

@@ -214,16 +214,18 @@ impl Metrics {
         self.events_received.clone()
     }
 
-    /// Counts a chat history answered, from the gateway's kept copy or read from the stream,
-    /// and how many bytes the gateway keeps now.
-    pub fn history_read(&self, source: crate::history::Source, kept_bytes: usize) {
+    /// The gauge of bytes of chat histories kept, set by the history cache.
+    pub fn history_kept_bytes(&self) -> IntGauge {
+        self.history_kept_bytes.clone()
+    }
+
+    /// Counts a chat history answered, from the gateway's kept copy or read from the stream.
+    pub fn history_read(&self, source: crate::history::Source) {
         let from = match source {
             crate::history::Source::Kept => "kept",
             crate::history::Source::Stream => "stream",
         };
         self.history_reads.with_label_values(&[from]).inc();
-        self.history_kept_bytes
-            .set(i64::try_from(kept_bytes).unwrap_or(i64::MAX));
     }
 
     /// Counts an error answered (called with each response that carries an [`ErrorKind`]).

@@ -100,7 +100,7 @@ pub async fn recent_events(
             tracing::warn!(session = %id, error = %e, "recent events: replay failed");
             ApiError::unavailable("the chat's history could not be read; try again")
         })?;
-    gw.metrics().history_read(source, gw.history().bytes());
+    gw.metrics().history_read(source);
     // The stored JSON as it is, not parsed and written again.
     let mut body = Vec::with_capacity(events.iter().map(|e| e.json.len() + 1).sum::<usize>() + 16);
     body.extend_from_slice(b"{\"events\":[");
