@@ -128,7 +128,11 @@ impl HistoryCache {
                     .cloned()
                     .collect();
                 let mut whole = kept.whole;
-                if kept.last_seq() < last {
+                // The newer events are at most `last - kept`: when even all of them would not
+                // make `n`, the stream is read once, below, not twice.
+                let newer_at_most = usize::try_from(last - kept.last_seq()).unwrap_or(usize::MAX);
+                let enough = whole || events.len().saturating_add(newer_at_most) >= n;
+                if enough && kept.last_seq() < last {
                     let newer = read(stores, session, kept.last_seq() + 1).await?;
                     events.extend(newer.into_iter().filter(|e| e.seq > kept.last_seq()));
                 }
@@ -142,7 +146,7 @@ impl HistoryCache {
                     whole,
                     bytes,
                 };
-                if let Some(answer) = kept.newest(n) {
+                if let Some(answer) = kept.newest(n).filter(|_| enough) {
                     self.put(session, kept, Put::Update);
                     return Ok((answer, Source::Kept));
                 }
