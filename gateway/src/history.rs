@@ -161,7 +161,7 @@ impl HistoryCache {
             .into_iter()
             .map(|e| WireEvent {
                 seq: e.seq,
-                json: Bytes::from(e.to_wire_json()),
+                json: Bytes::from(e.to_history_json()),
             })
             .collect();
         // Fewer than asked for: the session has no more. As many: the whole history if its
@@ -249,7 +249,7 @@ async fn read(
         let e = e?;
         events.push(WireEvent {
             seq: e.seq,
-            json: Bytes::from(e.to_wire_json()),
+            json: Bytes::from(e.to_history_json()),
         });
     }
     Ok(events)

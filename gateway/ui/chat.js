@@ -9,7 +9,7 @@ import { HandOff } from './handoff.js';
 const sessionId = decodeURIComponent(location.pathname.replace(/\/+$/, '').split('/').pop());
 const api = '/api/sessions/' + encodeURIComponent(sessionId);
 /** The newest events, shown first (a few screens); chat.html's boot script asks for the same URL early. */
-const RECENT_URL = api + '/events?last=200';
+const RECENT_URL = api + '/events?last=100';
 
 async function main() {
   const chat = new ChatWindow({

@@ -15,9 +15,31 @@ pub fn index() -> Response {
     ui::file("index.html")
 }
 
-/// GET /chat/{id}: an operator's chat window.
-pub fn chat(_id: String) -> Response {
-    ui::file("chat.html")
+/// GET /chat/{id}: an operator's chat window. Its `Link` header has the browser ask for what
+/// the window needs first (the history, the newest events, who I am, my options, the session)
+/// as soon as this response comes, before the page is parsed: chat.html's boot script asks for
+/// the same URLs, the same way, and gets these answers (it and chat.js keep them in step).
+pub fn chat(id: String) -> Response {
+    let mut page = ui::file("chat.html");
+    // A session ID is a ULID; anything else gets the page without (it says "not found").
+    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        let api = format!("/api/sessions/{id}");
+        let link = [
+            format!("{api}/events?last=20000"),
+            format!("{api}/events?last=100"),
+            "/api/me".to_string(),
+            "/api/me/options".to_string(),
+            api.clone(),
+        ]
+        .iter()
+        .map(|url| format!("<{url}>; rel=preload; as=fetch; crossorigin"))
+        .collect::<Vec<_>>()
+        .join(", ");
+        if let Ok(v) = header::HeaderValue::from_str(&link) {
+            page.headers_mut().insert(header::LINK, v);
+        }
+    }
+    page
 }
 
 /// GET /m/{id}: the machine user's chat window (the agent opens it).

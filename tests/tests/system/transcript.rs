@@ -161,7 +161,8 @@ async fn the_newest_events_come_in_order_and_only_for_members() {
         .get(&format!("/api/sessions/{id}/transcript?format=json"))
         .await;
     assert_eq!(s, StatusCode::OK);
-    let all = doc["events"].as_array().expect("events").clone();
+    // A history's events are the stream's without `session` (the URL's).
+    let all = without_session(doc["events"].as_array().expect("events"));
 
     for n in [1usize, 10, 25] {
         let (s, body) = alice
@@ -210,6 +211,47 @@ async fn the_newest_events_come_in_order_and_only_for_members() {
     system.shutdown().await;
 }
 
+/// The chat window's page (`GET /chat/{id}`) has the browser ask for the history and the rest
+/// of what the window needs at once (a `Link` header of preloads, docs/api.md); a path that is
+/// not a session ID gets the page without one.
+#[tokio::test]
+async fn the_chat_page_has_the_browser_ask_for_its_history_at_once() {
+    let system = Scenario::alice_and_carol_on_pc1().start().await;
+    let alice = system.operator("alice");
+    let (id, _) = system.open_chat().await;
+    let link = |path: String| {
+        let alice = &alice;
+        async move {
+            let r = alice
+                .client
+                .get(alice.url(&path))
+                .send()
+                .await
+                .expect("GET");
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            r.headers()
+                .get("link")
+                .map(|v| v.to_str().expect("ASCII").to_string())
+        }
+    };
+    let api = format!("/api/sessions/{id}");
+    let expected: Vec<String> = [
+        format!("{api}/events?last=20000"),
+        format!("{api}/events?last=100"),
+        "/api/me".into(),
+        "/api/me/options".into(),
+        api.clone(),
+    ]
+    .iter()
+    .map(|url| format!("<{url}>; rel=preload; as=fetch; crossorigin"))
+    .collect();
+    assert_eq!(link(format!("/chat/{id}")).await, Some(expected.join(", ")));
+    for odd in ["a%22b", "x%3E%3Cy", "%20"] {
+        assert_eq!(link(format!("/chat/{odd}")).await, None, "{odd}");
+    }
+    system.shutdown().await;
+}
+
 /// A history read again (a window opened again, another member's) is the gateway's kept copy
 /// and what came since (gateway/src/history.rs): each event once, in order, the newest last,
 /// whether the new events came by the operator or the machine user and among another chat's.
@@ -237,7 +279,7 @@ async fn a_history_read_again_has_what_came_since_once_and_in_order() {
             .get(&format!("/api/sessions/{id}/transcript?format=json"))
             .await;
         assert_eq!(s, StatusCode::OK);
-        doc["events"].as_array().expect("events").clone()
+        without_session(doc["events"].as_array().expect("events"))
     };
     for round in 0..3 {
         for i in 0..4 {
@@ -281,4 +323,18 @@ async fn a_history_read_again_has_what_came_since_once_and_in_order() {
     }
     assert_eq!(texts, expected);
     system.shutdown().await;
+}
+
+/// `events` as a history (`GET /api/sessions/{id}/events`) carries them: each without its
+/// `session` (a transcript's and the event stream's have it).
+fn without_session(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .map(|e| {
+            let mut e = e.clone();
+            let session = e.as_object_mut().and_then(|o| o.remove("session"));
+            assert!(session.is_some(), "a stream event without its session: {e}");
+            e
+        })
+        .collect()
 }
