@@ -160,13 +160,19 @@ fn random_secret() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
-/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM).
-async fn stop_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Resolves when the process is asked to stop (Ctrl-C or SIGTERM). The handlers are installed
+/// when this is called, not when the future is first polled: a SIGTERM right after "natter is
+/// ready" (before the server first polls its shutdown future) would otherwise kill the process
+/// with no shutdown at all.
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 
@@ -219,32 +225,35 @@ async fn serve(mut config: Config) -> Result<(), BoxError> {
     }
 }
 
-/// Resolves when the node must stop: on Ctrl-C or SIGTERM, or when its embedded server failed
-/// for good (the reason goes to `failure`).
-async fn stop_requested(
+/// Resolves when the node must stop: on Ctrl-C or SIGTERM (handled from this call on), or when
+/// its embedded server failed for good (the reason goes to `failure`).
+fn stop_requested(
     server_failure: Option<impl std::future::Future<Output = String>>,
     failure: tokio::sync::oneshot::Sender<String>,
-) {
-    let failed = async {
-        match server_failure {
-            Some(server_failure) => server_failure.await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = stop_signal() => exit_after_shutdown_limit(),
-        why = failed => {
-            // Without its NATS server, a step of the shutdown could wait for ever.
-            let last_words = format!(
-                "natter: the embedded nats-server stopped: {why} (shutdown cut short after {} s)",
-                FAILED_SHUTDOWN_LIMIT.as_secs()
-            );
-            tokio::spawn(async move {
-                tokio::time::sleep(FAILED_SHUTDOWN_LIMIT).await;
-                eprintln!("{last_words}");
-                std::process::exit(1);
-            });
-            let _ = failure.send(why);
+) -> impl std::future::Future<Output = ()> {
+    let stop = stop_signal();
+    async move {
+        let failed = async {
+            match server_failure {
+                Some(server_failure) => server_failure.await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop => exit_after_shutdown_limit(),
+            why = failed => {
+                // Without its NATS server, a step of the shutdown could wait for ever.
+                let last_words = format!(
+                    "natter: the embedded nats-server stopped: {why} (shutdown cut short after {} s)",
+                    FAILED_SHUTDOWN_LIMIT.as_secs()
+                );
+                tokio::spawn(async move {
+                    tokio::time::sleep(FAILED_SHUTDOWN_LIMIT).await;
+                    eprintln!("{last_words}");
+                    std::process::exit(1);
+                });
+                let _ = failure.send(why);
+            }
         }
     }
 }
