@@ -162,7 +162,7 @@ impl Gateway {
             shutdown.clone(),
         )
         .await;
-        let alias_key = redact::AliasKey::load(&stores.js).await?;
+        let alias_key = redact::AliasKey::load(&stores).await?;
         let seen = signals::seen_bucket(&stores).await?;
         let presence = presence::Presence::start(
             stores.presence.clone(),

@@ -19,23 +19,44 @@ use crate::signals::Signal;
 /// Installation-wide secrets of the gateways.
 pub const SECRETS_BUCKET: &str = "natter_gateway_secrets";
 const ALIAS_KEY: &str = "operator_alias_key";
+/// How many times a node tries to read or make the key when it starts (200 ms apart).
+const LOAD_TRIES: u32 = 10;
 
 /// The key operators' aliases are made with.
 #[derive(Clone)]
 pub struct AliasKey([u8; 32]);
 
 impl AliasKey {
-    /// Reads the installation's key, making it if this is the first node to ask.
-    pub async fn load(js: &jetstream::Context) -> Result<AliasKey, StoreError> {
-        let bucket = js
+    /// Reads the installation's key, making it if this is the first node to ask. The bucket has
+    /// as many copies as the other stores (a cluster keeps it when a server dies).
+    pub async fn load(stores: &natter_actors::store::Stores) -> Result<AliasKey, StoreError> {
+        let bucket = stores
+            .js
             .create_or_update_key_value(kv::Config {
                 bucket: SECRETS_BUCKET.into(),
                 history: 1,
                 storage: jetstream::stream::StorageType::File,
+                num_replicas: stores.config.replicas,
                 ..Default::default()
             })
             .await
             .map_err(|e| StoreError::new("creating the gateway secrets bucket", e))?;
+        // On a cluster a bucket just made may not answer yet ("no stream found for given
+        // subject", seen in CI): a few tries, a moment apart.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match Self::read_or_make(&bucket).await {
+                Err(e) if tries < LOAD_TRIES => {
+                    tracing::debug!(error = %e, "operator alias key: trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn read_or_make(bucket: &kv::Store) -> Result<AliasKey, StoreError> {
         let fresh: [u8; 32] = rand::random();
         // The first node's key wins; every other node reads it.
         match bucket.create(ALIAS_KEY, fresh.to_vec().into()).await {
