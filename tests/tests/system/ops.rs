@@ -213,17 +213,17 @@ async fn a_history_read_again_comes_from_the_kept_copy() {
     };
     let first = open_window().await;
     let after_first = scrape(&browser).await;
-    assert_eq!(
-        reads(&after_first, "stream") - reads(&before, "stream"),
-        2.0,
-        "{after_first}"
-    );
+    // The two reads at once: the first to start reads the stream; the other may find what it
+    // kept (when that read was done before it looked), or read the stream too.
+    let stream = reads(&after_first, "stream") - reads(&before, "stream");
+    let kept = reads(&after_first, "kept").max(0.0) - reads(&before, "kept").max(0.0);
+    assert!(stream >= 1.0 && stream + kept == 2.0, "{after_first}");
     assert!(sample(&after_first, "natter_history_kept_bytes", &[]).unwrap_or(0.0) > 0.0);
     let again = open_window().await;
     assert_eq!(again, first, "the same history, from the kept copy");
     let after_again = scrape(&browser).await;
     assert_eq!(
-        reads(&after_again, "kept") - reads(&after_first, "kept"),
+        reads(&after_again, "kept") - reads(&after_first, "kept").max(0.0),
         2.0,
         "{after_again}"
     );
