@@ -2,6 +2,7 @@
 
 use std::net::IpAddr;
 
+use natter_actors::protocol::valid_session_id;
 use warp::Rejection;
 use warp::http::{StatusCode, header};
 use warp::reply::{Reply, Response};
@@ -21,8 +22,8 @@ pub fn index() -> Response {
 /// the same URLs, the same way, and gets these answers (it and chat.js keep them in step).
 pub fn chat(id: String) -> Response {
     let mut page = ui::file("chat.html");
-    // A session ID is a ULID; anything else gets the page without (it says "not found").
-    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+    // Anything but a session ID gets the page without (it says "not found").
+    if valid_session_id(&id) {
         let api = format!("/api/sessions/{id}");
         let link = [
             format!("{api}/events?last=20000"),

@@ -246,7 +246,7 @@ async fn the_chat_page_has_the_browser_ask_for_its_history_at_once() {
     .map(|url| format!("<{url}>; rel=preload; as=fetch; crossorigin"))
     .collect();
     assert_eq!(link(format!("/chat/{id}")).await, Some(expected.join(", ")));
-    for odd in ["a%22b", "x%3E%3Cy", "%20"] {
+    for odd in ["a%22b", "x%3E%3Cy", "%20", "abc"] {
         assert_eq!(link(format!("/chat/{odd}")).await, None, "{odd}");
     }
     system.shutdown().await;
