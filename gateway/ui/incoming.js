@@ -4,10 +4,8 @@
 // this operator — and announced once per chat: a browser notification while the page is in the
 // background (notifications.js), and the tone if the operator's `play_tone` option is on.
 import { el } from './dom.js';
-import { LONG_TIME } from './time-text.js';
+import { clockTime, longTime } from './time-text.js';
 import { nameOf } from './transcript.js';
-
-const SHORT_TIME = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
 
 /**
  * "Carol on pc1.sales.acme wants to chat" / "Bob Builder wants to chat" / "Alice Admin hands
@@ -79,8 +77,8 @@ export class IncomingChats {
       const t = el('time', 'when');
       const d = new Date(inc.at);
       t.dateTime = d.toISOString();
-      t.title = LONG_TIME.format(d);
-      t.textContent = 'since ' + SHORT_TIME.format(d);
+      t.title = longTime(d);
+      t.textContent = 'since ' + clockTime(d);
       li.append(' ', t);
     }
     const answer = el('button', 'primary incoming-answer', 'Answer');

@@ -6,7 +6,7 @@ import { getJSON } from './api.js';
 import { el } from './dom.js';
 import { statusSvg, statusLabel } from './status-icons.js';
 import { groupOf, userList } from './machine-row.js';
-import { LONG_TIME, ago, duration } from './time-text.js';
+import { ago, duration, longTime } from './time-text.js';
 
 const CLOSE_DELAY = 200; // ms, lets the pointer travel from the icon onto the Quick View
 
@@ -184,7 +184,7 @@ function lastCheckin(m) {
   }
   const d = new Date(m.last_checkin);
   last.dateTime = d.toISOString();
-  last.title = LONG_TIME.format(d);
+  last.title = longTime(d);
   last.dataset.at = String(m.last_checkin);
   last.textContent = ago(Date.now() - m.last_checkin);
   return last;

@@ -1,17 +1,16 @@
 // A chat window's list of events: rendering (text only), seq order and de-duplication,
 // retention pruning (F3), messages still being sent, and following the newest message.
 import { el } from './dom.js';
-import { LONG_TIME } from './time-text.js';
+import { clockTime, longTime } from './time-text.js';
 
 export function nameOf(p) {
   if (!p) return 'Someone';
   return p.name || (p.kind === 'operator' ? 'Operator' : p.kind === 'machine_user' ? 'User' : p.id || 'Someone');
 }
 
-const SHORT_TIME = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
-// Formatting is the slow part of a time (a few µs, 10k times for a long history): "12:34" and
-// the ISO date up to the minute are kept per minute, and the full date (the tooltip) is made
-// only when the pointer comes by.
+// Formatting is the slow part of a time (10k times for a long history): "12:34" and the ISO
+// date up to the minute are kept per minute, and the full date (the tooltip) is made only when
+// the pointer comes by.
 const minutes = new Map(); // minute since the epoch -> {short: "12:34", iso: "2026-12-03T12:34:"}
 function minuteOf(at) {
   const minute = Math.floor(at / 60000);
@@ -19,7 +18,7 @@ function minuteOf(at) {
   if (m === undefined) {
     if (minutes.size > 10000) minutes.clear();
     const d = new Date(minute * 60000);
-    m = { short: SHORT_TIME.format(d), iso: d.toISOString().slice(0, -7) };
+    m = { short: clockTime(d), iso: d.toISOString().slice(0, -7) };
     minutes.set(minute, m);
   }
   return m;
@@ -43,7 +42,7 @@ function timeEl(at) {
 /** The tooltip of a time: its full date, made on the first hover. */
 function titleOnHover(e) {
   const t = e.target;
-  if (t instanceof HTMLTimeElement && !t.title) t.title = LONG_TIME.format(new Date(t.dateTime));
+  if (t instanceof HTMLTimeElement && !t.title) t.title = longTime(new Date(t.dateTime));
 }
 
 /** A message's nodes, cloned for each one (faster than creating them one by one). */
