@@ -94,6 +94,44 @@ pub fn file(name: &str) -> warp::reply::Response {
     resp
 }
 
+/// A UI file for `GET /static/{name}` (a plain 404 if missing), with an `ETag` (its content's
+/// SHA-256): a browser keeps it and asks again with `If-None-Match` (`no-cache`), and gets
+/// `304 Not Modified`, no body, while the file is the same. An operator opening chat windows
+/// all day then fetches the window's modules once per build of the gateway, not per window.
+pub fn asset(name: &str, if_none_match: Option<&str>) -> warp::reply::Response {
+    let Some(content) = Assets::get(name) else {
+        return file(name);
+    };
+    let hash = content.metadata.sha256_hash();
+    let etag = format!("\"{}\"", hex(&hash[..16]));
+    let mut resp = if if_none_match.is_some_and(|v| matches_etag(v, &etag)) {
+        let mut r = warp::reply::Response::default();
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        r
+    } else {
+        file(name)
+    };
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// Whether an `If-None-Match` value names `etag` (or is `*`): a list of entity tags, weak ones
+/// compared by their opaque part (RFC 9110, 13.1.2).
+fn matches_etag(if_none_match: &str, etag: &str) -> bool {
+    if_none_match
+        .split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Whether `name` is a servable UI asset (no paths, no hidden files).
 pub fn exists(name: &str) -> bool {
     !name.starts_with('.') && !name.contains('/') && Assets::get(name).is_some()
@@ -102,6 +140,43 @@ pub fn exists(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn if_none_match_is_a_list_of_entity_tags() {
+        let tag = "\"abc\"";
+        for yes in [
+            "\"abc\"",
+            "W/\"abc\"",
+            "\"x\", \"abc\"",
+            " \"x\" ,W/\"abc\" ",
+            "*",
+        ] {
+            assert!(matches_etag(yes, tag), "{yes}");
+        }
+        for no in ["", "abc", "\"abcd\"", "\"ab\"", "\"x\", \"y\"", "W/abc"] {
+            assert!(!matches_etag(no, tag), "{no}");
+        }
+    }
+
+    #[test]
+    fn an_asset_is_not_sent_again_while_it_is_the_same() {
+        let first = asset("chat.js", None);
+        assert_eq!(first.status(), StatusCode::OK);
+        let etag = first.headers()[header::ETAG].to_str().unwrap().to_string();
+        assert!(
+            etag.len() == 34 && etag.starts_with('"') && etag.ends_with('"'),
+            "{etag}"
+        );
+        let again = asset("chat.js", Some(&etag));
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(again.headers()[header::ETAG], etag.as_str());
+        let other = asset("chat.js", Some("\"0\""));
+        assert_eq!(other.status(), StatusCode::OK);
+        assert_eq!(
+            asset("nope.js", Some(&etag)).status(),
+            StatusCode::NOT_FOUND
+        );
+    }
 
     #[test]
     fn a_page_csp_allows_exactly_its_inline_scripts() {

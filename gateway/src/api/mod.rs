@@ -143,6 +143,14 @@ fn pages() -> impl Route {
         .map(pages::start);
     let static_file = warp::path!("static" / String)
         .and(warp::get())
+        // Not `header::optional`: a value that is not text is ignored (the file is sent), not a 400.
+        .and(
+            warp::header::headers_cloned().map(|h: warp::http::HeaderMap| {
+                h.get(warp::http::header::IF_NONE_MATCH)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            }),
+        )
         .and_then(pages::static_file);
     any_of!(index, chat, machine_user_chat, start, static_file)
 }

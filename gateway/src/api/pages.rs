@@ -54,10 +54,13 @@ pub fn start() -> Response {
     ui::file("start.html")
 }
 
-/// GET /static/{name}
-pub async fn static_file(name: String) -> Result<Response, Rejection> {
+/// GET /static/{name}: `304 Not Modified` for an `If-None-Match` naming the file as it is.
+pub async fn static_file(
+    name: String,
+    if_none_match: Option<String>,
+) -> Result<Response, Rejection> {
     if ui::exists(&name) {
-        Ok(ui::file(&name))
+        Ok(ui::asset(&name, if_none_match.as_deref()))
     } else {
         Err(warp::reject::not_found())
     }

@@ -21,6 +21,7 @@ mod open_chats;
 mod ops;
 mod options;
 mod ownership;
+mod pages;
 mod recovery;
 mod reopen;
 mod resume;
