@@ -662,7 +662,12 @@ async fn a_quiet_machine_rests_as_a_record_and_its_changes_are_written_without_a
     })
     .await;
     assert_eq!(node.agent_actors(), 0, "a check-in's change needs no actor");
-    assert!(writes() > writes_then);
+    // Counted when the server's ack comes back, which can be after the value is readable.
+    eventually(WAIT, || {
+        let counted = writes() > writes_then;
+        async move { counted }
+    })
+    .await;
     alice
         .wait_for(&format!("/api/machines/{m}"), |v| {
             v["status"] == "online" && v["user"].is_null()
