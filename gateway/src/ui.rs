@@ -63,9 +63,14 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 
 /// A UI file as an HTTP response (a plain 404 if missing).
 pub fn file(name: &str) -> warp::reply::Response {
-    let Some(content) = Assets::get(name) else {
-        return warp::reply::with_status("not found", StatusCode::NOT_FOUND).into_response();
-    };
+    match Assets::get(name) {
+        Some(content) => file_response(name, content),
+        None => warp::reply::with_status("not found", StatusCode::NOT_FOUND).into_response(),
+    }
+}
+
+/// `content` (the file `name`) as an HTTP response.
+fn file_response(name: &str, content: rust_embed::EmbeddedFile) -> warp::reply::Response {
     let mime = mime_guess::from_path(name).first_or_octet_stream();
     let csp = if name.ends_with(".html") {
         page_csp_cached(content.metadata.sha256_hash(), &content.data)
@@ -102,8 +107,7 @@ pub fn asset(name: &str, if_none_match: Option<&str>) -> warp::reply::Response {
     let Some(content) = Assets::get(name) else {
         return file(name);
     };
-    let hash = content.metadata.sha256_hash();
-    let etag = format!("\"{}\"", hex(&hash[..16]));
+    let etag = format!("\"{}\"", hex::encode(&content.metadata.sha256_hash()[..16]));
     let mut resp = if if_none_match.is_some_and(|v| matches_etag(v, &etag)) {
         let mut r = warp::reply::Response::default();
         *r.status_mut() = StatusCode::NOT_MODIFIED;
@@ -111,7 +115,7 @@ pub fn asset(name: &str, if_none_match: Option<&str>) -> warp::reply::Response {
             .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         r
     } else {
-        file(name)
+        file_response(name, content)
     };
     if let Ok(v) = HeaderValue::from_str(&etag) {
         resp.headers_mut().insert(header::ETAG, v);
@@ -126,10 +130,6 @@ fn matches_etag(if_none_match: &str, etag: &str) -> bool {
         .split(',')
         .map(str::trim)
         .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == etag)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Whether `name` is a servable UI asset (no paths, no hidden files).
